@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         .enable_type_names()
         .type_name_domain(["."], "type.googleapis.com")
+        // Addresses key the runtime's per-partition tables.
+        .type_attribute(".io.statefun.sdk.reqreply.Address", "#[derive(PartialOrd, Ord)]")
         .include_file("packages.rs")
         .compile_fds(descriptors)?;
     Ok(())
