@@ -1,0 +1,1 @@
+//! The shopping cart example.
