@@ -1,1 +1,2 @@
 pub mod address;
+pub mod config;
