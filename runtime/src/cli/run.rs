@@ -1,0 +1,104 @@
+//! `statefun run`: load module.yaml, then run every partition until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use statefun_runtime::config::ModuleConfig;
+use statefun_runtime::invoke::retry::RetryPolicy;
+use statefun_runtime::node::{self, NodeSettings};
+use statefun_runtime::partition::worker::WorkerSettings;
+
+use super::{DataDir, duration};
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// The StateFun module.yaml (endpoints, ingresses, egresses).
+    #[arg(long, env = "STATEFUN_MODULE", default_value = "module.yaml")]
+    module: PathBuf,
+    /// Number of partitions; fixed for the life of the data.
+    #[arg(long, env = "STATEFUN_PARTITIONS", default_value_t = 4)]
+    partitions: u32,
+    /// How often each partition commits an epoch.
+    #[arg(long, env = "STATEFUN_COMMIT_INTERVAL", default_value = "100ms", value_parser = duration)]
+    commit_interval: Duration,
+    /// Every how many epochs a full snapshot replaces the deltas.
+    #[arg(long, env = "STATEFUN_SNAPSHOT_EVERY", default_value_t = 100)]
+    snapshot_every: u64,
+    /// Input pauses while a partition holds more queued messages than this.
+    #[arg(long, env = "STATEFUN_MAX_QUEUED", default_value_t = 100_000)]
+    max_queued: usize,
+    /// Attempts per invocation (the first included) before its messages are dead-lettered.
+    #[arg(long, env = "STATEFUN_INVOKE_ATTEMPTS", default_value_t = 6)]
+    invoke_attempts: u32,
+    /// First retry delay, doubling up to --invoke-max-backoff, with jitter.
+    #[arg(long, env = "STATEFUN_INVOKE_BACKOFF", default_value = "100ms", value_parser = duration)]
+    invoke_backoff: Duration,
+    #[arg(long, env = "STATEFUN_INVOKE_MAX_BACKOFF", default_value = "5s", value_parser = duration)]
+    invoke_max_backoff: Duration,
+    /// Shards of the local streams the runtime creates (ingress, egress).
+    #[arg(long, env = "STATEFUN_STREAM_SHARDS", default_value_t = 4)]
+    stream_shards: u32,
+    #[arg(long, env = "STATEFUN_EXCHANGE_STREAM", default_value = "statefun-exchange")]
+    exchange_stream: String,
+    #[arg(long, env = "STATEFUN_DEAD_LETTER_STREAM", default_value = "statefun-dead-letters")]
+    dead_letter_stream: String,
+    /// How often idle inputs are polled.
+    #[arg(long, env = "STATEFUN_POLL_INTERVAL", default_value = "10ms", value_parser = duration)]
+    poll_interval: Duration,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let module = ModuleConfig::load(&args.module)?;
+    anyhow::ensure!(args.partitions >= 1 && args.partitions <= 4096, "--partitions must be between 1 and 4096");
+    anyhow::ensure!(args.invoke_attempts >= 1, "--invoke-attempts must be at least 1");
+    anyhow::ensure!(args.snapshot_every >= 1, "--snapshot-every must be at least 1");
+    anyhow::ensure!(!args.commit_interval.is_zero(), "--commit-interval must be above zero");
+    let settings = NodeSettings {
+        data_dir: args.data.data_dir,
+        partitions: args.partitions,
+        owner: format!("pid-{}", std::process::id()),
+        exchange_stream: args.exchange_stream,
+        dead_letter_stream: args.dead_letter_stream,
+        stream_shards: args.stream_shards.max(1),
+        worker: WorkerSettings {
+            commit_interval: args.commit_interval,
+            snapshot_every: args.snapshot_every,
+            max_queued: args.max_queued.max(1),
+            poll_interval: args.poll_interval,
+            read_batch: 500,
+            expiry_sweep: Duration::from_secs(1),
+        },
+        retry: RetryPolicy {
+            max_attempts: args.invoke_attempts,
+            initial_backoff: args.invoke_backoff,
+            max_backoff: args.invoke_max_backoff,
+        },
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: committing and stopping every partition");
+        let _ = stop.send(true);
+    });
+    tracing::info!(partitions = settings.partitions, data_dir = %settings.data_dir.display(), "runtime starting");
+    node::run_local(module, settings, shutdown).await.context("runtime stopped")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

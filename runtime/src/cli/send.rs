@@ -1,0 +1,102 @@
+//! `statefun send`: append records to a stream, encoding JSON by typename.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde_json::Value;
+use statefun_runtime::config::ModuleConfig;
+use statefun_runtime::log::{AppendRecord, LogStore, ShardChoice, local::LocalLogStore};
+use statefun_runtime::values::ValueCodec;
+
+use super::DataDir;
+
+#[derive(Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// The stream to append to.
+    #[arg(long)]
+    stream: String,
+    /// Partition key: for an ingress, the id of the target function instance.
+    #[arg(long, required_unless_present = "lines")]
+    key: Option<String>,
+    /// The value as JSON (a JSON string for io.statefun.types/string).
+    #[arg(long, required_unless_present = "lines")]
+    value: Option<String>,
+    /// Read records from a file ('-' for stdin), one JSON object per line: {"key": ..., "value": ...}.
+    #[arg(long, conflicts_with_all = ["key", "value"])]
+    lines: Option<PathBuf>,
+    /// Typename of the value; when absent, the stream's valueType in --module.
+    #[arg(long = "type")]
+    typename: Option<String>,
+    /// module.yaml, to find the stream's valueType.
+    #[arg(long, env = "STATEFUN_MODULE", default_value = "module.yaml")]
+    module: PathBuf,
+    /// Extra protobuf FileDescriptorSet files for your own message types.
+    #[arg(long)]
+    descriptor_set: Vec<PathBuf>,
+    /// Shards of the stream if it has to be created.
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+}
+
+pub async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let typename = match args.typename {
+        Some(t) => t,
+        None => stream_value_type(&args.module, &args.stream)?,
+    };
+    let codec = ValueCodec::new(&args.descriptor_set)?;
+    let mut inputs: Vec<(String, Value)> = Vec::new();
+    match (&args.lines, args.key, args.value) {
+        (Some(path), _, _) => {
+            let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::BufReader::new(
+                    std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+                ))
+            };
+            for (n, line) in reader.lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let at = || format!("{}, line {}", path.display(), n + 1);
+                let record: Value = serde_json::from_str(&line).with_context(|| format!("{}: not JSON", at()))?;
+                let key = record.get("key").and_then(Value::as_str).with_context(|| format!("{}: missing string field `key`", at()))?;
+                let value = record.get("value").with_context(|| format!("{}: missing field `value`", at()))?;
+                inputs.push((key.to_owned(), value.clone()));
+            }
+        }
+        (None, Some(key), Some(value)) => {
+            let json: Value = serde_json::from_str(&value).with_context(|| format!("--value is not JSON: {value}"))?;
+            inputs.push((key, json));
+        }
+        _ => bail!("give --key and --value, or --lines"),
+    }
+    let mut records = Vec::with_capacity(inputs.len());
+    for (key, value) in inputs {
+        if key.is_empty() {
+            bail!("empty partition key: every record needs a key (it is the target's id)");
+        }
+        records.push(AppendRecord { partition_key: key, shard: ShardChoice::ByKey, data: codec.encode(&typename, &value)?, id: None });
+    }
+    let log = LocalLogStore::new(&args.data.data_dir);
+    log.ensure_stream(&args.stream, args.shards).await?;
+    let count = records.len();
+    log.append(&args.stream, records).await?;
+    eprintln!("appended {count} record(s) of {typename} to {}", args.stream);
+    Ok(())
+}
+
+fn stream_value_type(module: &std::path::Path, stream: &str) -> anyhow::Result<String> {
+    let config = ModuleConfig::load(module)
+        .with_context(|| format!("no --type given, so the valueType of `{stream}` is read from {}", module.display()))?;
+    config
+        .ingress_streams()
+        .find(|(_, s)| s.stream == stream)
+        .map(|(_, s)| s.value_type.clone())
+        .with_context(|| format!("{} has no ingress stream `{stream}`; give --type", module.display()))
+}

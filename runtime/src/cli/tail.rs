@@ -1,0 +1,82 @@
+//! `statefun tail`: print a stream's records, readable or as JSON lines.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::json;
+use statefun_runtime::log::{LogStore, Position, local::LocalLogStore};
+use statefun_runtime::values::ValueCodec;
+
+use super::{DataDir, duration};
+
+#[derive(Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    data: DataDir,
+    #[arg(long)]
+    stream: String,
+    /// Keep waiting for new records.
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: stop after no new record arrived for this long.
+    #[arg(long, value_parser = duration)]
+    idle_exit: Option<Duration>,
+    /// Stop after this many records.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Start from the end: only records appended from now on.
+    #[arg(long)]
+    latest: bool,
+    /// Decode values as this typename (values that are JSON or text print as such anyway).
+    #[arg(long = "type")]
+    typename: Option<String>,
+    #[arg(long)]
+    descriptor_set: Vec<PathBuf>,
+    /// One JSON object per record: {"shard","sequence","key","id","value"}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let codec = ValueCodec::new(&args.descriptor_set)?;
+    let log = LocalLogStore::new(&args.data.data_dir);
+    let shards = log.shards(&args.stream).await?;
+    let start = if args.latest { Position::Latest } else { Position::Start };
+    let mut positions: BTreeMap<String, Position> = shards.iter().map(|s| (s.clone(), start.clone())).collect();
+    let mut printed = 0usize;
+    let mut last_seen = Instant::now();
+    loop {
+        let mut any = false;
+        for shard in &shards {
+            let from = positions.get(shard).cloned().unwrap_or(Position::Start);
+            let (records, next) = log.read(&args.stream, shard, &from, 1000).await?;
+            positions.insert(shard.clone(), next);
+            for record in records {
+                any = true;
+                let value = codec.decode(args.typename.as_deref(), &record.data);
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({"shard": record.shard, "sequence": record.sequence, "key": record.partition_key, "id": record.id, "value": value})
+                    );
+                } else {
+                    println!("[{} #{}] key={} {}", record.shard, record.sequence, record.partition_key, value);
+                }
+                printed += 1;
+                if args.limit.is_some_and(|limit| printed >= limit) {
+                    return Ok(());
+                }
+            }
+        }
+        if any {
+            last_seen = Instant::now();
+            continue;
+        }
+        if !args.follow || args.idle_exit.is_some_and(|idle| last_seen.elapsed() >= idle) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

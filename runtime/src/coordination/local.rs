@@ -1,0 +1,152 @@
+//! The embedded commit store: a SQLite table of partitions in the data
+//! directory, with the same conditional-write semantics as the DynamoDB one.
+//! Single-process ownership of the directory is enforced separately by a lock
+//! file (see [`crate::node`]).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use statefun_proto::internal::PartitionManifest;
+
+use super::{CommitError, CommitStore, Lease};
+use crate::log::BoxFuture;
+
+pub struct LocalCommitStore {
+    connection: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> CommitError {
+    CommitError::Backend(e.to_string())
+}
+
+impl LocalCommitStore {
+    pub fn open(data_dir: &Path) -> Result<Self, CommitError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| backend(format!("{}: {e}", data_dir.display())))?;
+        let connection = Connection::open(data_dir.join("coordination.sqlite")).map_err(backend)?;
+        connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode=WAL;
+                 PRAGMA synchronous=FULL;
+                 CREATE TABLE IF NOT EXISTS partitions (
+                     partition INTEGER PRIMARY KEY,
+                     owner TEXT NOT NULL,
+                     lease INTEGER NOT NULL,
+                     epoch INTEGER NOT NULL,
+                     snapshot_epoch INTEGER NOT NULL);",
+            )
+            .map_err(backend)?;
+        Ok(Self { connection: Arc::new(Mutex::new(connection)) })
+    }
+
+    fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, CommitError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, CommitError>> {
+        let connection = self.connection.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || work(&mut connection.lock().unwrap_or_else(|e| e.into_inner())))
+                .await
+                .map_err(backend)?
+        })
+    }
+}
+
+fn read_manifest(c: &Connection, partition: u32) -> Result<Option<(u64, PartitionManifest)>, CommitError> {
+    c.query_row("SELECT lease, epoch, snapshot_epoch FROM partitions WHERE partition = ?1", [partition], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, PartitionManifest { epoch: r.get::<_, i64>(1)? as u64, snapshot_epoch: r.get::<_, i64>(2)? as u64 }))
+    })
+    .optional()
+    .map_err(backend)
+}
+
+impl CommitStore for LocalCommitStore {
+    fn acquire<'a>(&'a self, partition: u32, owner: &'a str) -> BoxFuture<'a, Result<Lease, CommitError>> {
+        let owner = owner.to_owned();
+        self.blocking(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let existing = read_manifest(&tx, partition)?;
+            let (counter, manifest) = match existing {
+                Some((lease, manifest)) => (lease + 1, (manifest.epoch > 0).then_some(manifest)),
+                None => (1, None),
+            };
+            tx.execute(
+                "INSERT INTO partitions (partition, owner, lease, epoch, snapshot_epoch) VALUES (?1, ?2, ?3, 0, 0)
+                 ON CONFLICT (partition) DO UPDATE SET owner = ?2, lease = ?3",
+                params![partition, owner, counter as i64],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Lease { partition, owner, counter, manifest })
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        lease: &'a Lease,
+        previous_epoch: u64,
+        manifest: PartitionManifest,
+    ) -> BoxFuture<'a, Result<(), CommitError>> {
+        let lease = lease.clone();
+        self.blocking(move |c| {
+            let changed = c
+                .execute(
+                    "UPDATE partitions SET epoch = ?1, snapshot_epoch = ?2
+                     WHERE partition = ?3 AND owner = ?4 AND lease = ?5 AND epoch = ?6",
+                    params![
+                        manifest.epoch as i64,
+                        manifest.snapshot_epoch as i64,
+                        lease.partition,
+                        lease.owner,
+                        lease.counter as i64,
+                        previous_epoch as i64
+                    ],
+                )
+                .map_err(backend)?;
+            if changed == 1 {
+                Ok(())
+            } else {
+                Err(CommitError::Fenced {
+                    partition: lease.partition,
+                    epoch: manifest.epoch,
+                    owner: lease.owner,
+                    counter: lease.counter,
+                    previous: previous_epoch,
+                })
+            }
+        })
+    }
+
+    fn manifest<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<PartitionManifest>, CommitError>> {
+        self.blocking(move |c| Ok(read_manifest(c, partition)?.map(|(_, m)| m).filter(|m| m.epoch > 0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_commit_by_a_fenced_lease_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalCommitStore::open(dir.path()).expect("open");
+        let old = store.acquire(0, "a").await.expect("acquire");
+        store.commit(&old, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1 }).await.expect("commit");
+        let new = store.acquire(0, "b").await.expect("acquire");
+        assert_eq!(new.manifest, Some(PartitionManifest { epoch: 1, snapshot_epoch: 1 }));
+        let err = store.commit(&old, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1 }).await.expect_err("fenced");
+        assert!(matches!(err, CommitError::Fenced { .. }), "{err}");
+        store.commit(&new, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1 }).await.expect("new owner commits");
+    }
+
+    #[tokio::test]
+    async fn a_commit_from_a_stale_epoch_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalCommitStore::open(dir.path()).expect("open");
+        let lease = store.acquire(1, "a").await.expect("acquire");
+        store.commit(&lease, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1 }).await.expect("commit");
+        assert!(store.commit(&lease, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1 }).await.is_err());
+        assert_eq!(store.manifest(1).await.expect("read").map(|m| m.epoch), Some(1));
+    }
+}

@@ -1,0 +1,148 @@
+//! Calling functions: which endpoint serves a function type, one attempt over
+//! a transport ([`FunctionClient`]), and retries with backoff ([`retry`]).
+//!
+//! The invoker turns a batch request into a `FromFunction` or a final error
+//! string after the retry budget; it knows nothing of mailboxes or state.
+
+pub mod http;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
+
+use crate::address::{self, FunctionType};
+use crate::config::{EndpointConfig, EndpointTarget, ModuleConfig};
+use crate::log::BoxFuture;
+use crate::partition::{BatchLimits, Catalog};
+use retry::RetryPolicy;
+
+/// Why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("throttled: {0}")]
+    Throttled(String),
+    #[error("function error: {0}")]
+    Function(String),
+    #[error("malformed reply: {0}")]
+    Malformed(String),
+}
+
+/// One attempt to call a function over some transport.
+pub trait FunctionClient: Send + Sync {
+    fn call<'a>(&'a self, function_type: &'a FunctionType, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>>;
+}
+
+/// A function type's transport and limits.
+#[derive(Clone)]
+pub struct Route {
+    pub client: Arc<dyn FunctionClient>,
+    pub limits: BatchLimits,
+}
+
+/// Resolves function types to endpoints (once per type) and invokes with retries.
+pub struct Invoker {
+    module: Arc<ModuleConfig>,
+    clients: Vec<Arc<dyn FunctionClient>>,
+    routes: Mutex<HashMap<FunctionType, Option<Route>>>,
+    retry: RetryPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("endpoint in document {document}: {detail}")]
+pub struct EndpointError {
+    pub document: usize,
+    pub detail: String,
+}
+
+impl Invoker {
+    /// Builds one pooled client per endpoint of the module.
+    pub fn new(module: Arc<ModuleConfig>, retry: RetryPolicy) -> Result<Self, EndpointError> {
+        let clients = module.endpoints.iter().map(client_for).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { module, clients, routes: Mutex::new(HashMap::new()), retry })
+    }
+
+    pub fn route(&self, function_type: &FunctionType) -> Option<Route> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .entry(function_type.clone())
+            .or_insert_with(|| {
+                let chosen = self.module.endpoint_for(function_type)?;
+                let index = self.module.endpoints.iter().position(|e| std::ptr::eq(e, chosen))?;
+                let endpoint = &self.module.endpoints[index];
+                Some(Route {
+                    client: self.clients[index].clone(),
+                    limits: BatchLimits { max_messages: endpoint.max_batch, max_bytes: endpoint.payload_max_bytes },
+                })
+            })
+            .clone()
+    }
+
+    /// Invokes with retries; `Err` carries the reason after the budget is spent.
+    pub async fn invoke(&self, address: &Address, request: ToFunction) -> Result<FromFunction, String> {
+        let function_type = FunctionType::of(address);
+        let Some(route) = self.route(&function_type) else {
+            return Err(format!("no endpoint serves function type {function_type}"));
+        };
+        let body = request.encode_to_vec();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = route.client.call(&function_type, body.clone()).await.and_then(|reply| {
+                FromFunction::decode(reply.as_slice())
+                    .map_err(|e| InvokeError::Malformed(format!("not a FromFunction message ({} bytes): {e}", reply.len())))
+            });
+            match outcome {
+                Ok(reply) => return Ok(reply),
+                Err(error) => {
+                    let Some(delay) = self.retry.backoff(attempt, matches!(error, InvokeError::Throttled(_))) else {
+                        return Err(format!(
+                            "invoking {} failed after {attempt} attempts; last error: {error}",
+                            address::display(address)
+                        ));
+                    };
+                    tracing::debug!(address = %address::display(address), attempt, "invocation failed, retrying: {error}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+fn client_for(endpoint: &EndpointConfig) -> Result<Arc<dyn FunctionClient>, EndpointError> {
+    match &endpoint.target {
+        EndpointTarget::Http { .. } => Ok(Arc::new(http::HttpClient::new(endpoint).map_err(|detail| {
+            EndpointError { document: endpoint.document, detail }
+        })?)),
+        EndpointTarget::Lambda { function_name, .. } => Err(EndpointError {
+            document: endpoint.document,
+            detail: format!(
+                "Lambda endpoint `{function_name}`: Lambda invocation needs the AWS backends, which this build does not include yet"
+            ),
+        }),
+    }
+}
+
+/// The catalog the partitions see: routes from the invoker, egress ids from the module.
+pub struct ModuleCatalog {
+    pub invoker: Arc<Invoker>,
+    pub module: Arc<ModuleConfig>,
+}
+
+impl Catalog for ModuleCatalog {
+    fn batch_limits(&self, function_type: &FunctionType) -> Option<BatchLimits> {
+        self.invoker.route(function_type).map(|r| r.limits)
+    }
+
+    fn has_egress(&self, id: &str) -> bool {
+        self.module.egress(id).is_some()
+    }
+}

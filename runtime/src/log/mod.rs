@@ -1,0 +1,102 @@
+//! Durable, sharded, append-only logs: the ingress streams, the exchange
+//! between partitions, the egress streams and the dead-letter stream.
+//!
+//! [`LogStore`] is the seam between the engine and Kinesis (AWS) or local
+//! files (the embedded mode). A log knows records, shards and positions; it
+//! knows nothing of messages, partitions or epochs.
+
+pub mod local;
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, so the storage traits stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where an appended record goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardChoice {
+    /// By the hash of the partition key, as Kinesis does.
+    ByKey,
+    /// The shard with this index in the stream's shard list (the exchange: shard = partition).
+    Index(u32),
+    /// A Kinesis explicit hash key (a decimal 128-bit number).
+    ExplicitHashKey(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendRecord {
+    pub partition_key: String,
+    pub shard: ShardChoice,
+    pub data: Vec<u8>,
+    /// A deterministic id: appending a record whose id the shard already holds
+    /// is a no-op where the backend can tell (the local log can).
+    pub id: Option<String>,
+}
+
+/// Where reading a shard starts or goes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// The oldest record still held.
+    Start,
+    /// Only records appended from now on.
+    Latest,
+    /// Records appended at or after this wall-clock time (milliseconds).
+    AtTimestamp(i64),
+    /// The record after this sequence number.
+    After(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub shard: String,
+    /// Opaque position, increasing within a shard; read again with `after`.
+    pub sequence: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+    pub id: Option<String>,
+    pub appended_at_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("stream `{stream}` does not exist{hint}")]
+    NoSuchStream { stream: String, hint: String },
+    #[error("stream `{stream}` has no shard `{shard}`")]
+    NoSuchShard { stream: String, shard: String },
+    #[error("invalid stream name `{0}`: use 1-128 characters of A-Z, a-z, 0-9, `_`, `-`, `.`")]
+    InvalidName(String),
+    #[error("stream `{stream}`: {detail}")]
+    Backend { stream: String, detail: String },
+}
+
+pub trait LogStore: Send + Sync {
+    /// Creates the stream with `shards` shards when the backend may create
+    /// streams and it does not exist; returns the stream's shard ids in order.
+    fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<String>, LogError>>;
+
+    /// The stream's shard ids in order.
+    fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<String>, LogError>>;
+
+    /// Appends records; records for the same shard keep their order.
+    fn append<'a>(&'a self, stream: &'a str, records: Vec<AppendRecord>) -> BoxFuture<'a, Result<(), LogError>>;
+
+    /// Up to `max` records of a shard from `from`, and the position to read on from.
+    fn read<'a>(
+        &'a self,
+        stream: &'a str,
+        shard: &'a str,
+        from: &'a Position,
+        max: usize,
+    ) -> BoxFuture<'a, Result<(Vec<LogRecord>, Position), LogError>>;
+}
+
+/// Kinesis' stream-name rule, also applied to local streams (their names become file names).
+pub fn check_stream_name(stream: &str) -> Result<(), LogError> {
+    let ok = !stream.is_empty()
+        && stream.len() <= 128
+        && stream.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && stream != "."
+        && stream != "..";
+    if ok { Ok(()) } else { Err(LogError::InvalidName(stream.to_owned())) }
+}

@@ -1,0 +1,177 @@
+//! One runtime process in the embedded local mode: it takes the data
+//! directory, creates the streams, takes every partition's lease, recovers each
+//! partition from its checkpoint and runs one worker per partition until shutdown.
+//!
+//! This is the only place where backends, configuration and the engine meet.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::checkpoint::{self, BlobStore, fs::FsBlobStore};
+use crate::config::{ModuleConfig, StartupPosition};
+use crate::coordination::{CommitStore, local::LocalCommitStore};
+use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
+use crate::log::{LogStore, Position, local::LocalLogStore};
+use crate::partition::Partition;
+use crate::partition::committer::{Committer, OutputStreams};
+use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerSettings};
+
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub data_dir: PathBuf,
+    pub partitions: u32,
+    /// This process' name in leases.
+    pub owner: String,
+    pub exchange_stream: String,
+    pub dead_letter_stream: String,
+    /// Shards of the local ingress and egress streams this process creates.
+    pub stream_shards: u32,
+    pub worker: WorkerSettings,
+    pub retry: RetryPolicy,
+}
+
+/// The local backends over one data directory.
+pub struct LocalBackends {
+    pub log: Arc<dyn LogStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub commits: Arc<dyn CommitStore>,
+}
+
+impl LocalBackends {
+    pub fn open(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            log: Arc::new(LocalLogStore::new(data_dir)),
+            blobs: Arc::new(FsBlobStore::new(data_dir)),
+            commits: Arc::new(LocalCommitStore::open(data_dir)?),
+        })
+    }
+}
+
+/// Holds the data directory's lock for the life of the process: one runtime per directory.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another runtime is already running on data directory {}", data_dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+pub async fn run_local(module: ModuleConfig, settings: NodeSettings, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    let backends = LocalBackends::open(&settings.data_dir)?;
+    run(module, settings, backends, true, shutdown).await
+}
+
+pub async fn run(
+    module: ModuleConfig,
+    settings: NodeSettings,
+    backends: LocalBackends,
+    create_streams: bool,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let module = Arc::new(module);
+    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry)?);
+    let catalog = Arc::new(ModuleCatalog { invoker: invoker.clone(), module: module.clone() });
+    let LocalBackends { log, blobs, commits } = backends;
+    let partitions = settings.partitions;
+
+    let exchange_shards = log.ensure_stream(&settings.exchange_stream, partitions).await?;
+    anyhow::ensure!(
+        exchange_shards.len() == partitions as usize,
+        "exchange stream `{}` has {} shards but the runtime runs {partitions} partitions; partitions cannot change on existing data",
+        settings.exchange_stream,
+        exchange_shards.len()
+    );
+    log.ensure_stream(&settings.dead_letter_stream, 1).await?;
+
+    let mut inputs: Vec<Vec<Input>> = (0..partitions)
+        .map(|p| {
+            vec![Input {
+                stream: settings.exchange_stream.clone(),
+                shard: exchange_shards[p as usize].clone(),
+                kind: InputKind::Exchange,
+                start: Position::Start,
+            }]
+        })
+        .collect();
+    for (ingress, stream) in module.ingress_streams() {
+        let shards = log.ensure_stream(&stream.stream, settings.stream_shards).await?;
+        let start = match ingress.startup_position {
+            StartupPosition::Latest => Position::Latest,
+            StartupPosition::Earliest => Position::Start,
+            StartupPosition::Date(at) => Position::AtTimestamp(
+                at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+            ),
+        };
+        for (index, shard) in shards.into_iter().enumerate() {
+            inputs[index % partitions as usize].push(Input {
+                stream: stream.stream.clone(),
+                shard,
+                kind: InputKind::Ingress { value_type: stream.value_type.clone(), targets: stream.targets.clone() },
+                start: start.clone(),
+            });
+        }
+    }
+
+    let streams = OutputStreams {
+        exchange: settings.exchange_stream.clone(),
+        dead_letters: settings.dead_letter_stream.clone(),
+        create_egress_streams: create_streams.then_some(settings.stream_shards),
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    for (id, inputs) in inputs.into_iter().enumerate() {
+        let id = id as u32;
+        let lease = commits.acquire(id, &settings.owner).await?;
+        let (history, manifest) = match &lease.manifest {
+            Some(manifest) => (checkpoint::load_history(blobs.as_ref(), id, manifest).await?, manifest.clone()),
+            None => (Vec::new(), Default::default()),
+        };
+        let partition = Partition::restore(id, partitions, catalog.clone(), history);
+        let committer = Committer {
+            lease,
+            partitions,
+            log: log.clone(),
+            blobs: blobs.clone(),
+            commits: commits.clone(),
+            streams: streams.clone(),
+            committed_epoch: manifest.epoch,
+            snapshot_epoch: manifest.snapshot_epoch,
+        };
+        let worker = PartitionWorker {
+            partition,
+            invoker: invoker.clone(),
+            log: log.clone(),
+            committer,
+            inputs,
+            settings: settings.worker.clone(),
+        };
+        workers.spawn(worker.run(shutdown.clone()));
+    }
+    let mut failure = None;
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!("{e}");
+                failure.get_or_insert_with(|| anyhow::anyhow!(e));
+            }
+            Err(e) => {
+                failure.get_or_insert_with(|| anyhow::anyhow!("partition worker panicked: {e}"));
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}

@@ -1,0 +1,238 @@
+//! Commits sealed epochs of one partition, in order, then publishes their outboxes.
+//!
+//! For each epoch: write the checkpoint object, commit it with a conditional
+//! write on the lease and the previous epoch, and only then publish the
+//! outbox (exchange batches, egress records, dead letters). A rejected commit
+//! means the lease moved: the committer reports it and stops, so nothing of
+//! that epoch or any later one is ever published. Storage errors are retried.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use statefun_proto::internal::{
+    EpochOutbox, EpochRecord, ExchangeBatch, ExchangeMessage, PartitionManifest, outbox_entry,
+};
+use tokio::sync::mpsc;
+
+use crate::checkpoint::{self, BlobStore};
+use crate::coordination::{CommitError, CommitStore, Lease};
+use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
+
+/// Exchange batches are cut to stay well under Kinesis' 1 MB record limit.
+const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
+
+/// Streams the committer publishes to.
+#[derive(Clone, Debug)]
+pub struct OutputStreams {
+    pub exchange: String,
+    pub dead_letters: String,
+    /// Shards given to an egress stream that has to be created (local mode only).
+    pub create_egress_streams: Option<u32>,
+}
+
+pub struct Sealed {
+    pub record: EpochRecord,
+    pub outbox: EpochOutbox,
+}
+
+#[derive(Debug)]
+pub enum CommitterEvent {
+    /// The epoch is committed and its outbox published.
+    Published(u64),
+    /// The lease moved; the partition must stop.
+    Fenced(String),
+}
+
+pub struct Committer {
+    pub lease: Lease,
+    /// Partition count, to route exchange messages to their partition's shard.
+    pub partitions: u32,
+    pub log: Arc<dyn LogStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub commits: Arc<dyn CommitStore>,
+    pub streams: OutputStreams,
+    pub committed_epoch: u64,
+    pub snapshot_epoch: u64,
+}
+
+impl Committer {
+    /// Re-publishes outboxes a previous owner may not have published.
+    pub async fn republish(&self, outboxes: &[EpochOutbox]) {
+        for outbox in outboxes {
+            self.publish(outbox).await;
+        }
+    }
+
+    pub async fn run(mut self, mut sealed: mpsc::Receiver<Sealed>, events: mpsc::UnboundedSender<CommitterEvent>) {
+        while let Some(Sealed { record, outbox }) = sealed.recv().await {
+            let epoch = record.epoch;
+            match self.commit(record).await {
+                Ok(()) => {}
+                Err(reason) => {
+                    let _ = events.send(CommitterEvent::Fenced(reason));
+                    return;
+                }
+            }
+            self.publish(&outbox).await;
+            let _ = events.send(CommitterEvent::Published(epoch));
+        }
+    }
+
+    async fn commit(&mut self, record: EpochRecord) -> Result<(), String> {
+        let partition = self.lease.partition;
+        let (epoch, snapshot) = (record.epoch, record.snapshot);
+        let key = checkpoint::object_key(partition, epoch, snapshot);
+        let bytes = record.encode_to_vec();
+        retry(|| self.blobs.put(&key, bytes.clone()), |e| format!("writing checkpoint {key}: {e}")).await;
+        let manifest = PartitionManifest { epoch, snapshot_epoch: if snapshot { epoch } else { self.snapshot_epoch } };
+        let mut ambiguous = false;
+        loop {
+            match self.commits.commit(&self.lease, self.committed_epoch, manifest).await {
+                Ok(()) => break,
+                Err(CommitError::Fenced { .. }) if ambiguous => {
+                    // An earlier attempt may have been applied before its answer was lost.
+                    match self.commits.manifest(partition).await {
+                        Ok(Some(current)) if current == manifest => break,
+                        _ => return Err(format!("partition {partition}: commit of epoch {epoch} rejected")),
+                    }
+                }
+                Err(e @ CommitError::Fenced { .. }) => return Err(e.to_string()),
+                Err(e) => {
+                    ambiguous = true;
+                    tracing::warn!(partition, epoch, "commit failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        self.committed_epoch = epoch;
+        if snapshot {
+            self.snapshot_epoch = epoch;
+            if let Err(e) = checkpoint::collect_garbage(self.blobs.as_ref(), partition, epoch).await {
+                tracing::warn!(partition, "garbage collection of checkpoints failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes an outbox; retried until it succeeds, since its epoch is committed.
+    async fn publish(&self, outbox: &EpochOutbox) {
+        let (exchange, egress, dead_letters) = self.split(outbox);
+        if !exchange.is_empty() {
+            self.append(&self.streams.exchange, exchange).await;
+        }
+        for (stream, records) in egress {
+            self.append(&stream, records).await;
+        }
+        if !dead_letters.is_empty() {
+            self.append(&self.streams.dead_letters, dead_letters).await;
+        }
+    }
+
+    async fn append(&self, stream: &str, records: Vec<AppendRecord>) {
+        retry(
+            || async {
+                match self.log.append(stream, records.clone()).await {
+                    Err(LogError::NoSuchStream { .. }) if self.streams.create_egress_streams.is_some() => {
+                        let shards = self.streams.create_egress_streams.unwrap_or(1);
+                        self.log.ensure_stream(stream, shards).await?;
+                        self.log.append(stream, records.clone()).await
+                    }
+                    other => other,
+                }
+            },
+            |e| format!("publishing to {stream}: {e}"),
+        )
+        .await;
+    }
+
+    /// Turns an outbox into records per stream, with deterministic ids.
+    fn split(&self, outbox: &EpochOutbox) -> (Vec<AppendRecord>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
+        let source = self.lease.partition;
+        let id = |seq: u64| format!("p{source}.e{}.{seq}", outbox.epoch);
+        let mut exchange: BTreeMap<u32, Vec<ExchangeMessage>> = BTreeMap::new();
+        let mut egress: BTreeMap<String, Vec<AppendRecord>> = BTreeMap::new();
+        let mut dead_letters = Vec::new();
+        for entry in &outbox.entries {
+            match &entry.entry {
+                Some(outbox_entry::Entry::Exchange(envelope)) => {
+                    let target = envelope.target.as_ref().map(|t| crate::address::partition_of(t, self.partitions));
+                    exchange
+                        .entry(target.unwrap_or(0))
+                        .or_default()
+                        .push(ExchangeMessage { seq: entry.seq, envelope: Some(envelope.clone()) });
+                }
+                Some(outbox_entry::Entry::Egress(record)) => {
+                    let shard = if record.explicit_hash_key.is_empty() {
+                        ShardChoice::ByKey
+                    } else {
+                        ShardChoice::ExplicitHashKey(record.explicit_hash_key.clone())
+                    };
+                    egress.entry(record.stream.clone()).or_default().push(AppendRecord {
+                        partition_key: record.partition_key.clone(),
+                        shard,
+                        data: record.data.clone(),
+                        id: Some(id(entry.seq)),
+                    });
+                }
+                Some(outbox_entry::Entry::DeadLetter(letter)) => dead_letters.push(AppendRecord {
+                    partition_key: letter.address.as_ref().map(crate::address::display).unwrap_or_else(|| letter.source.clone()),
+                    shard: ShardChoice::Index(0),
+                    data: letter.encode_to_vec(),
+                    id: Some(id(entry.seq)),
+                }),
+                None => {}
+            }
+        }
+        let mut records = Vec::new();
+        for (target, messages) in exchange {
+            for (chunk, messages) in chunk_by_size(messages).into_iter().enumerate() {
+                let batch = ExchangeBatch { source_partition: source, epoch: outbox.epoch, messages };
+                records.push(AppendRecord {
+                    partition_key: format!("partition-{target}"),
+                    shard: ShardChoice::Index(target),
+                    data: batch.encode_to_vec(),
+                    id: Some(format!("p{source}.e{}.to{target}.{chunk}", outbox.epoch)),
+                });
+            }
+        }
+        (records, egress, dead_letters)
+    }
+}
+
+fn chunk_by_size(messages: Vec<ExchangeMessage>) -> Vec<Vec<ExchangeMessage>> {
+    let mut chunks = vec![Vec::new()];
+    let mut size = 0;
+    for message in messages {
+        let len = message.encoded_len() + 8;
+        if size + len > MAX_EXCHANGE_RECORD_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(message);
+        }
+    }
+    chunks
+}
+
+/// Retries a storage call with capped backoff until it succeeds.
+async fn retry<T, E, F, Fut>(mut call: F, describe: impl Fn(&E) -> String)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!("{}; retrying in {delay:?}", describe(&e));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! The partition engine: per-address mailboxes, batching, state, timers, expiry
+//! and the epoch record, as a pure state machine.
+//!
+//! A [`Partition`] owns everything of the addresses that hash to it. Callers
+//! feed it events (input records, exchange batches, invocation results, clock
+//! ticks) and take back [`Effect`]s (invocations to start); what must leave the
+//! partition (messages for other partitions, egress records, dead letters) goes
+//! into the epoch's outbox, published only after the epoch commits. It knows
+//! nothing of AWS, files or HTTP: [`worker`] drives it and does the I/O.
+//!
+//! Contract kept here: at most one batch in flight per address, messages
+//! batched in arrival order, a reply applied exactly once (stale replies are
+//! ignored by token), everything that changes state recorded in the epoch.
+
+pub mod committer;
+mod record;
+pub mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use prost::Message as _;
+use statefun_proto::egress::KinesisEgressRecord;
+use statefun_proto::internal::{
+    DeadLetter, DedupMark, DelayedMessage, EgressRecord, Envelope, EpochOutbox, EpochRecord, ExchangeBatch,
+    FunctionSpecs, InputPosition, OutboxEntry, StoredState, outbox_entry,
+};
+use statefun_proto::reqreply::from_function::{
+    self, DelayedInvocation, EgressMessage, InvocationResponse, PersistedValueSpec,
+    persisted_value_mutation::MutationType,
+};
+use statefun_proto::reqreply::to_function::{self, InvocationBatchRequest, PersistedValue};
+use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
+use statefun_proto::typenames;
+
+use crate::address::{self, FunctionType};
+use record::AddressRecord;
+
+/// How large a batch for one function type may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_messages: usize,
+    /// The transport's payload limit: batches are cut to fit it.
+    pub max_bytes: usize,
+}
+
+/// What the partition needs to know of the deployment.
+pub trait Catalog: Send + Sync {
+    /// `None` when no endpoint serves the type.
+    fn batch_limits(&self, function_type: &FunctionType) -> Option<BatchLimits>;
+    fn has_egress(&self, id: &str) -> bool;
+}
+
+/// Work the partition asks its driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send this batch; report the outcome with [`Partition::on_invocation_result`].
+    Invoke { address: Address, token: u64, request: ToFunction },
+}
+
+/// How many times a function may answer `incomplete_invocation_context` for one batch.
+const MAX_NEGOTIATION_ROUNDS: u32 = 3;
+/// Protobuf framing per message, added to the encoded sizes when cutting batches.
+const PER_MESSAGE_OVERHEAD: usize = 16;
+
+pub struct Partition {
+    id: u32,
+    partitions: u32,
+    catalog: Arc<dyn Catalog>,
+    /// The epoch being built: one past the last sealed epoch.
+    epoch: u64,
+    next_seq: u64,
+    next_token: u64,
+    addresses: HashMap<Address, AddressRecord>,
+    specs: BTreeMap<FunctionType, Vec<PersistedValueSpec>>,
+    /// Due time and timer id of every delayed message, with its sender.
+    timers: BTreeMap<(i64, u64), Address>,
+    next_timer_id: u64,
+    positions: BTreeMap<(String, String), String>,
+    dedup: BTreeMap<u32, (u64, u64)>,
+    dirty: HashSet<Address>,
+    changed: bool,
+    outbox: Vec<OutboxEntry>,
+    unpublished: VecDeque<EpochOutbox>,
+    published_through: u64,
+    effects: Vec<Effect>,
+    queued: usize,
+}
+
+impl Partition {
+    /// An empty partition whose first epoch will be `first_epoch`.
+    pub fn new(id: u32, partitions: u32, catalog: Arc<dyn Catalog>, first_epoch: u64) -> Self {
+        Self {
+            id,
+            partitions,
+            catalog,
+            epoch: first_epoch,
+            next_seq: 0,
+            next_token: 0,
+            addresses: HashMap::new(),
+            specs: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            next_timer_id: 0,
+            positions: BTreeMap::new(),
+            dedup: BTreeMap::new(),
+            dirty: HashSet::new(),
+            changed: false,
+            outbox: Vec::new(),
+            unpublished: VecDeque::new(),
+            published_through: 0,
+            effects: Vec::new(),
+            queued: 0,
+        }
+    }
+
+    /// Rebuilds a partition from its committed history: a snapshot then deltas, in order.
+    pub fn restore(
+        id: u32,
+        partitions: u32,
+        catalog: Arc<dyn Catalog>,
+        records: impl IntoIterator<Item = EpochRecord>,
+    ) -> Self {
+        let mut p = Self::new(id, partitions, catalog, 1);
+        let mut outboxes = Vec::new();
+        for record in records {
+            if record.snapshot {
+                p.addresses.clear();
+                outboxes.clear();
+            }
+            for entry in record.addresses {
+                if let Some(address) = entry.address.clone() {
+                    p.addresses.insert(address, AddressRecord::from_entry(entry));
+                }
+            }
+            for address in &record.removed {
+                p.addresses.remove(address);
+            }
+            p.specs = record
+                .specs
+                .into_iter()
+                .filter_map(|f| FunctionType::parse(&f.function_type).map(|t| (t, f.specs)))
+                .collect();
+            p.positions =
+                record.positions.into_iter().map(|pos| ((pos.stream, pos.shard), pos.sequence)).collect();
+            p.dedup = record.dedup.into_iter().map(|m| (m.source_partition, (m.epoch, m.seq))).collect();
+            outboxes.extend(record.outboxes);
+            p.published_through = record.published_through;
+            p.next_timer_id = record.next_timer_id;
+            p.epoch = record.epoch + 1;
+        }
+        p.unpublished = outboxes.into_iter().filter(|o| o.epoch > p.published_through).collect();
+        for (address, record) in &p.addresses {
+            p.queued += record.mailbox.len();
+            for timer in &record.timers {
+                p.timers.insert((timer.fire_at_ms, timer.timer_id), address.clone());
+            }
+        }
+        p
+    }
+
+    /// After a restore: re-sends every queued and in-flight batch.
+    pub fn resume(&mut self, now_ms: i64) {
+        let pending: Vec<Address> =
+            self.addresses.iter().filter(|(_, r)| !r.mailbox.is_empty()).map(|(a, _)| a.clone()).collect();
+        for address in pending {
+            if let Some(record) = self.addresses.get_mut(&address) {
+                record.in_flight = 0;
+            }
+            self.dispatch(&address, now_ms);
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The epoch being built.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Messages waiting or in flight, across all addresses.
+    pub fn queued_messages(&self) -> usize {
+        self.queued
+    }
+
+    pub fn address_count(&self) -> usize {
+        self.addresses.len()
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changed
+    }
+
+    /// Committed position of an input, to resume reading after it.
+    pub fn position(&self, stream: &str, shard: &str) -> Option<&str> {
+        self.positions.get(&(stream.to_owned(), shard.to_owned())).map(String::as_str)
+    }
+
+    /// Outboxes of sealed epochs not yet known to be published, oldest first.
+    pub fn unpublished(&self) -> impl Iterator<Item = &EpochOutbox> {
+        self.unpublished.iter()
+    }
+
+    /// Registered states and their values of one address (for inspection).
+    pub fn states_of(&self, address: &Address) -> Option<&[StoredState]> {
+        self.addresses.get(address).map(|r| r.states.as_slice())
+    }
+
+    pub fn addresses(&self) -> impl Iterator<Item = &Address> {
+        self.addresses.keys()
+    }
+
+    /// Records that an input was consumed up to `sequence` (committed with the epoch).
+    pub fn advance_position(&mut self, stream: &str, shard: &str, sequence: &str) {
+        self.positions.insert((stream.to_owned(), shard.to_owned()), sequence.to_owned());
+        self.changed = true;
+    }
+
+    /// Delivers a message: in memory when its target is here, else through the exchange.
+    pub fn deliver(&mut self, envelope: Envelope, now_ms: i64) {
+        self.changed = true;
+        let Some(target) = envelope.target.clone() else {
+            self.dead_letter(None, "message has no target address".into(), vec![envelope], "", Vec::new(), now_ms);
+            return;
+        };
+        if address::partition_of(&target, self.partitions) != self.id {
+            self.push_outbox(outbox_entry::Entry::Exchange(envelope));
+            return;
+        }
+        let function_type = FunctionType::of(&target);
+        if self.catalog.batch_limits(&function_type).is_none() {
+            let reason = format!("no endpoint serves function type {function_type} (check module.yaml)");
+            self.dead_letter(Some(target), reason, vec![envelope], "", Vec::new(), now_ms);
+            return;
+        }
+        let record = self.addresses.entry(target.clone()).or_default();
+        record.mailbox.push_back(envelope);
+        self.queued += 1;
+        self.dirty.insert(target.clone());
+        if record.in_flight == 0 {
+            self.dispatch(&target, now_ms);
+        }
+    }
+
+    /// Accepts a batch from another partition, dropping what was already accepted.
+    pub fn accept_exchange(&mut self, batch: ExchangeBatch, now_ms: i64) {
+        for message in batch.messages {
+            let id = (batch.epoch, message.seq);
+            let mark = self.dedup.get(&batch.source_partition).copied();
+            if mark.is_some_and(|mark| id <= mark) {
+                continue;
+            }
+            self.dedup.insert(batch.source_partition, id);
+            self.changed = true;
+            if let Some(envelope) = message.envelope {
+                self.deliver(envelope, now_ms);
+            }
+        }
+    }
+
+    /// Records a dead letter for something that could not even become a message
+    /// (an input record that cannot be routed, a malformed exchange record).
+    pub fn dead_letter_input(&mut self, reason: String, source: String, raw: Vec<u8>, now_ms: i64) {
+        self.dead_letter(None, reason, Vec::new(), &source, raw, now_ms);
+    }
+
+    /// Applies the outcome of the batch identified by `token`. Errors are final:
+    /// retries happen in the invoker, so an error here dead-letters the batch.
+    pub fn on_invocation_result(
+        &mut self,
+        address: &Address,
+        token: u64,
+        outcome: Result<FromFunction, String>,
+        now_ms: i64,
+    ) {
+        let Some(record) = self.addresses.get(address) else { return };
+        if record.token != token || record.in_flight == 0 {
+            tracing::debug!(address = %address::display(address), "ignoring a reply to a batch no longer in flight");
+            return;
+        }
+        self.changed = true;
+        match outcome.map(|reply| reply.response) {
+            Ok(Some(from_function::Response::InvocationResult(response))) => {
+                if let Err(reason) = self.apply_response(address, response, now_ms) {
+                    self.fail_batch(address, reason, now_ms);
+                }
+            }
+            Ok(Some(from_function::Response::IncompleteInvocationContext(context))) => {
+                self.negotiate(address, context.missing_values, now_ms);
+            }
+            Ok(None) => self.fail_batch(
+                address,
+                "malformed reply: FromFunction has neither invocation_result nor incomplete_invocation_context".into(),
+                now_ms,
+            ),
+            Err(reason) => self.fail_batch(address, reason, now_ms),
+        }
+    }
+
+    /// The earliest due time of a delayed message.
+    pub fn next_timer_at(&self) -> Option<i64> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Delivers every delayed message that is due.
+    pub fn fire_due_timers(&mut self, now_ms: i64) {
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let ((_, timer_id), sender) = entry.remove_entry();
+            let Some(record) = self.addresses.get_mut(&sender) else { continue };
+            let Some(index) = record.timers.iter().position(|t| t.timer_id == timer_id) else { continue };
+            let timer = record.timers.remove(index);
+            self.dirty.insert(sender.clone());
+            self.remove_if_empty(&sender);
+            if let Some(envelope) = timer.envelope {
+                self.deliver(envelope, now_ms);
+            }
+            self.changed = true;
+        }
+    }
+
+    /// Drops expired state values of every address (the sweep behind lazy expiry).
+    pub fn expire_states(&mut self, now_ms: i64) {
+        let mut touched = Vec::new();
+        for (address, record) in &mut self.addresses {
+            if let Some(specs) = self.specs.get(&FunctionType::of(address))
+                && record.expire(specs, now_ms)
+            {
+                touched.push(address.clone());
+            }
+        }
+        for address in touched {
+            self.dirty.insert(address.clone());
+            self.remove_if_empty(&address);
+            self.changed = true;
+        }
+    }
+
+    /// Closes the epoch: returns its checkpoint record (a delta, or a snapshot
+    /// of everything) and the outbox to publish once it is committed.
+    pub fn seal(&mut self, snapshot: bool) -> (EpochRecord, EpochOutbox) {
+        let outbox = EpochOutbox { epoch: self.epoch, entries: std::mem::take(&mut self.outbox) };
+        let mut record = EpochRecord {
+            partition: self.id,
+            epoch: self.epoch,
+            snapshot,
+            specs: self
+                .specs
+                .iter()
+                .map(|(t, specs)| FunctionSpecs { function_type: t.to_string(), specs: specs.clone() })
+                .collect(),
+            positions: self
+                .positions
+                .iter()
+                .map(|((stream, shard), sequence)| InputPosition {
+                    stream: stream.clone(),
+                    shard: shard.clone(),
+                    sequence: sequence.clone(),
+                })
+                .collect(),
+            dedup: self
+                .dedup
+                .iter()
+                .map(|(source, (epoch, seq))| DedupMark { source_partition: *source, epoch: *epoch, seq: *seq })
+                .collect(),
+            published_through: self.published_through,
+            next_timer_id: self.next_timer_id,
+            ..Default::default()
+        };
+        if snapshot {
+            record.addresses = self.addresses.iter().map(|(a, r)| r.to_entry(a)).collect();
+            record.outboxes = self.unpublished.iter().cloned().chain([outbox.clone()]).collect();
+        } else {
+            for address in &self.dirty {
+                match self.addresses.get(address) {
+                    Some(r) => record.addresses.push(r.to_entry(address)),
+                    None => record.removed.push(address.clone()),
+                }
+            }
+            record.outboxes = vec![outbox.clone()];
+        }
+        self.dirty.clear();
+        self.unpublished.push_back(outbox.clone());
+        self.changed = false;
+        self.epoch += 1;
+        self.next_seq = 0;
+        (record, outbox)
+    }
+
+    /// Notes that the outbox of `epoch` (and every earlier one) is published.
+    pub fn mark_published(&mut self, epoch: u64) {
+        while self.unpublished.front().is_some_and(|o| o.epoch <= epoch) {
+            self.unpublished.pop_front();
+        }
+        self.published_through = self.published_through.max(epoch);
+    }
+
+    fn next_id(&mut self) -> (u64, String) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        (seq, format!("p{}.e{}.{}", self.id, self.epoch, seq))
+    }
+
+    fn push_outbox(&mut self, entry: outbox_entry::Entry) {
+        let (seq, _) = self.next_id();
+        self.outbox.push(OutboxEntry { seq, entry: Some(entry) });
+        self.changed = true;
+    }
+
+    fn dead_letter(
+        &mut self,
+        address: Option<Address>,
+        reason: String,
+        messages: Vec<Envelope>,
+        source: &str,
+        raw: Vec<u8>,
+        now_ms: i64,
+    ) {
+        tracing::warn!(
+            address = address.as_ref().map(address::display).unwrap_or_default(),
+            messages = messages.len(),
+            source,
+            "dead letter: {reason}"
+        );
+        self.push_outbox(outbox_entry::Entry::DeadLetter(DeadLetter {
+            address,
+            reason,
+            messages,
+            at_ms: now_ms,
+            source: source.to_owned(),
+            raw,
+        }));
+    }
+
+    fn remove_if_empty(&mut self, address: &Address) {
+        if self.addresses.get(address).is_some_and(AddressRecord::is_empty) {
+            self.addresses.remove(address);
+        }
+    }
+
+    /// Starts the next batch of an idle address, cut to the endpoint's limits.
+    fn dispatch(&mut self, address: &Address, now_ms: i64) {
+        let function_type = FunctionType::of(address);
+        let Some(limits) = self.catalog.batch_limits(&function_type) else { return };
+        let specs = self.specs.get(&function_type).cloned().unwrap_or_default();
+        loop {
+            let Some(record) = self.addresses.get_mut(address) else { return };
+            if record.in_flight > 0 || record.mailbox.is_empty() {
+                return;
+            }
+            if record.expire(&specs, now_ms) {
+                self.dirty.insert(address.clone());
+            }
+            let state: Vec<PersistedValue> = specs
+                .iter()
+                .map(|spec| PersistedValue {
+                    state_name: spec.state_name.clone(),
+                    state_value: record.state(&spec.state_name).and_then(|s| s.value.clone()),
+                })
+                .collect();
+            let state_bytes: usize = state.iter().map(|s| s.encoded_len() + PER_MESSAGE_OVERHEAD).sum();
+            let mut invocations = Vec::new();
+            let mut bytes = state_bytes;
+            for envelope in record.mailbox.iter().take(limits.max_messages) {
+                let invocation =
+                    to_function::Invocation { caller: envelope.caller.clone(), argument: envelope.argument.clone() };
+                let size = invocation.encoded_len() + PER_MESSAGE_OVERHEAD;
+                if bytes + size > limits.max_bytes {
+                    break;
+                }
+                bytes += size;
+                invocations.push(invocation);
+            }
+            if invocations.is_empty() {
+                // Not even one message fits with the state: it can never be delivered.
+                let Some(envelope) = record.mailbox.pop_front() else { return };
+                self.queued -= 1;
+                self.dirty.insert(address.clone());
+                let size = envelope.encoded_len();
+                let reason = format!(
+                    "message of {size} bytes (with {state_bytes} bytes of state) exceeds the payload limit of {} bytes of the endpoint for {function_type}",
+                    limits.max_bytes
+                );
+                self.dead_letter(Some(address.clone()), reason, vec![envelope], "", Vec::new(), now_ms);
+                continue;
+            }
+            self.next_token += 1;
+            record.token = self.next_token;
+            record.in_flight = invocations.len() as u32;
+            let request = ToFunction {
+                request: Some(to_function::Request::Invocation(InvocationBatchRequest {
+                    target: Some(address.clone()),
+                    state,
+                    invocations,
+                })),
+            };
+            self.effects.push(Effect::Invoke { address: address.clone(), token: record.token, request });
+            return;
+        }
+    }
+
+    fn negotiate(&mut self, address: &Address, missing: Vec<PersistedValueSpec>, now_ms: i64) {
+        let function_type = FunctionType::of(address);
+        let Some(record) = self.addresses.get_mut(address) else { return };
+        record.negotiation_rounds += 1;
+        if record.negotiation_rounds > MAX_NEGOTIATION_ROUNDS || missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|s| s.state_name.as_str()).collect();
+            let reason = format!(
+                "state negotiation failed: {function_type} still reports missing states {names:?} after {MAX_NEGOTIATION_ROUNDS} rounds"
+            );
+            self.fail_batch(address, reason, now_ms);
+            return;
+        }
+        record.in_flight = 0;
+        let specs = self.specs.entry(function_type).or_default();
+        for spec in missing {
+            match specs.iter_mut().find(|s| s.state_name == spec.state_name) {
+                Some(existing) => *existing = spec,
+                None => specs.push(spec),
+            }
+        }
+        self.dispatch(address, now_ms);
+    }
+
+    fn fail_batch(&mut self, address: &Address, reason: String, now_ms: i64) {
+        let Some(record) = self.addresses.get_mut(address) else { return };
+        let n = record.in_flight as usize;
+        let failed: Vec<Envelope> = record.mailbox.drain(..n.min(record.mailbox.len())).collect();
+        record.in_flight = 0;
+        record.negotiation_rounds = 0;
+        self.queued -= failed.len();
+        self.dirty.insert(address.clone());
+        self.dead_letter(Some(address.clone()), reason, failed, "", Vec::new(), now_ms);
+        self.remove_if_empty(address);
+        self.dispatch(address, now_ms);
+    }
+
+    fn apply_response(&mut self, address: &Address, response: InvocationResponse, now_ms: i64) -> Result<(), String> {
+        let function_type = FunctionType::of(address);
+        let specs = self.specs.get(&function_type).map(Vec::as_slice).unwrap_or_default();
+        for mutation in &response.state_mutations {
+            if !specs.iter().any(|s| s.state_name == mutation.state_name) {
+                return Err(format!(
+                    "malformed reply: mutation of state `{}`, which {function_type} never declared",
+                    mutation.state_name
+                ));
+            }
+            if mutation.mutation_type == MutationType::Modify as i32 && mutation.state_value.is_none() {
+                return Err(format!("malformed reply: MODIFY of state `{}` carries no value", mutation.state_name));
+            }
+        }
+        for message in &response.outgoing_messages {
+            check_target(message.target.as_ref(), "outgoing message")?;
+        }
+        for delayed in response.delayed_invocations.iter().filter(|d| !d.is_cancellation_request) {
+            check_target(delayed.target.as_ref(), "delayed message")?;
+        }
+
+        let Some(record) = self.addresses.get_mut(address) else { return Ok(()) };
+        for mutation in response.state_mutations {
+            if mutation.mutation_type == MutationType::Modify as i32 {
+                record.set_state(StoredState {
+                    name: mutation.state_name,
+                    value: mutation.state_value,
+                    written_at_ms: now_ms,
+                    accessed_at_ms: now_ms,
+                });
+            } else {
+                record.remove_state(&mutation.state_name);
+            }
+        }
+        for state in &mut record.states {
+            state.accessed_at_ms = now_ms;
+        }
+        let n = record.in_flight as usize;
+        record.mailbox.drain(..n.min(record.mailbox.len()));
+        record.in_flight = 0;
+        record.negotiation_rounds = 0;
+        self.queued -= n;
+        self.dirty.insert(address.clone());
+
+        for delayed in response.delayed_invocations {
+            self.schedule(address, delayed, now_ms);
+        }
+        for egress in response.outgoing_egresses {
+            self.egress(address, egress, now_ms);
+        }
+        for message in response.outgoing_messages {
+            let (_, id) = self.next_id();
+            let envelope = Envelope { target: message.target, caller: Some(address.clone()), argument: message.argument, id };
+            self.deliver(envelope, now_ms);
+        }
+        self.remove_if_empty(address);
+        self.dispatch(address, now_ms);
+        Ok(())
+    }
+
+    /// A delayed message lives with its sender; a token names it for cancellation
+    /// within that sender (sending again with a live token replaces the message).
+    fn schedule(&mut self, sender: &Address, delayed: DelayedInvocation, now_ms: i64) {
+        let token = delayed.cancellation_token;
+        if !token.is_empty()
+            && let Some(record) = self.addresses.get_mut(sender)
+        {
+            for timer in record.timers.iter().filter(|t| t.cancellation_token == token) {
+                self.timers.remove(&(timer.fire_at_ms, timer.timer_id));
+            }
+            record.timers.retain(|t| t.cancellation_token != token);
+        }
+        if delayed.is_cancellation_request {
+            return;
+        }
+        let (_, id) = self.next_id();
+        let timer_id = self.next_timer_id;
+        self.next_timer_id += 1;
+        let fire_at_ms = now_ms.saturating_add(delayed.delay_in_ms.max(0));
+        let envelope = Envelope { target: delayed.target, caller: Some(sender.clone()), argument: delayed.argument, id };
+        let timer = DelayedMessage { timer_id, fire_at_ms, cancellation_token: token, envelope: Some(envelope) };
+        self.addresses.entry(sender.clone()).or_default().timers.push(timer);
+        self.timers.insert((fire_at_ms, timer_id), sender.clone());
+    }
+
+    fn egress(&mut self, address: &Address, message: EgressMessage, now_ms: i64) {
+        let id = format!("{}/{}", message.egress_namespace, message.egress_type);
+        let record = match self.egress_record(&id, message.argument.as_ref()) {
+            Ok(record) => record,
+            Err(reason) => {
+                let raw = message.encode_to_vec();
+                self.dead_letter(Some(address.clone()), reason, Vec::new(), "egress", raw, now_ms);
+                return;
+            }
+        };
+        self.push_outbox(outbox_entry::Entry::Egress(record));
+    }
+
+    fn egress_record(
+        &self,
+        id: &str,
+        argument: Option<&statefun_proto::reqreply::TypedValue>,
+    ) -> Result<EgressRecord, String> {
+        if !self.catalog.has_egress(id) {
+            return Err(format!("egress {id} is not declared in module.yaml"));
+        }
+        let argument = argument.ok_or_else(|| format!("egress message for {id} has no argument"))?;
+        if argument.typename != typenames::KINESIS_EGRESS_RECORD {
+            return Err(format!(
+                "egress {id} is a Kinesis egress and takes {}, got `{}`",
+                typenames::KINESIS_EGRESS_RECORD,
+                argument.typename
+            ));
+        }
+        let record = KinesisEgressRecord::decode(argument.value.as_slice())
+            .map_err(|e| format!("egress {id}: argument is not a valid KinesisEgressRecord: {e}"))?;
+        if record.stream.is_empty() {
+            return Err(format!("egress {id}: KinesisEgressRecord names no stream"));
+        }
+        Ok(EgressRecord {
+            egress: id.to_owned(),
+            stream: record.stream,
+            partition_key: record.partition_key,
+            explicit_hash_key: record.explicit_hash_key,
+            data: record.value_bytes,
+        })
+    }
+}
+
+fn check_target(target: Option<&Address>, what: &str) -> Result<(), String> {
+    match target {
+        Some(t) if !t.namespace.is_empty() && !t.r#type.is_empty() => Ok(()),
+        Some(t) => Err(format!("malformed reply: {what} to an address without a function type ({})", address::display(t))),
+        None => Err(format!("malformed reply: {what} has no target")),
+    }
+}

@@ -1,0 +1,258 @@
+//! The task that owns one partition: it reads the partition's inputs, drives
+//! the [`Partition`] state machine, starts invocations, seals an epoch every
+//! commit interval and hands it to the [`Committer`].
+//!
+//! Flow: readers (one task per input shard) → bounded channel → worker →
+//! invocation tasks → results channel → worker → sealed epochs → committer.
+//! Input is paused while too many messages are queued (backpressure).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use statefun_proto::internal::{Envelope, ExchangeBatch};
+use statefun_proto::reqreply::{Address, FromFunction, TypedValue};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::committer::{Committer, CommitterEvent, Sealed};
+use super::{Effect, Partition};
+use crate::address::FunctionType;
+use crate::invoke::Invoker;
+use crate::log::{LogRecord, LogStore, Position};
+use crate::now_ms;
+
+/// What an input shard carries.
+#[derive(Clone, Debug)]
+pub enum InputKind {
+    /// Batches from other partitions.
+    Exchange,
+    /// StateFun Kinesis-ingress routing: id = partition key, typename = `value_type`, every target.
+    Ingress { value_type: String, targets: Vec<FunctionType> },
+}
+
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub stream: String,
+    pub shard: String,
+    pub kind: InputKind,
+    /// Where to start when the partition has no committed position for this shard.
+    pub start: Position,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub commit_interval: Duration,
+    /// Every how many epochs a full snapshot replaces the chain of deltas.
+    pub snapshot_every: u64,
+    /// Input pauses while more messages than this are queued in the partition.
+    pub max_queued: usize,
+    pub poll_interval: Duration,
+    pub read_batch: usize,
+    /// How often expired state is swept (expiry is also checked on every invocation).
+    pub expiry_sweep: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("partition {partition} lost its lease: {reason}")]
+    Fenced { partition: u32, reason: String },
+}
+
+struct InputBatch {
+    input: usize,
+    records: Vec<LogRecord>,
+}
+
+struct InvocationDone {
+    address: Address,
+    token: u64,
+    outcome: Result<FromFunction, String>,
+}
+
+pub struct PartitionWorker {
+    pub partition: Partition,
+    pub invoker: Arc<Invoker>,
+    pub log: Arc<dyn LogStore>,
+    pub committer: Committer,
+    pub inputs: Vec<Input>,
+    pub settings: WorkerSettings,
+}
+
+impl PartitionWorker {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        let Self { mut partition, invoker, log, committer, inputs, settings } = self;
+        let id = partition.id();
+
+        let unpublished: Vec<_> = partition.unpublished().cloned().collect();
+        committer.republish(&unpublished).await;
+        if let Some(last) = unpublished.last() {
+            partition.mark_published(last.epoch);
+        }
+
+        let (sealed_tx, sealed_rx) = mpsc::channel::<Sealed>(1);
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let committer_task = tokio::spawn(committer.run(sealed_rx, events_tx));
+
+        let (input_tx, mut input_rx) = mpsc::channel::<InputBatch>(4);
+        let mut readers = JoinSet::new();
+        for (index, input) in inputs.iter().enumerate() {
+            let start = match partition.position(&input.stream, &input.shard) {
+                Some(sequence) => Position::After(sequence.to_owned()),
+                None => input.start.clone(),
+            };
+            readers.spawn(read_loop(log.clone(), input.clone(), index, start, input_tx.clone(), settings.clone()));
+        }
+        drop(input_tx);
+
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<InvocationDone>();
+        let mut commit_tick = tokio::time::interval(settings.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep_tick = tokio::time::interval(settings.expiry_sweep);
+        let mut epochs_since_snapshot = 0u64;
+
+        partition.resume(now_ms());
+        start_invocations(&mut partition, &invoker, &done_tx);
+        tracing::info!(partition = id, epoch = partition.epoch(), addresses = partition.address_count(), "partition running");
+
+        let result = loop {
+            let accepting = partition.queued_messages() < settings.max_queued;
+            let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
+            tokio::select! {
+                Some(batch) = input_rx.recv(), if accepting => {
+                    route_input(&mut partition, &inputs[batch.input], batch.records);
+                }
+                Some(done) = done_rx.recv() => {
+                    partition.on_invocation_result(&done.address, done.token, done.outcome, now_ms());
+                }
+                _ = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
+                    partition.fire_due_timers(now_ms());
+                }
+                _ = sweep_tick.tick() => partition.expire_states(now_ms()),
+                _ = commit_tick.tick() => {
+                    if partition.has_changes()
+                        && let Ok(permit) = sealed_tx.try_reserve()
+                    {
+                        epochs_since_snapshot += 1;
+                        let snapshot = epochs_since_snapshot >= settings.snapshot_every;
+                        if snapshot {
+                            epochs_since_snapshot = 0;
+                        }
+                        let (record, outbox) = partition.seal(snapshot);
+                        permit.send(Sealed { record, outbox });
+                    }
+                }
+                Some(event) = events_rx.recv() => match event {
+                    CommitterEvent::Published(epoch) => partition.mark_published(epoch),
+                    CommitterEvent::Fenced(reason) => break Err(WorkerError::Fenced { partition: id, reason }),
+                },
+                _ = shutdown.changed() => break Ok(()),
+            }
+            start_invocations(&mut partition, &invoker, &done_tx);
+        };
+
+        readers.abort_all();
+        if result.is_ok() {
+            // Commit what was done; in-flight invocations are in the record and re-sent on restart.
+            if partition.has_changes() {
+                let (record, outbox) = partition.seal(false);
+                let _ = sealed_tx.send(Sealed { record, outbox }).await;
+            }
+            drop(sealed_tx);
+            let _ = committer_task.await;
+            while let Ok(event) = events_rx.try_recv() {
+                if let CommitterEvent::Fenced(reason) = event {
+                    return Err(WorkerError::Fenced { partition: id, reason });
+                }
+            }
+            tracing::info!(partition = id, "partition stopped after its last commit");
+        } else {
+            committer_task.abort();
+        }
+        result
+    }
+}
+
+fn start_invocations(partition: &mut Partition, invoker: &Arc<Invoker>, done: &mpsc::UnboundedSender<InvocationDone>) {
+    for effect in partition.take_effects() {
+        let Effect::Invoke { address, token, request } = effect;
+        let invoker = invoker.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let outcome = invoker.invoke(&address, request).await;
+            let _ = done.send(InvocationDone { address, token, outcome });
+        });
+    }
+}
+
+/// Turns input records into messages (ingress) or accepts exchange batches.
+fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>) {
+    let now = now_ms();
+    for record in records {
+        let source = format!("{}/{}/{}", input.stream, record.shard, record.sequence);
+        match &input.kind {
+            InputKind::Exchange => match ExchangeBatch::decode(record.data.as_slice()) {
+                Ok(batch) => partition.accept_exchange(batch, now),
+                Err(e) => partition.dead_letter_input(
+                    format!("exchange record is not a valid ExchangeBatch: {e}"),
+                    source,
+                    record.data,
+                    now,
+                ),
+            },
+            InputKind::Ingress { value_type, targets } => {
+                if record.partition_key.is_empty() {
+                    partition.dead_letter_input(
+                        format!("ingress record has an empty partition key, so it has no target id (stream {})", input.stream),
+                        source,
+                        record.data,
+                        now,
+                    );
+                } else {
+                    for (index, target) in targets.iter().enumerate() {
+                        let id = if targets.len() == 1 { source.clone() } else { format!("{source}/{index}") };
+                        let argument = TypedValue { typename: value_type.clone(), has_value: true, value: record.data.clone() };
+                        let envelope = Envelope {
+                            target: Some(target.address(record.partition_key.clone())),
+                            caller: None,
+                            argument: Some(argument),
+                            id,
+                        };
+                        partition.deliver(envelope, now);
+                    }
+                }
+            }
+        }
+        partition.advance_position(&input.stream, &record.shard, &record.sequence);
+    }
+}
+
+async fn read_loop(
+    log: Arc<dyn LogStore>,
+    input: Input,
+    index: usize,
+    mut position: Position,
+    tx: mpsc::Sender<InputBatch>,
+    settings: WorkerSettings,
+) {
+    let mut failures = 0u32;
+    loop {
+        match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
+            Ok((records, next)) => {
+                failures = 0;
+                position = next;
+                if records.is_empty() {
+                    tokio::time::sleep(settings.poll_interval).await;
+                } else if tx.send(InputBatch { input: index, records }).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)));
+                tracing::warn!(stream = %input.stream, shard = %input.shard, "reading input failed, retrying in {delay:?}: {e}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
