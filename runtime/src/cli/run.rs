@@ -53,6 +53,9 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let module = ModuleConfig::load(&args.module)?;
+    for warning in &module.warnings {
+        tracing::warn!("{warning}");
+    }
     anyhow::ensure!(args.partitions >= 1 && args.partitions <= 4096, "--partitions must be between 1 and 4096");
     anyhow::ensure!(args.invoke_attempts >= 1, "--invoke-attempts must be at least 1");
     anyhow::ensure!(args.snapshot_every >= 1, "--snapshot-every must be at least 1");

@@ -30,6 +30,8 @@ pub const KIND: &str = "io.statefun.endpoints.v2/http";
 
 /// The one transport `type` accepted (and assumed when absent, as in StateFun 3.x).
 pub const ASYNC_TRANSPORT: &str = "io.statefun.transports.v1/async";
+/// StateFun's older transport type; its settings mean the same here, so it loads as the async one.
+pub const OKHTTP_TRANSPORT: &str = "io.statefun.transports.v1/okhttp";
 
 const SPEC_FIELDS: &[&str] = &["functions", "urlPathTemplate", "maxNumBatchRequests", "transport"];
 const TRANSPORT_FIELDS: &[&str] =
@@ -66,7 +68,7 @@ fn apply_transport(node: &Node<'_>, config: &mut EndpointConfig, warnings: &mut 
     let fields = node.fields(TRANSPORT_FIELDS, TRANSPORT_UNUSED)?;
     if let Some(kind) = fields.optional("type") {
         let kind_text = kind.non_empty_str()?;
-        if kind_text != ASYNC_TRANSPORT {
+        if kind_text != ASYNC_TRANSPORT && kind_text != OKHTTP_TRANSPORT {
             return Err(kind.fault(format!(
                 "unsupported transport {kind_text:?}; this runtime has one HTTP transport, \
                  {ASYNC_TRANSPORT} (remove `type` or set it to that; `timeouts` carry over)"
@@ -227,7 +229,7 @@ mod tests {
         );
         let error = error_of(&format!("{base}    connect: 0s\n"));
         assert!(error.contains("spec.transport.connect: must be greater than zero"), "{error}");
-        let error = error_of(&format!("{base}    type: io.statefun.transports.v1/okhttp\n"));
+        let error = error_of(&format!("{base}    type: io.statefun.transports.v1/grpc\n"));
         assert!(error.contains("spec.transport.type: unsupported transport"), "{error}");
         let error = error_of(&format!("{base}    pool_size: -3\n"));
         assert!(error.contains("spec.transport.pool_size: must be at least 1, found -3"), "{error}");
