@@ -1,1 +1,202 @@
-//! End-to-end tests live in `tests/tests/`; this crate has no library code.
+//! Harness for the end-to-end tests: runs the `statefun` binary as a child
+//! process (so tests can kill it), serves functions in-process over HTTP, and
+//! reads streams, state and dead letters back through the CLI.
+
+pub mod cart;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A binary of this workspace, built next to the test executable.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing: build the binaries first (`cargo build --bins`; scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// Runs a `statefun` CLI verb and returns its stdout; panics with stderr on failure.
+pub fn statefun(data_dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(workspace_bin("statefun"))
+        .args(args)
+        .env("STATEFUN_DATA_DIR", data_dir)
+        .output()
+        .expect("run statefun");
+    assert!(
+        output.status.success(),
+        "statefun {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Like [`statefun`], but returns the failure instead of panicking.
+pub fn statefun_result(data_dir: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(workspace_bin("statefun"))
+        .args(args)
+        .env("STATEFUN_DATA_DIR", data_dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+/// Every record of a stream so far, as `{"shard","sequence","key","id","value"}`.
+pub fn tail_json(data_dir: &Path, stream: &str) -> Vec<Value> {
+    match statefun_result(data_dir, &["tail", "--stream", stream, "--json"]) {
+        Ok(text) => json_lines(&text),
+        Err(e) if e.contains("does not exist") => Vec::new(),
+        Err(e) => panic!("tail {stream}: {e}"),
+    }
+}
+
+/// The committed state: `{"namespace/type/id": {"state": value}}`.
+pub fn state_json(data_dir: &Path) -> Value {
+    serde_json::from_str(&statefun(data_dir, &["state", "--json"])).expect("state JSON")
+}
+
+pub fn dead_letters_json(data_dir: &Path) -> Vec<Value> {
+    json_lines(&statefun(data_dir, &["dead-letters", "--json"]))
+}
+
+/// Appends `{"key","value"}` records to a stream through `statefun send --lines`.
+pub fn send_lines(data_dir: &Path, module: &Path, stream: &str, records: &[Value]) {
+    let file = data_dir.with_extension(format!("{stream}.jsonl"));
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&file, text).expect("write records");
+    let module = module.to_string_lossy();
+    let file = file.to_string_lossy();
+    statefun(data_dir, &["send", "--module", &module, "--stream", stream, "--lines", &file]);
+}
+
+/// Polls `check` until it holds, or panics after `timeout` naming `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `statefun run` child process.
+pub struct Runtime {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Runtime {
+    pub fn start(data_dir: &Path, module: &Path, extra: &[&str]) -> Self {
+        let log = data_dir.with_extension(format!("runtime-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = unique(log);
+        let out = std::fs::File::create(&log).expect("runtime log");
+        let child = Command::new(workspace_bin("statefun"))
+            .arg("run")
+            .arg("--module")
+            .arg(module)
+            .args(extra)
+            .env("STATEFUN_DATA_DIR", data_dir)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start statefun run");
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to commit or clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to commit and exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "runtime did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unique(path: PathBuf) -> PathBuf {
+    let mut candidate = path.clone();
+    let mut n = 0;
+    while candidate.exists() {
+        n += 1;
+        candidate = path.with_extension(format!("{n}.log"));
+    }
+    candidate
+}
+
+/// Functions served over HTTP on a loopback port, on a thread of their own.
+pub struct FunctionServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FunctionServer {
+    pub fn start(functions: statefun_sdk::Functions) -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
+            runtime.block_on(async move {
+                let server = statefun_sdk::http::Server::bind("127.0.0.1:0").await.expect("bind");
+                addr_tx.send(server.local_addr()).expect("report address");
+                let _ = server.serve_with_shutdown(functions, async { let _ = stopped.await; }).await;
+            });
+        });
+        let addr = addr_rx.recv().expect("server address");
+        Self { addr, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for FunctionServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The example's module.yaml with the functions' port filled in, written to `dir`.
+pub fn shopping_cart_module(dir: &Path, port: u16) -> PathBuf {
+    let template = include_str!("../../functions/examples/shopping-cart/module.yaml");
+    let path = dir.join("module.yaml");
+    std::fs::write(&path, template.replace("${FUNCTIONS_PORT}", &port.to_string())).expect("write module.yaml");
+    path
+}

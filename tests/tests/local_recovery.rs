@@ -1,0 +1,60 @@
+//! Recovery in local mode: a runtime killed with SIGKILL in the middle of a
+//! run and restarted ends in the same state, with the same results, as a run
+//! that was never interrupted (nothing lost, nothing applied twice).
+
+use std::path::Path;
+use std::time::Duration;
+
+use statefun_tests::cart::{self, Workload};
+use statefun_tests::{FunctionServer, Runtime, send_lines, shopping_cart_module, tail_json, wait_until};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn restock(data_dir: &Path, module: &Path, workload: &Workload) {
+    send_lines(data_dir, module, "restock", &workload.restock_records());
+    wait_until(TIMEOUT, "restocks to be applied", || tail_json(data_dir, "inventory-updates").len() == workload.restocks.len());
+}
+
+fn wait_for_all_results(data_dir: &Path, workload: &Workload) {
+    wait_until(TIMEOUT, "a result for every order", || cart::results(data_dir).len() >= workload.orders.len());
+}
+
+#[test]
+fn sigkill_mid_run_then_restart_matches_an_uninterrupted_run() {
+    let server = FunctionServer::start(shopping_cart::functions());
+    let workload = cart::workload(50, 1000, 7);
+    let (first_half, second_half) = workload.orders.split_at(workload.orders.len() / 2);
+
+    // Reference: one uninterrupted run.
+    let reference_dir = tempfile::tempdir().expect("tempdir");
+    let data = reference_dir.path().join("data");
+    let module = shopping_cart_module(reference_dir.path(), server.addr.port());
+    let mut runtime = Runtime::start(&data, &module, &[]);
+    restock(&data, &module, &workload);
+    send_lines(&data, &module, "add-to-cart", &workload.order_records(&workload.orders));
+    wait_for_all_results(&data, &workload);
+    assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
+    let (reference_results, reference_state) = cart::check(&data, &workload);
+
+    // The same workload, with a SIGKILL while the first half is being processed.
+    let crash_dir = tempfile::tempdir().expect("tempdir");
+    let data = crash_dir.path().join("data");
+    let module = shopping_cart_module(crash_dir.path(), server.addr.port());
+    let mut runtime = Runtime::start(&data, &module, &[]);
+    restock(&data, &module, &workload);
+    send_lines(&data, &module, "add-to-cart", &workload.order_records(first_half));
+    wait_until(TIMEOUT, "the first results", || cart::results(&data).len() >= first_half.len() / 4);
+    runtime.kill();
+    let at_kill = cart::results(&data).len();
+    eprintln!("killed with {at_kill} of {} results on the egress", workload.orders.len());
+    assert!(at_kill < workload.orders.len());
+
+    send_lines(&data, &module, "add-to-cart", &workload.order_records(second_half));
+    let mut restarted = Runtime::start(&data, &module, &[]);
+    wait_for_all_results(&data, &workload);
+    assert!(restarted.terminate().success(), "runtime log:\n{}", restarted.log_text());
+    let (results, state) = cart::check(&data, &workload);
+
+    assert_eq!(results, reference_results, "the same result for every request");
+    assert_eq!(state, reference_state, "the same carts and inventory levels");
+}
