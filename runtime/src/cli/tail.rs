@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
-use statefun_runtime::log::{LogStore, Position, local::LocalLogStore};
+use statefun_runtime::log::{LogError, LogStore, Position, local::LocalLogStore};
 use statefun_runtime::values::ValueCodec;
 
 use super::{DataDir, duration};
@@ -42,7 +42,20 @@ pub struct TailArgs {
 pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let codec = ValueCodec::new(&args.descriptor_set)?;
     let log = LocalLogStore::new(&args.data.data_dir);
-    let shards = log.shards(&args.stream).await?;
+    let started = Instant::now();
+    let shards = loop {
+        match log.shards(&args.stream).await {
+            Ok(shards) => break shards,
+            // Egress streams appear with their first record: a follower waits for it.
+            Err(LogError::NoSuchStream { .. }) if args.follow => {
+                if args.idle_exit.is_some_and(|idle| started.elapsed() >= idle) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let start = if args.latest { Position::Latest } else { Position::Start };
     let mut positions: BTreeMap<String, Position> = shards.iter().map(|s| (s.clone(), start.clone())).collect();
     let mut printed = 0usize;
