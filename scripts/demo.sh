@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 demo="$root/.demo"
-bin="$root/target/debug"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 fmt="$root/scripts/lib/demo_format.py"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
