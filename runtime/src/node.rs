@@ -136,7 +136,7 @@ pub async fn run(
         let id = id as u32;
         let lease = commits.acquire(id, &settings.owner).await?;
         let (history, manifest) = match &lease.manifest {
-            Some(manifest) => (checkpoint::load_history(blobs.as_ref(), id, manifest).await?, manifest.clone()),
+            Some(manifest) => (checkpoint::load_history(blobs.as_ref(), id, manifest).await?, *manifest),
             None => (Vec::new(), Default::default()),
         };
         let partition = Partition::restore(id, partitions, catalog.clone(), history);
