@@ -63,6 +63,8 @@ pub enum Effect {
 
 /// How many times a function may answer `incomplete_invocation_context` for one batch.
 const MAX_NEGOTIATION_ROUNDS: u32 = 3;
+/// A Kinesis record's data limit.
+const MAX_EGRESS_RECORD_BYTES: usize = 1024 * 1024;
 /// Protobuf framing per message, added to the encoded sizes when cutting batches.
 const PER_MESSAGE_OVERHEAD: usize = 16;
 
@@ -661,8 +663,22 @@ impl Partition {
         }
         let record = KinesisEgressRecord::decode(argument.value.as_slice())
             .map_err(|e| format!("egress {id}: argument is not a valid KinesisEgressRecord: {e}"))?;
-        if record.stream.is_empty() {
-            return Err(format!("egress {id}: KinesisEgressRecord names no stream"));
+        // Kinesis' own limits, checked here so a record that can never be
+        // published is dead-lettered instead of blocking the partition's outbox.
+        if let Err(e) = crate::log::check_stream_name(&record.stream) {
+            return Err(format!("egress {id}: KinesisEgressRecord.stream: {e}"));
+        }
+        if record.partition_key.is_empty() || record.partition_key.chars().count() > 256 {
+            return Err(format!(
+                "egress {id}: KinesisEgressRecord.partition_key must have 1 to 256 characters, has {}",
+                record.partition_key.chars().count()
+            ));
+        }
+        if record.value_bytes.len() > MAX_EGRESS_RECORD_BYTES {
+            return Err(format!(
+                "egress {id}: record of {} bytes exceeds the 1 MiB limit of a Kinesis record",
+                record.value_bytes.len()
+            ));
         }
         Ok(EgressRecord {
             egress: id.to_owned(),

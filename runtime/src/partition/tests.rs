@@ -330,10 +330,19 @@ fn egress_records_go_to_the_outbox_and_bad_ones_are_dead_lettered() {
         argument: Some(TypedValue { typename: typenames::KINESIS_EGRESS_RECORD.into(), has_value: true, value: record.encode_to_vec() }),
     };
     let unknown = EgressMessage { egress_namespace: "test".into(), egress_type: "nope".into(), ..good.clone() };
-    p.on_invocation_result(&address, token, respond(InvocationResponse { outgoing_egresses: vec![good, unknown], ..Default::default() }), 0);
+    let with_record = |record: KinesisEgressRecord| EgressMessage {
+        argument: Some(TypedValue { typename: typenames::KINESIS_EGRESS_RECORD.into(), has_value: true, value: record.encode_to_vec() }),
+        ..good.clone()
+    };
+    let bad_stream = with_record(KinesisEgressRecord { stream: "no spaces allowed".into(), ..record.clone() });
+    let no_key = with_record(KinesisEgressRecord { partition_key: String::new(), ..record.clone() });
+    let reply = InvocationResponse { outgoing_egresses: vec![good, unknown, bad_stream, no_key], ..Default::default() };
+    p.on_invocation_result(&address, token, respond(reply), 0);
     let entries = outbox(&mut p);
     assert!(matches!(&entries[0], outbox_entry::Entry::Egress(e) if e.stream == "out" && e.data == b"v" && e.partition_key == "k"));
     assert!(matches!(&entries[1], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("egress test/nope is not declared")));
+    assert!(matches!(&entries[2], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("invalid stream name `no spaces allowed`")));
+    assert!(matches!(&entries[3], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("partition_key must have 1 to 256 characters")));
 }
 
 #[test]
