@@ -452,8 +452,14 @@ impl Partition {
 
     /// Starts the next batch of an idle address, cut to the endpoint's limits.
     fn dispatch(&mut self, address: &Address, now_ms: i64) {
+        self.dispatch_at_most(address, usize::MAX, now_ms);
+    }
+
+    /// [`Self::dispatch`] with at most `at_most` messages (a negotiation re-sends the same batch).
+    fn dispatch_at_most(&mut self, address: &Address, at_most: usize, now_ms: i64) {
         let function_type = FunctionType::of(address);
-        let Some(limits) = self.catalog.batch_limits(&function_type) else { return };
+        let Some(mut limits) = self.catalog.batch_limits(&function_type) else { return };
+        limits.max_messages = limits.max_messages.min(at_most);
         let specs = self.specs.get(&function_type).cloned().unwrap_or_default();
         loop {
             let Some(record) = self.addresses.get_mut(address) else { return };
@@ -523,6 +529,7 @@ impl Partition {
             self.fail_batch(address, reason, now_ms);
             return;
         }
+        let batch = record.in_flight as usize;
         record.in_flight = 0;
         let specs = self.specs.entry(function_type).or_default();
         for spec in missing {
@@ -531,7 +538,7 @@ impl Partition {
                 None => specs.push(spec),
             }
         }
-        self.dispatch(address, now_ms);
+        self.dispatch_at_most(address, batch, now_ms);
     }
 
     fn fail_batch(&mut self, address: &Address, reason: String, now_ms: i64) {

@@ -148,6 +148,7 @@ fn negotiation_registers_missing_states_and_resends_the_same_batch() {
     let first = invocations(&mut p);
     let (address, token, batch) = first[0].clone();
     assert!(batch.state.is_empty());
+    p.deliver(message(&address.id, 5), 0);
     let (token2, again) = negotiate(&mut p, &address, token, vec![spec("count", None)]);
     assert_ne!(token, token2);
     assert_eq!(arguments(&again), arguments(&batch));
