@@ -2,10 +2,12 @@
 //!
 //! A [`FunctionType`] is `namespace/name` (StateFun splits a typename at its
 //! last `/`); an [`Address`] is a function type plus an id, the identity of
-//! one function instance with its own state.
+//! one function instance with its own state. Both are cheap to clone (shared
+//! strings), since every message carries one.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use statefun_proto::reqreply;
 
@@ -14,8 +16,8 @@ use crate::error::Error;
 /// The type of a function: a namespace and a name, written `namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FunctionType {
-    namespace: String,
-    name: String,
+    namespace: Arc<str>,
+    name: Arc<str>,
 }
 
 impl FunctionType {
@@ -27,8 +29,8 @@ impl FunctionType {
     /// ```
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
-            namespace: namespace.into(),
-            name: name.into(),
+            namespace: Arc::from(namespace.into()),
+            name: Arc::from(name.into()),
         }
     }
 
@@ -70,7 +72,7 @@ impl FromStr for FunctionType {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address {
     function_type: FunctionType,
-    id: String,
+    id: Arc<str>,
 }
 
 impl Address {
@@ -78,7 +80,7 @@ impl Address {
     pub fn new(function_type: FunctionType, id: impl Into<String>) -> Self {
         Self {
             function_type,
-            id: id.into(),
+            id: Arc::from(id.into()),
         }
     }
 
@@ -95,9 +97,9 @@ impl Address {
     /// The wire form.
     pub fn to_proto(&self) -> reqreply::Address {
         reqreply::Address {
-            namespace: self.function_type.namespace.clone(),
-            r#type: self.function_type.name.clone(),
-            id: self.id.clone(),
+            namespace: self.function_type.namespace.to_string(),
+            r#type: self.function_type.name.to_string(),
+            id: self.id.to_string(),
         }
     }
 }

@@ -142,3 +142,13 @@ pub enum Error {
         source: BoxError,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small_enough_to_return_by_value() {
+        assert!(std::mem::size_of::<Error>() <= 112, "{}", std::mem::size_of::<Error>());
+    }
+}
