@@ -70,3 +70,8 @@ pub use statefun_proto as proto;
 
 #[cfg(test)]
 mod tests;
+
+/// The README's example must compile.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExample;
