@@ -1,6 +1,6 @@
 //! Bad input never crashes the runtime nor blocks other addresses: a malformed
 //! ingress record, a record without a key, an unknown function type and a
-//! function answering HTTP 500 or garbage each end as a dead letter with a
+//! function answering HTTP 500, garbage or too late each end as a dead letter with a
 //! clear reason, while the shopping cart keeps being served.
 
 use std::convert::Infallible;
@@ -22,7 +22,8 @@ use statefun_tests::{FunctionServer, Runtime, dead_letters_json, send_lines, sho
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A broken endpoint: `bad/fail` answers HTTP 500, `bad/garbage` answers 200 with bytes that are no reply.
+/// A broken endpoint: `bad/fail` answers HTTP 500, `bad/garbage` answers 200
+/// with bytes that are no reply, `bad/slow` answers only after 3 s.
 fn start_broken_endpoint() -> u16 {
     let (port_tx, port_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -41,6 +42,9 @@ fn start_broken_endpoint() -> u16 {
                             }
                             _ => String::new(),
                         };
+                        if kind == "slow" {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        }
                         let response = match kind.as_str() {
                             "garbage" => hyper::Response::new(Full::new(Bytes::from_static(b"\xff\xffnot a reply"))),
                             _ => {
@@ -85,6 +89,8 @@ kind: io.statefun.endpoints.v2/http
 spec:
   functions: bad/*
   urlPathTemplate: http://127.0.0.1:{broken_port}/
+  transport:
+    call: 300ms
 ---
 kind: io.statefun.kinesis.v1/ingress
 spec:
@@ -94,7 +100,7 @@ spec:
   streams:
     - stream: bad-input
       valueType: io.statefun.types/string
-      targets: [bad/fail, bad/garbage, nowhere/unknown]
+      targets: [bad/fail, bad/garbage, bad/slow, nowhere/unknown]
 "
     );
     let text = std::fs::read_to_string(&module).expect("module") + &extra;
@@ -111,12 +117,12 @@ spec:
     send_lines(&data, &module, "add-to-cart", &workload.order_records(&workload.orders));
 
     wait_until(TIMEOUT, "every order's result", || cart::results(&data).len() >= workload.orders.len());
-    wait_until(TIMEOUT, "five dead letters", || dead_letters_json(&data).len() >= 5);
+    wait_until(TIMEOUT, "six dead letters", || dead_letters_json(&data).len() >= 6);
     assert!(runtime.terminate().success(), "the runtime survived; log:\n{}", runtime.log_text());
     cart::check(&data, &workload);
 
     let letters = dead_letters_json(&data);
-    assert_eq!(letters.len(), 5, "{letters:#?}");
+    assert_eq!(letters.len(), 6, "{letters:#?}");
     let mallory = letter_for(&letters, "shoppingcart/cart/mallory");
     let reason = mallory["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("failed after 2 attempts") && reason.contains("HTTP 500"), "{reason}");
@@ -130,6 +136,8 @@ spec:
     assert!(fail.contains("HTTP 500") && fail.contains("boom: the function crashed"), "{fail}");
     let garbage = letter_for(&letters, "bad/garbage/x")["reason"].as_str().unwrap_or_default().to_owned();
     assert!(garbage.contains("malformed reply") && garbage.contains("not a FromFunction"), "{garbage}");
+    let slow = letter_for(&letters, "bad/slow/x")["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(slow.contains("no answer within 300ms"), "{slow}");
     let unknown = letter_for(&letters, "nowhere/unknown/x")["reason"].as_str().unwrap_or_default().to_owned();
     assert!(unknown.contains("no endpoint serves function type nowhere/unknown"), "{unknown}");
 }
