@@ -1,7 +1,7 @@
 //! Checkpoint objects as files in a local directory (the embedded mode).
 //!
-//! A file is written under a temporary name, synced, then renamed, so a reader
-//! never sees half an object, even after a crash.
+//! A file is written under a temporary name, synced, then renamed (and the
+//! directory synced), so a reader never sees half an object, even after a crash.
 
 use std::path::{Path, PathBuf};
 
@@ -53,7 +53,12 @@ impl BlobStore for FsBlobStore {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&data)?;
             file.sync_data()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            // The rename itself must survive a power loss before a commit may name the object.
+            match path.parent() {
+                Some(parent) => std::fs::File::open(parent)?.sync_all(),
+                None => Ok(()),
+            }
         })
     }
 

@@ -16,8 +16,13 @@ use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, Sh
 use crate::address::shard_of_key;
 
 pub struct LocalLogStore {
+    inner: Arc<Streams>,
+}
+
+/// The open streams of one data directory.
+struct Streams {
     dir: PathBuf,
-    streams: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
+    open: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
 }
 
 struct Stream {
@@ -27,37 +32,54 @@ struct Stream {
 
 impl LocalLogStore {
     pub fn new(data_dir: &Path) -> Self {
-        Self { dir: data_dir.join("streams"), streams: Mutex::new(HashMap::new()) }
+        Self { inner: Arc::new(Streams { dir: data_dir.join("streams"), open: Mutex::new(HashMap::new()) }) }
     }
 
-    fn path(&self, stream: &str) -> PathBuf {
-        self.dir.join(format!("{stream}.sqlite"))
+    /// Runs `work` on the stream's connection on a blocking thread (opening,
+    /// and with `create`, creating the stream first).
+    fn run<T: Send + 'static>(
+        &self,
+        stream: &str,
+        create: Option<u32>,
+        work: impl FnOnce(&mut Stream) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, LogError>> {
+        let checked = check_stream_name(stream);
+        let inner = self.inner.clone();
+        let name = stream.to_owned();
+        Box::pin(async move {
+            checked?;
+            let task_name = name.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let open = inner.open(&task_name, create)?;
+                let mut guard = open.lock().unwrap_or_else(|e| e.into_inner());
+                work(&mut guard).map_err(|e| LogError::Backend { stream: task_name, detail: e.to_string() })
+            })
+            .await;
+            joined.unwrap_or_else(|e| Err(LogError::Backend { stream: name, detail: format!("storage task failed: {e}") }))
+        })
     }
+}
 
-    /// Opens (and with `create`, creates) a stream, caching the connection.
+impl Streams {
     fn open(&self, stream: &str, create: Option<u32>) -> Result<Arc<Mutex<Stream>>, LogError> {
-        check_stream_name(stream)?;
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = streams.get(stream) {
-            return Ok(open.clone());
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = open.get(stream) {
+            return Ok(existing.clone());
         }
-        let path = self.path(stream);
+        let path = self.dir.join(format!("{stream}.sqlite"));
         if create.is_none() && !path.exists() {
-            return Err(LogError::NoSuchStream {
-                stream: stream.to_owned(),
-                hint: format!(" (no file {})", path.display()),
-            });
+            return Err(LogError::NoSuchStream { stream: stream.to_owned(), hint: format!(" (no file {})", path.display()) });
         }
         let backend = |e: rusqlite::Error| LogError::Backend { stream: stream.to_owned(), detail: e.to_string() };
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| LogError::Backend { stream: stream.to_owned(), detail: format!("{}: {e}", self.dir.display()) })?;
-        let connection = Connection::open(&path).map_err(backend)?;
+        let mut connection = Connection::open(&path).map_err(backend)?;
         connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode=WAL;
-                 PRAGMA synchronous=NORMAL;
-                 CREATE TABLE IF NOT EXISTS meta (shards INTEGER NOT NULL);
+                 PRAGMA synchronous=FULL;
+                 CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), shards INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS records (
                      seq INTEGER PRIMARY KEY AUTOINCREMENT,
                      shard INTEGER NOT NULL,
@@ -69,43 +91,20 @@ impl LocalLogStore {
                  CREATE UNIQUE INDEX IF NOT EXISTS records_by_id ON records (shard, id) WHERE id IS NOT NULL;",
             )
             .map_err(backend)?;
-        let existing: Option<u32> =
-            connection.query_row("SELECT shards FROM meta", [], |r| r.get(0)).optional().map_err(backend)?;
-        let shards = match (existing, create) {
-            (Some(shards), _) => shards,
-            (None, Some(shards)) => {
-                connection.execute("INSERT INTO meta (shards) VALUES (?1)", [shards.max(1)]).map_err(backend)?;
-                shards.max(1)
-            }
-            (None, None) => {
-                return Err(LogError::NoSuchStream { stream: stream.to_owned(), hint: " (file has no shard count)".into() });
-            }
+        if let Some(shards) = create {
+            // The first creator's shard count wins, even against another process creating it at once.
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            tx.execute("INSERT OR IGNORE INTO meta (id, shards) VALUES (0, ?1)", [shards.max(1)]).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+        }
+        let shards: Option<u32> =
+            connection.query_row("SELECT shards FROM meta WHERE id = 0", [], |r| r.get(0)).optional().map_err(backend)?;
+        let Some(shards) = shards.filter(|s| *s >= 1) else {
+            return Err(LogError::NoSuchStream { stream: stream.to_owned(), hint: " (file has no shard count)".into() });
         };
-        let open = Arc::new(Mutex::new(Stream { connection, shards }));
-        streams.insert(stream.to_owned(), open.clone());
-        Ok(open)
-    }
-
-    fn run<T: Send + 'static>(
-        &self,
-        stream: &str,
-        create: Option<u32>,
-        work: impl FnOnce(&mut Stream) -> Result<T, rusqlite::Error> + Send + 'static,
-    ) -> BoxFuture<'static, Result<T, LogError>> {
-        let opened = self.open(stream, create);
-        let name = stream.to_owned();
-        Box::pin(async move {
-            let open = opened?;
-            let joined = tokio::task::spawn_blocking(move || {
-                let mut guard = open.lock().unwrap_or_else(|e| e.into_inner());
-                work(&mut guard)
-            })
-            .await;
-            match joined {
-                Ok(result) => result.map_err(|e| LogError::Backend { stream: name, detail: e.to_string() }),
-                Err(e) => Err(LogError::Backend { stream: name, detail: format!("storage task failed: {e}") }),
-            }
-        })
+        let stream_handle = Arc::new(Mutex::new(Stream { connection, shards }));
+        open.insert(stream.to_owned(), stream_handle.clone());
+        Ok(stream_handle)
     }
 }
 
@@ -124,8 +123,11 @@ fn shard_index(stream: &str, shard: &str, shards: u32) -> Result<u32, LogError> 
 /// Maps a 128-bit explicit hash key onto equal ranges, as Kinesis splits a stream's key space.
 fn shard_of_hash_key(key: &str, shards: u32) -> Option<u32> {
     let value: u128 = key.parse().ok()?;
+    if shards <= 1 {
+        return Some(0);
+    }
     let width = u128::MAX / u128::from(shards) + 1;
-    Some((value / width) as u32)
+    Some(((value / width) as u32).min(shards - 1))
 }
 
 impl LogStore for LocalLogStore {
@@ -276,6 +278,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_first_creator_decides_the_shard_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(LocalLogStore::new(dir.path()).ensure_stream("s", 4).await.expect("create").len(), 4);
+        assert_eq!(LocalLogStore::new(dir.path()).ensure_stream("s", 1).await.expect("open").len(), 4);
+    }
+
+    #[tokio::test]
     async fn a_missing_stream_and_a_bad_name_are_clear_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = LocalLogStore::new(dir.path());
@@ -304,5 +313,7 @@ mod tests {
         assert_eq!(shard_of_hash_key(&u128::MAX.to_string(), 4), Some(3));
         assert_eq!(shard_of_hash_key(&(u128::MAX / 2 + 1).to_string(), 2), Some(1));
         assert_eq!(shard_of_hash_key("x", 2), None);
+        assert_eq!(shard_of_hash_key(&u128::MAX.to_string(), 1), Some(0));
+        assert_eq!(shard_of_hash_key(&u128::MAX.to_string(), 3), Some(2));
     }
 }
