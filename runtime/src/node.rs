@@ -84,7 +84,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let module = Arc::new(module);
     let invoker = Arc::new(Invoker::new(module.clone(), settings.retry)?);
-    let catalog = Arc::new(ModuleCatalog { invoker: invoker.clone(), module: module.clone() });
+    let catalog = Arc::new(ModuleCatalog {
+        invoker: invoker.clone(),
+        module: module.clone(),
+        internal_streams: vec![settings.exchange_stream.clone(), settings.dead_letter_stream.clone()],
+    });
     let LocalBackends { log, blobs, commits } = backends;
     let partitions = settings.partitions;
 

@@ -118,13 +118,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsBlobStore::new(dir.path());
         for epoch in 1..=4 {
-            store.put(&object_key(0, epoch, epoch == 3), vec![epoch as u8]).await.expect("put");
+            store.put(&object_key(0, epoch, 1, epoch == 3), vec![epoch as u8]).await.expect("put");
         }
-        assert_eq!(store.get(&object_key(0, 2, false)).await.expect("get"), Some(vec![2]));
-        assert_eq!(store.get(&object_key(0, 9, false)).await.expect("get"), None);
+        assert_eq!(store.get(&object_key(0, 2, 1, false)).await.expect("get"), Some(vec![2]));
+        assert_eq!(store.get(&object_key(0, 9, 1, false)).await.expect("get"), None);
         assert_eq!(collect_garbage(&store, 0, 3).await.expect("gc"), 2);
         let left = store.list("partition-00000/").await.expect("list");
-        assert_eq!(left, vec![object_key(0, 3, true), object_key(0, 4, false)]);
+        assert_eq!(left, vec![object_key(0, 3, 1, true), object_key(0, 4, 1, false)]);
     }
 
     #[tokio::test]

@@ -5,12 +5,15 @@
 //! Layout, one object per committed epoch:
 //!
 //! ```text
-//! partition-00003/epoch-00000000000000000042.delta.pb
-//! partition-00003/epoch-00000000000000000050.snapshot.pb
+//! partition-00003/epoch-00000000000000000042.lease-0000000007.delta.pb
+//! partition-00003/epoch-00000000000000000050.lease-0000000007.snapshot.pb
 //! ```
 //!
-//! Recovery reads the manifest's snapshot, then every delta after it up to the
-//! committed epoch. Objects older than a committed snapshot are garbage.
+//! The lease counter in the key means a fenced writer can never overwrite an
+//! object of the current owner, even for the same epoch. Recovery reads the
+//! manifest's snapshot, then every delta after it up to the committed epoch,
+//! all written under the manifest's lease (a new owner's first commit is a
+//! snapshot). Objects older than a committed snapshot are garbage.
 
 pub mod fs;
 
@@ -42,9 +45,9 @@ pub fn partition_prefix(partition: u32) -> String {
     format!("partition-{partition:05}/")
 }
 
-pub fn object_key(partition: u32, epoch: u64, snapshot: bool) -> String {
+pub fn object_key(partition: u32, epoch: u64, lease: u64, snapshot: bool) -> String {
     let kind = if snapshot { "snapshot" } else { "delta" };
-    format!("{}epoch-{epoch:020}.{kind}.pb", partition_prefix(partition))
+    format!("{}epoch-{epoch:020}.lease-{lease:010}.{kind}.pb", partition_prefix(partition))
 }
 
 /// The epoch an object key names, if it is one of ours.
@@ -62,7 +65,7 @@ pub async fn load_history(
     let mut records = Vec::new();
     for epoch in manifest.snapshot_epoch.max(1)..=manifest.epoch {
         let snapshot = epoch == manifest.snapshot_epoch;
-        let key = object_key(partition, epoch, snapshot);
+        let key = object_key(partition, epoch, manifest.lease, snapshot);
         let bytes = store.get(&key).await?.ok_or_else(|| CheckpointError::Missing { partition, key: key.clone() })?;
         let record = EpochRecord::decode(bytes.as_slice())
             .map_err(|e| CheckpointError::Corrupt { key: key.clone(), detail: e.to_string() })?;
@@ -95,9 +98,9 @@ mod tests {
 
     #[test]
     fn keys_sort_by_epoch_and_name_their_kind() {
-        assert_eq!(object_key(3, 42, false), "partition-00003/epoch-00000000000000000042.delta.pb");
-        assert!(object_key(0, 9, true) < object_key(0, 10, false));
-        assert_eq!(epoch_of_key(&object_key(1, 77, true)), Some(77));
+        assert_eq!(object_key(3, 42, 7, false), "partition-00003/epoch-00000000000000000042.lease-0000000007.delta.pb");
+        assert!(object_key(0, 9, 2, true) < object_key(0, 10, 1, false));
+        assert_eq!(epoch_of_key(&object_key(1, 77, 3, true)), Some(77));
         assert_eq!(epoch_of_key("partition-00001/other"), None);
     }
 }

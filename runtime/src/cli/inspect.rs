@@ -52,6 +52,9 @@ impl Catalog for NoEndpoints {
     fn has_egress(&self, _: &str) -> bool {
         false
     }
+    fn is_internal_stream(&self, _: &str) -> bool {
+        false
+    }
 }
 
 pub async fn state(args: StateArgs) -> anyhow::Result<()> {
@@ -63,7 +66,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
     let backends = LocalBackends::open(&args.data.data_dir)?;
     let mut all: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for partition in 0.. {
-        let Some(manifest) = backends.commits.manifest(partition).await? else {
+        let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else {
             if partition > 4096 {
                 break;
             }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use statefun_proto::internal::PartitionManifest;
 
-use super::{CommitError, CommitStore, Lease};
+use super::{CommitError, CommitStore, Committed, Lease};
 use crate::log::BoxFuture;
 
 pub struct LocalCommitStore {
@@ -34,7 +34,8 @@ impl LocalCommitStore {
                      owner TEXT NOT NULL,
                      lease INTEGER NOT NULL,
                      epoch INTEGER NOT NULL,
-                     snapshot_epoch INTEGER NOT NULL);",
+                     snapshot_epoch INTEGER NOT NULL,
+                     chain_lease INTEGER NOT NULL);",
             )
             .map_err(backend)?;
         Ok(Self { connection: Arc::new(Mutex::new(connection)) })
@@ -53,10 +54,22 @@ impl LocalCommitStore {
     }
 }
 
-fn read_manifest(c: &Connection, partition: u32) -> Result<Option<(u64, PartitionManifest)>, CommitError> {
-    c.query_row("SELECT lease, epoch, snapshot_epoch FROM partitions WHERE partition = ?1", [partition], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, PartitionManifest { epoch: r.get::<_, i64>(1)? as u64, snapshot_epoch: r.get::<_, i64>(2)? as u64 }))
-    })
+fn read(c: &Connection, partition: u32) -> Result<Option<Committed>, CommitError> {
+    c.query_row(
+        "SELECT owner, lease, epoch, snapshot_epoch, chain_lease FROM partitions WHERE partition = ?1",
+        [partition],
+        |r| {
+            Ok(Committed {
+                owner: r.get(0)?,
+                counter: r.get::<_, i64>(1)? as u64,
+                manifest: PartitionManifest {
+                    epoch: r.get::<_, i64>(2)? as u64,
+                    snapshot_epoch: r.get::<_, i64>(3)? as u64,
+                    lease: r.get::<_, i64>(4)? as u64,
+                },
+            })
+        },
+    )
     .optional()
     .map_err(backend)
 }
@@ -66,13 +79,14 @@ impl CommitStore for LocalCommitStore {
         let owner = owner.to_owned();
         self.blocking(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            let existing = read_manifest(&tx, partition)?;
+            let existing = read(&tx, partition)?;
             let (counter, manifest) = match existing {
-                Some((lease, manifest)) => (lease + 1, (manifest.epoch > 0).then_some(manifest)),
+                Some(c) => (c.counter + 1, (c.manifest.epoch > 0).then_some(c.manifest)),
                 None => (1, None),
             };
             tx.execute(
-                "INSERT INTO partitions (partition, owner, lease, epoch, snapshot_epoch) VALUES (?1, ?2, ?3, 0, 0)
+                "INSERT INTO partitions (partition, owner, lease, epoch, snapshot_epoch, chain_lease)
+                 VALUES (?1, ?2, ?3, 0, 0, 0)
                  ON CONFLICT (partition) DO UPDATE SET owner = ?2, lease = ?3",
                 params![partition, owner, counter as i64],
             )
@@ -92,7 +106,7 @@ impl CommitStore for LocalCommitStore {
         self.blocking(move |c| {
             let changed = c
                 .execute(
-                    "UPDATE partitions SET epoch = ?1, snapshot_epoch = ?2
+                    "UPDATE partitions SET epoch = ?1, snapshot_epoch = ?2, chain_lease = ?7
                      WHERE partition = ?3 AND owner = ?4 AND lease = ?5 AND epoch = ?6",
                     params![
                         manifest.epoch as i64,
@@ -100,7 +114,8 @@ impl CommitStore for LocalCommitStore {
                         lease.partition,
                         lease.owner,
                         lease.counter as i64,
-                        previous_epoch as i64
+                        previous_epoch as i64,
+                        manifest.lease as i64
                     ],
                 )
                 .map_err(backend)?;
@@ -118,8 +133,8 @@ impl CommitStore for LocalCommitStore {
         })
     }
 
-    fn manifest<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<PartitionManifest>, CommitError>> {
-        self.blocking(move |c| Ok(read_manifest(c, partition)?.map(|(_, m)| m).filter(|m| m.epoch > 0)))
+    fn committed<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<Committed>, CommitError>> {
+        self.blocking(move |c| Ok(read(c, partition)?.filter(|c| c.manifest.epoch > 0)))
     }
 }
 
@@ -132,12 +147,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalCommitStore::open(dir.path()).expect("open");
         let old = store.acquire(0, "a").await.expect("acquire");
-        store.commit(&old, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1 }).await.expect("commit");
+        store.commit(&old, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 1 }).await.expect("commit");
         let new = store.acquire(0, "b").await.expect("acquire");
-        assert_eq!(new.manifest, Some(PartitionManifest { epoch: 1, snapshot_epoch: 1 }));
-        let err = store.commit(&old, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1 }).await.expect_err("fenced");
+        assert_eq!(new.manifest, Some(PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 1 }));
+        let err = store.commit(&old, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 1 }).await.expect_err("fenced");
         assert!(matches!(err, CommitError::Fenced { .. }), "{err}");
-        store.commit(&new, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1 }).await.expect("new owner commits");
+        store.commit(&new, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 1 }).await.expect("new owner commits");
     }
 
     #[tokio::test]
@@ -145,8 +160,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalCommitStore::open(dir.path()).expect("open");
         let lease = store.acquire(1, "a").await.expect("acquire");
-        store.commit(&lease, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1 }).await.expect("commit");
-        assert!(store.commit(&lease, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1 }).await.is_err());
-        assert_eq!(store.manifest(1).await.expect("read").map(|m| m.epoch), Some(1));
+        store.commit(&lease, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 1 }).await.expect("commit");
+        assert!(store.commit(&lease, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 1 }).await.is_err());
+        let committed = store.committed(1).await.expect("read").expect("committed");
+        assert_eq!((committed.owner.as_str(), committed.counter, committed.manifest.epoch), ("a", 1, 1));
     }
 }

@@ -21,6 +21,14 @@ pub struct Lease {
     pub manifest: Option<PartitionManifest>,
 }
 
+/// What the commit store holds for a partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    pub owner: String,
+    pub counter: u64,
+    pub manifest: PartitionManifest,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error("partition {partition}: commit of epoch {epoch} rejected, the lease is no longer {owner}#{counter} at epoch {previous}")]
@@ -42,6 +50,8 @@ pub trait CommitStore: Send + Sync {
         manifest: PartitionManifest,
     ) -> BoxFuture<'a, Result<(), CommitError>>;
 
-    /// The committed manifest, for inspection.
-    fn manifest<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<PartitionManifest>, CommitError>>;
+    /// The partition's current lease holder and committed manifest (`None` for
+    /// a partition never committed): for inspection, and to settle a commit
+    /// whose answer was lost.
+    fn committed<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<Committed>, CommitError>>;
 }

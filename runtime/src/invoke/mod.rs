@@ -135,6 +135,8 @@ fn client_for(endpoint: &EndpointConfig) -> Result<Arc<dyn FunctionClient>, Endp
 pub struct ModuleCatalog {
     pub invoker: Arc<Invoker>,
     pub module: Arc<ModuleConfig>,
+    /// The exchange and dead-letter streams.
+    pub internal_streams: Vec<String>,
 }
 
 impl Catalog for ModuleCatalog {
@@ -144,5 +146,9 @@ impl Catalog for ModuleCatalog {
 
     fn has_egress(&self, id: &str) -> bool {
         self.module.egress(id).is_some()
+    }
+
+    fn is_internal_stream(&self, stream: &str) -> bool {
+        self.internal_streams.iter().any(|s| s == stream)
     }
 }

@@ -83,19 +83,35 @@ impl Committer {
     async fn commit(&mut self, record: EpochRecord) -> Result<(), String> {
         let partition = self.lease.partition;
         let (epoch, snapshot) = (record.epoch, record.snapshot);
-        let key = checkpoint::object_key(partition, epoch, snapshot);
+        let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = record.encode_to_vec();
         retry(|| self.blobs.put(&key, bytes.clone()), |e| format!("writing checkpoint {key}: {e}")).await;
-        let manifest = PartitionManifest { epoch, snapshot_epoch: if snapshot { epoch } else { self.snapshot_epoch } };
+        let manifest = PartitionManifest {
+            epoch,
+            snapshot_epoch: if snapshot { epoch } else { self.snapshot_epoch },
+            lease: self.lease.counter,
+        };
         let mut ambiguous = false;
         loop {
             match self.commits.commit(&self.lease, self.committed_epoch, manifest).await {
                 Ok(()) => break,
-                Err(CommitError::Fenced { .. }) if ambiguous => {
-                    // An earlier attempt may have been applied before its answer was lost.
-                    match self.commits.manifest(partition).await {
-                        Ok(Some(current)) if current == manifest => break,
-                        _ => return Err(format!("partition {partition}: commit of epoch {epoch} rejected")),
+                Err(e @ CommitError::Fenced { .. }) if ambiguous => {
+                    // An earlier attempt may have been applied before its answer was lost:
+                    // it was ours only if the lease is still ours and names this very commit.
+                    match self.commits.committed(partition).await {
+                        Ok(Some(current))
+                            if current.owner == self.lease.owner
+                                && current.counter == self.lease.counter
+                                && current.manifest == manifest =>
+                        {
+                            break;
+                        }
+                        Ok(_) => return Err(e.to_string()),
+                        Err(read) => {
+                            tracing::warn!(partition, epoch, "cannot read the commit record, retrying: {read}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
                     }
                 }
                 Err(e @ CommitError::Fenced { .. }) => return Err(e.to_string()),

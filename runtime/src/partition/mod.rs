@@ -52,6 +52,8 @@ pub trait Catalog: Send + Sync {
     /// `None` when no endpoint serves the type.
     fn batch_limits(&self, function_type: &FunctionType) -> Option<BatchLimits>;
     fn has_egress(&self, id: &str) -> bool;
+    /// Streams of the runtime itself (exchange, dead letters), which functions may not write to.
+    fn is_internal_stream(&self, stream: &str) -> bool;
 }
 
 /// Work the partition asks its driver to do.
@@ -262,8 +264,12 @@ impl Partition {
             }
             self.dedup.insert(batch.source_partition, id);
             self.changed = true;
-            if let Some(envelope) = message.envelope {
-                self.deliver(envelope, now_ms);
+            match message.envelope {
+                Some(envelope) => self.deliver(envelope, now_ms),
+                None => {
+                    let source = format!("exchange from partition {} epoch {} seq {}", batch.source_partition, id.0, id.1);
+                    self.dead_letter_input("exchange message without an envelope".into(), source, Vec::new(), now_ms);
+                }
             }
         }
     }
@@ -458,7 +464,20 @@ impl Partition {
     /// [`Self::dispatch`] with at most `at_most` messages (a negotiation re-sends the same batch).
     fn dispatch_at_most(&mut self, address: &Address, at_most: usize, now_ms: i64) {
         let function_type = FunctionType::of(address);
-        let Some(mut limits) = self.catalog.batch_limits(&function_type) else { return };
+        let Some(mut limits) = self.catalog.batch_limits(&function_type) else {
+            // Queued for a type whose endpoint is gone (the module changed across a restart).
+            let Some(record) = self.addresses.get_mut(address) else { return };
+            if record.in_flight > 0 || record.mailbox.is_empty() {
+                return;
+            }
+            let stranded: Vec<Envelope> = record.mailbox.drain(..).collect();
+            self.queued -= stranded.len();
+            self.dirty.insert(address.clone());
+            let reason = format!("no endpoint serves function type {function_type} (check module.yaml)");
+            self.dead_letter(Some(address.clone()), reason, stranded, "", Vec::new(), now_ms);
+            self.remove_if_empty(address);
+            return;
+        };
         limits.max_messages = limits.max_messages.min(at_most);
         let specs = self.specs.get(&function_type).cloned().unwrap_or_default();
         loop {
@@ -674,6 +693,9 @@ impl Partition {
         // published is dead-lettered instead of blocking the partition's outbox.
         if let Err(e) = crate::log::check_stream_name(&record.stream) {
             return Err(format!("egress {id}: KinesisEgressRecord.stream: {e}"));
+        }
+        if self.catalog.is_internal_stream(&record.stream) {
+            return Err(format!("egress {id}: stream `{}` belongs to the runtime itself", record.stream));
         }
         if record.partition_key.is_empty() || record.partition_key.chars().count() > 256 {
             return Err(format!(

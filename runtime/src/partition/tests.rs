@@ -30,6 +30,9 @@ impl Catalog for TestCatalog {
     fn has_egress(&self, id: &str) -> bool {
         id == "test/out"
     }
+    fn is_internal_stream(&self, stream: &str) -> bool {
+        stream == "internal"
+    }
 }
 
 fn catalog() -> Arc<dyn Catalog> {
@@ -237,6 +240,32 @@ fn a_message_for_an_unknown_function_type_is_dead_lettered() {
 }
 
 #[test]
+fn queued_messages_of_a_type_that_lost_its_endpoint_are_dead_lettered_on_resume() {
+    let mut p = partition();
+    p.deliver(message("a", 1), 0);
+    p.deliver(message("a", 2), 0);
+    let history = vec![p.seal(true).0];
+    struct Nothing;
+    impl Catalog for Nothing {
+        fn batch_limits(&self, _: &FunctionType) -> Option<BatchLimits> {
+            None
+        }
+        fn has_egress(&self, _: &str) -> bool {
+            false
+        }
+        fn is_internal_stream(&self, _: &str) -> bool {
+            false
+        }
+    }
+    let mut restored = Partition::restore(0, 1, Arc::new(Nothing), history);
+    restored.resume(0);
+    assert!(invocations(&mut restored).is_empty());
+    assert_eq!(restored.queued_messages(), 0, "nothing stays stuck in the mailbox");
+    let entries = outbox(&mut restored);
+    assert!(matches!(&entries[0], outbox_entry::Entry::DeadLetter(d) if d.messages.len() == 2 && d.reason.contains("no endpoint serves")));
+}
+
+#[test]
 fn a_message_larger_than_the_payload_limit_is_dead_lettered_and_the_rest_delivered() {
     let mut p = Partition::new(0, 1, Arc::new(TestCatalog { max_messages: 10, max_bytes: 200 }), 1);
     let mut big = message("a", 1);
@@ -337,13 +366,15 @@ fn egress_records_go_to_the_outbox_and_bad_ones_are_dead_lettered() {
     };
     let bad_stream = with_record(KinesisEgressRecord { stream: "no spaces allowed".into(), ..record.clone() });
     let no_key = with_record(KinesisEgressRecord { partition_key: String::new(), ..record.clone() });
-    let reply = InvocationResponse { outgoing_egresses: vec![good, unknown, bad_stream, no_key], ..Default::default() };
+    let internal = with_record(KinesisEgressRecord { stream: "internal".into(), ..record.clone() });
+    let reply = InvocationResponse { outgoing_egresses: vec![good, unknown, bad_stream, no_key, internal], ..Default::default() };
     p.on_invocation_result(&address, token, respond(reply), 0);
     let entries = outbox(&mut p);
     assert!(matches!(&entries[0], outbox_entry::Entry::Egress(e) if e.stream == "out" && e.data == b"v" && e.partition_key == "k"));
     assert!(matches!(&entries[1], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("egress test/nope is not declared")));
     assert!(matches!(&entries[2], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("invalid stream name `no spaces allowed`")));
     assert!(matches!(&entries[3], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("partition_key must have 1 to 256 characters")));
+    assert!(matches!(&entries[4], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("belongs to the runtime itself")));
 }
 
 #[test]

@@ -109,7 +109,9 @@ impl PartitionWorker {
         let mut commit_tick = tokio::time::interval(settings.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep_tick = tokio::time::interval(settings.expiry_sweep);
-        let mut epochs_since_snapshot = 0u64;
+        // A new owner's first commit is a snapshot: every object of a chain then
+        // carries the same lease counter (see the checkpoint module).
+        let mut epochs_since_snapshot = settings.snapshot_every;
 
         partition.resume(now_ms());
         start_invocations(&mut partition, &invoker, &done_tx);
