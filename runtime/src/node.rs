@@ -136,11 +136,20 @@ pub async fn run(
         create_egress_streams: create_streams.then_some(settings.stream_shards),
     };
     let mut workers = tokio::task::JoinSet::new();
+    let mut failure = None;
     for (id, inputs) in inputs.into_iter().enumerate() {
         let id = id as u32;
         let lease = commits.acquire(id, &settings.owner).await?;
         let (history, manifest) = match &lease.manifest {
-            Some(manifest) => (checkpoint::load_history(blobs.as_ref(), id, manifest).await?, *manifest),
+            Some(manifest) => match checkpoint::load_history(blobs.as_ref(), id, manifest).await {
+                Ok(history) => (history, *manifest),
+                Err(e) => {
+                    // Recovery is per partition: the others run on.
+                    tracing::error!(partition = id, "cannot recover the partition, it stays stopped: {e}");
+                    failure.get_or_insert_with(|| anyhow::anyhow!("partition {id} could not recover: {e}"));
+                    continue;
+                }
+            },
             None => (Vec::new(), Default::default()),
         };
         let partition = Partition::restore(id, partitions, catalog.clone(), history);
@@ -164,7 +173,6 @@ pub async fn run(
         };
         workers.spawn(worker.run(shutdown.clone()));
     }
-    let mut failure = None;
     while let Some(joined) = workers.join_next().await {
         match joined {
             Ok(Ok(())) => {}

@@ -70,6 +70,14 @@ pub enum LogError {
     Backend { stream: String, detail: String },
 }
 
+impl LogError {
+    /// Whether trying again may succeed (a backend hiccup), as opposed to a
+    /// request that is wrong and will stay wrong.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LogError::Backend { .. })
+    }
+}
+
 pub trait LogStore: Send + Sync {
     /// Creates the stream with `shards` shards when the backend may create
     /// streams and it does not exist; returns the stream's shard ids in order.

@@ -43,6 +43,8 @@ pub enum CommitterEvent {
     Published(u64),
     /// The lease moved; the partition must stop.
     Fenced(String),
+    /// A committed outbox cannot be published (a permanent error); the partition must stop.
+    Failed(String),
 }
 
 pub struct Committer {
@@ -59,10 +61,11 @@ pub struct Committer {
 
 impl Committer {
     /// Re-publishes outboxes a previous owner may not have published.
-    pub async fn republish(&self, outboxes: &[EpochOutbox]) {
+    pub async fn republish(&self, outboxes: &[EpochOutbox]) -> Result<(), String> {
         for outbox in outboxes {
-            self.publish(outbox).await;
+            self.publish(outbox).await?;
         }
+        Ok(())
     }
 
     pub async fn run(mut self, mut sealed: mpsc::Receiver<Sealed>, events: mpsc::UnboundedSender<CommitterEvent>) {
@@ -75,7 +78,10 @@ impl Committer {
                     return;
                 }
             }
-            self.publish(&outbox).await;
+            if let Err(reason) = self.publish(&outbox).await {
+                let _ = events.send(CommitterEvent::Failed(reason));
+                return;
+            }
             let _ = events.send(CommitterEvent::Published(epoch));
         }
     }
@@ -132,35 +138,47 @@ impl Committer {
         Ok(())
     }
 
-    /// Publishes an outbox; retried until it succeeds, since its epoch is committed.
-    async fn publish(&self, outbox: &EpochOutbox) {
+    /// Publishes an outbox. Its epoch is committed, so transient errors are
+    /// retried until they pass; a permanent one stops the partition.
+    async fn publish(&self, outbox: &EpochOutbox) -> Result<(), String> {
         let (exchange, egress, dead_letters) = self.split(outbox);
         if !exchange.is_empty() {
-            self.append(&self.streams.exchange, exchange).await;
+            self.append(&self.streams.exchange, exchange).await?;
         }
         for (stream, records) in egress {
-            self.append(&stream, records).await;
+            self.append(&stream, records).await?;
         }
         if !dead_letters.is_empty() {
-            self.append(&self.streams.dead_letters, dead_letters).await;
+            self.append(&self.streams.dead_letters, dead_letters).await?;
         }
+        Ok(())
     }
 
-    async fn append(&self, stream: &str, records: Vec<AppendRecord>) {
-        retry(
-            || async {
-                match self.log.append(stream, records.clone()).await {
-                    Err(LogError::NoSuchStream { .. }) if self.streams.create_egress_streams.is_some() => {
-                        let shards = self.streams.create_egress_streams.unwrap_or(1);
-                        self.log.ensure_stream(stream, shards).await?;
-                        self.log.append(stream, records.clone()).await
+    async fn append(&self, stream: &str, records: Vec<AppendRecord>) -> Result<(), String> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let outcome = match self.log.append(stream, records.clone()).await {
+                Err(LogError::NoSuchStream { .. }) if self.streams.create_egress_streams.is_some() => {
+                    let shards = self.streams.create_egress_streams.unwrap_or(1);
+                    match self.log.ensure_stream(stream, shards).await {
+                        Ok(_) => self.log.append(stream, records.clone()).await,
+                        Err(e) => Err(e),
                     }
-                    other => other,
                 }
-            },
-            |e| format!("publishing to {stream}: {e}"),
-        )
-        .await;
+                other => other,
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(e) if !e.is_retryable() => {
+                    return Err(format!("partition {}: publishing to {stream} failed for good: {e}", self.lease.partition));
+                }
+                Err(e) => {
+                    tracing::warn!("publishing to {stream}: {e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Turns an outbox into records per stream, with deterministic ids.
@@ -193,7 +211,7 @@ impl Committer {
                     });
                 }
                 Some(outbox_entry::Entry::DeadLetter(letter)) => dead_letters.push(AppendRecord {
-                    partition_key: letter.address.as_ref().map(crate::address::display).unwrap_or_else(|| letter.source.clone()),
+                    partition_key: dead_letter_key(letter),
                     shard: ShardChoice::Index(0),
                     data: letter.encode_to_vec(),
                     id: Some(id(entry.seq)),
@@ -214,6 +232,15 @@ impl Committer {
             }
         }
         (records, egress, dead_letters)
+    }
+}
+
+/// The address, else the source, else a fixed word: a stream record needs a key.
+fn dead_letter_key(letter: &statefun_proto::internal::DeadLetter) -> String {
+    match (&letter.address, letter.source.is_empty()) {
+        (Some(address), _) => crate::address::display(address),
+        (None, false) => letter.source.clone(),
+        (None, true) => "unroutable".to_owned(),
     }
 }
 

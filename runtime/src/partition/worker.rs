@@ -57,11 +57,19 @@ pub struct WorkerSettings {
 pub enum WorkerError {
     #[error("partition {partition} lost its lease: {reason}")]
     Fenced { partition: u32, reason: String },
+    #[error("partition {partition} stopped: {reason}")]
+    Failed { partition: u32, reason: String },
 }
+
+/// How long a stopping partition waits for its last commit.
+const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct InputBatch {
     input: usize,
     records: Vec<LogRecord>,
+    /// Where a `Latest` start resolved to, so that it is committed and a
+    /// restart does not resolve it again past records it never read.
+    resolved: Option<String>,
 }
 
 struct InvocationDone {
@@ -85,7 +93,9 @@ impl PartitionWorker {
         let id = partition.id();
 
         let unpublished: Vec<_> = partition.unpublished().cloned().collect();
-        committer.republish(&unpublished).await;
+        if let Err(reason) = committer.republish(&unpublished).await {
+            return Err(WorkerError::Failed { partition: id, reason });
+        }
         if let Some(last) = unpublished.last() {
             partition.mark_published(last.epoch);
         }
@@ -118,11 +128,16 @@ impl PartitionWorker {
         tracing::info!(partition = id, epoch = partition.epoch(), addresses = partition.address_count(), "partition running");
 
         let result = loop {
-            let accepting = partition.queued_messages() < settings.max_queued;
+            // Input waits while the partition is full or its committer is behind.
+            let accepting = partition.queued_messages() < settings.max_queued && sealed_tx.capacity() > 0;
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting => {
-                    route_input(&mut partition, &inputs[batch.input], batch.records);
+                    let input = &inputs[batch.input];
+                    if let Some(sequence) = &batch.resolved {
+                        partition.advance_position(&input.stream, &input.shard, sequence);
+                    }
+                    route_input(&mut partition, input, batch.records);
                 }
                 Some(done) = done_rx.recv() => {
                     partition.on_invocation_result(&done.address, done.token, done.outcome, now_ms());
@@ -147,6 +162,7 @@ impl PartitionWorker {
                 Some(event) = events_rx.recv() => match event {
                     CommitterEvent::Published(epoch) => partition.mark_published(epoch),
                     CommitterEvent::Fenced(reason) => break Err(WorkerError::Fenced { partition: id, reason }),
+                    CommitterEvent::Failed(reason) => break Err(WorkerError::Failed { partition: id, reason }),
                 },
                 _ = shutdown.changed() => break Ok(()),
             }
@@ -156,15 +172,26 @@ impl PartitionWorker {
         readers.abort_all();
         if result.is_ok() {
             // Commit what was done; in-flight invocations are in the record and re-sent on restart.
-            if partition.has_changes() {
-                let (record, outbox) = partition.seal(false);
-                let _ = sealed_tx.send(Sealed { record, outbox }).await;
+            let last_commit = async {
+                if partition.has_changes() {
+                    let (record, outbox) = partition.seal(false);
+                    let _ = sealed_tx.send(Sealed { record, outbox }).await;
+                }
+                drop(sealed_tx);
+                committer_task.await
+            };
+            if tokio::time::timeout(SHUTDOWN_COMMIT_TIMEOUT, last_commit).await.is_err() {
+                // Safe: what was not committed is redone from the last commit on restart.
+                return Err(WorkerError::Failed {
+                    partition: id,
+                    reason: format!("the last commit did not finish within {SHUTDOWN_COMMIT_TIMEOUT:?}"),
+                });
             }
-            drop(sealed_tx);
-            let _ = committer_task.await;
             while let Ok(event) = events_rx.try_recv() {
-                if let CommitterEvent::Fenced(reason) = event {
-                    return Err(WorkerError::Fenced { partition: id, reason });
+                match event {
+                    CommitterEvent::Fenced(reason) => return Err(WorkerError::Fenced { partition: id, reason }),
+                    CommitterEvent::Failed(reason) => return Err(WorkerError::Failed { partition: id, reason }),
+                    CommitterEvent::Published(_) => {}
                 }
             }
             tracing::info!(partition = id, "partition stopped after its last commit");
@@ -238,14 +265,20 @@ async fn read_loop(
     settings: WorkerSettings,
 ) {
     let mut failures = 0u32;
+    let mut unpinned = position == Position::Latest;
     loop {
         match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
             Ok((records, next)) => {
                 failures = 0;
+                let resolved = match (&next, unpinned && records.is_empty()) {
+                    (Position::After(sequence), true) => Some(sequence.clone()),
+                    _ => None,
+                };
+                unpinned &= !matches!(next, Position::After(_));
                 position = next;
-                if records.is_empty() {
+                if records.is_empty() && resolved.is_none() {
                     tokio::time::sleep(settings.poll_interval).await;
-                } else if tx.send(InputBatch { input: index, records }).await.is_err() {
+                } else if tx.send(InputBatch { input: index, records, resolved }).await.is_err() {
                     return;
                 }
             }
