@@ -9,8 +9,9 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-demo="$root/.demo"
-bin="${CARGO_TARGET_DIR:-$root/target}/debug"
+demo="${STATEFUN_DEMO_DIR:-$root/.demo}"
+# STATEFUN_BIN_DIR: use binaries built elsewhere (the end-to-end test of this script does).
+bin="${STATEFUN_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
 fmt="$root/scripts/lib/demo_format.py"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -22,8 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "Building (cargo build --bins)"
-cargo build --quiet --bins
+if [ -z "${STATEFUN_BIN_DIR:-}" ]; then
+  step "Building (cargo build --bins)"
+  cargo build --quiet --bins
+fi
 
 rm -rf "$demo" && mkdir -p "$demo"
 export STATEFUN_DATA_DIR="$demo/data"
@@ -39,13 +42,13 @@ echo "functions shoppingcart/cart and shoppingcart/inventory at $url"
 sed "s/\${FUNCTIONS_PORT}/$port/" functions/examples/shopping-cart/module.yaml >"$demo/module.yaml"
 export STATEFUN_MODULE="$demo/module.yaml"
 
-step "Starting the runtime: 4 partitions, local streams and checkpoints in .demo/data"
+step "Starting the runtime: 4 partitions, local streams and checkpoints in $demo/data"
 "$bin/statefun" run --partitions 4 2>"$demo/runtime.log" &
 runtime=$!
 pids+=($runtime)
 sleep 0.5
 kill -0 "$runtime" 2>/dev/null || { cat "$demo/runtime.log"; exit 1; }
-echo "runtime running (pid $runtime); log: .demo/runtime.log"
+echo "runtime running (pid $runtime); log: $demo/runtime.log"
 
 step "Restocking: 5 apples, 2 bananas, 3 cherries (no durians)"
 "$bin/statefun" send --stream restock --lines - <<'JSON'
@@ -86,4 +89,4 @@ step "Summary, from the committed checkpoints (statefun state)"
 dead=$("$bin/statefun" dead-letters)
 if [ -n "$dead" ]; then echo "  dead letters:"; echo "$dead" | sed 's/^/    /'; fi
 
-step "Done. Everything ran from .demo/ (streams, checkpoints, logs); the functions are stopped next."
+step "Done. Streams, checkpoints and logs are in $demo; the functions stop now."
