@@ -479,6 +479,9 @@ impl Partition {
             return;
         };
         limits.max_messages = limits.max_messages.min(at_most);
+        if self.addresses.get(address).is_some_and(|r| r.isolate > 0) {
+            limits.max_messages = 1;
+        }
         let specs = self.specs.get(&function_type).cloned().unwrap_or_default();
         loop {
             let Some(record) = self.addresses.get_mut(address) else { return };
@@ -562,6 +565,16 @@ impl Partition {
 
     fn fail_batch(&mut self, address: &Address, reason: String, now_ms: i64) {
         let Some(record) = self.addresses.get_mut(address) else { return };
+        if record.in_flight > 1 {
+            // Find the poison message: retry the batch's messages one at a time.
+            tracing::info!(address = %address::display(address), messages = record.in_flight, "batch failed, retrying its messages one by one: {reason}");
+            record.isolate = record.in_flight;
+            record.in_flight = 0;
+            record.negotiation_rounds = 0;
+            self.dispatch(address, now_ms);
+            return;
+        }
+        record.isolate = record.isolate.saturating_sub(1);
         let n = record.in_flight as usize;
         let failed: Vec<Envelope> = record.mailbox.drain(..n.min(record.mailbox.len())).collect();
         record.in_flight = 0;
@@ -614,6 +627,7 @@ impl Partition {
         record.mailbox.drain(..n.min(record.mailbox.len()));
         record.in_flight = 0;
         record.negotiation_rounds = 0;
+        record.isolate = record.isolate.saturating_sub(n as u32);
         self.queued -= n;
         self.dirty.insert(address.clone());
 

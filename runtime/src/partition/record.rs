@@ -19,6 +19,10 @@ pub struct AddressRecord {
     pub token: u64,
     /// Negotiation rounds of the batch in flight (not persisted: a restart may renegotiate).
     pub negotiation_rounds: u32,
+    /// After a batch of several messages failed, this many messages at the head
+    /// go one at a time, so only a poison message is dead-lettered (not persisted:
+    /// after a restart the batch is simply tried whole again).
+    pub isolate: u32,
     pub timers: Vec<DelayedMessage>,
 }
 
@@ -71,6 +75,7 @@ impl AddressRecord {
             in_flight: entry.in_flight,
             token: 0,
             negotiation_rounds: 0,
+            isolate: 0,
             timers: entry.timers,
         }
     }

@@ -229,6 +229,47 @@ fn a_failed_batch_is_dead_lettered_and_the_address_moves_on() {
 }
 
 #[test]
+fn a_failed_batch_is_retried_message_by_message_so_only_the_poison_one_is_dead_lettered() {
+    let mut p = partition();
+    p.deliver(message("a", 0), 0);
+    let (address, token, _) = invocations(&mut p).remove(0);
+    for n in 1..=3 {
+        p.deliver(message("a", n), 0);
+    }
+    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+    let (_, token, batch) = invocations(&mut p).remove(0);
+    assert_eq!(arguments(&batch), [1, 2, 3]);
+    p.on_invocation_result(&address, token, Err("message 2 is poison".into()), 0);
+    let mut applied = Vec::new();
+    while let Some((_, token, batch)) = invocations(&mut p).pop() {
+        assert_eq!(batch.invocations.len(), 1, "one at a time after a failure");
+        let n = arguments(&batch)[0];
+        let outcome = if n == 2 { Err("message 2 is poison".into()) } else { respond(InvocationResponse::default()) };
+        if n != 2 {
+            applied.push(n);
+        }
+        p.on_invocation_result(&address, token, outcome, 0);
+    }
+    assert_eq!(applied, [1, 3]);
+    let letters: Vec<_> = outbox(&mut p)
+        .into_iter()
+        .filter_map(|e| match e {
+            outbox_entry::Entry::DeadLetter(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m2"]);
+    for n in 4..=6 {
+        p.deliver(message("a", n), 0);
+    }
+    let (_, token, batch) = invocations(&mut p).remove(0);
+    assert_eq!(arguments(&batch), [4]);
+    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+    assert_eq!(arguments(&invocations(&mut p)[0].2), [5, 6], "batching resumes after the suspects are cleared");
+}
+
+#[test]
 fn a_message_for_an_unknown_function_type_is_dead_lettered() {
     let mut p = partition();
     let mut m = message("a", 1);
