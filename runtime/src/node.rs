@@ -83,7 +83,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let module = Arc::new(module);
-    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry)?);
+    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry, None)?);
     let catalog = Arc::new(ModuleCatalog {
         invoker: invoker.clone(),
         module: module.clone(),

@@ -5,6 +5,7 @@
 //! string after the retry budget; it knows nothing of mailboxes or state.
 
 pub mod http;
+pub mod lambda;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -64,9 +65,15 @@ pub struct EndpointError {
 }
 
 impl Invoker {
-    /// Builds one pooled client per endpoint of the module.
-    pub fn new(module: Arc<ModuleConfig>, retry: RetryPolicy) -> Result<Self, EndpointError> {
-        let clients = module.endpoints.iter().map(client_for).collect::<Result<Vec<_>, _>>()?;
+    /// Builds one pooled client per endpoint of the module; Lambda endpoints
+    /// need a Lambda client (the AWS mode has one).
+    pub fn new(
+        module: Arc<ModuleConfig>,
+        retry: RetryPolicy,
+        lambda: Option<aws_sdk_lambda::Client>,
+    ) -> Result<Self, EndpointError> {
+        let clients =
+            module.endpoints.iter().map(|e| client_for(e, lambda.as_ref())).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { module, clients, routes: Mutex::new(HashMap::new()), retry })
     }
 
@@ -78,9 +85,13 @@ impl Invoker {
                 let chosen = self.module.endpoint_for(function_type)?;
                 let index = self.module.endpoints.iter().position(|e| std::ptr::eq(e, chosen))?;
                 let endpoint = &self.module.endpoints[index];
+                let max_bytes = match endpoint.target {
+                    EndpointTarget::Http { .. } => endpoint.payload_max_bytes,
+                    EndpointTarget::Lambda { .. } => lambda::max_request_bytes(endpoint.payload_max_bytes),
+                };
                 Some(Route {
                     client: self.clients[index].clone(),
-                    limits: BatchLimits { max_messages: endpoint.max_batch, max_bytes: endpoint.payload_max_bytes },
+                    limits: BatchLimits { max_messages: endpoint.max_batch, max_bytes },
                 })
             })
             .clone()
@@ -117,17 +128,28 @@ impl Invoker {
     }
 }
 
-fn client_for(endpoint: &EndpointConfig) -> Result<Arc<dyn FunctionClient>, EndpointError> {
+fn client_for(
+    endpoint: &EndpointConfig,
+    lambda: Option<&aws_sdk_lambda::Client>,
+) -> Result<Arc<dyn FunctionClient>, EndpointError> {
     match &endpoint.target {
         EndpointTarget::Http { .. } => Ok(Arc::new(http::HttpClient::new(endpoint).map_err(|detail| {
             EndpointError { document: endpoint.document, detail }
         })?)),
-        EndpointTarget::Lambda { function_name, .. } => Err(EndpointError {
-            document: endpoint.document,
-            detail: format!(
-                "Lambda endpoint `{function_name}`: Lambda invocation needs the AWS backends, which this build does not include yet"
-            ),
-        }),
+        EndpointTarget::Lambda { function_name, qualifier } => match lambda {
+            Some(client) => Ok(Arc::new(lambda::LambdaClient::new(
+                client.clone(),
+                function_name.clone(),
+                qualifier.clone(),
+                endpoint.call_timeout,
+            ))),
+            None => Err(EndpointError {
+                document: endpoint.document,
+                detail: format!(
+                    "Lambda endpoint `{function_name}` needs the AWS mode (`statefun run --aws`); the local mode invokes HTTP endpoints only"
+                ),
+            }),
+        },
     }
 }
 

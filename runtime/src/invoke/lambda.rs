@@ -1,0 +1,183 @@
+//! The Lambda transport: the Invoke API (RequestResponse) with the request
+//! wrapped in an API Gateway proxy-shaped event, so one function works both
+//! through direct Invoke and behind API Gateway or a Function URL.
+//!
+//! The `ToFunction` bytes travel base64 in `body`; the answer is a proxy
+//! response whose base64 `body` holds the `FromFunction` bytes. A function
+//! error comes back as 200 with `FunctionError` set (real Lambda) or as an
+//! HTTP 500 (`cargo lambda watch`): both are function errors here.
+
+use std::time::Duration;
+
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::primitives::Blob;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+
+use super::{FunctionClient, InvokeError};
+use crate::address::FunctionType;
+use crate::log::BoxFuture;
+
+/// What the JSON envelope adds to a request: base64 grows it by a third, plus the event's fields.
+pub fn max_request_bytes(payload_max_bytes: usize) -> usize {
+    payload_max_bytes.saturating_sub(2048) / 4 * 3
+}
+
+pub struct LambdaClient {
+    client: aws_sdk_lambda::Client,
+    function_name: String,
+    qualifier: Option<String>,
+    call_timeout: Duration,
+}
+
+impl LambdaClient {
+    pub fn new(
+        client: aws_sdk_lambda::Client,
+        function_name: String,
+        qualifier: Option<String>,
+        call_timeout: Duration,
+    ) -> Self {
+        Self { client, function_name, qualifier, call_timeout }
+    }
+
+    async fn invoke(&self, event: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
+        let target = match &self.qualifier {
+            Some(q) => format!("{}:{q}", self.function_name),
+            None => self.function_name.clone(),
+        };
+        let sent = self
+            .client
+            .invoke()
+            .function_name(&self.function_name)
+            .set_qualifier(self.qualifier.clone())
+            .payload(Blob::new(event))
+            .send()
+            .await;
+        let output = match sent {
+            Ok(output) => output,
+            Err(error) => return Err(classify(&target, error)),
+        };
+        let payload = output.payload().map(|p| p.as_ref().to_vec()).unwrap_or_default();
+        if let Some(kind) = output.function_error() {
+            return Err(InvokeError::Function(format!("Lambda {target}: {kind}: {}", snippet(&payload))));
+        }
+        proxy_response_body(&payload)
+    }
+}
+
+impl FunctionClient for LambdaClient {
+    fn call<'a>(&'a self, function_type: &'a FunctionType, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+        Box::pin(async move {
+            let event = proxy_event(function_type, &request);
+            match tokio::time::timeout(self.call_timeout, self.invoke(event)).await {
+                Ok(result) => result,
+                Err(_) => Err(InvokeError::Timeout(self.call_timeout)),
+            }
+        })
+    }
+}
+
+fn classify<R: std::fmt::Debug>(target: &str, error: SdkError<aws_sdk_lambda::operation::invoke::InvokeError, R>) -> InvokeError
+where
+    R: HttpStatus,
+{
+    let status = error.raw_response().map(HttpStatus::status);
+    let code = error.code().unwrap_or_default().to_owned();
+    let message = error.message().map(str::to_owned).unwrap_or_else(|| format!("{error:?}"));
+    if let Some(service) = error.as_service_error() {
+        if service.is_too_many_requests_exception() || service.is_ec2_throttled_exception() {
+            return InvokeError::Throttled(format!("Lambda {target}: {code}: {message}"));
+        }
+        if service.is_request_too_large_exception() {
+            return InvokeError::Function(format!("Lambda {target}: request larger than the Invoke payload limit: {message}"));
+        }
+    }
+    match status {
+        // `cargo lambda watch` answers a function error with HTTP 500.
+        Some(500) => InvokeError::Function(format!("Lambda {target}: function error: {message}")),
+        Some(status) => InvokeError::Status { status, body: format!("Lambda {target}: {code}: {message}") },
+        None => InvokeError::Transport(format!("Lambda {target}: {message}")),
+    }
+}
+
+/// The HTTP status of a raw response, whatever the SDK's response type.
+pub trait HttpStatus {
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_lambda::config::http::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// The API Gateway (REST, v1) proxy event carrying a request.
+pub fn proxy_event(function_type: &FunctionType, request: &[u8]) -> Vec<u8> {
+    let path = format!("/{}", function_type.name);
+    let event = json!({
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": "POST",
+        "headers": {"content-type": "application/octet-stream"},
+        "requestContext": {"httpMethod": "POST", "path": path},
+        "body": BASE64.encode(request),
+        "isBase64Encoded": true,
+    });
+    event.to_string().into_bytes()
+}
+
+/// The `FromFunction` bytes inside a proxy response, or why there are none.
+pub fn proxy_response_body(payload: &[u8]) -> Result<Vec<u8>, InvokeError> {
+    let malformed = |detail: String| InvokeError::Malformed(format!("Lambda answer is not a proxy response: {detail}"));
+    let response: Value = serde_json::from_slice(payload).map_err(|e| malformed(format!("{e}: {}", snippet(payload))))?;
+    let status = response.get("statusCode").and_then(Value::as_u64).ok_or_else(|| malformed(format!("no statusCode in {}", snippet(payload))))?;
+    let body = response.get("body").and_then(Value::as_str).unwrap_or_default();
+    let is_base64 = response.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false);
+    if !(200..300).contains(&status) {
+        let text = if is_base64 {
+            BASE64.decode(body).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_else(|_| body.to_owned())
+        } else {
+            body.to_owned()
+        };
+        let status = status as u16;
+        return Err(InvokeError::Status { status, body: text.chars().take(500).collect() });
+    }
+    if is_base64 { BASE64.decode(body).map_err(|e| malformed(format!("body is not base64: {e}"))) } else { Ok(body.as_bytes().to_vec()) }
+}
+
+fn snippet(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_travels_base64_in_a_post_proxy_event() {
+        let event: Value = serde_json::from_slice(&proxy_event(&FunctionType::new("shop", "cart"), &[1, 2, 255])).expect("json");
+        assert_eq!(event["httpMethod"], "POST");
+        assert_eq!(event["isBase64Encoded"], true);
+        assert_eq!(event["headers"]["content-type"], "application/octet-stream");
+        assert_eq!(BASE64.decode(event["body"].as_str().expect("body")).expect("base64"), [1, 2, 255]);
+    }
+
+    #[test]
+    fn a_proxy_response_yields_its_body_and_an_error_status_is_an_error() {
+        let ok = json!({"statusCode": 200, "body": BASE64.encode([7, 8]), "isBase64Encoded": true}).to_string();
+        assert_eq!(proxy_response_body(ok.as_bytes()).expect("ok"), [7, 8]);
+        let failed = json!({"statusCode": 500, "body": "state `x` is broken", "isBase64Encoded": false}).to_string();
+        let err = proxy_response_body(failed.as_bytes()).expect_err("500");
+        assert!(err.to_string().contains("HTTP 500: state `x` is broken"), "{err}");
+        let garbage = proxy_response_body(b"null").expect_err("not a proxy response");
+        assert!(garbage.to_string().contains("not a proxy response"), "{garbage}");
+    }
+
+    #[test]
+    fn the_batch_limit_leaves_room_for_the_envelope() {
+        let limit = max_request_bytes(6 * 1024 * 1024);
+        assert!(limit / 3 * 4 + 2048 <= 6 * 1024 * 1024);
+        assert!(limit > 4 * 1024 * 1024);
+    }
+}
