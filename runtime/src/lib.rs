@@ -14,7 +14,8 @@
 //! - [`config`]: `module.yaml` (StateFun kinds and ours), validated at load.
 //! - [`partition`]: the engine (mailboxes, batching, state, timers, expiry, epochs), its worker and committer.
 //! - [`invoke`]: endpoints, the HTTP transport, retries.
-//! - [`log`], [`checkpoint`], [`coordination`]: the storage seams, with embedded local backends.
+//! - [`log`], [`checkpoint`], [`coordination`]: the storage seams, with embedded local backends
+//!   and AWS ones (Kinesis, S3, DynamoDB); [`aws`]: what the AWS backends share.
 //! - [`node`]: wires one process: leases, recovery, one worker per partition.
 //! - [`values`]: reading and writing values by typename for the CLI.
 //!
@@ -23,6 +24,7 @@
 //! carries messages between partitions.
 
 pub mod address;
+pub mod aws;
 pub mod checkpoint;
 pub mod config;
 pub mod coordination;

@@ -5,11 +5,10 @@
 //! makes runs comparable with each other and with the expectation.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::{state_json, tail_json};
+use crate::{Deployment, state_json, tail_json};
 
 pub const STOCKED: &[&str] = &["apple", "banana", "cherry", "durian"];
 pub const UNSTOCKED: &[&str] = &["elderberry", "fig"];
@@ -78,9 +77,9 @@ impl Workload {
 pub type Results = BTreeMap<String, (String, String, i64, String)>;
 
 /// Every cart result on the egress, grouped by request id.
-pub fn results(data_dir: &Path) -> BTreeMap<String, Vec<Value>> {
+pub fn results<D: Deployment + ?Sized>(deployment: &D) -> BTreeMap<String, Vec<Value>> {
     let mut by_request: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for record in tail_json(data_dir, "cart-results") {
+    for record in tail_json(deployment, "cart-results") {
         let request = record["value"]["request_id"].as_str().unwrap_or_default().to_owned();
         by_request.entry(request).or_default().push(record);
     }
@@ -92,8 +91,8 @@ pub fn results(data_dir: &Path) -> BTreeMap<String, Vec<Value>> {
 /// - every order has exactly one result on the egress, with the expected status;
 /// - for every item, reserved + in stock equals what was restocked;
 /// - every cart holds exactly the reserved quantities of its user's results.
-pub fn check(data_dir: &Path, workload: &Workload) -> (Results, Value) {
-    let by_request = results(data_dir);
+pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> (Results, Value) {
+    let by_request = results(deployment);
     let mut summary = Results::new();
     for order in &workload.orders {
         let records = by_request.get(&order.request_id).map(Vec::as_slice).unwrap_or_default();
@@ -110,7 +109,7 @@ pub fn check(data_dir: &Path, workload: &Workload) -> (Results, Value) {
     }
     assert_eq!(by_request.len(), workload.orders.len(), "results for requests nobody sent");
 
-    let state = state_json(data_dir);
+    let state = state_json(deployment);
     for (item, restocked) in &workload.restocks {
         let inventory = &state[format!("shoppingcart/inventory/{item}")];
         let in_stock = inventory["in_stock"].as_i64().unwrap_or(0);

@@ -20,28 +20,50 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Where the runtime under test keeps its streams and checkpoints: the CLI
+/// verbs and the worker get it through environment variables.
+pub trait Deployment {
+    /// Variables for every `statefun` process of this deployment.
+    fn envs(&self) -> Vec<(String, String)>;
+    /// A directory for the test's own files (records to send, logs).
+    fn scratch(&self) -> PathBuf;
+}
+
+/// The embedded local mode: a data directory.
+impl Deployment for Path {
+    fn envs(&self) -> Vec<(String, String)> {
+        vec![("STATEFUN_DATA_DIR".into(), self.display().to_string())]
+    }
+    fn scratch(&self) -> PathBuf {
+        let dir = self.with_extension("scratch");
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        dir
+    }
+}
+
+impl Deployment for PathBuf {
+    fn envs(&self) -> Vec<(String, String)> {
+        self.as_path().envs()
+    }
+    fn scratch(&self) -> PathBuf {
+        self.as_path().scratch()
+    }
+}
+
+fn command<D: Deployment + ?Sized>(deployment: &D) -> Command {
+    let mut command = Command::new(workspace_bin("statefun"));
+    command.envs(deployment.envs());
+    command
+}
+
 /// Runs a `statefun` CLI verb and returns its stdout; panics with stderr on failure.
-pub fn statefun(data_dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(workspace_bin("statefun"))
-        .args(args)
-        .env("STATEFUN_DATA_DIR", data_dir)
-        .output()
-        .expect("run statefun");
-    assert!(
-        output.status.success(),
-        "statefun {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+pub fn statefun<D: Deployment + ?Sized>(deployment: &D, args: &[&str]) -> String {
+    statefun_result(deployment, args).unwrap_or_else(|e| panic!("statefun {args:?} failed: {e}"))
 }
 
 /// Like [`statefun`], but returns the failure instead of panicking.
-pub fn statefun_result(data_dir: &Path, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(workspace_bin("statefun"))
-        .args(args)
-        .env("STATEFUN_DATA_DIR", data_dir)
-        .output()
-        .map_err(|e| e.to_string())?;
+pub fn statefun_result<D: Deployment + ?Sized>(deployment: &D, args: &[&str]) -> Result<String, String> {
+    let output = command(deployment).args(args).output().map_err(|e| e.to_string())?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
@@ -54,8 +76,8 @@ fn json_lines(text: &str) -> Vec<Value> {
 }
 
 /// Every record of a stream so far, as `{"shard","sequence","key","id","value"}`.
-pub fn tail_json(data_dir: &Path, stream: &str) -> Vec<Value> {
-    match statefun_result(data_dir, &["tail", "--stream", stream, "--json"]) {
+pub fn tail_json<D: Deployment + ?Sized>(deployment: &D, stream: &str) -> Vec<Value> {
+    match statefun_result(deployment, &["tail", "--stream", stream, "--json"]) {
         Ok(text) => json_lines(&text),
         Err(e) if e.contains("does not exist") => Vec::new(),
         Err(e) => panic!("tail {stream}: {e}"),
@@ -63,22 +85,22 @@ pub fn tail_json(data_dir: &Path, stream: &str) -> Vec<Value> {
 }
 
 /// The committed state: `{"namespace/type/id": {"state": value}}`.
-pub fn state_json(data_dir: &Path) -> Value {
-    serde_json::from_str(&statefun(data_dir, &["state", "--json"])).expect("state JSON")
+pub fn state_json<D: Deployment + ?Sized>(deployment: &D) -> Value {
+    serde_json::from_str(&statefun(deployment, &["state", "--json"])).expect("state JSON")
 }
 
-pub fn dead_letters_json(data_dir: &Path) -> Vec<Value> {
-    json_lines(&statefun(data_dir, &["dead-letters", "--json"]))
+pub fn dead_letters_json<D: Deployment + ?Sized>(deployment: &D) -> Vec<Value> {
+    json_lines(&statefun(deployment, &["dead-letters", "--json"]))
 }
 
 /// Appends `{"key","value"}` records to a stream through `statefun send --lines`.
-pub fn send_lines(data_dir: &Path, module: &Path, stream: &str, records: &[Value]) {
-    let file = data_dir.with_extension(format!("{stream}.jsonl"));
+pub fn send_lines<D: Deployment + ?Sized>(deployment: &D, module: &Path, stream: &str, records: &[Value]) {
+    let file = unique(deployment.scratch().join(format!("{stream}.jsonl")));
     let text: String = records.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(&file, text).expect("write records");
     let module = module.to_string_lossy();
     let file = file.to_string_lossy();
-    statefun(data_dir, &["send", "--module", &module, "--stream", stream, "--lines", &file]);
+    statefun(deployment, &["send", "--module", &module, "--stream", stream, "--lines", &file]);
 }
 
 /// Polls `check` until it holds, or panics after `timeout` naming `what`.
@@ -97,16 +119,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn start(data_dir: &Path, module: &Path, extra: &[&str]) -> Self {
-        let log = data_dir.with_extension(format!("runtime-{}.log", Instant::now().elapsed().as_nanos()));
-        let log = unique(log);
+    pub fn start<D: Deployment + ?Sized>(deployment: &D, module: &Path, extra: &[&str]) -> Self {
+        let log = unique(deployment.scratch().join("runtime.log"));
         let out = std::fs::File::create(&log).expect("runtime log");
-        let child = Command::new(workspace_bin("statefun"))
+        let child = command(deployment)
             .arg("run")
             .arg("--module")
             .arg(module)
             .args(extra)
-            .env("STATEFUN_DATA_DIR", data_dir)
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
@@ -148,12 +168,14 @@ impl Drop for Runtime {
     }
 }
 
+/// `path`, or `path` with a counter before its extension when it exists.
 fn unique(path: PathBuf) -> PathBuf {
     let mut candidate = path.clone();
     let mut n = 0;
     while candidate.exists() {
         n += 1;
-        candidate = path.with_extension(format!("{n}.log"));
+        let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        candidate = path.with_extension(format!("{n}.{ext}"));
     }
     candidate
 }

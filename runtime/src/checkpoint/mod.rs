@@ -16,6 +16,7 @@
 //! snapshot). Objects older than a committed snapshot are garbage.
 
 pub mod fs;
+pub mod s3;
 
 use prost::Message;
 use statefun_proto::internal::{EpochRecord, PartitionManifest};
@@ -30,6 +31,18 @@ pub enum CheckpointError {
     Missing { partition: u32, key: String },
     #[error("checkpoint object {key} is corrupt: {detail}")]
     Corrupt { key: String, detail: String },
+    /// The store refused the request for good (no such bucket, access denied):
+    /// trying again cannot succeed.
+    #[error("checkpoint store refused {key}: {detail}")]
+    Rejected { key: String, detail: String },
+}
+
+impl CheckpointError {
+    /// Whether trying again may succeed (a backend hiccup), as opposed to a
+    /// request or an object that is wrong and will stay wrong.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CheckpointError::Backend { .. })
+    }
 }
 
 /// An object store holding checkpoint objects (a directory locally, S3 on AWS).

@@ -5,6 +5,7 @@
 //! worker that lost its lease cannot commit. The manifest written by a commit
 //! names the checkpoint objects of the partition's history.
 
+pub mod dynamodb;
 pub mod local;
 
 use statefun_proto::internal::PartitionManifest;
@@ -35,6 +36,18 @@ pub enum CommitError {
     Fenced { partition: u32, epoch: u64, owner: String, counter: u64, previous: u64 },
     #[error("commit store: {0}")]
     Backend(String),
+    /// The store refused the request for good (no such table, access denied,
+    /// a malformed item): trying again cannot succeed.
+    #[error("commit store refused: {0}")]
+    Rejected(String),
+}
+
+impl CommitError {
+    /// Whether trying again may succeed (a backend hiccup). A fenced commit
+    /// and a refused request never succeed on retry.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CommitError::Backend(_))
+    }
 }
 
 pub trait CommitStore: Send + Sync {

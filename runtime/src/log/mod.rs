@@ -5,6 +5,7 @@
 //! files (the embedded mode). A log knows records, shards and positions; it
 //! knows nothing of messages, partitions or epochs.
 
+pub mod kinesis;
 pub mod local;
 
 use std::future::Future;
@@ -68,6 +69,10 @@ pub enum LogError {
     InvalidName(String),
     #[error("stream `{stream}`: {detail}")]
     Backend { stream: String, detail: String },
+    /// The backend refused the request for good (validation, access, limits):
+    /// sending it again cannot succeed.
+    #[error("stream `{stream}`: rejected: {detail}")]
+    Rejected { stream: String, detail: String },
 }
 
 impl LogError {
