@@ -1,0 +1,510 @@
+//! The AWS backends (S3 checkpoints, DynamoDB commits, Kinesis logs) against
+//! the local AWS stack: LocalStack for S3 and Kinesis, moto for DynamoDB.
+//!
+//! The endpoints come from `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_DYNAMODB`;
+//! when `AWS_ENDPOINT_URL` is not set, the tests start the stack with
+//! `scripts/local-aws.sh up` and take them from `scripts/local-aws.sh env`.
+//! Every test names its resources with a random suffix and deletes them, also
+//! when it fails.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
+use prost::Message;
+use statefun_proto::internal::{EpochRecord, PartitionManifest};
+use statefun_runtime::aws::aws_sdk_config_at;
+use statefun_runtime::checkpoint::s3::S3BlobStore;
+use statefun_runtime::checkpoint::{self, BlobStore, CheckpointError, object_key};
+use statefun_runtime::coordination::dynamodb::DynamoCommitStore;
+use statefun_runtime::coordination::{CommitError, CommitStore};
+use statefun_runtime::log::kinesis::KinesisLogStore;
+use statefun_runtime::log::{AppendRecord, LogError, LogStore, Position, ShardChoice};
+
+// --- the local stack ------------------------------------------------------------------------
+
+struct LocalAws {
+    endpoint: String,
+    dynamodb_endpoint: String,
+    region: String,
+    access_key: String,
+    secret_key: String,
+}
+
+fn local_aws() -> &'static LocalAws {
+    static STACK: OnceLock<LocalAws> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let vars: HashMap<String, String> = match std::env::var("AWS_ENDPOINT_URL") {
+            Ok(url) if !url.is_empty() => std::env::vars().collect(),
+            _ => start_local_stack(),
+        };
+        let var = |name: &str| vars.get(name).filter(|v| !v.is_empty()).cloned();
+        let endpoint = var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
+        LocalAws {
+            dynamodb_endpoint: var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|| endpoint.clone()),
+            endpoint,
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
+            access_key: var("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "test".into()),
+            secret_key: var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| "test".into()),
+        }
+    })
+}
+
+/// Runs `scripts/local-aws.sh up`, then returns the variables `env` prints.
+fn start_local_stack() -> HashMap<String, String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-aws.sh");
+    assert!(
+        script.exists(),
+        "the AWS backend tests need the local AWS stack: set AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_DYNAMODB) \
+         to running LocalStack and moto endpoints, or provide {} to start them",
+        script.display()
+    );
+    let up = Command::new("bash").arg(&script).arg("up").status().expect("running scripts/local-aws.sh up");
+    assert!(up.success(), "scripts/local-aws.sh up failed ({up}); see its output above");
+    let env = Command::new("bash").arg(&script).arg("env").output().expect("running scripts/local-aws.sh env");
+    assert!(env.status.success(), "scripts/local-aws.sh env failed: {}", String::from_utf8_lossy(&env.stderr));
+    String::from_utf8_lossy(&env.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().trim_start_matches("export ").split_once('=')?;
+            Some((name.trim().to_owned(), value.trim().trim_matches(|c| c == '\'' || c == '"').to_owned()))
+        })
+        .collect()
+}
+
+/// An SDK configuration for `endpoint`, through the runtime's own loader.
+async fn sdk_config(endpoint: &str) -> SdkConfig {
+    let aws = local_aws();
+    let credentials = Credentials::new(&aws.access_key, &aws.secret_key, None, None, "local-aws");
+    aws_sdk_config_at(Some(&aws.region), Some(endpoint))
+        .await
+        .to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .build()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Runs `body`, then `cleanup` whether or not `body` panicked, then re-raises its panic.
+async fn with_cleanup<F, C>(body: F, cleanup: C)
+where
+    F: Future<Output = ()> + Send + 'static,
+    C: Future<Output = ()>,
+{
+    let outcome = tokio::spawn(body).await;
+    cleanup.await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+// --- S3 -------------------------------------------------------------------------------------
+
+async fn s3_client() -> aws_sdk_s3::Client {
+    let config = sdk_config(&local_aws().endpoint).await;
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build())
+}
+
+async fn delete_bucket(bucket: &str) {
+    let s3 = s3_client().await;
+    let mut token = None;
+    loop {
+        let Ok(page) = s3.list_objects_v2().bucket(bucket).set_continuation_token(token.take()).send().await else {
+            return;
+        };
+        for object in page.contents() {
+            let _ = s3.delete_object().bucket(bucket).set_key(object.key().map(str::to_owned)).send().await;
+        }
+        match page.next_continuation_token() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let _ = s3.delete_bucket().bucket(bucket).send().await;
+}
+
+fn epoch_record(partition: u32, epoch: u64, snapshot: bool) -> Vec<u8> {
+    EpochRecord { partition, epoch, snapshot, ..Default::default() }.encode_to_vec()
+}
+
+#[tokio::test]
+async fn checkpoint_objects_round_trip_through_s3_and_garbage_before_a_snapshot_is_deleted() {
+    let bucket = unique("statefun-ckpt");
+    let config = sdk_config(&local_aws().endpoint).await;
+    let store = S3BlobStore::new(&config, &bucket, "tenant-a/checkpoints").with_list_page_size(2);
+    store.create_bucket().await.expect("create bucket");
+    let inner_bucket = bucket.clone();
+    let body = async move {
+        for epoch in 1..=5 {
+            store.put(&object_key(0, epoch, 1, epoch == 3), epoch_record(0, epoch, epoch == 3)).await.expect("put");
+        }
+        store.put(&object_key(1, 1, 1, true), epoch_record(1, 1, true)).await.expect("put other partition");
+
+        assert_eq!(store.get(&object_key(0, 2, 1, false)).await.expect("get"), Some(epoch_record(0, 2, false)));
+        assert_eq!(store.get(&object_key(0, 9, 1, false)).await.expect("get missing"), None);
+
+        // Five keys in pages of two: three pages, returned without the store's prefix.
+        let listed = store.list("partition-00000/").await.expect("list");
+        let expected: Vec<String> = (1..=5).map(|e| object_key(0, e, 1, e == 3)).collect();
+        assert_eq!(listed, expected);
+        let raw = s3_client().await.list_objects_v2().bucket(&inner_bucket).send().await.expect("raw list");
+        assert!(
+            raw.contents().iter().all(|o| o.key().is_some_and(|k| k.starts_with("tenant-a/checkpoints/partition-0000"))),
+            "objects live under the configured prefix"
+        );
+
+        let manifest = PartitionManifest { epoch: 5, snapshot_epoch: 3, lease: 1 };
+        let history = checkpoint::load_history(&store, 0, &manifest).await.expect("load history");
+        assert_eq!(history.iter().map(|r| r.epoch).collect::<Vec<_>>(), [3, 4, 5]);
+
+        assert_eq!(checkpoint::collect_garbage(&store, 0, 3).await.expect("gc"), 2);
+        assert_eq!(store.list("partition-00000/").await.expect("list"), expected[2..].to_vec());
+        assert_eq!(store.list("partition-00001/").await.expect("list"), [object_key(1, 1, 1, true)]);
+
+        store.delete(&object_key(0, 5, 1, false)).await.expect("delete");
+        store.delete(&object_key(0, 5, 1, false)).await.expect("deleting again is not an error");
+        assert_eq!(store.get(&object_key(0, 5, 1, false)).await.expect("get deleted"), None);
+    };
+    with_cleanup(body, delete_bucket(&bucket)).await;
+}
+
+#[tokio::test]
+async fn objects_above_the_multipart_threshold_are_uploaded_in_parts_and_read_back_whole() {
+    let bucket = unique("statefun-multipart");
+    let config = sdk_config(&local_aws().endpoint).await;
+    let part = checkpoint::s3::MIN_PART_SIZE;
+    let store = S3BlobStore::new(&config, &bucket, "").with_multipart(1024, part);
+    store.create_bucket().await.expect("create bucket");
+    let (inner_bucket, key) = (bucket.clone(), object_key(7, 1, 1, true));
+    let body = async move {
+        let data: Vec<u8> = (0..part + 1000).map(|i| (i % 251) as u8).collect();
+        store.put(&key, data.clone()).await.expect("multipart put");
+        assert_eq!(store.get(&key).await.expect("get"), Some(data));
+        let head = s3_client().await.head_object().bucket(&inner_bucket).key(&key).send().await.expect("head");
+        assert!(head.e_tag().is_some_and(|t| t.trim_matches('"').ends_with("-2")), "two parts: {:?}", head.e_tag());
+        // Small objects still go in one PutObject.
+        store.put("small", vec![1, 2, 3]).await.expect("put");
+        let head = s3_client().await.head_object().bucket(&inner_bucket).key("small").send().await.expect("head");
+        assert!(head.e_tag().is_some_and(|t| !t.contains('-')), "one part: {:?}", head.e_tag());
+    };
+    with_cleanup(body, delete_bucket(&bucket)).await;
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_a_permanent_error_naming_the_bucket() {
+    let bucket = unique("statefun-missing");
+    let store = S3BlobStore::new(&sdk_config(&local_aws().endpoint).await, &bucket, "p");
+    for err in [store.get("k").await.expect_err("get"), store.put("k", vec![1]).await.expect_err("put")] {
+        assert!(matches!(err, CheckpointError::Rejected { .. }), "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains(&format!("bucket `{bucket}` does not exist")), "{err}");
+        assert!(err.to_string().contains(&local_aws().endpoint), "{err}");
+    }
+}
+
+// --- DynamoDB -------------------------------------------------------------------------------
+
+async fn commit_store() -> Arc<DynamoCommitStore> {
+    let store = DynamoCommitStore::new(&sdk_config(&local_aws().dynamodb_endpoint).await, unique("statefun-leases"));
+    store.create_table().await.expect("create table");
+    Arc::new(store)
+}
+
+async fn delete_table(table: &str) {
+    let config = sdk_config(&local_aws().dynamodb_endpoint).await;
+    let _ = aws_sdk_dynamodb::Client::new(&config).delete_table().table_name(table).send().await;
+}
+
+fn manifest(epoch: u64, snapshot_epoch: u64, lease: u64) -> PartitionManifest {
+    PartitionManifest { epoch, snapshot_epoch, lease }
+}
+
+#[tokio::test]
+async fn acquire_bumps_the_lease_counter_and_returns_what_was_committed() {
+    let store = commit_store().await;
+    let table = store.table().to_owned();
+    let body = {
+        let store = store.clone();
+        async move {
+            assert_eq!(store.committed(0).await.expect("read"), None);
+            let first = store.acquire(0, "a").await.expect("acquire");
+            assert_eq!((first.counter, first.manifest), (1, None));
+            assert_eq!(store.committed(0).await.expect("read"), None, "acquired but never committed");
+            store.commit(&first, 0, manifest(1, 1, 1)).await.expect("commit");
+            let second = store.acquire(0, "b").await.expect("acquire");
+            assert_eq!((second.counter, second.manifest), (2, Some(manifest(1, 1, 1))));
+            let committed = store.committed(0).await.expect("read").expect("committed");
+            assert_eq!((committed.owner.as_str(), committed.counter, committed.manifest), ("b", 2, manifest(1, 1, 1)));
+            let other = store.acquire(1, "b").await.expect("another partition");
+            assert_eq!(other.counter, 1);
+        }
+    };
+    with_cleanup(body, delete_table(&table)).await;
+}
+
+#[tokio::test]
+async fn a_commit_by_a_stale_owner_is_fenced() {
+    let store = commit_store().await;
+    let table = store.table().to_owned();
+    let body = {
+        let store = store.clone();
+        async move {
+            let old = store.acquire(3, "a").await.expect("acquire");
+            store.commit(&old, 0, manifest(1, 1, 1)).await.expect("commit");
+            let new = store.acquire(3, "b").await.expect("acquire");
+            let err = store.commit(&old, 1, manifest(2, 1, 1)).await.expect_err("fenced");
+            assert!(matches!(err, CommitError::Fenced { partition: 3, epoch: 2, .. }), "{err}");
+            assert!(!err.is_retryable());
+            store.commit(&new, 1, manifest(2, 2, 2)).await.expect("the new owner commits");
+            assert_eq!(store.committed(3).await.expect("read").expect("committed").manifest, manifest(2, 2, 2));
+        }
+    };
+    with_cleanup(body, delete_table(&table)).await;
+}
+
+#[tokio::test]
+async fn a_commit_from_a_stale_epoch_is_fenced() {
+    let store = commit_store().await;
+    let table = store.table().to_owned();
+    let body = {
+        let store = store.clone();
+        async move {
+            let lease = store.acquire(1, "a").await.expect("acquire");
+            store.commit(&lease, 0, manifest(1, 1, 1)).await.expect("commit");
+            let err = store.commit(&lease, 0, manifest(1, 1, 1)).await.expect_err("stale epoch");
+            assert!(matches!(err, CommitError::Fenced { .. }), "{err}");
+            store.commit(&lease, 1, manifest(2, 1, 1)).await.expect("the next epoch commits");
+            let committed = store.committed(1).await.expect("read").expect("committed");
+            assert_eq!((committed.owner.as_str(), committed.counter, committed.manifest.epoch), ("a", 1, 2));
+        }
+    };
+    with_cleanup(body, delete_table(&table)).await;
+}
+
+#[tokio::test]
+async fn concurrent_acquires_each_take_a_distinct_counter() {
+    let store = commit_store().await;
+    let table = store.table().to_owned();
+    let body = {
+        let store = store.clone();
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for owner in 0..6 {
+                let store = store.clone();
+                tasks.spawn(async move { store.acquire(5, &format!("w{owner}")).await.expect("acquire").counter });
+            }
+            let mut counters = tasks.join_all().await;
+            counters.sort();
+            assert_eq!(counters, [1, 2, 3, 4, 5, 6]);
+        }
+    };
+    with_cleanup(body, delete_table(&table)).await;
+}
+
+#[tokio::test]
+async fn a_missing_table_is_a_permanent_error_naming_table_region_and_endpoint() {
+    let table = unique("statefun-missing");
+    let store = DynamoCommitStore::new(&sdk_config(&local_aws().dynamodb_endpoint).await, &table);
+    let err = store.acquire(0, "a").await.expect_err("no table");
+    assert!(matches!(err, CommitError::Rejected(_)), "{err}");
+    assert!(!err.is_retryable());
+    let message = err.to_string();
+    for part in [format!("table `{table}` does not exist"), local_aws().region.clone(), local_aws().dynamodb_endpoint.clone()] {
+        assert!(message.contains(&part), "`{part}` missing from: {message}");
+    }
+}
+
+// --- Kinesis --------------------------------------------------------------------------------
+
+async fn kinesis(create_streams: bool) -> Arc<KinesisLogStore> {
+    Arc::new(KinesisLogStore::new(&sdk_config(&local_aws().endpoint).await, create_streams))
+}
+
+async fn delete_stream(stream: &str) {
+    let config = sdk_config(&local_aws().endpoint).await;
+    let _ = aws_sdk_kinesis::Client::new(&config)
+        .delete_stream()
+        .stream_name(stream)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await;
+}
+
+fn record(key: &str, data: &str, shard: ShardChoice) -> AppendRecord {
+    AppendRecord { partition_key: key.into(), shard, data: data.as_bytes().to_vec(), id: Some(format!("id-{data}")) }
+}
+
+fn data(records: &[statefun_runtime::log::LogRecord]) -> Vec<String> {
+    records.iter().map(|r| String::from_utf8_lossy(&r.data).into_owned()).collect()
+}
+
+#[tokio::test]
+async fn records_read_back_in_order_from_start_after_a_sequence_and_latest() {
+    let stream = unique("statefun-log");
+    let log = kinesis(true).await;
+    let shards = log.ensure_stream(&stream, 1).await.expect("create stream");
+    assert_eq!(shards.len(), 1);
+    let inner = stream.clone();
+    let body = async move {
+        let (stream, shard) = (inner.as_str(), shards[0].as_str());
+        // A Latest read before anything is appended stays at Latest and goes on from there.
+        let (none, early_latest) = log.read(stream, shard, &Position::Latest, 10).await.expect("read latest");
+        assert!(none.is_empty());
+        assert_eq!(early_latest, Position::Latest);
+
+        let before = statefun_runtime::now_ms();
+        let abc = ["a", "b", "c"].map(|d| record("k", d, ShardChoice::ByKey)).to_vec();
+        log.append(stream, abc).await.expect("append");
+        // The early Latest iterator (cached) sees what was appended after it was taken.
+        let (seen, _) = log.read(stream, shard, &early_latest, 10).await.expect("read early latest");
+        assert_eq!(data(&seen), ["a", "b", "c"]);
+
+        let (all, next) = log.read(stream, shard, &Position::Start, 10).await.expect("read from start");
+        assert_eq!(data(&all), ["a", "b", "c"]);
+        assert_eq!(next, Position::After(all[2].sequence.clone()));
+        assert!(all.iter().all(|r| r.id.is_none() && r.partition_key == "k" && r.shard == shard));
+        assert!(all[0].appended_at_ms >= before - 5_000, "arrival time {} vs {before}", all[0].appended_at_ms);
+
+        let (rest, _) = log.read(stream, shard, &Position::After(all[0].sequence.clone()), 10).await.expect("read after");
+        assert_eq!(data(&rest), ["b", "c"]);
+        let (two, after_two) = log.read(stream, shard, &Position::Start, 2).await.expect("read two");
+        assert_eq!(data(&two), ["a", "b"]);
+        let (last, end) = log.read(stream, shard, &after_two, 2).await.expect("read on");
+        assert_eq!(data(&last), ["c"]);
+        let (nothing, still) = log.read(stream, shard, &end, 2).await.expect("read at the end");
+        assert!(nothing.is_empty());
+        assert_eq!(still, end);
+
+        // A fresh Latest skips what is already there.
+        let fresh = kinesis(false).await;
+        let (skipped, latest) = fresh.read(stream, shard, &Position::Latest, 10).await.expect("fresh latest");
+        assert!(skipped.is_empty());
+        fresh.append(stream, vec![record("k", "d", ShardChoice::ByKey)]).await.expect("append");
+        let (new, _) = fresh.read(stream, shard, &latest, 10).await.expect("read on from latest");
+        assert_eq!(data(&new), ["d"]);
+    };
+    with_cleanup(body, delete_stream(&stream)).await;
+}
+
+#[tokio::test]
+async fn index_routing_puts_each_record_on_the_chosen_shard_of_four() {
+    let stream = unique("statefun-exchange");
+    let log = kinesis(true).await;
+    let shards = log.ensure_stream(&stream, 4).await.expect("create stream");
+    assert_eq!(shards.len(), 4);
+    let inner = stream.clone();
+    let body = async move {
+        let stream = inner.as_str();
+        let mut records: Vec<AppendRecord> =
+            (0..4).rev().map(|i| record(&format!("partition-{i}"), &format!("to-{i}"), ShardChoice::Index(i))).collect();
+        // Indexes wrap around the shard count, as in the local log.
+        records.push(record("p", "wrapped-to-1", ShardChoice::Index(5)));
+        // The starting hash key of the third quarter of the key space is the third shard's.
+        let third = (u128::MAX / 4 + 1) * 2;
+        records.push(record("p", "hash-to-2", ShardChoice::ExplicitHashKey(third.to_string())));
+        // Two Index records for one shard in one append keep their order.
+        records.push(record("p", "to-0-again", ShardChoice::Index(0)));
+        log.append(stream, records).await.expect("append");
+
+        let mut found = Vec::new();
+        for shard in &shards {
+            let (records, _) = log.read(stream, shard, &Position::Start, 10).await.expect("read");
+            assert!(records.iter().all(|r| &r.shard == shard));
+            found.push(data(&records));
+        }
+        assert_eq!(found, [vec!["to-0", "to-0-again"], vec!["to-1", "wrapped-to-1"], vec!["to-2", "hash-to-2"], vec!["to-3"]]);
+    };
+    with_cleanup(body, delete_stream(&stream)).await;
+}
+
+#[tokio::test]
+async fn appends_larger_than_one_request_arrive_whole_and_in_order() {
+    let stream = unique("statefun-bulk");
+    let log = kinesis(true).await;
+    let shards = log.ensure_stream(&stream, 1).await.expect("create stream");
+    let inner = stream.clone();
+    let body = async move {
+        let stream = inner.as_str();
+        // 1200 records: three requests of at most 500.
+        let many: Vec<AppendRecord> = (0..1200).map(|i| record("k", &format!("{i:04}"), ShardChoice::ByKey)).collect();
+        log.append(stream, many).await.expect("append");
+        // Six records of 900 KiB: two requests of at most 5 MiB.
+        let big: Vec<AppendRecord> = (0..6)
+            .map(|i| AppendRecord {
+                partition_key: "big".into(),
+                shard: ShardChoice::ByKey,
+                data: vec![i as u8; 900 * 1024],
+                id: None,
+            })
+            .collect();
+        log.append(stream, big).await.expect("append big records");
+
+        let mut read = Vec::new();
+        let mut position = Position::Start;
+        while read.len() < 1206 {
+            let (records, next) = log.read(stream, &shards[0], &position, 500).await.expect("read");
+            assert!(!records.is_empty() || next == position, "no records without standing still");
+            read.extend(records);
+            position = next;
+        }
+        let small: Vec<String> = (0..1200).map(|i| format!("{i:04}")).collect();
+        assert_eq!(data(&read[..1200]), small);
+        assert!(read[1200..].iter().enumerate().all(|(i, r)| r.data.len() == 900 * 1024 && r.data[0] == i as u8));
+    };
+    with_cleanup(body, delete_stream(&stream)).await;
+}
+
+#[tokio::test]
+async fn records_beyond_kinesis_limits_are_refused_before_anything_is_sent() {
+    let stream = unique("statefun-limits");
+    let log = kinesis(true).await;
+    let shards = log.ensure_stream(&stream, 1).await.expect("create stream");
+    let inner = stream.clone();
+    let body = async move {
+        let stream = inner.as_str();
+        let too_big = AppendRecord {
+            partition_key: "k".into(),
+            shard: ShardChoice::ByKey,
+            data: vec![0; 1024 * 1024],
+            id: None,
+        };
+        for bad in [too_big, record("", "empty key", ShardChoice::ByKey), record(&"x".repeat(257), "long key", ShardChoice::ByKey)]
+        {
+            let err = log.append(stream, vec![record("k", "fine", ShardChoice::ByKey), bad]).await.expect_err("refused");
+            assert!(matches!(err, LogError::Rejected { .. }) && !err.is_retryable(), "{err}");
+        }
+        let (records, _) = log.read(stream, &shards[0], &Position::Start, 10).await.expect("read");
+        assert!(records.is_empty(), "nothing of a refused append was sent");
+    };
+    with_cleanup(body, delete_stream(&stream)).await;
+}
+
+#[tokio::test]
+async fn a_missing_stream_is_reported_unless_the_store_may_create_it() {
+    let stream = unique("statefun-missing");
+    let log = kinesis(false).await;
+    let err = log.ensure_stream(&stream, 1).await.expect_err("may not create");
+    assert!(matches!(err, LogError::NoSuchStream { .. }) && !err.is_retryable(), "{err}");
+    for part in [format!("stream `{stream}` does not exist"), local_aws().region.clone(), local_aws().endpoint.clone()] {
+        assert!(err.to_string().contains(&part), "`{part}` missing from: {err}");
+    }
+    assert!(matches!(log.shards(&stream).await, Err(LogError::NoSuchStream { .. })));
+    let append = log.append(&stream, vec![record("k", "x", ShardChoice::ByKey)]).await;
+    assert!(matches!(append, Err(LogError::NoSuchStream { .. })), "{append:?}");
+
+    let creator = kinesis(true).await;
+    let shards = creator.ensure_stream(&stream, 2).await.expect("create");
+    let inner = stream.clone();
+    let body = async move {
+        assert_eq!(log.ensure_stream(&inner, 1).await.expect("exists now"), shards, "the creator's shard count stands");
+        let err = log.read(&inner, "shardId-999999999999", &Position::Start, 1).await.expect_err("no such shard");
+        assert!(matches!(err, LogError::NoSuchShard { .. }), "{err}");
+    };
+    with_cleanup(body, delete_stream(&stream)).await;
+}
