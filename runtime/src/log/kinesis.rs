@@ -23,6 +23,8 @@
 //!   with the position it continues and reused when the next read asks for
 //!   exactly that position; at most 5 `GetRecords` per second and shard (a
 //!   faster caller waits); an expired iterator is re-created from the position.
+//!   Reading `After(seq)` never returns the record at `seq` (LocalStack's
+//!   engine sometimes does; see `is_after`).
 //!
 //! **Record ids do not travel.** A Kinesis record is the partition key and the
 //! user's bytes; there is no attribute for [`AppendRecord::id`], so appending a
@@ -472,6 +474,10 @@ impl KinesisLogStore {
         let records: Vec<LogRecord> = output
             .records()
             .iter()
+            .filter(|r| match from {
+                Position::After(sequence) => is_after(r.sequence_number(), sequence),
+                _ => true,
+            })
             .map(|r| LogRecord {
                 shard: shard.to_owned(),
                 sequence: r.sequence_number().to_owned(),
@@ -569,6 +575,21 @@ fn records_to_resend(outcomes: &[Outcome]) -> Vec<usize> {
     resend
 }
 
+/// Whether sequence number `candidate` comes after `sequence`. Kinesis never
+/// returns a record at or before an `AFTER_SEQUENCE_NUMBER` position, but
+/// LocalStack's engine sometimes returns the record at it (localstack#10117,
+/// kinesis-mock#1187), which would deliver a record twice on resumption.
+/// Sequence numbers are decimal strings of up to 56 digits (beyond `u128`);
+/// what does not look like one is kept.
+fn is_after(candidate: &str, sequence: &str) -> bool {
+    let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !decimal(candidate) || !decimal(sequence) {
+        return true;
+    }
+    let (a, b) = (candidate.trim_start_matches('0'), sequence.trim_start_matches('0'));
+    (a.len(), a) > (b.len(), b)
+}
+
 /// The shard whose hash key range holds `value`.
 fn shard_of_hash_key(shards: &[ShardRange], value: u128) -> Option<&str> {
     shards.iter().find(|s| s.start <= value && value <= s.end).map(|s| s.id.as_str())
@@ -661,6 +682,17 @@ mod tests {
     fn exclusive_records_go_one_per_shard_per_request() {
         let records = [(1, Some("s0")), (1, Some("s1")), (1, None), (1, Some("s0")), (1, Some("s2"))];
         assert_eq!(request_len(records.iter().copied()), 3);
+    }
+
+    #[test]
+    fn only_records_after_the_position_count_as_after_it() {
+        let seq = "49680426525011126661667649147401341120005050449174462466";
+        assert!(!is_after(seq, seq));
+        assert!(is_after("49680426525011126661667649147402550045824665078349168642", seq));
+        assert!(!is_after("4968042652501112666166764914740134112000505044917446246", seq));
+        assert!(is_after("10", "9"));
+        assert!(!is_after("009", "9"));
+        assert!(is_after("not-a-number", seq));
     }
 
     #[test]
