@@ -1,27 +1,26 @@
-//! One runtime process in the embedded local mode: it takes the data
-//! directory, creates the streams, takes every partition's lease, recovers each
-//! partition from its checkpoint and runs one worker per partition until shutdown.
+//! One runtime process: it checks (or, in the local mode, creates) the
+//! streams, takes every partition's lease, recovers each partition from its
+//! checkpoint and runs one worker per partition until shutdown.
 //!
-//! This is the only place where backends, configuration and the engine meet.
+//! This is the only place where backends, configuration and the engine meet;
+//! the same code runs on the local backends and on the AWS ones.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::checkpoint::{self, BlobStore, fs::FsBlobStore};
+use crate::checkpoint::{self, BlobStore, fs::FsBlobStore, s3::S3BlobStore};
 use crate::config::{ModuleConfig, StartupPosition};
-use crate::coordination::{CommitStore, local::LocalCommitStore};
+use crate::coordination::{CommitStore, dynamodb::DynamoCommitStore, local::LocalCommitStore};
 use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
-use crate::log::{LogStore, Position, local::LocalLogStore};
+use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
 use crate::partition::Partition;
 use crate::partition::committer::{Committer, OutputStreams};
 use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerSettings};
 
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
-    pub data_dir: PathBuf,
     pub partitions: u32,
     /// This process' name in leases.
     pub owner: String,
@@ -33,20 +32,39 @@ pub struct NodeSettings {
     pub retry: RetryPolicy,
 }
 
-/// The local backends over one data directory.
-pub struct LocalBackends {
+/// The storage and invocation backends of one deployment.
+pub struct Backends {
     pub log: Arc<dyn LogStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub commits: Arc<dyn CommitStore>,
+    /// For Lambda endpoints (the AWS mode only).
+    pub lambda: Option<aws_sdk_lambda::Client>,
+    /// Whether missing streams are created (the local mode) or an error (AWS:
+    /// the deployment creates them).
+    pub create_streams: bool,
 }
 
-impl LocalBackends {
-    pub fn open(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+impl Backends {
+    /// Files under one data directory.
+    pub fn local(data_dir: &std::path::Path) -> anyhow::Result<Self> {
         Ok(Self {
             log: Arc::new(LocalLogStore::new(data_dir)),
             blobs: Arc::new(FsBlobStore::new(data_dir)),
             commits: Arc::new(LocalCommitStore::open(data_dir)?),
+            lambda: None,
+            create_streams: true,
         })
+    }
+
+    /// Kinesis, S3, DynamoDB and Lambda through one SDK configuration.
+    pub fn aws(config: &aws_config::SdkConfig, table: &str, bucket: &str, prefix: &str) -> Self {
+        Self {
+            log: Arc::new(KinesisLogStore::new(config, false)),
+            blobs: Arc::new(S3BlobStore::new(config, bucket, prefix)),
+            commits: Arc::new(DynamoCommitStore::new(config, table)),
+            lambda: Some(aws_sdk_lambda::Client::new(config)),
+            create_streams: false,
+        }
     }
 }
 
@@ -69,28 +87,36 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-pub async fn run_local(module: ModuleConfig, settings: NodeSettings, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let _lock = lock_data_dir(&settings.data_dir)?;
-    let backends = LocalBackends::open(&settings.data_dir)?;
-    run(module, settings, backends, true, shutdown).await
+/// Runs on the local backends of `data_dir`, which this process then holds alone.
+pub async fn run_local(
+    module: ModuleConfig,
+    settings: NodeSettings,
+    data_dir: &std::path::Path,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let _lock = lock_data_dir(data_dir)?;
+    let backends = Backends::local(data_dir)?;
+    run(module, settings, backends, shutdown).await
 }
 
 pub async fn run(
     module: ModuleConfig,
     settings: NodeSettings,
-    backends: LocalBackends,
-    create_streams: bool,
+    backends: Backends,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let module = Arc::new(module);
-    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry, None)?);
+    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry, backends.lambda.clone())?);
     let catalog = Arc::new(ModuleCatalog {
         invoker: invoker.clone(),
         module: module.clone(),
         internal_streams: vec![settings.exchange_stream.clone(), settings.dead_letter_stream.clone()],
     });
-    let LocalBackends { log, blobs, commits } = backends;
+    let Backends { log, blobs, commits, create_streams, .. } = backends;
     let partitions = settings.partitions;
+    // A missing bucket or table is named at start, not at the first commit.
+    blobs.list(&checkpoint::partition_prefix(0)).await.context("checkpoint store")?;
+    commits.committed(0).await.context("commit store")?;
 
     let exchange_shards = log.ensure_stream(&settings.exchange_stream, partitions).await?;
     anyhow::ensure!(

@@ -12,16 +12,15 @@ use statefun_proto::internal::DeadLetter;
 use statefun_runtime::address::{self, FunctionType};
 use statefun_runtime::checkpoint;
 use statefun_runtime::log::Position;
-use statefun_runtime::node::LocalBackends;
 use statefun_runtime::partition::{BatchLimits, Catalog, Partition};
 use statefun_runtime::values::ValueCodec;
 
-use super::DataDir;
+use super::Storage;
 
 #[derive(Args)]
 pub struct StateArgs {
     #[command(flatten)]
-    data: DataDir,
+    storage: Storage,
     /// Only addresses of this function type (namespace/name).
     #[arg(long)]
     function: Option<String>,
@@ -35,7 +34,7 @@ pub struct StateArgs {
 #[derive(Args)]
 pub struct DeadLetterArgs {
     #[command(flatten)]
-    data: DataDir,
+    storage: Storage,
     #[arg(long, env = "STATEFUN_DEAD_LETTER_STREAM", default_value = "statefun-dead-letters")]
     stream: String,
     #[arg(long)]
@@ -63,7 +62,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
         None => None,
     };
     let codec = ValueCodec::new(&args.descriptor_set)?;
-    let backends = LocalBackends::open(&args.data.data_dir)?;
+    let backends = args.storage.backends().await?;
     let mut all: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for partition in 0.. {
         let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else {
@@ -109,7 +108,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
 }
 
 pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
-    let backends = LocalBackends::open(&args.data.data_dir)?;
+    let backends = args.storage.backends().await?;
     for shard in backends.log.shards(&args.stream).await? {
         let mut position = Position::Start;
         loop {

@@ -7,9 +7,13 @@ mod send;
 mod tail;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use statefun_runtime::log::{LogStore, kinesis::KinesisLogStore, local::LocalLogStore};
+use statefun_runtime::node::Backends;
 
 #[derive(Parser)]
 #[command(name = "statefun", version, about = "Stateful functions on logs, object storage and conditional writes")]
@@ -18,11 +22,60 @@ pub struct Cli {
     command: Command,
 }
 
+/// Which backends a verb works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Everything in files under --data-dir (one runtime process per directory).
+    Local,
+    /// Kinesis, S3, DynamoDB and Lambda, reached through the standard AWS
+    /// configuration: AWS_REGION, the credential chain, AWS_ENDPOINT_URL and
+    /// AWS_ENDPOINT_URL_<SERVICE>.
+    Aws,
+}
+
 #[derive(Args, Clone)]
-pub struct DataDir {
-    /// Directory of the embedded local mode: streams, checkpoints, commit records.
+pub struct Storage {
+    #[arg(long, env = "STATEFUN_BACKEND", value_enum, default_value = "local")]
+    pub backend: BackendKind,
+    /// Directory of the local mode: streams, checkpoints, commit records.
     #[arg(long, env = "STATEFUN_DATA_DIR", default_value = ".statefun")]
     pub data_dir: PathBuf,
+    /// AWS region (default: from the AWS configuration).
+    #[arg(long, env = "STATEFUN_REGION")]
+    pub region: Option<String>,
+    /// DynamoDB table of partition leases and commits (aws).
+    #[arg(long, env = "STATEFUN_TABLE", default_value = "statefun-partitions")]
+    pub table: String,
+    /// S3 bucket of checkpoints (aws).
+    #[arg(long, env = "STATEFUN_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix of the checkpoints in the bucket (aws).
+    #[arg(long, env = "STATEFUN_PREFIX", default_value = "statefun/")]
+    pub prefix: String,
+}
+
+impl Storage {
+    async fn sdk_config(&self) -> aws_config::SdkConfig {
+        statefun_runtime::aws::aws_sdk_config(self.region.as_deref()).await
+    }
+
+    /// The streams only (send, tail).
+    pub async fn log(&self) -> anyhow::Result<Arc<dyn LogStore>> {
+        Ok(match self.backend {
+            BackendKind::Local => Arc::new(LocalLogStore::new(&self.data_dir)),
+            BackendKind::Aws => Arc::new(KinesisLogStore::new(&self.sdk_config().await, false)),
+        })
+    }
+
+    pub async fn backends(&self) -> anyhow::Result<Backends> {
+        match self.backend {
+            BackendKind::Local => Backends::local(&self.data_dir),
+            BackendKind::Aws => {
+                let bucket = self.bucket.as_deref().context("--bucket (STATEFUN_BUCKET) is required with --backend aws")?;
+                Ok(Backends::aws(&self.sdk_config().await, &self.table, bucket, &self.prefix))
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]

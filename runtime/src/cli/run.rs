@@ -10,12 +10,12 @@ use statefun_runtime::invoke::retry::RetryPolicy;
 use statefun_runtime::node::{self, NodeSettings};
 use statefun_runtime::partition::worker::WorkerSettings;
 
-use super::{DataDir, duration};
+use super::{BackendKind, Storage, duration};
 
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    data: DataDir,
+    storage: Storage,
     /// The StateFun module.yaml (endpoints, ingresses, egresses).
     #[arg(long, env = "STATEFUN_MODULE", default_value = "module.yaml")]
     module: PathBuf,
@@ -61,9 +61,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.snapshot_every >= 1, "--snapshot-every must be at least 1");
     anyhow::ensure!(!args.commit_interval.is_zero(), "--commit-interval must be above zero");
     let settings = NodeSettings {
-        data_dir: args.data.data_dir,
         partitions: args.partitions,
-        owner: format!("pid-{}", std::process::id()),
+        owner: owner_name(),
         exchange_stream: args.exchange_stream,
         dead_letter_stream: args.dead_letter_stream,
         stream_shards: args.stream_shards.max(1),
@@ -87,8 +86,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: committing and stopping every partition");
         let _ = stop.send(true);
     });
-    tracing::info!(partitions = settings.partitions, data_dir = %settings.data_dir.display(), "runtime starting");
-    node::run_local(module, settings, shutdown).await.context("runtime stopped")
+    tracing::info!(partitions = settings.partitions, backend = ?args.storage.backend, owner = %settings.owner, "runtime starting");
+    let outcome = match args.storage.backend {
+        BackendKind::Local => node::run_local(module, settings, &args.storage.data_dir, shutdown).await,
+        BackendKind::Aws => node::run(module, settings, args.storage.backends().await?, shutdown).await,
+    };
+    outcome.context("runtime stopped")
+}
+
+/// A name for this process in leases: host, pid and a random part, unique across restarts.
+fn owner_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
 }
 
 async fn wait_for_signal() {

@@ -7,15 +7,15 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::Value;
 use statefun_runtime::config::ModuleConfig;
-use statefun_runtime::log::{AppendRecord, LogStore, ShardChoice, local::LocalLogStore};
+use statefun_runtime::log::{AppendRecord, ShardChoice};
 use statefun_runtime::values::ValueCodec;
 
-use super::DataDir;
+use super::Storage;
 
 #[derive(Args)]
 pub struct SendArgs {
     #[command(flatten)]
-    data: DataDir,
+    storage: Storage,
     /// The stream to append to.
     #[arg(long)]
     stream: String,
@@ -37,7 +37,7 @@ pub struct SendArgs {
     /// Extra protobuf FileDescriptorSet files for your own message types.
     #[arg(long)]
     descriptor_set: Vec<PathBuf>,
-    /// Shards of the stream if it has to be created.
+    /// Shards of the stream if it has to be created (local mode; on AWS the stream must exist).
     #[arg(long, default_value_t = 4)]
     shards: u32,
 }
@@ -83,7 +83,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         }
         records.push(AppendRecord { partition_key: key, shard: ShardChoice::ByKey, data: codec.encode(&typename, &value)?, id: None });
     }
-    let log = LocalLogStore::new(&args.data.data_dir);
+    let log = args.storage.log().await?;
     log.ensure_stream(&args.stream, args.shards).await?;
     let count = records.len();
     log.append(&args.stream, records).await?;

@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
-use statefun_runtime::log::{LogError, LogStore, Position, local::LocalLogStore};
+use statefun_runtime::log::{LogError, Position};
 use statefun_runtime::values::ValueCodec;
 
-use super::{DataDir, duration};
+use super::{Storage, duration};
 
 #[derive(Args)]
 pub struct TailArgs {
     #[command(flatten)]
-    data: DataDir,
+    storage: Storage,
     #[arg(long)]
     stream: String,
     /// Keep waiting for new records.
@@ -41,7 +41,7 @@ pub struct TailArgs {
 
 pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let codec = ValueCodec::new(&args.descriptor_set)?;
-    let log = LocalLogStore::new(&args.data.data_dir);
+    let log = args.storage.log().await?;
     let started = Instant::now();
     let shards = loop {
         match log.shards(&args.stream).await {

@@ -78,11 +78,10 @@ impl FunctionClient for LambdaClient {
     }
 }
 
-fn classify<R: std::fmt::Debug>(target: &str, error: SdkError<aws_sdk_lambda::operation::invoke::InvokeError, R>) -> InvokeError
-where
-    R: HttpStatus,
-{
-    let status = error.raw_response().map(HttpStatus::status);
+type InvokeSdkError = SdkError<aws_sdk_lambda::operation::invoke::InvokeError, aws_sdk_lambda::config::http::HttpResponse>;
+
+fn classify(target: &str, error: InvokeSdkError) -> InvokeError {
+    let status = error.raw_response().map(|r| r.status().as_u16());
     let code = error.code().unwrap_or_default().to_owned();
     let message = error.message().map(str::to_owned).unwrap_or_else(|| format!("{error:?}"));
     if let Some(service) = error.as_service_error() {
@@ -98,17 +97,6 @@ where
         Some(500) => InvokeError::Function(format!("Lambda {target}: function error: {message}")),
         Some(status) => InvokeError::Status { status, body: format!("Lambda {target}: {code}: {message}") },
         None => InvokeError::Transport(format!("Lambda {target}: {message}")),
-    }
-}
-
-/// The HTTP status of a raw response, whatever the SDK's response type.
-pub trait HttpStatus {
-    fn status(&self) -> u16;
-}
-
-impl HttpStatus for aws_sdk_lambda::config::http::HttpResponse {
-    fn status(&self) -> u16 {
-        self.status().as_u16()
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use prost::Message;
 use statefun_proto::internal::{
-    EpochOutbox, EpochRecord, ExchangeBatch, ExchangeMessage, PartitionManifest, outbox_entry,
+    DeadLetter, EpochOutbox, EpochRecord, ExchangeBatch, ExchangeMessage, PartitionManifest, outbox_entry,
 };
 use tokio::sync::mpsc;
 
@@ -143,18 +143,27 @@ impl Committer {
     async fn publish(&self, outbox: &EpochOutbox) -> Result<(), String> {
         let (exchange, egress, dead_letters) = self.split(outbox);
         if !exchange.is_empty() {
-            self.append(&self.streams.exchange, exchange).await?;
+            self.append(&self.streams.exchange, exchange).await.map_err(Undeliverable::into_reason)?;
         }
+        let mut dead_letters = dead_letters;
         for (stream, records) in egress {
-            self.append(&stream, records).await?;
+            match self.append(&stream, records.clone()).await {
+                Ok(()) => {}
+                // A function named a stream that does not exist: its records become
+                // dead letters rather than blocking every later epoch of the partition.
+                Err(Undeliverable::NoSuchStream(reason)) => {
+                    dead_letters.extend(records.into_iter().map(|record| undeliverable(record, &reason)));
+                }
+                Err(Undeliverable::Other(reason)) => return Err(reason),
+            }
         }
         if !dead_letters.is_empty() {
-            self.append(&self.streams.dead_letters, dead_letters).await?;
+            self.append(&self.streams.dead_letters, dead_letters).await.map_err(Undeliverable::into_reason)?;
         }
         Ok(())
     }
 
-    async fn append(&self, stream: &str, records: Vec<AppendRecord>) -> Result<(), String> {
+    async fn append(&self, stream: &str, records: Vec<AppendRecord>) -> Result<(), Undeliverable> {
         let mut delay = Duration::from_millis(50);
         loop {
             let outcome = match self.log.append(stream, records.clone()).await {
@@ -169,8 +178,10 @@ impl Committer {
             };
             match outcome {
                 Ok(()) => return Ok(()),
+                Err(e @ LogError::NoSuchStream { .. }) => return Err(Undeliverable::NoSuchStream(e.to_string())),
                 Err(e) if !e.is_retryable() => {
-                    return Err(format!("partition {}: publishing to {stream} failed for good: {e}", self.lease.partition));
+                    let reason = format!("partition {}: publishing to {stream} failed for good: {e}", self.lease.partition);
+                    return Err(Undeliverable::Other(reason));
                 }
                 Err(e) => {
                     tracing::warn!("publishing to {stream}: {e}; retrying in {delay:?}");
@@ -235,8 +246,40 @@ impl Committer {
     }
 }
 
+/// Why records could not be appended, for good.
+enum Undeliverable {
+    NoSuchStream(String),
+    Other(String),
+}
+
+impl Undeliverable {
+    fn into_reason(self) -> String {
+        match self {
+            Undeliverable::NoSuchStream(reason) | Undeliverable::Other(reason) => reason,
+        }
+    }
+}
+
+/// The dead letter for an egress record whose stream does not exist (same deterministic id).
+fn undeliverable(record: AppendRecord, reason: &str) -> AppendRecord {
+    let letter = DeadLetter {
+        address: None,
+        reason: format!("egress record not delivered: {reason}"),
+        messages: Vec::new(),
+        at_ms: crate::now_ms(),
+        source: format!("egress, partition key `{}`", record.partition_key),
+        raw: record.data,
+    };
+    AppendRecord {
+        partition_key: dead_letter_key(&letter),
+        shard: ShardChoice::Index(0),
+        data: letter.encode_to_vec(),
+        id: record.id,
+    }
+}
+
 /// The address, else the source, else a fixed word: a stream record needs a key.
-fn dead_letter_key(letter: &statefun_proto::internal::DeadLetter) -> String {
+fn dead_letter_key(letter: &DeadLetter) -> String {
     match (&letter.address, letter.source.is_empty()) {
         (Some(address), _) => crate::address::display(address),
         (None, false) => letter.source.clone(),
