@@ -71,12 +71,9 @@ impl Committer {
     pub async fn run(mut self, mut sealed: mpsc::Receiver<Sealed>, events: mpsc::UnboundedSender<CommitterEvent>) {
         while let Some(Sealed { record, outbox }) = sealed.recv().await {
             let epoch = record.epoch;
-            match self.commit(record).await {
-                Ok(()) => {}
-                Err(reason) => {
-                    let _ = events.send(CommitterEvent::Fenced(reason));
-                    return;
-                }
+            if let Err(stop) = self.commit(record).await {
+                let _ = events.send(stop);
+                return;
             }
             if let Err(reason) = self.publish(&outbox).await {
                 let _ = events.send(CommitterEvent::Failed(reason));
@@ -86,12 +83,21 @@ impl Committer {
         }
     }
 
-    async fn commit(&mut self, record: EpochRecord) -> Result<(), String> {
+    /// Writes the epoch's object and commits it; `Err` is the event that stops the partition.
+    async fn commit(&mut self, record: EpochRecord) -> Result<(), CommitterEvent> {
         let partition = self.lease.partition;
         let (epoch, snapshot) = (record.epoch, record.snapshot);
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = record.encode_to_vec();
-        retry(|| self.blobs.put(&key, bytes.clone()), |e| format!("writing checkpoint {key}: {e}")).await;
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = self.blobs.put(&key, bytes.clone()).await {
+            if !e.is_retryable() {
+                return Err(CommitterEvent::Failed(format!("partition {partition}: writing checkpoint {key}: {e}")));
+            }
+            tracing::warn!(partition, epoch, "writing checkpoint {key} failed, retrying in {delay:?}: {e}");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
         let manifest = PartitionManifest {
             epoch,
             snapshot_epoch: if snapshot { epoch } else { self.snapshot_epoch },
@@ -112,7 +118,7 @@ impl Committer {
                         {
                             break;
                         }
-                        Ok(_) => return Err(e.to_string()),
+                        Ok(_) => return Err(CommitterEvent::Fenced(e.to_string())),
                         Err(read) => {
                             tracing::warn!(partition, epoch, "cannot read the commit record, retrying: {read}");
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -120,7 +126,10 @@ impl Committer {
                         }
                     }
                 }
-                Err(e @ CommitError::Fenced { .. }) => return Err(e.to_string()),
+                Err(e @ CommitError::Fenced { .. }) => return Err(CommitterEvent::Fenced(e.to_string())),
+                Err(e) if !e.is_retryable() => {
+                    return Err(CommitterEvent::Failed(format!("partition {partition}: commit of epoch {epoch}: {e}")));
+                }
                 Err(e) => {
                     ambiguous = true;
                     tracing::warn!(partition, epoch, "commit failed, retrying: {e}");
@@ -302,23 +311,4 @@ fn chunk_by_size(messages: Vec<ExchangeMessage>) -> Vec<Vec<ExchangeMessage>> {
         }
     }
     chunks
-}
-
-/// Retries a storage call with capped backoff until it succeeds.
-async fn retry<T, E, F, Fut>(mut call: F, describe: impl Fn(&E) -> String)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match call().await {
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!("{}; retrying in {delay:?}", describe(&e));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
 }
