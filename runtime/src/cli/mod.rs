@@ -4,6 +4,7 @@
 mod inspect;
 mod run;
 mod send;
+mod setup;
 mod tail;
 
 use std::path::PathBuf;
@@ -90,6 +91,8 @@ enum Command {
     State(inspect::StateArgs),
     /// Print the dead letters: what could not be processed, and why.
     DeadLetters(inspect::DeadLetterArgs),
+    /// Create the table, bucket and streams a deployment needs (local stacks, tests).
+    Setup(setup::SetupArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -99,6 +102,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => tail::tail(args).await,
         Command::State(args) => inspect::state(args).await,
         Command::DeadLetters(args) => inspect::dead_letters(args).await,
+        Command::Setup(args) => setup::setup(args).await,
     }
 }
 
