@@ -1,8 +1,10 @@
 //! The shopping cart workload and its checks, shared by the end-to-end tests.
 //!
-//! Stock is either enough for every request of an item or none at all, so the
-//! outcome of each request is known in advance whatever the interleaving; that
-//! makes runs comparable with each other and with the expectation.
+//! Names carry a per-scenario prefix, so scenarios sharing egress streams
+//! (their names are fixed by the example functions) can tell their records
+//! apart. An item gets either enough stock for every request, none at all, or
+//! (in scarce workloads) about half its demand; only the last makes outcomes
+//! depend on the interleaving, and the checks tie those to the state instead.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::{Deployment, state_json, tail_json};
 
-pub const STOCKED: &[&str] = &["apple", "banana", "cherry", "durian"];
-pub const UNSTOCKED: &[&str] = &["elderberry", "fig"];
+const ITEMS: &[&str] =
+    &["apple", "banana", "cherry", "durian", "elderberry", "fig", "grape", "honeydew", "kiwi", "lemon", "mango", "nectarine"];
 
 #[derive(Clone, Debug)]
 pub struct Order {
@@ -23,32 +25,55 @@ pub struct Order {
 
 #[derive(Clone, Debug)]
 pub struct Workload {
+    /// Prefix of every user, item and request id of this workload.
+    pub prefix: String,
     pub restocks: BTreeMap<String, i32>,
     pub orders: Vec<Order>,
 }
 
-/// `events` orders over `users` users, drawn from a seeded generator.
+/// The shape of a workload.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub users: usize,
+    pub events: usize,
+    /// Items restocked with enough for every request.
+    pub plenty: usize,
+    /// Items restocked with about half their demand (outcomes depend on order).
+    pub scarce: usize,
+    /// Items never restocked (every request fails).
+    pub missing: usize,
+    pub seed: u64,
+}
+
+/// `events` orders over `users` users, every outcome known in advance.
 pub fn workload(users: usize, events: usize, seed: u64) -> Workload {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    generate("", Shape { users, events, plenty: 4, scarce: 0, missing: 2, seed })
+}
+
+pub fn generate(prefix: &str, shape: Shape) -> Workload {
+    let mut state = shape.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = move |n: usize| {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((state >> 33) % n as u64) as usize
     };
-    let items: Vec<&str> = STOCKED.iter().chain(UNSTOCKED).copied().collect();
-    let orders: Vec<Order> = (0..events)
+    let count = shape.plenty + shape.scarce + shape.missing;
+    assert!(count <= ITEMS.len() && count > 0, "between 1 and {} items", ITEMS.len());
+    let items: Vec<String> = ITEMS[..count].iter().map(|i| format!("{prefix}{i}")).collect();
+    let orders: Vec<Order> = (0..shape.events)
         .map(|i| Order {
-            request_id: format!("req-{i:05}"),
-            user: format!("user-{:03}", next(users)),
-            item: items[next(items.len())].to_owned(),
+            request_id: format!("{prefix}req-{i:05}"),
+            user: format!("{prefix}user-{:03}", next(shape.users)),
+            item: items[next(items.len())].clone(),
             quantity: 1 + next(3) as i32,
         })
         .collect();
     let mut restocks = BTreeMap::new();
-    for item in STOCKED {
-        let demand: i32 = orders.iter().filter(|o| o.item == *item).map(|o| o.quantity).sum();
-        restocks.insert((*item).to_owned(), demand + 5);
+    for (index, item) in items.iter().enumerate().take(shape.plenty + shape.scarce) {
+        let demand: i32 = orders.iter().filter(|o| &o.item == item).map(|o| o.quantity).sum();
+        let stock = if index < shape.plenty { demand + 5 } else { (demand / 2).max(1) };
+        restocks.insert(item.clone(), stock);
     }
-    Workload { restocks, orders }
+    Workload { prefix: prefix.to_owned(), restocks, orders }
 }
 
 impl Workload {
@@ -68,44 +93,79 @@ impl Workload {
             .collect()
     }
 
-    fn expected_status(&self, order: &Order) -> &'static str {
-        if self.restocks.contains_key(&order.item) { "reserved" } else { "unavailable" }
+    /// The status every interleaving gives, when there is one.
+    fn expected_status(&self, order: &Order) -> Option<&'static str> {
+        let Some(stock) = self.restocks.get(&order.item) else { return Some("unavailable") };
+        let demand: i32 = self.orders.iter().filter(|o| o.item == order.item).map(|o| o.quantity).sum();
+        (*stock >= demand).then_some("reserved")
+    }
+
+    /// How many restocks of this workload are on `inventory-updates`.
+    pub fn restocks_applied<D: Deployment + ?Sized>(&self, deployment: &D) -> usize {
+        tail_json(deployment, "inventory-updates")
+            .iter()
+            .filter(|r| r["value"]["item_id"].as_str().is_some_and(|i| self.restocks.contains_key(i)))
+            .count()
+    }
+
+    /// This workload's cart results on the egress, grouped by request id.
+    pub fn results<D: Deployment + ?Sized>(&self, deployment: &D) -> BTreeMap<String, Vec<Value>> {
+        let mut by_request: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for record in tail_json(deployment, "cart-results") {
+            let request = record["value"]["request_id"].as_str().unwrap_or_default().to_owned();
+            if request.starts_with(&self.prefix) {
+                by_request.entry(request).or_default().push(record);
+            }
+        }
+        by_request
     }
 }
 
-/// One result per request: (user, item, quantity, status) — the order-independent part.
+/// One result per request: (user, item, quantity, status).
 pub type Results = BTreeMap<String, (String, String, i64, String)>;
 
-/// Every cart result on the egress, grouped by request id.
-pub fn results<D: Deployment + ?Sized>(deployment: &D) -> BTreeMap<String, Vec<Value>> {
-    let mut by_request: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for record in tail_json(deployment, "cart-results") {
-        let request = record["value"]["request_id"].as_str().unwrap_or_default().to_owned();
-        by_request.entry(request).or_default().push(record);
-    }
-    by_request
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct Report {
+    pub results: Results,
+    pub state: Value,
+    /// Results delivered more than once (identical copies; possible only on
+    /// logs that cannot drop a re-published record by its id).
+    pub redelivered: usize,
 }
 
-/// Checks the contract on a finished run and returns its results and state.
+/// Every cart result of the default (unprefixed) workload, grouped by request id.
+pub fn results<D: Deployment + ?Sized>(deployment: &D) -> BTreeMap<String, Vec<Value>> {
+    Workload { prefix: String::new(), restocks: BTreeMap::new(), orders: Vec::new() }.results(deployment)
+}
+
+/// Checks the contract on a finished run:
 ///
-/// - every order has exactly one result on the egress, with the expected status;
-/// - for every item, reserved + in stock equals what was restocked;
+/// - every order has one result (copies, if any, are identical), with the
+///   status every interleaving gives where there is one;
+/// - for every item, reserved + in stock equals what was restocked, and the
+///   reserved quantity is exactly what the results say was reserved;
 /// - every cart holds exactly the reserved quantities of its user's results.
-pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> (Results, Value) {
-    let by_request = results(deployment);
-    let mut summary = Results::new();
+pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> Report {
+    let by_request = workload.results(deployment);
+    let mut results = Results::new();
+    let mut redelivered = 0;
     for order in &workload.orders {
         let records = by_request.get(&order.request_id).map(Vec::as_slice).unwrap_or_default();
-        assert_eq!(records.len(), 1, "request {} has {} results: {records:?}", order.request_id, records.len());
+        assert!(!records.is_empty(), "request {} has no result", order.request_id);
         let value = &records[0]["value"];
+        for copy in &records[1..] {
+            assert_eq!(&copy["value"], value, "copies of the result of {} differ", order.request_id);
+        }
+        redelivered += records.len() - 1;
         assert_eq!(value["user_id"], json!(order.user), "{value}");
         assert_eq!(value["item_id"], json!(order.item), "{value}");
         assert_eq!(value["quantity"], json!(order.quantity), "{value}");
-        assert_eq!(value["status"], json!(workload.expected_status(order)), "{value}");
-        summary.insert(
-            order.request_id.clone(),
-            (order.user.clone(), order.item.clone(), i64::from(order.quantity), workload.expected_status(order).to_owned()),
-        );
+        let status = value["status"].as_str().unwrap_or_default().to_owned();
+        if let Some(expected) = workload.expected_status(order) {
+            assert_eq!(status, expected, "{value}");
+        }
+        results.insert(order.request_id.clone(), (order.user.clone(), order.item.clone(), i64::from(order.quantity), status));
     }
     assert_eq!(by_request.len(), workload.orders.len(), "results for requests nobody sent");
 
@@ -115,9 +175,11 @@ pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> (Re
         let in_stock = inventory["in_stock"].as_i64().unwrap_or(0);
         let reserved = inventory["reserved"].as_i64().unwrap_or(0);
         assert_eq!(in_stock + reserved, i64::from(*restocked), "inventory of {item}: {inventory}");
+        let granted: i64 = results.values().filter(|(_, i, _, s)| i == item && s == "reserved").map(|(_, _, q, _)| q).sum();
+        assert_eq!(reserved, granted, "reservations of {item} match the reserved results");
     }
     let mut carts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for (user, item, quantity, status) in summary.values() {
+    for (user, item, quantity, status) in results.values() {
         if status == "reserved" {
             *carts.entry(user.clone()).or_default().entry(item.clone()).or_default() += quantity;
         }
@@ -128,7 +190,8 @@ pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> (Re
             serde_json::from_value(items.clone()).unwrap_or_else(|e| panic!("cart of {user} is not a map ({e}): {items}"));
         assert_eq!(&actual, expected, "cart of {user}");
     }
-    let stored_carts = state.as_object().map_or(0, |o| o.keys().filter(|k| k.starts_with("shoppingcart/cart/")).count());
+    let prefix = format!("shoppingcart/cart/{}", workload.prefix);
+    let stored_carts = state.as_object().map_or(0, |o| o.keys().filter(|k| k.starts_with(&prefix)).count());
     assert_eq!(stored_carts, carts.len(), "carts exist only for users with a reservation");
-    (summary, state)
+    Report { results, state, redelivered }
 }

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use statefun_tests::cart::{self, Workload};
-use statefun_tests::{FunctionServer, Runtime, send_lines, shopping_cart_module, tail_json, wait_until};
+use statefun_tests::{FunctionServer, Runtime, send_lines, shopping_cart_module, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn restock(data_dir: &Path, module: &Path, workload: &Workload) {
     send_lines(data_dir, module, "restock", &workload.restock_records());
-    wait_until(TIMEOUT, "restocks to be applied", || tail_json(data_dir, "inventory-updates").len() == workload.restocks.len());
+    wait_until(TIMEOUT, "restocks to be applied", || workload.restocks_applied(data_dir) == workload.restocks.len());
 }
 
 fn wait_for_all_results(data_dir: &Path, workload: &Workload) {
@@ -34,7 +34,8 @@ fn sigkill_mid_run_then_restart_matches_an_uninterrupted_run() {
     send_lines(&data, &module, "add-to-cart", &workload.order_records(&workload.orders));
     wait_for_all_results(&data, &workload);
     assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
-    let (reference_results, reference_state) = cart::check(&data, &workload);
+    let reference = cart::check(&data, &workload);
+    assert_eq!(reference.redelivered, 0, "the local log drops re-published records by id");
 
     // The same workload, with a SIGKILL while the first half is being processed.
     let crash_dir = tempfile::tempdir().expect("tempdir");
@@ -53,8 +54,9 @@ fn sigkill_mid_run_then_restart_matches_an_uninterrupted_run() {
     let mut restarted = Runtime::start(&data, &module, &[]);
     wait_for_all_results(&data, &workload);
     assert!(restarted.terminate().success(), "runtime log:\n{}", restarted.log_text());
-    let (results, state) = cart::check(&data, &workload);
+    let report = cart::check(&data, &workload);
+    assert_eq!(report.redelivered, 0, "no result delivered twice");
 
-    assert_eq!(results, reference_results, "the same result for every request");
-    assert_eq!(state, reference_state, "the same carts and inventory levels");
+    assert_eq!(report.results, reference.results, "the same result for every request");
+    assert_eq!(report.state, reference.state, "the same carts and inventory levels");
 }
