@@ -2,6 +2,7 @@
 //! process (so tests can kill it), serves functions in-process over HTTP, and
 //! reads streams, state and dead letters back through the CLI.
 
+pub mod aws;
 pub mod cart;
 
 use std::net::SocketAddr;

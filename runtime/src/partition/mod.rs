@@ -406,8 +406,11 @@ impl Partition {
     }
 
     /// Notes that the outbox of `epoch` (and every earlier one) is published.
+    /// When that outbox held anything, the next epoch is committed even if
+    /// nothing else changes, so a restart does not publish it all again.
     pub fn mark_published(&mut self, epoch: u64) {
-        while self.unpublished.front().is_some_and(|o| o.epoch <= epoch) {
+        while let Some(outbox) = self.unpublished.front().filter(|o| o.epoch <= epoch) {
+            self.changed |= !outbox.entries.is_empty();
             self.unpublished.pop_front();
         }
         self.published_through = self.published_through.max(epoch);

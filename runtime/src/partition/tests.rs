@@ -480,6 +480,22 @@ fn restore_brings_back_state_mailboxes_and_timers_and_resends_in_flight_batches(
 }
 
 #[test]
+fn publishing_a_non_empty_outbox_is_recorded_by_the_next_commit_and_an_empty_one_is_not() {
+    let mut p = partition();
+    p.advance_position("in", "s", "1");
+    let (_, empty) = p.seal(false);
+    p.mark_published(empty.epoch);
+    assert!(!p.has_changes(), "an empty outbox needs no commit of its publication");
+    let mut m = message("a", 1);
+    m.target = Some(FunctionType::new("nobody", "here").address("x"));
+    p.deliver(m, 0);
+    let (_, full) = p.seal(false);
+    p.mark_published(full.epoch);
+    assert!(p.has_changes());
+    assert_eq!(p.seal(false).0.published_through, full.epoch);
+}
+
+#[test]
 fn snapshot_keeps_unpublished_outboxes_and_restore_returns_them() {
     let mut p = partition();
     let mut m = message("a", 1);

@@ -1,0 +1,122 @@
+//! Deployments on the local AWS stack (LocalStack for S3 and Kinesis, moto for
+//! DynamoDB, `cargo lambda watch` for Lambda), started by `scripts/local-aws.sh up`.
+//!
+//! Each deployment gets its own table, bucket prefix, exchange, dead-letter
+//! and ingress streams (a random suffix), so scenarios never see each other's
+//! state; the egress streams are shared (the example functions name them), so
+//! scenarios tell their records apart by the workload's name prefix.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::{Deployment, statefun};
+
+/// The stack's variables (`AWS_ENDPOINT_URL`, ...), starting the stack on first use.
+pub fn local_aws_env() -> &'static [(String, String)] {
+    static ENV: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let script = repo_root().join("scripts/local-aws.sh");
+        let up = Command::new("bash").arg(&script).arg("up").status().expect("run local-aws.sh up");
+        assert!(up.success(), "scripts/local-aws.sh up failed");
+        let env = Command::new("bash").arg(&script).arg("env").output().expect("run local-aws.sh env");
+        assert!(env.status.success(), "scripts/local-aws.sh env failed");
+        String::from_utf8_lossy(&env.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("export "))
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches(|c| c == '\'' || c == '"').to_owned()))
+            .collect()
+    })
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A deployment of the runtime on the local AWS stack.
+pub struct AwsDeployment {
+    pub suffix: String,
+    envs: Vec<(String, String)>,
+    scratch: tempfile::TempDir,
+}
+
+impl AwsDeployment {
+    pub fn new() -> Self {
+        let suffix = format!("{:08x}", rand_u32());
+        let mut envs = local_aws_env().to_vec();
+        envs.extend(
+            [
+                ("STATEFUN_BACKEND", "aws".to_owned()),
+                ("STATEFUN_TABLE", format!("statefun-test-{suffix}")),
+                ("STATEFUN_BUCKET", "statefun-tests".to_owned()),
+                ("STATEFUN_PREFIX", format!("run-{suffix}/")),
+                ("STATEFUN_EXCHANGE_STREAM", format!("exchange-{suffix}")),
+                ("STATEFUN_DEAD_LETTER_STREAM", format!("dead-letters-{suffix}")),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        Self { suffix, envs, scratch: tempfile::tempdir().expect("tempdir") }
+    }
+
+    /// Creates the table, bucket and streams of `module` (and the example's egress streams).
+    pub fn setup(&self, module: &Path, partitions: u32) {
+        let module = module.to_string_lossy();
+        let partitions = partitions.to_string();
+        statefun(
+            self,
+            &[
+                "setup",
+                "--module",
+                &module,
+                "--partitions",
+                &partitions,
+                "--stream-shards",
+                "2",
+                "--egress-stream",
+                "cart-results",
+                "--egress-stream",
+                "inventory-updates",
+            ],
+        );
+    }
+
+    /// The example's module.yaml with this deployment's ingress stream names
+    /// and, in place of the HTTP endpoint, the documents given.
+    pub fn shopping_cart_module(&self, endpoints: &str) -> PathBuf {
+        let template = include_str!("../../functions/examples/shopping-cart/module.yaml");
+        let rest = template.split_once("\n---\n").map(|(_, rest)| rest).expect("endpoint document first");
+        let text = format!(
+            "{endpoints}\n---\n{}",
+            rest.replace("stream: add-to-cart", &format!("stream: add-to-cart-{}", self.suffix))
+                .replace("stream: restock", &format!("stream: restock-{}", self.suffix))
+        );
+        let path = self.scratch.path().join("module.yaml");
+        std::fs::write(&path, text).expect("write module.yaml");
+        path
+    }
+
+    pub fn ingress(&self, stream: &str) -> String {
+        format!("{stream}-{}", self.suffix)
+    }
+}
+
+impl Default for AwsDeployment {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Deployment for AwsDeployment {
+    fn envs(&self) -> Vec<(String, String)> {
+        self.envs.clone()
+    }
+    fn scratch(&self) -> PathBuf {
+        self.scratch.path().to_path_buf()
+    }
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    nanos ^ std::process::id().rotate_left(16)
+}

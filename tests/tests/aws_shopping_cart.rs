@@ -1,0 +1,117 @@
+//! The shopping cart end to end on the local AWS stack: Kinesis ingress,
+//! exchange and egress, S3 checkpoints, DynamoDB commits, and the functions
+//! invoked through the Lambda Invoke API (`cargo lambda watch`) or over HTTP.
+//! Every scenario restocks 10 items, sends 1,000 AddToCart events over 50
+//! users and checks that every event has exactly one result, that reserved +
+//! in stock equals what was restocked, and that every cart matches its results.
+
+use std::time::{Duration, Instant};
+
+use statefun_tests::aws::AwsDeployment;
+use statefun_tests::cart::{self, Shape, Workload};
+use statefun_tests::{FunctionServer, Runtime, send_lines, wait_until};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+const PARTITIONS: u32 = 4;
+
+const LAMBDA_ENDPOINT: &str = "kind: statefun-aws.endpoints.v1/lambda
+spec:
+  functions: shoppingcart/*
+  functionName: shopping-cart
+  transport:
+    call: 30s";
+
+fn shape(seed: u64) -> Shape {
+    Shape { users: 50, events: 1000, plenty: 6, scarce: 2, missing: 2, seed }
+}
+
+fn restock(deployment: &AwsDeployment, module: &std::path::Path, workload: &Workload) {
+    send_lines(deployment, module, &deployment.ingress("restock"), &workload.restock_records());
+    wait_until(TIMEOUT, "restocks to be applied", || workload.restocks_applied(deployment) == workload.restocks.len());
+}
+
+fn all_results(deployment: &AwsDeployment, workload: &Workload) -> bool {
+    workload.results(deployment).len() >= workload.orders.len()
+}
+
+/// Runs the workload start to end with one worker; returns the seconds it took.
+fn run_workload(deployment: &AwsDeployment, module: &std::path::Path, workload: &Workload) -> f64 {
+    let mut runtime = Runtime::start(deployment, module, &["--partitions", &PARTITIONS.to_string()]);
+    restock(deployment, module, workload);
+    let started = Instant::now();
+    send_lines(deployment, module, &deployment.ingress("add-to-cart"), &workload.order_records(&workload.orders));
+    wait_until(TIMEOUT, "a result for every order", || all_results(deployment, workload));
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
+    seconds
+}
+
+#[test]
+fn the_shopping_cart_runs_on_kinesis_s3_dynamodb_with_functions_invoked_through_lambda() {
+    let deployment = AwsDeployment::new();
+    let module = deployment.shopping_cart_module(LAMBDA_ENDPOINT);
+    deployment.setup(&module, PARTITIONS);
+    let workload = cart::generate(&format!("lambda-{}-", deployment.suffix), shape(11));
+    let seconds = run_workload(&deployment, &module, &workload);
+    let report = cart::check(&deployment, &workload);
+    eprintln!(
+        "lambda: {} events, {} results checked in {seconds:.1} s ({} redelivered)",
+        workload.orders.len(),
+        report.results.len(),
+        report.redelivered
+    );
+    assert_eq!(report.redelivered, 0, "no crash, so no result is delivered twice");
+}
+
+#[test]
+fn the_shopping_cart_runs_on_kinesis_s3_dynamodb_with_functions_over_http() {
+    let server = FunctionServer::start(shopping_cart::functions());
+    let deployment = AwsDeployment::new();
+    let endpoint = format!(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun",
+        server.addr
+    );
+    let module = deployment.shopping_cart_module(&endpoint);
+    deployment.setup(&module, PARTITIONS);
+    let workload = cart::generate(&format!("http-{}-", deployment.suffix), shape(12));
+    let seconds = run_workload(&deployment, &module, &workload);
+    let report = cart::check(&deployment, &workload);
+    eprintln!("http: {} events, {} results checked in {seconds:.1} s", workload.orders.len(), report.results.len());
+    assert_eq!(report.redelivered, 0, "no crash, so no result is delivered twice");
+}
+
+#[test]
+fn a_worker_killed_mid_run_is_replaced_and_the_checks_still_hold() {
+    let server = FunctionServer::start(shopping_cart::functions());
+    let deployment = AwsDeployment::new();
+    let endpoint = format!(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun",
+        server.addr
+    );
+    let module = deployment.shopping_cart_module(&endpoint);
+    deployment.setup(&module, PARTITIONS);
+    let workload = cart::generate(&format!("restart-{}-", deployment.suffix), shape(13));
+    let partitions = PARTITIONS.to_string();
+    let mut first = Runtime::start(&deployment, &module, &["--partitions", &partitions]);
+    restock(&deployment, &module, &workload);
+    // Half the events before the kill, half while no worker runs: the kill is mid-run.
+    let (first_half, second_half) = workload.orders.split_at(workload.orders.len() / 2);
+    let ingress = deployment.ingress("add-to-cart");
+    send_lines(&deployment, &module, &ingress, &workload.order_records(first_half));
+    wait_until(TIMEOUT, "the first results", || workload.results(&deployment).len() >= workload.orders.len() / 4);
+    first.kill();
+    let at_kill = workload.results(&deployment).len();
+    assert!(at_kill < workload.orders.len());
+    send_lines(&deployment, &module, &ingress, &workload.order_records(second_half));
+    let restarted_at = Instant::now();
+    let mut second = Runtime::start(&deployment, &module, &["--partitions", &partitions]);
+    wait_until(TIMEOUT, "a result for every order", || all_results(&deployment, &workload));
+    let seconds = restarted_at.elapsed().as_secs_f64();
+    assert!(second.terminate().success(), "runtime log:\n{}", second.log_text());
+    let report = cart::check(&deployment, &workload);
+    eprintln!(
+        "restart: killed with {at_kill} of {} results; the new worker finished in {seconds:.1} s; {} results redelivered",
+        workload.orders.len(),
+        report.redelivered
+    );
+}
