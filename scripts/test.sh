@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit and property tests, and the
 # end-to-end tests that start the `statefun` binary against real functions
-# (the Rust SDK over HTTP, and the official StateFun Python SDK in a venv
-# under .local/, created on first use).
+# (the Rust SDK over HTTP and as a Lambda, and the official StateFun Python SDK
+# in a venv under .local/) on the local backends and on the local AWS stack
+# (LocalStack, moto, cargo lambda watch: installed under .local/ on first use,
+# started here and stopped at the end if this run started them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,15 @@ cargo build --bins
 
 echo "== preparing the StateFun Python SDK environment (.local/python-statefun)"
 bash scripts/python-env.sh >/dev/null
+
+echo "== starting the local AWS stack (scripts/local-aws.sh up)"
+if bash scripts/local-aws.sh status >/dev/null 2>&1; then
+  echo "(already running: left running afterwards)"
+else
+  trap 'echo "== stopping the local AWS stack"; bash scripts/local-aws.sh down' EXIT
+fi
+bash scripts/local-aws.sh up
+eval "$(bash scripts/local-aws.sh env)"
 
 echo "== cargo test --workspace"
 cargo test --workspace
