@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod cart;
+pub mod python;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

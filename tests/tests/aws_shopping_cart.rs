@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use statefun_tests::aws::AwsDeployment;
 use statefun_tests::cart::{self, Shape, Workload};
-use statefun_tests::{FunctionServer, Runtime, send_lines, wait_until};
+use statefun_tests::python::{PythonServer, python_env};
+use statefun_tests::{Deployment, FunctionServer, Runtime, send_lines, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 const PARTITIONS: u32 = 4;
@@ -78,6 +79,36 @@ fn the_shopping_cart_runs_on_kinesis_s3_dynamodb_with_functions_over_http() {
     let report = cart::check(&deployment, &workload);
     eprintln!("http: {} events, {} results checked in {seconds:.1} s", workload.orders.len(), report.results.len());
     assert_eq!(report.redelivered, 0, "no crash, so no result is delivered twice");
+}
+
+#[test]
+fn the_shopping_cart_runs_with_an_inventory_written_with_the_statefun_python_sdk_in_the_chain() {
+    let carts = FunctionServer::start(shopping_cart::functions());
+    let deployment = AwsDeployment::new();
+    let descriptors = deployment.scratch().join("descriptors.binpb");
+    std::fs::write(&descriptors, statefun_proto::FILE_DESCRIPTOR_SET).expect("write descriptors");
+    let python = python_env();
+    let descriptors = descriptors.to_string_lossy();
+    let inventory = PythonServer::start(&python, "inventory.py", &[&descriptors, "0"], &deployment.scratch());
+    let endpoints = format!(
+        "kind: io.statefun.endpoints.v2/http
+spec:
+  functions: shoppingcart/cart
+  urlPathTemplate: http://{}/statefun
+---
+kind: io.statefun.endpoints.v2/http
+spec:
+  functions: shoppingcart/inventory
+  urlPathTemplate: http://127.0.0.1:{}/",
+        carts.addr, inventory.port
+    );
+    let module = deployment.shopping_cart_module(&endpoints);
+    deployment.setup(&module, PARTITIONS);
+    let workload = cart::generate(&format!("python-{}-", deployment.suffix), shape(14));
+    let seconds = run_workload(&deployment, &module, &workload);
+    let report = cart::check(&deployment, &workload);
+    eprintln!("python inventory: {} events, {} results checked in {seconds:.1} s", workload.orders.len(), report.results.len());
+    assert_eq!(report.redelivered, 0, "no crash, so no result is delivered twice; python stderr:\n{}", inventory.stderr_text());
 }
 
 #[test]

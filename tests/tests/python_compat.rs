@@ -9,88 +9,14 @@
 //! ignored `.local/`, created on first use; needs python3 and PyPI).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use statefun_tests::python::{PythonServer, python_env};
 use statefun_tests::{Runtime, dead_letters_json, state_json, statefun, tail_json};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-/// Runs scripts/python-env.sh and returns the venv's python (the last stdout line).
-fn python_env() -> PathBuf {
-    let root = repo_root();
-    let output = Command::new("bash")
-        .arg(root.join("scripts/python-env.sh"))
-        .current_dir(&root)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run bash scripts/python-env.sh");
-    assert!(
-        output.status.success(),
-        "scripts/python-env.sh failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let python = PathBuf::from(stdout.lines().last().expect("python-env.sh printed no path").trim());
-    assert!(python.exists(), "python-env.sh printed {}, which does not exist", python.display());
-    python
-}
-
-/// tests/python/greeter.py as a child process; killed on drop.
-struct PythonServer {
-    child: Child,
-    port: u16,
-    stderr: PathBuf,
-}
-
-impl PythonServer {
-    fn start(python: &Path, dir: &Path) -> Self {
-        let stderr = dir.join("greeter.stderr.log");
-        let mut child = Command::new(python)
-            .arg(repo_root().join("tests/python/greeter.py"))
-            .arg("0")
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("greeter stderr file"))
-            .spawn()
-            .expect("start greeter.py");
-        let stdout = child.stdout.take().expect("greeter stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut server = Self { child, port: 0, stderr };
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let port = line.trim().strip_prefix("listening on http://127.0.0.1:").and_then(|p| p.parse().ok());
-        match port {
-            Some(port) => server.port = port,
-            None => panic!("greeter.py did not report its port (first line {line:?}); stderr:\n{}", server.stderr_text()),
-        }
-        server
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for PythonServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn write_module(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("module.yaml");
@@ -151,7 +77,7 @@ fn official_statefun_python_sdk_functions_negotiate_state_message_each_other_and
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let server = PythonServer::start(&python, dir.path());
+    let server = PythonServer::start(&python, "greeter.py", &["0"], dir.path());
     let module = write_module(dir.path(), server.port);
     let mut runtime = Runtime::start(&data, &module, &[]);
     let diagnostics = |runtime: &Runtime| {
