@@ -22,6 +22,10 @@ spec:
   transport:
     call: 30s";
 
+fn http_endpoint(server: &FunctionServer) -> String {
+    format!("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun", server.addr)
+}
+
 fn shape(seed: u64) -> Shape {
     Shape { users: 50, events: 1000, plenty: 6, scarce: 2, missing: 2, seed }
 }
@@ -68,11 +72,7 @@ fn the_shopping_cart_runs_on_kinesis_s3_dynamodb_with_functions_invoked_through_
 fn the_shopping_cart_runs_on_kinesis_s3_dynamodb_with_functions_over_http() {
     let server = FunctionServer::start(shopping_cart::functions());
     let deployment = AwsDeployment::new();
-    let endpoint = format!(
-        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun",
-        server.addr
-    );
-    let module = deployment.shopping_cart_module(&endpoint);
+    let module = deployment.shopping_cart_module(&http_endpoint(&server));
     deployment.setup(&module, PARTITIONS);
     let workload = cart::generate(&format!("http-{}-", deployment.suffix), shape(12));
     let seconds = run_workload(&deployment, &module, &workload);
@@ -115,11 +115,7 @@ spec:
 fn a_worker_killed_mid_run_is_replaced_and_the_checks_still_hold() {
     let server = FunctionServer::start(shopping_cart::functions());
     let deployment = AwsDeployment::new();
-    let endpoint = format!(
-        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun",
-        server.addr
-    );
-    let module = deployment.shopping_cart_module(&endpoint);
+    let module = deployment.shopping_cart_module(&http_endpoint(&server));
     deployment.setup(&module, PARTITIONS);
     let workload = cart::generate(&format!("restart-{}-", deployment.suffix), shape(13));
     let partitions = PARTITIONS.to_string();

@@ -12,7 +12,7 @@ use statefun_proto::internal::DeadLetter;
 use statefun_runtime::address::{self, FunctionType};
 use statefun_runtime::checkpoint;
 use statefun_runtime::log::Position;
-use statefun_runtime::partition::{BatchLimits, Catalog, Partition};
+use statefun_runtime::partition::{NoEndpoints, Partition};
 use statefun_runtime::values::ValueCodec;
 
 use super::Storage;
@@ -39,21 +39,6 @@ pub struct DeadLetterArgs {
     stream: String,
     #[arg(long)]
     json: bool,
-}
-
-/// Restoring for inspection needs no endpoints.
-struct NoEndpoints;
-
-impl Catalog for NoEndpoints {
-    fn batch_limits(&self, _: &FunctionType) -> Option<BatchLimits> {
-        None
-    }
-    fn has_egress(&self, _: &str) -> bool {
-        false
-    }
-    fn is_internal_stream(&self, _: &str) -> bool {
-        false
-    }
 }
 
 pub async fn state(args: StateArgs) -> anyhow::Result<()> {

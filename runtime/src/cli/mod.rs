@@ -55,6 +55,37 @@ pub struct Storage {
     pub prefix: String,
 }
 
+/// What a deployment is made of, shared by `run` and `setup`.
+#[derive(Args, Clone)]
+pub struct Topology {
+    /// The StateFun module.yaml (endpoints, ingresses, egresses).
+    #[arg(long, env = "STATEFUN_MODULE", default_value = "module.yaml")]
+    pub module: PathBuf,
+    /// Number of partitions; fixed for the life of the data.
+    #[arg(long, env = "STATEFUN_PARTITIONS", default_value_t = 4)]
+    pub partitions: u32,
+    /// Shards of the ingress and egress streams created (local mode, `setup`).
+    #[arg(long, env = "STATEFUN_STREAM_SHARDS", default_value_t = 4)]
+    pub stream_shards: u32,
+    /// The stream carrying messages between partitions (one shard per partition).
+    #[arg(long, env = "STATEFUN_EXCHANGE_STREAM", default_value = "statefun-exchange")]
+    pub exchange_stream: String,
+    #[arg(long, env = "STATEFUN_DEAD_LETTER_STREAM", default_value = "statefun-dead-letters")]
+    pub dead_letter_stream: String,
+}
+
+impl Topology {
+    /// Loads module.yaml (logging its warnings) and checks the partition count.
+    pub fn load(&self) -> anyhow::Result<statefun_runtime::config::ModuleConfig> {
+        anyhow::ensure!(self.partitions >= 1 && self.partitions <= 4096, "--partitions must be between 1 and 4096");
+        let module = statefun_runtime::config::ModuleConfig::load(&self.module)?;
+        for warning in &module.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(module)
+    }
+}
+
 impl Storage {
     async fn sdk_config(&self) -> aws_config::SdkConfig {
         statefun_runtime::aws::aws_sdk_config(self.region.as_deref()).await

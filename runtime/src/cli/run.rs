@@ -1,27 +1,21 @@
 //! `statefun run`: load module.yaml, then run every partition until SIGINT/SIGTERM.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use statefun_runtime::config::ModuleConfig;
 use statefun_runtime::invoke::retry::RetryPolicy;
 use statefun_runtime::node::{self, NodeSettings};
 use statefun_runtime::partition::worker::WorkerSettings;
 
-use super::{BackendKind, Storage, duration};
+use super::{BackendKind, Storage, Topology, duration};
 
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
     storage: Storage,
-    /// The StateFun module.yaml (endpoints, ingresses, egresses).
-    #[arg(long, env = "STATEFUN_MODULE", default_value = "module.yaml")]
-    module: PathBuf,
-    /// Number of partitions; fixed for the life of the data.
-    #[arg(long, env = "STATEFUN_PARTITIONS", default_value_t = 4)]
-    partitions: u32,
+    #[command(flatten)]
+    topology: Topology,
     /// How often each partition commits an epoch.
     #[arg(long, env = "STATEFUN_COMMIT_INTERVAL", default_value = "100ms", value_parser = duration)]
     commit_interval: Duration,
@@ -39,33 +33,22 @@ pub struct RunArgs {
     invoke_backoff: Duration,
     #[arg(long, env = "STATEFUN_INVOKE_MAX_BACKOFF", default_value = "5s", value_parser = duration)]
     invoke_max_backoff: Duration,
-    /// Shards of the local streams the runtime creates (ingress, egress).
-    #[arg(long, env = "STATEFUN_STREAM_SHARDS", default_value_t = 4)]
-    stream_shards: u32,
-    #[arg(long, env = "STATEFUN_EXCHANGE_STREAM", default_value = "statefun-exchange")]
-    exchange_stream: String,
-    #[arg(long, env = "STATEFUN_DEAD_LETTER_STREAM", default_value = "statefun-dead-letters")]
-    dead_letter_stream: String,
     /// How often idle inputs are polled.
     #[arg(long, env = "STATEFUN_POLL_INTERVAL", default_value = "10ms", value_parser = duration)]
     poll_interval: Duration,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let module = ModuleConfig::load(&args.module)?;
-    for warning in &module.warnings {
-        tracing::warn!("{warning}");
-    }
-    anyhow::ensure!(args.partitions >= 1 && args.partitions <= 4096, "--partitions must be between 1 and 4096");
+    let module = args.topology.load()?;
     anyhow::ensure!(args.invoke_attempts >= 1, "--invoke-attempts must be at least 1");
     anyhow::ensure!(args.snapshot_every >= 1, "--snapshot-every must be at least 1");
     anyhow::ensure!(!args.commit_interval.is_zero(), "--commit-interval must be above zero");
     let settings = NodeSettings {
-        partitions: args.partitions,
+        partitions: args.topology.partitions,
         owner: owner_name(),
-        exchange_stream: args.exchange_stream,
-        dead_letter_stream: args.dead_letter_stream,
-        stream_shards: args.stream_shards.max(1),
+        exchange_stream: args.topology.exchange_stream,
+        dead_letter_stream: args.topology.dead_letter_stream,
+        stream_shards: args.topology.stream_shards.max(1),
         worker: WorkerSettings {
             commit_interval: args.commit_interval,
             snapshot_every: args.snapshot_every,

@@ -4,43 +4,31 @@
 //! missing. For trying things on a local AWS stack and for tests; real
 //! deployments create them with Terraform. Idempotent.
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 use clap::Args;
 use statefun_runtime::checkpoint::s3::S3BlobStore;
-use statefun_runtime::config::ModuleConfig;
 use statefun_runtime::coordination::dynamodb::DynamoCommitStore;
 use statefun_runtime::log::LogStore;
 use statefun_runtime::log::kinesis::KinesisLogStore;
 use statefun_runtime::log::local::LocalLogStore;
 
-use super::{BackendKind, Storage};
+use super::{BackendKind, Storage, Topology};
 
 #[derive(Args)]
 pub struct SetupArgs {
     #[command(flatten)]
     storage: Storage,
-    #[arg(long, env = "STATEFUN_MODULE", default_value = "module.yaml")]
-    module: PathBuf,
-    #[arg(long, env = "STATEFUN_PARTITIONS", default_value_t = 4)]
-    partitions: u32,
-    /// Shards of the ingress and egress streams created.
-    #[arg(long, env = "STATEFUN_STREAM_SHARDS", default_value_t = 4)]
-    stream_shards: u32,
-    #[arg(long, env = "STATEFUN_EXCHANGE_STREAM", default_value = "statefun-exchange")]
-    exchange_stream: String,
-    #[arg(long, env = "STATEFUN_DEAD_LETTER_STREAM", default_value = "statefun-dead-letters")]
-    dead_letter_stream: String,
+    #[command(flatten)]
+    topology: Topology,
     /// An egress stream to create (functions name them in their records, module.yaml does not); repeatable.
     #[arg(long = "egress-stream")]
     egress_streams: Vec<String>,
 }
 
 pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
-    let module = ModuleConfig::load(&args.module)?;
-    anyhow::ensure!(args.partitions >= 1 && args.partitions <= 4096, "--partitions must be between 1 and 4096");
-    let shards = args.stream_shards.max(1);
+    let module = args.topology.load()?;
+    let topology = &args.topology;
+    let shards = topology.stream_shards.max(1);
     let log: Box<dyn LogStore> = match args.storage.backend {
         BackendKind::Local => Box::new(LocalLogStore::new(&args.storage.data_dir)),
         BackendKind::Aws => {
@@ -53,7 +41,7 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
             Box::new(KinesisLogStore::new(&config, true))
         }
     };
-    let mut streams = vec![(args.exchange_stream.clone(), args.partitions), (args.dead_letter_stream.clone(), 1)];
+    let mut streams = vec![(topology.exchange_stream.clone(), topology.partitions), (topology.dead_letter_stream.clone(), 1)];
     streams.extend(module.ingress_streams().map(|(_, s)| (s.stream.clone(), shards)));
     streams.extend(args.egress_streams.iter().map(|s| (s.clone(), shards)));
     for (stream, count) in streams {

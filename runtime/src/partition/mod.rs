@@ -56,6 +56,22 @@ pub trait Catalog: Send + Sync {
     fn is_internal_stream(&self, stream: &str) -> bool;
 }
 
+/// A catalog with no endpoints and no egresses: for restoring a partition to
+/// look at its state, where nothing is invoked or published.
+pub struct NoEndpoints;
+
+impl Catalog for NoEndpoints {
+    fn batch_limits(&self, _: &FunctionType) -> Option<BatchLimits> {
+        None
+    }
+    fn has_egress(&self, _: &str) -> bool {
+        false
+    }
+    fn is_internal_stream(&self, _: &str) -> bool {
+        false
+    }
+}
+
 /// Work the partition asks its driver to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {

@@ -286,19 +286,7 @@ fn queued_messages_of_a_type_that_lost_its_endpoint_are_dead_lettered_on_resume(
     p.deliver(message("a", 1), 0);
     p.deliver(message("a", 2), 0);
     let history = vec![p.seal(true).0];
-    struct Nothing;
-    impl Catalog for Nothing {
-        fn batch_limits(&self, _: &FunctionType) -> Option<BatchLimits> {
-            None
-        }
-        fn has_egress(&self, _: &str) -> bool {
-            false
-        }
-        fn is_internal_stream(&self, _: &str) -> bool {
-            false
-        }
-    }
-    let mut restored = Partition::restore(0, 1, Arc::new(Nothing), history);
+    let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), history);
     restored.resume(0);
     assert!(invocations(&mut restored).is_empty());
     assert_eq!(restored.queued_messages(), 0, "nothing stays stuck in the mailbox");
