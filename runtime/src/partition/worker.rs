@@ -67,10 +67,10 @@ const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 struct InputBatch {
     input: usize,
     records: Vec<LogRecord>,
-    /// Where a `Latest` start resolved to, so that it is committed and a
-    /// restart does not resolve it again past records it never read.
-    resolved: Option<String>,
 }
+
+/// Marks a committed position that is a time (a pinned `Latest` start), not a sequence number.
+const TIME_POSITION: char = '@';
 
 struct InvocationDone {
     address: Address,
@@ -107,10 +107,7 @@ impl PartitionWorker {
         let (input_tx, mut input_rx) = mpsc::channel::<InputBatch>(4);
         let mut readers = JoinSet::new();
         for (index, input) in inputs.iter().enumerate() {
-            let start = match partition.position(&input.stream, &input.shard) {
-                Some(sequence) => Position::After(sequence.to_owned()),
-                None => input.start.clone(),
-            };
+            let start = start_position(&mut partition, input);
             readers.spawn(read_loop(log.clone(), input.clone(), index, start, input_tx.clone(), settings.clone()));
         }
         drop(input_tx);
@@ -133,11 +130,7 @@ impl PartitionWorker {
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting => {
-                    let input = &inputs[batch.input];
-                    if let Some(sequence) = &batch.resolved {
-                        partition.advance_position(&input.stream, &input.shard, sequence);
-                    }
-                    route_input(&mut partition, input, batch.records);
+                    route_input(&mut partition, &inputs[batch.input], batch.records);
                 }
                 Some(done) = done_rx.recv() => {
                     partition.on_invocation_result(&done.address, done.token, done.outcome, now_ms());
@@ -199,6 +192,28 @@ impl PartitionWorker {
             committer_task.abort();
         }
         result
+    }
+}
+
+/// Where an input's reader starts: after the committed position, else at the
+/// configured start. A `Latest` start is pinned to the current time and
+/// committed with the first epoch, so a restart before any record arrived
+/// does not skip what was appended meanwhile.
+fn start_position(partition: &mut Partition, input: &Input) -> Position {
+    match partition.position(&input.stream, &input.shard) {
+        Some(time) if time.starts_with(TIME_POSITION) => {
+            Position::AtTimestamp(time[TIME_POSITION.len_utf8()..].parse().unwrap_or(0))
+        }
+        Some(sequence) => Position::After(sequence.to_owned()),
+        None => {
+            let pinned = match input.start {
+                Position::Latest => now_ms(),
+                Position::AtTimestamp(at) => at,
+                ref other => return other.clone(),
+            };
+            partition.advance_position(&input.stream, &input.shard, &format!("{TIME_POSITION}{pinned}"));
+            Position::AtTimestamp(pinned)
+        }
     }
 }
 
@@ -265,20 +280,14 @@ async fn read_loop(
     settings: WorkerSettings,
 ) {
     let mut failures = 0u32;
-    let mut unpinned = position == Position::Latest;
     loop {
         match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
             Ok((records, next)) => {
                 failures = 0;
-                let resolved = match (&next, unpinned && records.is_empty()) {
-                    (Position::After(sequence), true) => Some(sequence.clone()),
-                    _ => None,
-                };
-                unpinned &= !matches!(next, Position::After(_));
                 position = next;
-                if records.is_empty() && resolved.is_none() {
+                if records.is_empty() {
                     tokio::time::sleep(settings.poll_interval).await;
-                } else if tx.send(InputBatch { input: index, records, resolved }).await.is_err() {
+                } else if tx.send(InputBatch { input: index, records }).await.is_err() {
                     return;
                 }
             }
@@ -289,5 +298,38 @@ async fn read_loop(
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::NoEndpoints;
+
+    fn input(start: Position) -> Input {
+        Input { stream: "in".into(), shard: "s".into(), kind: InputKind::Exchange, start }
+    }
+
+    #[test]
+    fn a_latest_start_is_pinned_to_a_time_that_a_restart_reads_back() {
+        let mut partition = Partition::new(0, 1, Arc::new(NoEndpoints), 1);
+        let before = now_ms();
+        let Position::AtTimestamp(at) = start_position(&mut partition, &input(Position::Latest)) else {
+            panic!("Latest becomes a time");
+        };
+        assert!(at >= before);
+        assert!(partition.has_changes(), "the pinned start is committed with the first epoch");
+        let (record, _) = partition.seal(true);
+        let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), vec![record]);
+        assert_eq!(start_position(&mut restored, &input(Position::Latest)), Position::AtTimestamp(at));
+    }
+
+    #[test]
+    fn a_committed_sequence_wins_and_a_start_from_the_beginning_needs_no_pin() {
+        let mut partition = Partition::new(0, 1, Arc::new(NoEndpoints), 1);
+        assert_eq!(start_position(&mut partition, &input(Position::Start)), Position::Start);
+        assert!(!partition.has_changes());
+        partition.advance_position("in", "s", "42");
+        assert_eq!(start_position(&mut partition, &input(Position::Latest)), Position::After("42".into()));
     }
 }
