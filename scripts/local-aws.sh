@@ -262,6 +262,8 @@ start_localstack() {
     #   it listen on 127.0.0.1.
     # DNS_ADDRESS=0: no DNS server (it would listen on port 53 of all interfaces).
     # KINESIS_PERSISTENCE=0, PERSISTENCE=0: state in memory only.
+    # KINESIS_SHARD_LIMIT: every test deployment creates its own streams; the default
+    #   account limit of 100 shards would be reached after a few runs on one stack.
     # local_aws_localstack.py runs localstack.runtime.main with its gateway listening on
     #   LOCAL_AWS_LISTEN_HOST only (its twisted server ignores GATEWAY_LISTEN's host) and S3's
     #   object files in LOCAL_AWS_S3_DIR rather than a hard-coded /tmp/localstack-s3-storage.
@@ -282,6 +284,7 @@ start_localstack() {
         DISABLE_EVENTS=1 \
         PERSISTENCE=0 \
         KINESIS_PERSISTENCE=0 \
+        KINESIS_SHARD_LIMIT=100000 \
         LOCAL_AWS_LISTEN_HOST="$HOST" \
         LOCAL_AWS_S3_DIR="$RUN/tmp/s3-storage" \
         "$LOCALSTACK_VENV/bin/python" "$LOCALSTACK_MAIN"

@@ -15,7 +15,7 @@ use statefun_runtime::log::Position;
 use statefun_runtime::partition::{NoEndpoints, Partition};
 use statefun_runtime::values::ValueCodec;
 
-use super::Storage;
+use super::{Storage, patiently};
 
 #[derive(Args)]
 pub struct StateArgs {
@@ -97,7 +97,7 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
     for shard in backends.log.shards(&args.stream).await? {
         let mut position = Position::Start;
         loop {
-            let (records, next) = backends.log.read(&args.stream, &shard, &position, 1000).await?;
+            let (records, next) = patiently(|| backends.log.read(&args.stream, &shard, &position, 1000)).await?;
             if records.is_empty() {
                 break;
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use statefun_runtime::log::{LogStore, kinesis::KinesisLogStore, local::LocalLogStore};
+use statefun_runtime::log::{LogError, LogStore, kinesis::KinesisLogStore, local::LocalLogStore};
 use statefun_runtime::node::Backends;
 
 #[derive(Parser)]
@@ -135,6 +135,27 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::DeadLetters(args) => inspect::dead_letters(args).await,
         Command::Setup(args) => setup::setup(args).await,
     }
+}
+
+/// Retries a stream call while its error is retryable (throttling, a busy
+/// backend), a few times with backoff: the CLI shares the streams' limits
+/// with running workers.
+pub async fn patiently<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, LogError>
+where
+    Fut: std::future::Future<Output = Result<T, LogError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..8 {
+        match call().await {
+            Err(e) if e.is_retryable() => {
+                tracing::debug!("retrying in {delay:?}: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+    call().await
 }
 
 /// Parses durations such as `100ms`, `5s`, `2m`.

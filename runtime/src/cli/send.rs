@@ -10,7 +10,7 @@ use statefun_runtime::config::ModuleConfig;
 use statefun_runtime::log::{AppendRecord, ShardChoice};
 use statefun_runtime::values::ValueCodec;
 
-use super::Storage;
+use super::{Storage, patiently};
 
 #[derive(Args)]
 pub struct SendArgs {
@@ -84,9 +84,9 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         records.push(AppendRecord { partition_key: key, shard: ShardChoice::ByKey, data: codec.encode(&typename, &value)?, id: None });
     }
     let log = args.storage.log().await?;
-    log.ensure_stream(&args.stream, args.shards).await?;
+    patiently(|| log.ensure_stream(&args.stream, args.shards)).await?;
     let count = records.len();
-    log.append(&args.stream, records).await?;
+    patiently(|| log.append(&args.stream, records.clone())).await?;
     eprintln!("appended {count} record(s) of {typename} to {}", args.stream);
     Ok(())
 }

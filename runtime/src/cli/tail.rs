@@ -9,7 +9,7 @@ use serde_json::json;
 use statefun_runtime::log::{LogError, Position};
 use statefun_runtime::values::ValueCodec;
 
-use super::{Storage, duration};
+use super::{Storage, duration, patiently};
 
 #[derive(Args)]
 pub struct TailArgs {
@@ -64,7 +64,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
         let mut any = false;
         for shard in &shards {
             let from = positions.get(shard).cloned().unwrap_or(Position::Start);
-            let (records, next) = log.read(&args.stream, shard, &from, 1000).await?;
+            let (records, next) = patiently(|| log.read(&args.stream, shard, &from, 1000)).await?;
             positions.insert(shard.clone(), next);
             for record in records {
                 any = true;
