@@ -736,10 +736,16 @@ impl Partition {
                 record.partition_key.chars().count()
             ));
         }
-        if record.value_bytes.len() > MAX_EGRESS_RECORD_BYTES {
+        if !record.explicit_hash_key.is_empty() && record.explicit_hash_key.parse::<u128>().is_err() {
             return Err(format!(
-                "egress {id}: record of {} bytes exceeds the 1 MiB limit of a Kinesis record",
-                record.value_bytes.len()
+                "egress {id}: KinesisEgressRecord.explicit_hash_key `{}` is not a decimal number from 0 to 2^128-1",
+                record.explicit_hash_key
+            ));
+        }
+        if record.value_bytes.len() + record.partition_key.len() > MAX_EGRESS_RECORD_BYTES {
+            return Err(format!(
+                "egress {id}: record of {} bytes (with its partition key) exceeds the 1 MiB limit of a Kinesis record",
+                record.value_bytes.len() + record.partition_key.len()
             ));
         }
         Ok(EgressRecord {

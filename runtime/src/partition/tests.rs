@@ -396,7 +396,9 @@ fn egress_records_go_to_the_outbox_and_bad_ones_are_dead_lettered() {
     let bad_stream = with_record(KinesisEgressRecord { stream: "no spaces allowed".into(), ..record.clone() });
     let no_key = with_record(KinesisEgressRecord { partition_key: String::new(), ..record.clone() });
     let internal = with_record(KinesisEgressRecord { stream: "internal".into(), ..record.clone() });
-    let reply = InvocationResponse { outgoing_egresses: vec![good, unknown, bad_stream, no_key, internal], ..Default::default() };
+    let bad_hash = with_record(KinesisEgressRecord { explicit_hash_key: "-1".into(), ..record.clone() });
+    let reply =
+        InvocationResponse { outgoing_egresses: vec![good, unknown, bad_stream, no_key, internal, bad_hash], ..Default::default() };
     p.on_invocation_result(&address, token, respond(reply), 0);
     let entries = outbox(&mut p);
     assert!(matches!(&entries[0], outbox_entry::Entry::Egress(e) if e.stream == "out" && e.data == b"v" && e.partition_key == "k"));
@@ -404,6 +406,7 @@ fn egress_records_go_to_the_outbox_and_bad_ones_are_dead_lettered() {
     assert!(matches!(&entries[2], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("invalid stream name `no spaces allowed`")));
     assert!(matches!(&entries[3], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("partition_key must have 1 to 256 characters")));
     assert!(matches!(&entries[4], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("belongs to the runtime itself")));
+    assert!(matches!(&entries[5], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("explicit_hash_key `-1` is not a decimal number")));
 }
 
 #[test]
