@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use statefun_proto::internal::DeadLetter;
 use statefun_runtime::address::{self, FunctionType};
 use statefun_runtime::checkpoint;
-use statefun_runtime::log::Position;
+use statefun_runtime::log::{LogError, Position};
 use statefun_runtime::partition::{NoEndpoints, Partition};
 use statefun_runtime::values::ValueCodec;
 
@@ -29,6 +29,9 @@ pub struct StateArgs {
     /// One JSON object: {"namespace/type/id": {"state": value, ...}, ...}.
     #[arg(long)]
     json: bool,
+    /// The exchange, whose shard count is the partition count.
+    #[arg(long, env = "STATEFUN_EXCHANGE_STREAM", default_value = "statefun-exchange")]
+    exchange_stream: String,
 }
 
 #[derive(Args)]
@@ -49,18 +52,15 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
     let codec = ValueCodec::new(&args.descriptor_set)?;
     let backends = args.storage.backends().await?;
     let mut all: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
-    for partition in 0.. {
-        let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else {
-            if partition > 4096 {
-                break;
-            }
-            // Partitions are numbered densely: the first one never committed ends the list.
-            let exists = backends.blobs.list(&checkpoint::partition_prefix(partition)).await?;
-            if exists.is_empty() {
-                break;
-            }
-            continue;
-        };
+    // The exchange has one shard per partition; no exchange means the runtime never ran.
+    let partitions = match patiently(|| backends.log.shards(&args.exchange_stream)).await {
+        Ok(shards) => shards.len() as u32,
+        Err(LogError::NoSuchStream { .. }) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    for partition in 0..partitions {
+        // A partition that never committed has no state.
+        let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else { continue };
         let history = checkpoint::load_history(backends.blobs.as_ref(), partition, &manifest).await?;
         let restored = Partition::restore(partition, 1, Arc::new(NoEndpoints), history);
         for address in restored.addresses() {
