@@ -19,9 +19,7 @@ per request to stderr.
 """
 
 import sys
-import traceback
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from statefun import (
     IntType,
@@ -32,6 +30,7 @@ from statefun import (
     kinesis_egress_message,
     message_builder,
 )
+from serve import serve
 from statefun.request_reply_pb2 import FromFunction, ToFunction
 
 EGRESS = "compat/kinesis"
@@ -118,49 +117,9 @@ def describe(request: bytes, reply: bytes) -> str:
     return f"{target} states[{states}] batch={len(inv.invocations)} -> {answer}"
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        request = self.rfile.read(length)
-        try:
-            reply = handler.handle_sync(request)
-        except Exception:
-            text = traceback.format_exc()
-            sys.stderr.write(f"greeter.py: request of {length} bytes failed:\n{text}")
-            sys.stderr.flush()
-            body = text.encode("utf-8")
-            self.send_response(500)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        try:
-            sys.stderr.write(f"greeter.py: {describe(request, reply)}\n")
-        except Exception as e:  # logging must never fail a request
-            sys.stderr.write(f"greeter.py: (could not describe request: {e})\n")
-        sys.stderr.flush()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format, *args):
-        pass  # describe() logs every request already
-
-
 def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(handler, "greeter.py", port, describe)
 
 
 if __name__ == "__main__":

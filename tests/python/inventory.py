@@ -18,10 +18,9 @@ Prints "listening on http://127.0.0.1:<port>" once it accepts requests.
 
 import json
 import sys
-import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from serve import serve
 from statefun import (
     IntType,
     RequestReplyHandler,
@@ -105,28 +104,5 @@ def inventory(context, message):
 handler = RequestReplyHandler(functions)
 
 
-class Endpoint(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        try:
-            reply = handler.handle_sync(body)
-        except Exception:
-            traceback.print_exc()
-            self.send_response(500)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format, *args):
-        pass
-
-
 if __name__ == "__main__":
-    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    server = ThreadingHTTPServer(("127.0.0.1", port), Endpoint)
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    server.serve_forever()
+    serve(handler, "inventory.py", int(sys.argv[2]) if len(sys.argv) > 2 else 0)

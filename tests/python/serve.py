@@ -1,0 +1,57 @@
+"""Serves StateFun SDK functions as a StateFun HTTP endpoint with the standard library,
+for the Python functions of the tests (greeter.py, inventory.py).
+
+POST body = ToFunction bytes; 200 with FromFunction bytes, or 500 with the traceback.
+Binds 127.0.0.1 and prints "listening on http://127.0.0.1:<port>" once it accepts requests.
+"""
+
+import sys
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def serve(handler, name, port=0, describe=None):
+    """Serves `handler` (a statefun RequestReplyHandler) until interrupted.
+
+    `describe(request, reply)`, when given, returns one log line per request (to stderr).
+    """
+
+    class Endpoint(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            request = self.rfile.read(length)
+            try:
+                reply = handler.handle_sync(request)
+            except Exception:
+                text = traceback.format_exc()
+                sys.stderr.write(f"{name}: request of {length} bytes failed:\n{text}")
+                sys.stderr.flush()
+                self.answer(500, "text/plain; charset=utf-8", text.encode("utf-8"))
+                return
+            if describe is not None:
+                try:
+                    sys.stderr.write(f"{name}: {describe(request, reply)}\n")
+                except Exception as e:  # logging must never fail a request
+                    sys.stderr.write(f"{name}: (could not describe request: {e})\n")
+                sys.stderr.flush()
+            self.answer(200, "application/octet-stream", reply)
+
+        def answer(self, status, content_type, body):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):
+            pass  # requests are logged by describe(), failures always
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Endpoint)
+    server.daemon_threads = True
+    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
