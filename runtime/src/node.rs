@@ -16,6 +16,7 @@ use crate::coordination::{CommitStore, dynamodb::DynamoCommitStore, local::Local
 use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
 use crate::partition::Partition;
+use crate::partition::lineage::IngressStream;
 use crate::partition::committer::{Committer, OutputStreams};
 use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerSettings};
 
@@ -120,6 +121,11 @@ pub async fn run(
 
     let exchange_shards = log.ensure_stream(&settings.exchange_stream, partitions).await?;
     anyhow::ensure!(
+        exchange_shards.iter().all(|s| s.open),
+        "exchange stream `{}` was resharded; its shards are the partitions and must not change",
+        settings.exchange_stream
+    );
+    anyhow::ensure!(
         exchange_shards.len() == partitions as usize,
         "exchange stream `{}` has {} shards but the runtime runs {partitions} partitions; partitions cannot change on existing data",
         settings.exchange_stream,
@@ -127,33 +133,24 @@ pub async fn run(
     );
     log.ensure_stream(&settings.dead_letter_stream, 1).await?;
 
-    let mut inputs: Vec<Vec<Input>> = (0..partitions)
-        .map(|p| {
-            vec![Input {
-                stream: settings.exchange_stream.clone(),
-                shard: exchange_shards[p as usize].clone(),
-                kind: InputKind::Exchange,
-                start: Position::Start,
-            }]
-        })
-        .collect();
-    for (ingress, stream) in module.ingress_streams() {
-        let shards = log.ensure_stream(&stream.stream, settings.stream_shards).await?;
-        let start = match ingress.startup_position {
+    // Ingress streams are checked here (a missing one is named at start); their
+    // shards are handed to partitions as they become readable (see `partition::lineage`).
+    let mut ingress = Vec::new();
+    for (config, stream) in module.ingress_streams() {
+        log.ensure_stream(&stream.stream, settings.stream_shards).await?;
+        let start = match config.startup_position {
             StartupPosition::Latest => Position::Latest,
             StartupPosition::Earliest => Position::Start,
             StartupPosition::Date(at) => Position::AtTimestamp(
                 at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
             ),
         };
-        for (index, shard) in shards.into_iter().enumerate() {
-            inputs[index % partitions as usize].push(Input {
-                stream: stream.stream.clone(),
-                shard,
-                kind: InputKind::Ingress { value_type: stream.value_type.clone(), targets: stream.targets.clone() },
-                start: start.clone(),
-            });
-        }
+        ingress.push(IngressStream {
+            stream: stream.stream.clone(),
+            value_type: stream.value_type.clone(),
+            targets: stream.targets.clone(),
+            start,
+        });
     }
 
     let streams = OutputStreams {
@@ -163,7 +160,7 @@ pub async fn run(
     };
     let mut workers = tokio::task::JoinSet::new();
     let mut failure = None;
-    for (id, inputs) in inputs.into_iter().enumerate() {
+    for (id, exchange_shard) in exchange_shards.into_iter().enumerate() {
         let id = id as u32;
         let lease = commits.acquire(id, &settings.owner).await?;
         let (history, manifest) = match &lease.manifest {
@@ -189,12 +186,21 @@ pub async fn run(
             committed_epoch: manifest.epoch,
             snapshot_epoch: manifest.snapshot_epoch,
         };
+        let exchange = Input {
+            stream: settings.exchange_stream.clone(),
+            shard: exchange_shard.id,
+            kind: InputKind::Exchange,
+            start: Position::Start,
+        };
         let worker = PartitionWorker {
             partition,
+            partitions,
             invoker: invoker.clone(),
             log: log.clone(),
+            blobs: blobs.clone(),
             committer,
-            inputs,
+            inputs: vec![exchange],
+            ingress: ingress.clone(),
             settings: settings.worker.clone(),
         };
         workers.spawn(worker.run(shutdown.clone()));

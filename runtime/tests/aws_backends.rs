@@ -352,7 +352,7 @@ async fn records_read_back_in_order_from_start_after_a_sequence_and_latest() {
     assert_eq!(shards.len(), 1);
     let inner = stream.clone();
     let body = async move {
-        let (stream, shard) = (inner.as_str(), shards[0].as_str());
+        let (stream, shard) = (inner.as_str(), shards[0].id.as_str());
         // A Latest read before anything is appended stays at Latest and goes on from there.
         let (none, early_latest) = log.read(stream, shard, &Position::Latest, 10).await.expect("read latest");
         assert!(none.is_empty());
@@ -392,6 +392,104 @@ async fn records_read_back_in_order_from_start_after_a_sequence_and_latest() {
     with_cleanup(body, delete_stream(&stream)).await;
 }
 
+/// Waits until the stream is ACTIVE again after a reshard.
+async fn wait_active(stream: &str) {
+    let client = aws_sdk_kinesis::Client::new(&sdk_config(&local_aws().endpoint).await);
+    for _ in 0..300 {
+        let summary = client.describe_stream_summary().stream_name(stream).send().await.expect("describe stream");
+        let status = summary.stream_description_summary().map(|s| s.stream_status().clone());
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("stream {stream} did not become active after resharding");
+}
+
+/// Reads a shard from the start until it reports its end.
+async fn read_to_end(log: &KinesisLogStore, stream: &str, shard: &str) -> Vec<String> {
+    let mut position = Position::Start;
+    let mut read = Vec::new();
+    for _ in 0..100 {
+        let (records, next) = log.read(stream, shard, &position, 10).await.expect("read");
+        read.extend(data(&records));
+        if next == Position::End {
+            let (nothing, still) = log.read(stream, shard, &next, 10).await.expect("read at the end");
+            assert!(nothing.is_empty() && still == Position::End);
+            return read;
+        }
+        position = next;
+    }
+    panic!("shard {shard} of {stream} never reported its end (read {read:?})");
+}
+
+#[tokio::test]
+async fn after_a_split_and_a_merge_parents_end_and_children_name_them_and_take_the_new_records() {
+    let stream = unique("statefun-reshard");
+    let log = kinesis(true).await;
+    let original = log.ensure_stream(&stream, 1).await.expect("create stream");
+    let inner = stream.clone();
+    let body = async move {
+        let stream = inner.as_str();
+        let client = aws_sdk_kinesis::Client::new(&sdk_config(&local_aws().endpoint).await);
+        let half = u128::MAX / 2 + 1;
+        let low = ShardChoice::ExplicitHashKey("7".into());
+        let high = ShardChoice::ExplicitHashKey((half + 7).to_string());
+        log.append(stream, vec![record("k", "a", low.clone()), record("k", "b", high.clone())]).await.expect("append");
+
+        let parent = original[0].id.clone();
+        client
+            .split_shard()
+            .stream_name(stream)
+            .shard_to_split(&parent)
+            .new_starting_hash_key(half.to_string())
+            .send()
+            .await
+            .expect("split the shard");
+        wait_active(stream).await;
+        let shards = log.shards(stream).await.expect("list shards");
+        // Routing follows the open shards as last listed: Index(1) is the upper child now.
+        let after_split = vec![record("k", "c", low.clone()), record("k", "d", high.clone()), record("k", "e", ShardChoice::Index(1))];
+        log.append(stream, after_split).await.expect("append after the split");
+
+        assert_eq!(shards.len(), 3, "{shards:?}");
+        let listed_parent = shards.iter().find(|s| s.id == parent).expect("the parent is still listed");
+        assert!(!listed_parent.open && listed_parent.parents.is_empty());
+        let children: Vec<_> = shards.iter().filter(|s| s.id != parent).collect();
+        assert!(children.iter().all(|c| c.open && c.parents == [parent.clone()]), "{children:?}");
+        let (left, right) = (children[0].id.clone(), children[1].id.clone());
+        assert_eq!((children[0].starting_hash_key, children[1].starting_hash_key), (0, half));
+        assert_eq!(read_to_end(&log, stream, &parent).await, ["a", "b"]);
+
+        client
+            .merge_shards()
+            .stream_name(stream)
+            .shard_to_merge(&left)
+            .adjacent_shard_to_merge(&right)
+            .send()
+            .await
+            .expect("merge the children");
+        wait_active(stream).await;
+        let shards = log.shards(stream).await.expect("list shards");
+        log.append(stream, vec![record("k", "f", high.clone()), record("k", "g", ShardChoice::Index(0))]).await.expect("append");
+
+        assert_eq!(shards.len(), 4, "{shards:?}");
+        let merged = shards.iter().find(|s| s.open).expect("one open shard");
+        let mut merged_parents = merged.parents.clone();
+        merged_parents.sort();
+        let mut expected = vec![left.clone(), right.clone()];
+        expected.sort();
+        assert_eq!(merged_parents, expected);
+        assert_eq!(shards.iter().filter(|s| s.open).count(), 1);
+        assert_eq!(read_to_end(&log, stream, &left).await, ["c"]);
+        assert_eq!(read_to_end(&log, stream, &right).await, ["d", "e"]);
+        let (tail, next) = log.read(stream, &merged.id, &Position::Start, 10).await.expect("read the merged shard");
+        assert_eq!(data(&tail), ["f", "g"]);
+        assert_ne!(next, Position::End, "an open shard has no end");
+    };
+    with_cleanup(body, delete_stream(&stream)).await;
+}
+
 #[tokio::test]
 async fn index_routing_puts_each_record_on_the_chosen_shard_of_four() {
     let stream = unique("statefun-exchange");
@@ -414,8 +512,8 @@ async fn index_routing_puts_each_record_on_the_chosen_shard_of_four() {
 
         let mut found = Vec::new();
         for shard in &shards {
-            let (records, _) = log.read(stream, shard, &Position::Start, 10).await.expect("read");
-            assert!(records.iter().all(|r| &r.shard == shard));
+            let (records, _) = log.read(stream, &shard.id, &Position::Start, 10).await.expect("read");
+            assert!(records.iter().all(|r| r.shard == shard.id));
             found.push(data(&records));
         }
         assert_eq!(found, [vec!["to-0", "to-0-again"], vec!["to-1", "wrapped-to-1"], vec!["to-2", "hash-to-2"], vec!["to-3"]]);
@@ -448,7 +546,7 @@ async fn appends_larger_than_one_request_arrive_whole_and_in_order() {
         let mut read = Vec::new();
         let mut position = Position::Start;
         while read.len() < 1206 {
-            let (records, next) = log.read(stream, &shards[0], &position, 500).await.expect("read");
+            let (records, next) = log.read(stream, &shards[0].id, &position, 500).await.expect("read");
             assert!(!records.is_empty() || next == position, "no records without standing still");
             read.extend(records);
             position = next;
@@ -479,7 +577,7 @@ async fn records_beyond_kinesis_limits_are_refused_before_anything_is_sent() {
             let err = log.append(stream, vec![record("k", "fine", ShardChoice::ByKey), bad]).await.expect_err("refused");
             assert!(matches!(err, LogError::Rejected { .. }) && !err.is_retryable(), "{err}");
         }
-        let (records, _) = log.read(stream, &shards[0], &Position::Start, 10).await.expect("read");
+        let (records, _) = log.read(stream, &shards[0].id, &Position::Start, 10).await.expect("read");
         assert!(records.is_empty(), "nothing of a refused append was sent");
     };
     with_cleanup(body, delete_stream(&stream)).await;

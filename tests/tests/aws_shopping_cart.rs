@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use statefun_tests::aws::AwsDeployment;
+use statefun_tests::aws::{AwsDeployment, local_aws_env};
 use statefun_tests::cart::{self, Shape, Workload};
 use statefun_tests::python::{PythonServer, python_env};
 use statefun_tests::{Deployment, FunctionServer, Runtime, send_lines, wait_until};
@@ -141,4 +141,85 @@ fn a_worker_killed_mid_run_is_replaced_and_the_checks_still_hold() {
         workload.orders.len(),
         report.redelivered
     );
+}
+
+/// Rescales a stream to `shards` open shards (Kinesis splits or merges shards) and waits until it is active.
+fn reshard(stream: &str, shards: i32) {
+    let env = |name: &str| {
+        local_aws_env().iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{name} not set"))
+    };
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(env("AWS_ENDPOINT_URL"))
+        .region(aws_sdk_kinesis::config::Region::new(env("AWS_REGION")))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            env("AWS_ACCESS_KEY_ID"),
+            env("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "local-aws",
+        ))
+        .build();
+    let client = aws_sdk_kinesis::Client::from_conf(config);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    runtime.block_on(async {
+        client
+            .update_shard_count()
+            .stream_name(stream)
+            .target_shard_count(shards)
+            .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+            .send()
+            .await
+            .expect("UpdateShardCount");
+        for _ in 0..600 {
+            let summary = client.describe_stream_summary().stream_name(stream).send().await.expect("DescribeStreamSummary");
+            let summary = summary.stream_description_summary().expect("a summary");
+            if *summary.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active
+                && summary.open_shard_count() == shards
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{stream} did not reach {shards} open shards");
+    });
+}
+
+#[test]
+fn events_sent_across_a_split_and_a_merge_of_the_ingress_each_get_exactly_one_result() {
+    let server = FunctionServer::start(shopping_cart::functions());
+    let deployment = AwsDeployment::new();
+    let module = deployment.shopping_cart_module(&http_endpoint(&server));
+    deployment.setup(&module, PARTITIONS);
+    let workload = cart::generate(&format!("reshard-{}-", deployment.suffix), shape(15));
+    let partitions = PARTITIONS.to_string();
+    let mut runtime = Runtime::start(&deployment, &module, &["--partitions", &partitions, "--shard-discovery", "1s"]);
+    restock(&deployment, &module, &workload);
+    let ingress = deployment.ingress("add-to-cart");
+    let started = Instant::now();
+    // 2 shards, then 4 (each split in two), then 2 again (merged in pairs), with events in every phase.
+    let thirds: Vec<&[cart::Order]> = workload.orders.chunks(workload.orders.len().div_ceil(3)).collect();
+    for (phase, (orders, shards_after)) in thirds.iter().zip([Some(4), Some(2), None]).enumerate() {
+        send_lines(&deployment, &module, &ingress, &workload.order_records(orders));
+        let sent: usize = thirds[..=phase].iter().map(|t| t.len()).sum();
+        // Resharding while the phase's records are still being read.
+        wait_until(TIMEOUT, "some results of the phase", || workload.results(&deployment).len() > sent - orders.len());
+        if let Some(shards) = shards_after {
+            reshard(&ingress, shards);
+        }
+    }
+    wait_until(TIMEOUT, "a result for every order", || all_results(&deployment, &workload));
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
+    // The 2 original shards and the 4 of the split were each read to their end (and marked so).
+    let log = runtime.log_text();
+    let ended = log.lines().filter(|l| l.contains("shard read to its end") && l.contains(&ingress)).count();
+    assert_eq!(ended, 6, "runtime log:\n{log}");
+    let report = cart::check(&deployment, &workload);
+    eprintln!(
+        "reshard: {} events across 2 -> 4 -> 2 ingress shards, {} results checked in {seconds:.1} s",
+        workload.orders.len(),
+        report.results.len()
+    );
+    assert_eq!(report.redelivered, 0, "no crash, so no result is delivered twice");
 }

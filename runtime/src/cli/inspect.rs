@@ -94,7 +94,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
 
 pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
     let backends = args.storage.backends().await?;
-    for shard in backends.log.shards(&args.stream).await? {
+    for shard in statefun_runtime::log::shard_ids(&backends.log.shards(&args.stream).await?) {
         let mut position = Position::Start;
         loop {
             let (records, next) = patiently(|| backends.log.read(&args.stream, &shard, &position, 1000)).await?;

@@ -33,6 +33,9 @@ pub struct RunArgs {
     invoke_backoff: Duration,
     #[arg(long, env = "STATEFUN_INVOKE_MAX_BACKOFF", default_value = "5s", value_parser = duration)]
     invoke_max_backoff: Duration,
+    /// How often ingress streams are listed for shards a reshard opened.
+    #[arg(long, env = "STATEFUN_SHARD_DISCOVERY", default_value = "10s", value_parser = duration)]
+    shard_discovery: Duration,
     /// How often idle inputs are polled.
     #[arg(long, env = "STATEFUN_POLL_INTERVAL", default_value = "10ms", value_parser = duration)]
     poll_interval: Duration,
@@ -56,6 +59,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             poll_interval: args.poll_interval,
             read_batch: 500,
             expiry_sweep: Duration::from_secs(1),
+            shard_discovery: args.shard_discovery,
         },
         retry: RetryPolicy {
             max_attempts: args.invoke_attempts,

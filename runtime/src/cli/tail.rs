@@ -45,7 +45,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let shards = loop {
         match log.shards(&args.stream).await {
-            Ok(shards) => break shards,
+            Ok(shards) => break statefun_runtime::log::shard_ids(&shards),
             // Egress streams appear with their first record: a follower waits for it.
             Err(LogError::NoSuchStream { .. }) if args.follow => {
                 if args.idle_exit.is_some_and(|idle| started.elapsed() >= idle) {

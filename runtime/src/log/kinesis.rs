@@ -5,10 +5,8 @@
 //! and partial failures of `PutRecords`. It must not know what records mean
 //! (messages, epochs, partitions): the committer and the workers decide that.
 //!
-//! - `shards`: `ListShards` (paginated), sorted by starting hash key. Every
-//!   listed shard is treated as readable and as a routing target, including
-//!   the closed parents a reshard leaves behind: **resharding is not supported
-//!   yet** (see "Resharding" below).
+//! - `shards`: `ListShards` (paginated), sorted by starting hash key, with
+//!   each shard's parents and whether it is still open (see "Resharding").
 //! - `ensure_stream`: `DescribeStreamSummary`; when the stream is missing and
 //!   the store may create streams, `CreateStream` (provisioned, the given shard
 //!   count); then waits until the stream is `ACTIVE`. Otherwise
@@ -46,13 +44,14 @@
 //! failure. After [`PARTIAL_FAILURE_ROUNDS`] rounds the append fails
 //! (retryably); a caller that appends again re-sends what was stored.
 //!
-//! **Resharding.** Shard ids and the routing of `Index(i)` come from the sorted
-//! shard list, cached per stream at the first `shards`/`ensure_stream`/`append`.
-//! After a split or merge the list holds closed parents and open children, so
-//! index `i` no longer names partition `i`'s shard. Supporting it needs: listing
-//! only open shards for routing (`ShardFilter` `AT_LATEST`), reading a closed
-//! parent to its end (`NextShardIterator` absent, `ChildShards`) before its
-//! children, and carrying per-shard positions across the lineage in checkpoints.
+//! **Resharding.** A split or merge closes shards and opens children; the
+//! closed parents are listed (with the children naming them) while their
+//! records are kept. Reading a closed shard past its last record returns
+//! [`Position::End`] (Kinesis hands out no next iterator); the caller reads the
+//! children only after their parents' ends, which keeps each key's records in
+//! order. Routing (`Index`, explicit hash keys) uses the open shards only. The
+//! shard list used for routing is cached per stream and listed again when
+//! `PutRecords` reports a record stored on a shard other than the one expected.
 //!
 //! Errors: throttling (`ProvisionedThroughputExceeded`), 5xx, timeouts and
 //! connection failures are [`LogError::Backend`] (retryable: the caller backs
@@ -74,7 +73,7 @@ use aws_sdk_kinesis::types::{
     PutRecordsRequestEntry, PutRecordsResultEntry, ShardIteratorType, StreamMode, StreamModeDetails, StreamStatus,
 };
 
-use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, check_stream_name};
+use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name};
 use crate::aws::{self, FailureKind};
 
 /// Records per `PutRecords` request.
@@ -110,6 +109,14 @@ struct ShardRange {
     starting_hash_key: String,
     start: u128,
     end: u128,
+    parents: Vec<String>,
+    open: bool,
+}
+
+impl ShardRange {
+    fn info(&self) -> ShardInfo {
+        ShardInfo { id: self.id.clone(), parents: self.parents.clone(), starting_hash_key: self.start, open: self.open }
+    }
 }
 
 #[derive(Default)]
@@ -197,6 +204,13 @@ impl KinesisLogStore {
                     starting_hash_key: range.starting_hash_key().to_owned(),
                     start,
                     end,
+                    parents: [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                        .into_iter()
+                        .flatten()
+                        .map(str::to_owned)
+                        .collect(),
+                    // A closed shard's sequence range has an end.
+                    open: shard.sequence_number_range().is_none_or(|r| r.ending_sequence_number().is_none()),
                 });
             }
             match page.next_token() {
@@ -313,10 +327,14 @@ impl KinesisLogStore {
             return Ok(());
         }
         let needs_shards = records.iter().any(|r| r.shard != ShardChoice::ByKey);
-        let shards = if needs_shards { Some(self.shard_ranges(stream).await?) } else { None };
+        let open: Option<Vec<ShardRange>> = if needs_shards {
+            Some(self.shard_ranges(stream).await?.iter().filter(|s| s.open).cloned().collect())
+        } else {
+            None
+        };
         let mut pending = records
             .into_iter()
-            .map(|r| self.prepare(stream, r, shards.as_deref()))
+            .map(|r| self.prepare(stream, r, open.as_deref()))
             .collect::<Result<VecDeque<_>, _>>()?;
         let mut failed_rounds = 0;
         let mut pause = Duration::from_millis(100);
@@ -331,10 +349,14 @@ impl KinesisLogStore {
                 .send()
                 .await
                 .map_err(|e| self.error(stream, "PutRecords", &e))?;
-            if output.failed_record_count().unwrap_or(0) == 0 && output.records().len() == request.len() {
+            let outcomes = outcomes(&request, output.records());
+            if stale_routing(&request, &outcomes) {
+                // The stream was resharded since its shards were listed.
+                self.shard_lists.lock().unwrap_or_else(|e| e.into_inner()).remove(stream);
+            }
+            if outcomes.iter().all(|o| matches!(o, Outcome::Stored { .. })) {
                 continue;
             }
-            let outcomes = outcomes(&request, output.records());
             if let Some(Outcome::Refused { code, message, .. }) = outcomes.iter().find(
                 |o| matches!(o, Outcome::Refused { code, .. } if aws::kind_of(Some(code), 400) != FailureKind::Retryable),
             ) {
@@ -412,6 +434,10 @@ impl KinesisLogStore {
             Position::After(sequence) => {
                 request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
             }
+            Position::End => {
+                let detail = format!("shard {shard} was read to its end; it has no iterator");
+                return Err(LogError::Rejected { stream: stream.to_owned(), detail });
+            }
         };
         match request.send().await {
             Ok(output) => output.shard_iterator().map(str::to_owned).ok_or_else(|| LogError::Backend {
@@ -437,6 +463,9 @@ impl KinesisLogStore {
         max: usize,
     ) -> Result<(Vec<LogRecord>, Position), LogError> {
         check_stream_name(stream)?;
+        if *from == Position::End {
+            return Ok((Vec::new(), Position::End));
+        }
         let key = (stream.to_owned(), shard.to_owned());
         let limit = max.clamp(1, MAX_GET_RECORDS) as i32;
         let cached = self.cached_iterator(&key, from);
@@ -489,11 +518,12 @@ impl KinesisLogStore {
             .collect();
         // With no records the position stays as it was (Latest included), so the
         // next read asks for it again and the cached iterator goes on from there.
-        let next = match records.last() {
-            Some(last) => Position::After(last.sequence.clone()),
-            None => from.clone(),
+        // No next iterator: the shard is closed and these were its last records.
+        let next = match (output.next_shard_iterator(), records.last()) {
+            (None, _) => Position::End,
+            (Some(_), Some(last)) => Position::After(last.sequence.clone()),
+            (Some(_), None) => from.clone(),
         };
-        // No next iterator: the shard is closed and read to its end.
         self.remember(&key, output.next_shard_iterator().map(|i| (next.clone(), i.to_owned())));
         Ok((records, next))
     }
@@ -537,6 +567,14 @@ fn outcomes(request: &[Pending], answers: &[PutRecordsResultEntry]) -> Vec<Outco
             },
         })
         .collect()
+}
+
+/// Whether Kinesis stored a record on another shard than routing expected.
+fn stale_routing(request: &[Pending], outcomes: &[Outcome]) -> bool {
+    request.iter().zip(outcomes).any(|(pending, outcome)| match (&pending.shard, outcome) {
+        (Some(expected), Outcome::Stored { shard: Some(actual) }) => expected != actual,
+        _ => false,
+    })
 }
 
 /// Which records of a request to send again, in order: every refused record,
@@ -596,7 +634,7 @@ fn shard_of_hash_key(shards: &[ShardRange], value: u128) -> Option<&str> {
 }
 
 impl LogStore for KinesisLogStore {
-    fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<String>, LogError>> {
+    fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
         Box::pin(async move {
             check_stream_name(stream)?;
             if self.stream_status(stream).await?.is_none() {
@@ -609,12 +647,12 @@ impl LogStore for KinesisLogStore {
                 self.create_stream(stream, shards).await?;
             }
             self.wait_until_active(stream).await?;
-            Ok(self.list_shards(stream).await?.iter().map(|s| s.id.clone()).collect())
+            Ok(self.list_shards(stream).await?.iter().map(ShardRange::info).collect())
         })
     }
 
-    fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<String>, LogError>> {
-        Box::pin(async move { Ok(self.list_shards(stream).await?.iter().map(|s| s.id.clone()).collect()) })
+    fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
+        Box::pin(async move { Ok(self.list_shards(stream).await?.iter().map(ShardRange::info).collect()) })
     }
 
     fn append<'a>(&'a self, stream: &'a str, records: Vec<AppendRecord>) -> BoxFuture<'a, Result<(), LogError>> {
@@ -698,8 +736,15 @@ mod tests {
     #[test]
     fn hash_keys_find_the_shard_whose_range_holds_them() {
         let shards = [
-            ShardRange { id: "s0".into(), starting_hash_key: "0".into(), start: 0, end: 99 },
-            ShardRange { id: "s1".into(), starting_hash_key: "100".into(), start: 100, end: u128::MAX },
+            ShardRange { id: "s0".into(), starting_hash_key: "0".into(), start: 0, end: 99, parents: vec![], open: true },
+            ShardRange {
+                id: "s1".into(),
+                starting_hash_key: "100".into(),
+                start: 100,
+                end: u128::MAX,
+                parents: vec![],
+                open: true,
+            },
         ];
         assert_eq!(shard_of_hash_key(&shards, 0), Some("s0"));
         assert_eq!(shard_of_hash_key(&shards, 100), Some("s1"));

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, check_stream_name};
+use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name};
 use crate::address::shard_of_key;
 
 pub struct LocalLogStore {
@@ -120,25 +120,41 @@ fn shard_index(stream: &str, shard: &str, shards: u32) -> Result<u32, LogError> 
         .ok_or_else(|| LogError::NoSuchShard { stream: stream.to_owned(), shard: shard.to_owned() })
 }
 
-/// Maps a 128-bit explicit hash key onto equal ranges, as Kinesis splits a stream's key space.
+/// The width of each shard's hash key range: local streams split the 128-bit
+/// key space into equal ranges, as Kinesis does for a new stream, and never reshard.
+fn hash_range_width(shards: u32) -> u128 {
+    if shards <= 1 { u128::MAX } else { u128::MAX / u128::from(shards) + 1 }
+}
+
+/// Maps a 128-bit explicit hash key onto the shards' equal ranges.
 fn shard_of_hash_key(key: &str, shards: u32) -> Option<u32> {
     let value: u128 = key.parse().ok()?;
     if shards <= 1 {
         return Some(0);
     }
-    let width = u128::MAX / u128::from(shards) + 1;
-    Some(((value / width) as u32).min(shards - 1))
+    Some(((value / hash_range_width(shards)) as u32).min(shards - 1))
+}
+
+fn shard_infos(shards: u32) -> Vec<ShardInfo> {
+    (0..shards)
+        .map(|index| ShardInfo {
+            id: shard_id(index),
+            parents: Vec::new(),
+            starting_hash_key: if index == 0 { 0 } else { hash_range_width(shards) * u128::from(index) },
+            open: true,
+        })
+        .collect()
 }
 
 impl LogStore for LocalLogStore {
-    fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<String>, LogError>> {
+    fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
         let work = self.run(stream, Some(shards), |s| Ok(s.shards));
-        Box::pin(async move { Ok((0..work.await?).map(shard_id).collect()) })
+        Box::pin(async move { Ok(shard_infos(work.await?)) })
     }
 
-    fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<String>, LogError>> {
+    fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
         let work = self.run(stream, None, |s| Ok(s.shards));
-        Box::pin(async move { Ok((0..work.await?).map(shard_id).collect()) })
+        Box::pin(async move { Ok(shard_infos(work.await?)) })
     }
 
     fn append<'a>(&'a self, stream: &'a str, records: Vec<AppendRecord>) -> BoxFuture<'a, Result<(), LogError>> {
@@ -186,6 +202,8 @@ impl LogStore for LocalLogStore {
                 Err(e) => return Ok(Err(e)),
             };
             let (after, min_ts) = match &from {
+                // Local shards never close; an end position can only come from elsewhere.
+                Position::End => return Ok(Ok((Vec::new(), Position::End))),
                 Position::Start => (0, i64::MIN),
                 Position::AtTimestamp(ts) => (0, *ts),
                 Position::After(seq) => match seq.parse::<i64>() {
@@ -242,10 +260,10 @@ mod tests {
         log.append("s", vec![record("k", b"a", None), record("k", b"b", None), record("k", b"c", None)])
             .await
             .expect("append");
-        let (all, next) = log.read("s", &shards[0], &Position::Start, 10).await.expect("read");
+        let (all, next) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
         assert_eq!(all.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"a", b"b", b"c"]);
         assert_eq!(next, Position::After(all[2].sequence.clone()));
-        let (rest, _) = log.read("s", &shards[0], &Position::After(all[0].sequence.clone()), 10).await.expect("read");
+        let (rest, _) = log.read("s", &shards[0].id, &Position::After(all[0].sequence.clone()), 10).await.expect("read");
         assert_eq!(rest.len(), 2);
         assert_eq!(rest[0].data, b"b");
     }
@@ -257,7 +275,7 @@ mod tests {
         let shards = log.ensure_stream("s", 1).await.expect("create");
         log.append("s", vec![record("k", b"a", Some("x"))]).await.expect("append");
         log.append("s", vec![record("k", b"a", Some("x")), record("k", b"b", Some("y"))]).await.expect("append");
-        let (all, _) = log.read("s", &shards[0], &Position::Start, 10).await.expect("read");
+        let (all, _) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
         assert_eq!(all.len(), 2);
     }
 
@@ -273,8 +291,8 @@ mod tests {
         let reader = LocalLogStore::new(dir.path());
         let shards = reader.shards("s").await.expect("shards");
         assert_eq!(shards.len(), 4);
-        assert_eq!(reader.read("s", &shards[2], &Position::Start, 10).await.expect("read").0.len(), 1);
-        assert!(reader.read("s", &shards[1], &Position::Start, 10).await.expect("read").0.is_empty());
+        assert_eq!(reader.read("s", &shards[2].id, &Position::Start, 10).await.expect("read").0.len(), 1);
+        assert!(reader.read("s", &shards[1].id, &Position::Start, 10).await.expect("read").0.is_empty());
     }
 
     #[tokio::test]
@@ -300,10 +318,10 @@ mod tests {
         let log = LocalLogStore::new(dir.path());
         let shards = log.ensure_stream("s", 1).await.expect("create");
         log.append("s", vec![record("k", b"old", None)]).await.expect("append");
-        let (none, next) = log.read("s", &shards[0], &Position::Latest, 10).await.expect("read");
+        let (none, next) = log.read("s", &shards[0].id, &Position::Latest, 10).await.expect("read");
         assert!(none.is_empty());
         log.append("s", vec![record("k", b"new", None)]).await.expect("append");
-        let (records, _) = log.read("s", &shards[0], &next, 10).await.expect("read");
+        let (records, _) = log.read("s", &shards[0].id, &next, 10).await.expect("read");
         assert_eq!(records.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"new"]);
     }
 
@@ -315,5 +333,15 @@ mod tests {
         assert_eq!(shard_of_hash_key("x", 2), None);
         assert_eq!(shard_of_hash_key(&u128::MAX.to_string(), 1), Some(0));
         assert_eq!(shard_of_hash_key(&u128::MAX.to_string(), 3), Some(2));
+    }
+
+    #[test]
+    fn each_listed_shard_starts_where_its_explicit_hash_keys_start() {
+        for count in [1, 2, 3, 4, 7] {
+            for (index, shard) in shard_infos(count).iter().enumerate() {
+                assert_eq!(shard_of_hash_key(&shard.starting_hash_key.to_string(), count), Some(index as u32));
+                assert!(shard.open && shard.parents.is_empty());
+            }
+        }
     }
 }

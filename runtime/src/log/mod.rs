@@ -46,6 +46,27 @@ pub enum Position {
     AtTimestamp(i64),
     /// The record after this sequence number.
     After(String),
+    /// Past the last record of a closed shard (Kinesis closes a shard when it
+    /// is split or merged): nothing more will ever be read from it.
+    End,
+}
+
+/// One shard of a stream, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub id: String,
+    /// The shards this one was split or merged from (none for an original shard):
+    /// each must be read to its end before this one, so records of one key stay in order.
+    pub parents: Vec<String>,
+    /// The lowest hash key the shard takes (Kinesis hashes partition keys into 128 bits).
+    pub starting_hash_key: u128,
+    /// Whether records are still appended to it (a closed shard is read to its end, then never again).
+    pub open: bool,
+}
+
+/// Shard ids, in listing order.
+pub fn shard_ids(shards: &[ShardInfo]) -> Vec<String> {
+    shards.iter().map(|s| s.id.clone()).collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,16 +106,18 @@ impl LogError {
 
 pub trait LogStore: Send + Sync {
     /// Creates the stream with `shards` shards when the backend may create
-    /// streams and it does not exist; returns the stream's shard ids in order.
-    fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<String>, LogError>>;
+    /// streams and it does not exist; returns the stream's shards (see [`LogStore::shards`]).
+    fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>>;
 
-    /// The stream's shard ids in order.
-    fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<String>, LogError>>;
+    /// The stream's shards, open and closed (while their records are kept),
+    /// sorted by starting hash key, listed afresh.
+    fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>>;
 
     /// Appends records; records for the same shard keep their order.
     fn append<'a>(&'a self, stream: &'a str, records: Vec<AppendRecord>) -> BoxFuture<'a, Result<(), LogError>>;
 
-    /// Up to `max` records of a shard from `from`, and the position to read on from.
+    /// Up to `max` records of a shard from `from`, and the position to read on
+    /// from: [`Position::End`] once a closed shard has been read to its end.
     fn read<'a>(
         &'a self,
         stream: &'a str,

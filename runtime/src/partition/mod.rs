@@ -13,6 +13,7 @@
 //! ignored by token), everything that changes state recorded in the epoch.
 
 pub mod committer;
+pub mod lineage;
 mod record;
 pub mod worker;
 
@@ -222,6 +223,11 @@ impl Partition {
     /// Committed position of an input, to resume reading after it.
     pub fn position(&self, stream: &str, shard: &str) -> Option<&str> {
         self.positions.get(&(stream.to_owned(), shard.to_owned())).map(String::as_str)
+    }
+
+    /// The shards of `stream` with a committed position.
+    pub fn positions_of<'a>(&'a self, stream: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.positions.keys().filter(move |(s, _)| s == stream).map(|(_, shard)| shard.as_str())
     }
 
     /// Outboxes of sealed epochs not yet known to be published, oldest first.

@@ -5,6 +5,9 @@
 //! Flow: readers (one task per input shard) → bounded channel → worker →
 //! invocation tasks → results channel → worker → sealed epochs → committer.
 //! Input is paused while too many messages are queued (backpressure).
+//! Ingress shards are handed out by [`Discovery`] as they become readable
+//! (resharding: see [`super::lineage`]); a shard read to its end is marked
+//! finished once the epoch recording its end is published.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +15,14 @@ use std::time::Duration;
 use prost::Message;
 use statefun_proto::internal::{Envelope, ExchangeBatch};
 use statefun_proto::reqreply::{Address, FromFunction, TypedValue};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::committer::{Committer, CommitterEvent, Sealed};
+use super::lineage::{self, Discovery, IngressStream, ReadyShard};
 use super::{Effect, Partition};
 use crate::address::FunctionType;
+use crate::checkpoint::BlobStore;
 use crate::invoke::Invoker;
 use crate::log::{LogRecord, LogStore, Position};
 use crate::now_ms;
@@ -51,6 +56,8 @@ pub struct WorkerSettings {
     pub read_batch: usize,
     /// How often expired state is swept (expiry is also checked on every invocation).
     pub expiry_sweep: Duration,
+    /// How often ingress streams are listed for new shards (resharding).
+    pub shard_discovery: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +74,16 @@ const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 struct InputBatch {
     input: usize,
     records: Vec<LogRecord>,
+    /// The shard is closed and these were its last records.
+    end: bool,
 }
 
 /// Marks a committed position that is a time (a pinned `Latest` start), not a sequence number.
 const TIME_POSITION: char = '@';
+/// The committed position of a shard read to its end.
+const END_POSITION: &str = "#end";
+/// The pseudo-shard under which a stream's pinned `Latest` start is committed.
+const STREAM_PIN: &str = "";
 
 struct InvocationDone {
     address: Address,
@@ -80,16 +93,21 @@ struct InvocationDone {
 
 pub struct PartitionWorker {
     pub partition: Partition,
+    pub partitions: u32,
     pub invoker: Arc<Invoker>,
     pub log: Arc<dyn LogStore>,
+    /// Where finished-shard markers go (the checkpoint store).
+    pub blobs: Arc<dyn BlobStore>,
     pub committer: Committer,
+    /// Inputs read from the start: the partition's exchange shard.
     pub inputs: Vec<Input>,
+    pub ingress: Vec<IngressStream>,
     pub settings: WorkerSettings,
 }
 
 impl PartitionWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
-        let Self { mut partition, invoker, log, committer, inputs, settings } = self;
+        let Self { mut partition, partitions, invoker, log, blobs, committer, mut inputs, ingress, settings } = self;
         let id = partition.id();
 
         let unpublished: Vec<_> = partition.unpublished().cloned().collect();
@@ -110,7 +128,29 @@ impl PartitionWorker {
             let start = start_position(&mut partition, input);
             readers.spawn(read_loop(log.clone(), input.clone(), index, start, input_tx.clone(), settings.clone()));
         }
-        drop(input_tx);
+
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<ReadyShard>();
+        let wake_discovery = Arc::new(Notify::new());
+        let discovery = Discovery {
+            log: log.clone(),
+            blobs: blobs.clone(),
+            partition: id,
+            partitions,
+            resumed: ingress
+                .iter()
+                .flat_map(|i| partition.positions_of(&i.stream).map(|shard| (i.stream.clone(), shard.to_owned())))
+                .collect(),
+            streams: ingress.clone(),
+            interval: settings.shard_discovery,
+            wake: wake_discovery.clone(),
+        };
+        let mut side_tasks = JoinSet::new();
+        if !ingress.is_empty() {
+            side_tasks.spawn(discovery.run(ready_tx));
+        }
+        // Shards read to their end, waiting for the epoch that records it to be sealed, then published.
+        let mut ended_unsealed: Vec<(String, String)> = Vec::new();
+        let mut ended_sealed: Vec<(u64, String, String)> = Vec::new();
 
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<InvocationDone>();
         let mut commit_tick = tokio::time::interval(settings.commit_interval);
@@ -130,7 +170,33 @@ impl PartitionWorker {
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting => {
-                    route_input(&mut partition, &inputs[batch.input], batch.records);
+                    let input = &inputs[batch.input];
+                    route_input(&mut partition, input, batch.records);
+                    if batch.end {
+                        partition.advance_position(&input.stream, &input.shard, END_POSITION);
+                        ended_unsealed.push((input.stream.clone(), input.shard.clone()));
+                    }
+                }
+                Some(ready) = ready_rx.recv() => {
+                    let source = &ingress[ready.stream];
+                    let input = Input {
+                        stream: source.stream.clone(),
+                        shard: ready.shard.id,
+                        kind: InputKind::Ingress { value_type: source.value_type.clone(), targets: source.targets.clone() },
+                        start: source.start.clone(),
+                    };
+                    match start_position(&mut partition, &input) {
+                        // Ended before this start: its end was committed and, with the
+                        // unpublished outboxes re-published above, published.
+                        Position::End => {
+                            side_tasks.spawn(lineage::mark_finished(blobs.clone(), input.stream.clone(), input.shard.clone()));
+                        }
+                        start => {
+                            tracing::info!(partition = id, stream = %input.stream, shard = %input.shard, "reading ingress shard");
+                            readers.spawn(read_loop(log.clone(), input.clone(), inputs.len(), start, input_tx.clone(), settings.clone()));
+                            inputs.push(input);
+                        }
+                    }
                 }
                 Some(done) = done_rx.recv() => {
                     partition.on_invocation_result(&done.address, done.token, done.outcome, now_ms());
@@ -149,11 +215,25 @@ impl PartitionWorker {
                             epochs_since_snapshot = 0;
                         }
                         let (record, outbox) = partition.seal(snapshot);
+                        ended_sealed.extend(ended_unsealed.drain(..).map(|(stream, shard)| (record.epoch, stream, shard)));
                         permit.send(Sealed { record, outbox });
                     }
                 }
                 Some(event) = events_rx.recv() => match event {
-                    CommitterEvent::Published(epoch) => partition.mark_published(epoch),
+                    CommitterEvent::Published(epoch) => {
+                        partition.mark_published(epoch);
+                        let (published, waiting) = ended_sealed.drain(..).partition(|(sealed, ..)| *sealed <= epoch);
+                        ended_sealed = waiting;
+                        for (_, stream, shard) in published {
+                            let blobs = blobs.clone();
+                            let wake = wake_discovery.clone();
+                            side_tasks.spawn(async move {
+                                lineage::mark_finished(blobs, stream, shard).await;
+                                // Children of this partition may be ready now.
+                                wake.notify_one();
+                            });
+                        }
+                    }
                     CommitterEvent::Fenced(reason) => break Err(WorkerError::Fenced { partition: id, reason }),
                     CommitterEvent::Failed(reason) => break Err(WorkerError::Failed { partition: id, reason }),
                 },
@@ -163,6 +243,7 @@ impl PartitionWorker {
         };
 
         readers.abort_all();
+        side_tasks.abort_all();
         if result.is_ok() {
             // Commit what was done; in-flight invocations are in the record and re-sent on restart.
             let last_commit = async {
@@ -196,25 +277,31 @@ impl PartitionWorker {
 }
 
 /// Where an input's reader starts: after the committed position, else at the
-/// configured start. A `Latest` start is pinned to the current time and
-/// committed with the first epoch, so a restart before any record arrived
-/// does not skip what was appended meanwhile.
+/// configured start. A `Latest` start is pinned, once per stream, to the time
+/// the partition first read the stream, and committed with the next epoch: a
+/// restart before any record arrived does not skip what was appended
+/// meanwhile, and a shard that opens later (a reshard's child) starts from the
+/// same time, so nothing appended to it before it was ready is skipped.
 fn start_position(partition: &mut Partition, input: &Input) -> Position {
-    match partition.position(&input.stream, &input.shard) {
-        Some(time) if time.starts_with(TIME_POSITION) => {
+    let committed = |position: &str| match position {
+        END_POSITION => Position::End,
+        time if time.starts_with(TIME_POSITION) => {
             Position::AtTimestamp(time[TIME_POSITION.len_utf8()..].parse().unwrap_or(0))
         }
-        Some(sequence) => Position::After(sequence.to_owned()),
-        None => {
-            let pinned = match input.start {
-                Position::Latest => now_ms(),
-                Position::AtTimestamp(at) => at,
-                ref other => return other.clone(),
-            };
-            partition.advance_position(&input.stream, &input.shard, &format!("{TIME_POSITION}{pinned}"));
-            Position::AtTimestamp(pinned)
-        }
+        sequence => Position::After(sequence.to_owned()),
+    };
+    if let Some(position) = partition.position(&input.stream, &input.shard) {
+        return committed(position);
     }
+    if input.start != Position::Latest {
+        return input.start.clone();
+    }
+    if let Some(pin) = partition.position(&input.stream, STREAM_PIN) {
+        return committed(pin);
+    }
+    let pinned = now_ms();
+    partition.advance_position(&input.stream, STREAM_PIN, &format!("{TIME_POSITION}{pinned}"));
+    Position::AtTimestamp(pinned)
 }
 
 fn start_invocations(partition: &mut Partition, invoker: &Arc<Invoker>, done: &mpsc::UnboundedSender<InvocationDone>) {
@@ -284,10 +371,15 @@ async fn read_loop(
         match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
             Ok((records, next)) => {
                 failures = 0;
+                let end = next == Position::End;
                 position = next;
+                if end {
+                    let _ = tx.send(InputBatch { input: index, records, end }).await;
+                    return;
+                }
                 if records.is_empty() {
                     tokio::time::sleep(settings.poll_interval).await;
-                } else if tx.send(InputBatch { input: index, records }).await.is_err() {
+                } else if tx.send(InputBatch { input: index, records, end }).await.is_err() {
                     return;
                 }
             }
@@ -322,6 +414,17 @@ mod tests {
         let (record, _) = partition.seal(true);
         let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), vec![record]);
         assert_eq!(start_position(&mut restored, &input(Position::Latest)), Position::AtTimestamp(at));
+    }
+
+    #[test]
+    fn a_shard_opened_later_starts_from_its_streams_pin_and_an_ended_shard_stays_ended() {
+        let mut partition = Partition::new(0, 1, Arc::new(NoEndpoints), 1);
+        let first = start_position(&mut partition, &input(Position::Latest));
+        std::thread::sleep(Duration::from_millis(5));
+        let child = Input { shard: "child".into(), ..input(Position::Latest) };
+        assert_eq!(start_position(&mut partition, &child), first, "one pin per stream");
+        partition.advance_position("in", "s", END_POSITION);
+        assert_eq!(start_position(&mut partition, &input(Position::Latest)), Position::End);
     }
 
     #[test]
