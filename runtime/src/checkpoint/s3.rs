@@ -58,8 +58,8 @@ impl S3BlobStore {
         let path_style = aws::endpoint_override(config, "S3").is_some();
         let s3_config = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(path_style)
-            .timeout_config(aws::storage_timeouts())
-            .build();
+            .timeout_config(aws::storage_timeouts());
+        let s3_config = crate::faults::s3(s3_config).build();
         let prefix = match prefix.trim_start_matches('/') {
             "" => String::new(),
             p if p.ends_with('/') => p.to_owned(),

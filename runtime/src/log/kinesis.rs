@@ -151,8 +151,8 @@ impl KinesisLogStore {
     /// `ensure_stream` creates missing streams (local stacks, tests); without,
     /// streams must exist (deployments create them with Terraform).
     pub fn new(config: &SdkConfig, create_streams: bool) -> Self {
-        let kinesis_config =
-            aws_sdk_kinesis::config::Builder::from(config).timeout_config(aws::storage_timeouts()).build();
+        let kinesis_config = aws_sdk_kinesis::config::Builder::from(config).timeout_config(aws::storage_timeouts());
+        let kinesis_config = crate::faults::kinesis(kinesis_config).build();
         Self {
             client: Client::from_conf(kinesis_config),
             create_streams,
