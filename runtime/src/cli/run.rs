@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use statefun_runtime::invoke::retry::RetryPolicy;
-use statefun_runtime::node::{self, NodeSettings};
+use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
 use statefun_runtime::partition::worker::WorkerSettings;
 
 use super::{BackendKind, Storage, Topology, duration};
@@ -36,6 +36,12 @@ pub struct RunArgs {
     /// How often ingress streams are listed for shards a reshard opened.
     #[arg(long, env = "STATEFUN_SHARD_DISCOVERY", default_value = "10s", value_parser = duration)]
     shard_discovery: Duration,
+    /// How often each held partition lease is renewed (and the lease table read).
+    #[arg(long, env = "STATEFUN_LEASE_RENEW", default_value = "2s", value_parser = duration)]
+    lease_renew: Duration,
+    /// How long a lease's holder must be silent before another worker takes the partition over.
+    #[arg(long, env = "STATEFUN_LEASE_FAILOVER", default_value = "10s", value_parser = duration)]
+    lease_failover: Duration,
     /// How often idle inputs are polled.
     #[arg(long, env = "STATEFUN_POLL_INTERVAL", default_value = "10ms", value_parser = duration)]
     poll_interval: Duration,
@@ -66,7 +72,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             initial_backoff: args.invoke_backoff,
             max_backoff: args.invoke_max_backoff,
         },
+        leases: LeaseSettings { renew_every: args.lease_renew, failover: args.lease_failover, take_over_at_once: false },
     };
+    settings.leases.validate().map_err(anyhow::Error::msg)?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

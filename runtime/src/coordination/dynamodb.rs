@@ -2,18 +2,25 @@
 //! partition, every change a conditional write.
 //!
 //! ```text
-//! partition (N, hash key) | owner (S) | lease (N) | epoch (N) | snapshot_epoch (N) | chain_lease (N)
+//! partition (N, hash key) | owner (S) | lease (N) | heartbeat (N) | wanted_by (S)
+//!                         | epoch (N) | snapshot_epoch (N) | chain_lease (N)
 //! ```
 //!
-//! `lease` is the lease counter; `epoch`, `snapshot_epoch` and `chain_lease`
-//! are the [`PartitionManifest`] of the last commit (`epoch = 0`: never committed).
+//! `lease` is the lease counter, `owner` empty once released, `heartbeat`
+//! bumped by every renewal, `wanted_by` a worker that asked for a hand-over;
+//! `epoch`, `snapshot_epoch` and `chain_lease` are the [`PartitionManifest`]
+//! of the last commit (`epoch = 0`: never committed). Items written before
+//! `heartbeat`/`wanted_by` existed read as 0 and empty.
 //!
-//! - `acquire` reads the item (consistent read) and writes the new owner with
-//!   the counter bumped, on the condition that neither the counter nor the
-//!   epoch moved since the read (`attribute_not_exists` for a new partition),
-//!   so the manifest it returns is exactly the one the lease was taken over.
-//!   Losing that race to another acquire or a last commit of the old owner
-//!   just means reading again.
+//! - `lease` is a consistent `GetItem`.
+//! - `take` writes the new owner with the counter bumped, on the condition
+//!   that owner, counter, heartbeat and epoch are still what the caller saw
+//!   (`attribute_not_exists` for a new partition), so the manifest it returns
+//!   is exactly the one the lease was taken over. A lost race is `Ok(None)`.
+//! - `renew` bumps the heartbeat on `owner = :o AND lease = :l` and returns
+//!   whether a hand-over was asked for; `release` empties the owner on the
+//!   same condition; `request_handover` sets `wanted_by` on the seen owner and
+//!   counter (a holder that changed meanwhile makes it a no-op).
 //! - `commit` is one `UpdateItem` with `owner = :o AND lease = :l AND epoch = :prev`;
 //!   a failed condition is [`CommitError::Fenced`]. It makes a single attempt,
 //!   without the SDK's retries: a retry of an attempt that was applied but
@@ -40,16 +47,15 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
+    TableStatus,
 };
 use statefun_proto::internal::PartitionManifest;
 
-use super::{CommitError, CommitStore, Committed, Lease};
+use super::{CommitError, CommitStore, Committed, Lease, Renewal};
 use crate::aws::{self, FailureKind};
 use crate::log::BoxFuture;
 
-/// How often `acquire` reads again after losing a race before it gives up (retryably).
-const ACQUIRE_ATTEMPTS: u32 = 10;
 /// How long `create_table` waits for the table to become active.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -60,16 +66,15 @@ pub struct DynamoCommitStore {
     target: String,
 }
 
-/// The outcome of a conditional write that may lose a race.
-enum Write {
-    Done,
-    Raced,
+/// Whether a conditional write failed its condition.
+fn condition_failed<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
 
 impl DynamoCommitStore {
     pub fn new(config: &SdkConfig, table: impl Into<String>) -> Self {
-        let dynamo_config =
-            aws_sdk_dynamodb::config::Builder::from(config).timeout_config(aws::storage_timeouts()).build();
+        let dynamo_config = aws_sdk_dynamodb::config::Builder::from(config).timeout_config(aws::storage_timeouts());
+        let dynamo_config = crate::faults::dynamodb(dynamo_config).build();
         Self {
             client: Client::from_conf(dynamo_config),
             table: table.into(),
@@ -157,8 +162,8 @@ impl DynamoCommitStore {
         output.item().map(|item| parse_item(&self.table, partition, item)).transpose()
     }
 
-    /// Writes the first lease of a partition nobody ever held.
-    async fn create_lease(&self, partition: u32, owner: &str) -> Result<Write, CommitError> {
+    /// Writes the first lease of a partition nobody ever held; `false` if someone did meanwhile.
+    async fn create_lease(&self, partition: u32, owner: &str) -> Result<bool, CommitError> {
         let written = self
             .client
             .put_item()
@@ -166,6 +171,8 @@ impl DynamoCommitStore {
             .item("partition", number(partition))
             .item("owner", AttributeValue::S(owner.to_owned()))
             .item("lease", number(1))
+            .item("heartbeat", number(0))
+            .item("wanted_by", AttributeValue::S(String::new()))
             .item("epoch", number(0))
             .item("snapshot_epoch", number(0))
             .item("chain_lease", number(0))
@@ -174,34 +181,48 @@ impl DynamoCommitStore {
             .send()
             .await;
         match written {
-            Ok(_) => Ok(Write::Done),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(Write::Raced),
-            Err(e) => Err(self.error("PutItem (acquire)", &e)),
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.error("PutItem (take lease)", &e)),
         }
     }
 
-    /// Takes over the lease seen in `current`, if nothing moved since.
-    async fn take_lease(&self, partition: u32, owner: &str, current: &Committed) -> Result<Write, CommitError> {
+    /// Takes over the lease seen in `seen`, if nothing moved since; `false` if something did.
+    async fn take_lease(&self, partition: u32, owner: &str, seen: &Committed) -> Result<bool, CommitError> {
+        // Items from before heartbeats existed have none: it reads as 0.
+        let heartbeat_unchanged = if seen.heartbeat == 0 {
+            "(#heartbeat = :heartbeat OR attribute_not_exists(#heartbeat))"
+        } else {
+            "#heartbeat = :heartbeat"
+        };
         let written = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("partition", number(partition))
-            .update_expression("SET #owner = :owner, #lease = :next")
-            .condition_expression("#lease = :seen AND #epoch = :epoch")
+            .update_expression("SET #owner = :owner, #lease = :next, #heartbeat = :zero, #wanted_by = :nobody")
+            .condition_expression(format!(
+                "#owner = :seen_owner AND #lease = :seen AND #epoch = :epoch AND {heartbeat_unchanged}"
+            ))
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#lease", "lease")
             .expression_attribute_names("#epoch", "epoch")
+            .expression_attribute_names("#heartbeat", "heartbeat")
+            .expression_attribute_names("#wanted_by", "wanted_by")
             .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()))
-            .expression_attribute_values(":next", number(current.counter + 1))
-            .expression_attribute_values(":seen", number(current.counter))
-            .expression_attribute_values(":epoch", number(current.manifest.epoch))
+            .expression_attribute_values(":next", number(seen.counter + 1))
+            .expression_attribute_values(":zero", number(0))
+            .expression_attribute_values(":nobody", AttributeValue::S(String::new()))
+            .expression_attribute_values(":seen_owner", AttributeValue::S(seen.owner.clone()))
+            .expression_attribute_values(":seen", number(seen.counter))
+            .expression_attribute_values(":epoch", number(seen.manifest.epoch))
+            .expression_attribute_values(":heartbeat", number(seen.heartbeat))
             .send()
             .await;
         match written {
-            Ok(_) => Ok(Write::Done),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(Write::Raced),
-            Err(e) => Err(self.error("UpdateItem (acquire)", &e)),
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.error("UpdateItem (take lease)", &e)),
         }
     }
 }
@@ -221,13 +242,15 @@ fn parse_item(table: &str, partition: u32, item: &HashMap<String, AttributeValue
             _ => Err(malformed(attribute, "number")),
         }
     };
-    let owner = match item.get("owner") {
-        Some(AttributeValue::S(s)) => s.clone(),
-        _ => return Err(malformed("owner", "string")),
+    let string = |attribute: &str| match item.get(attribute) {
+        Some(AttributeValue::S(s)) => Ok(s.clone()),
+        _ => Err(malformed(attribute, "string")),
     };
     Ok(Committed {
-        owner,
+        owner: string("owner")?,
         counter: int("lease")?,
+        heartbeat: if item.contains_key("heartbeat") { int("heartbeat")? } else { 0 },
+        wanted_by: if item.contains_key("wanted_by") { string("wanted_by")? } else { String::new() },
         manifest: PartitionManifest {
             epoch: int("epoch")?,
             snapshot_epoch: int("snapshot_epoch")?,
@@ -237,30 +260,112 @@ fn parse_item(table: &str, partition: u32, item: &HashMap<String, AttributeValue
 }
 
 impl CommitStore for DynamoCommitStore {
-    fn acquire<'a>(&'a self, partition: u32, owner: &'a str) -> BoxFuture<'a, Result<Lease, CommitError>> {
+    fn lease<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<Committed>, CommitError>> {
+        Box::pin(self.read(partition, "GetItem (lease)"))
+    }
+
+    fn take<'a>(
+        &'a self,
+        partition: u32,
+        owner: &'a str,
+        seen: Option<&'a Committed>,
+    ) -> BoxFuture<'a, Result<Option<Lease>, CommitError>> {
         Box::pin(async move {
-            for attempt in 0..ACQUIRE_ATTEMPTS {
-                let current = self.read(partition, "GetItem (acquire)").await?;
-                let (written, counter, manifest) = match &current {
-                    None => (self.create_lease(partition, owner).await?, 1, None),
-                    Some(c) => (
-                        self.take_lease(partition, owner, c).await?,
-                        c.counter + 1,
-                        (c.manifest.epoch > 0).then_some(c.manifest),
-                    ),
-                };
-                match written {
-                    Write::Done => return Ok(Lease { partition, owner: owner.to_owned(), counter, manifest }),
-                    Write::Raced => {
-                        let pause = 20 * u64::from(attempt + 1) + rand::random_range(0..20);
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                    }
+            let (taken, counter, manifest) = match seen {
+                None => (self.create_lease(partition, owner).await?, 1, None),
+                Some(seen) => (
+                    self.take_lease(partition, owner, seen).await?,
+                    seen.counter + 1,
+                    (seen.manifest.epoch > 0).then_some(seen.manifest),
+                ),
+            };
+            Ok(taken.then(|| Lease { partition, owner: owner.to_owned(), counter, manifest }))
+        })
+    }
+
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<Renewal, CommitError>> {
+        Box::pin(async move {
+            let renewed = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("partition", number(lease.partition))
+                .update_expression("SET #heartbeat = if_not_exists(#heartbeat, :zero) + :one")
+                .condition_expression("#owner = :owner AND #lease = :lease")
+                .expression_attribute_names("#heartbeat", "heartbeat")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#lease", "lease")
+                .expression_attribute_values(":zero", number(0))
+                .expression_attribute_values(":one", number(1))
+                .expression_attribute_values(":owner", AttributeValue::S(lease.owner.clone()))
+                .expression_attribute_values(":lease", number(lease.counter))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await;
+            match renewed {
+                Ok(output) => {
+                    let wanted = output.attributes().and_then(|a| a.get("wanted_by")).and_then(|v| v.as_s().ok());
+                    Ok(Renewal { handover_requested: wanted.is_some_and(|w| !w.is_empty()) })
                 }
+                Err(e) if condition_failed(&e) => Err(lease.lost()),
+                Err(e) => Err(self.error("UpdateItem (renew lease)", &e)),
             }
-            Err(CommitError::Backend(format!(
-                "table `{}`: partition {partition}: acquire lost {ACQUIRE_ATTEMPTS} races in a row to other writers",
-                self.table
-            )))
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), CommitError>> {
+        Box::pin(async move {
+            let released = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("partition", number(lease.partition))
+                .update_expression("SET #owner = :nobody, #wanted_by = :nobody")
+                .condition_expression("#owner = :owner AND #lease = :lease")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#wanted_by", "wanted_by")
+                .expression_attribute_names("#lease", "lease")
+                .expression_attribute_values(":nobody", AttributeValue::S(String::new()))
+                .expression_attribute_values(":owner", AttributeValue::S(lease.owner.clone()))
+                .expression_attribute_values(":lease", number(lease.counter))
+                .send()
+                .await;
+            match released {
+                Ok(_) => Ok(()),
+                Err(e) if condition_failed(&e) => Err(lease.lost()),
+                Err(e) => Err(self.error("UpdateItem (release lease)", &e)),
+            }
+        })
+    }
+
+    fn request_handover<'a>(
+        &'a self,
+        partition: u32,
+        requester: &'a str,
+        seen: &'a Committed,
+    ) -> BoxFuture<'a, Result<(), CommitError>> {
+        Box::pin(async move {
+            let requested = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("partition", number(partition))
+                .update_expression("SET #wanted_by = :requester")
+                .condition_expression("#owner = :owner AND #lease = :lease")
+                .expression_attribute_names("#wanted_by", "wanted_by")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#lease", "lease")
+                .expression_attribute_values(":requester", AttributeValue::S(requester.to_owned()))
+                .expression_attribute_values(":owner", AttributeValue::S(seen.owner.clone()))
+                .expression_attribute_values(":lease", number(seen.counter))
+                .send()
+                .await;
+            match requested {
+                // A holder that changed meanwhile is asked again next time, if still needed.
+                Ok(_) => Ok(()),
+                Err(e) if condition_failed(&e) => Ok(()),
+                Err(e) => Err(self.error("UpdateItem (request hand-over)", &e)),
+            }
         })
     }
 
@@ -296,7 +401,7 @@ impl CommitStore for DynamoCommitStore {
                 .await;
             match written {
                 Ok(_) => Ok(()),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                Err(e) if condition_failed(&e) => {
                     Err(CommitError::Fenced {
                         partition: lease.partition,
                         epoch: manifest.epoch,

@@ -5,6 +5,9 @@
 //! outbox (exchange batches, egress records, dead letters). A rejected commit
 //! means the lease moved: the committer reports it and stops, so nothing of
 //! that epoch or any later one is ever published. Storage errors are retried.
+//! Before every commit attempt and every append the committer asks the
+//! [`LeaseGuard`] whether the lease may still be trusted, so a worker that
+//! was frozen past its lease publishes nothing once it runs again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use statefun_proto::internal::{
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, BlobStore};
+use crate::coordination::guard::LeaseGuard;
 use crate::coordination::{CommitError, CommitStore, Lease};
 use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
 
@@ -49,6 +53,7 @@ pub enum CommitterEvent {
 
 pub struct Committer {
     pub lease: Lease,
+    pub guard: Arc<LeaseGuard>,
     /// Partition count, to route exchange messages to their partition's shard.
     pub partitions: u32,
     pub log: Arc<dyn LogStore>,
@@ -61,7 +66,7 @@ pub struct Committer {
 
 impl Committer {
     /// Re-publishes outboxes a previous owner may not have published.
-    pub async fn republish(&self, outboxes: &[EpochOutbox]) -> Result<(), String> {
+    pub async fn republish(&self, outboxes: &[EpochOutbox]) -> Result<(), CommitterEvent> {
         for outbox in outboxes {
             self.publish(outbox).await?;
         }
@@ -75,8 +80,8 @@ impl Committer {
                 let _ = events.send(stop);
                 return;
             }
-            if let Err(reason) = self.publish(&outbox).await {
-                let _ = events.send(CommitterEvent::Failed(reason));
+            if let Err(stop) = self.publish(&outbox).await {
+                let _ = events.send(stop);
                 return;
             }
             let _ = events.send(CommitterEvent::Published(epoch));
@@ -105,6 +110,9 @@ impl Committer {
         };
         let mut ambiguous = false;
         loop {
+            if !self.guard.is_valid() {
+                return Err(self.lease_untrusted());
+            }
             match self.commits.commit(&self.lease, self.committed_epoch, manifest).await {
                 Ok(()) => break,
                 Err(e @ CommitError::Fenced { .. }) if ambiguous => {
@@ -147,12 +155,19 @@ impl Committer {
         Ok(())
     }
 
+    fn lease_untrusted(&self) -> CommitterEvent {
+        CommitterEvent::Fenced(format!(
+            "partition {}: the lease {}#{} is no longer trusted (lost, handed over, or not renewed in time)",
+            self.lease.partition, self.lease.owner, self.lease.counter
+        ))
+    }
+
     /// Publishes an outbox. Its epoch is committed, so transient errors are
     /// retried until they pass; a permanent one stops the partition.
-    async fn publish(&self, outbox: &EpochOutbox) -> Result<(), String> {
+    async fn publish(&self, outbox: &EpochOutbox) -> Result<(), CommitterEvent> {
         let (exchange, egress, dead_letters) = self.split(outbox);
         if !exchange.is_empty() {
-            self.append(&self.streams.exchange, exchange).await.map_err(Undeliverable::into_reason)?;
+            self.append(&self.streams.exchange, exchange).await.map_err(|e| self.stop(e))?;
         }
         let mut dead_letters = dead_letters;
         for (stream, records) in egress {
@@ -163,18 +178,28 @@ impl Committer {
                 Err(Undeliverable::NoSuchStream(reason)) => {
                     dead_letters.extend(records.into_iter().map(|record| undeliverable(record, &reason)));
                 }
-                Err(Undeliverable::Other(reason)) => return Err(reason),
+                Err(other) => return Err(self.stop(other)),
             }
         }
         if !dead_letters.is_empty() {
-            self.append(&self.streams.dead_letters, dead_letters).await.map_err(Undeliverable::into_reason)?;
+            self.append(&self.streams.dead_letters, dead_letters).await.map_err(|e| self.stop(e))?;
         }
         Ok(())
+    }
+
+    fn stop(&self, undeliverable: Undeliverable) -> CommitterEvent {
+        match undeliverable {
+            Undeliverable::LeaseUntrusted => self.lease_untrusted(),
+            Undeliverable::NoSuchStream(reason) | Undeliverable::Other(reason) => CommitterEvent::Failed(reason),
+        }
     }
 
     async fn append(&self, stream: &str, records: Vec<AppendRecord>) -> Result<(), Undeliverable> {
         let mut delay = Duration::from_millis(50);
         loop {
+            if !self.guard.is_valid() {
+                return Err(Undeliverable::LeaseUntrusted);
+            }
             let outcome = match self.log.append(stream, records.clone()).await {
                 Err(LogError::NoSuchStream { .. }) if self.streams.create_egress_streams.is_some() => {
                     let shards = self.streams.create_egress_streams.unwrap_or(1);
@@ -259,14 +284,8 @@ impl Committer {
 enum Undeliverable {
     NoSuchStream(String),
     Other(String),
-}
-
-impl Undeliverable {
-    fn into_reason(self) -> String {
-        match self {
-            Undeliverable::NoSuchStream(reason) | Undeliverable::Other(reason) => reason,
-        }
-    }
+    /// The lease may no longer be trusted: publish nothing more.
+    LeaseUntrusted,
 }
 
 /// The dead letter for an egress record whose stream does not exist (same deterministic id).

@@ -111,8 +111,12 @@ impl PartitionWorker {
         let id = partition.id();
 
         let unpublished: Vec<_> = partition.unpublished().cloned().collect();
-        if let Err(reason) = committer.republish(&unpublished).await {
-            return Err(WorkerError::Failed { partition: id, reason });
+        let mut lease_revoked = committer.guard.watch_revoked();
+        match committer.republish(&unpublished).await {
+            Ok(()) => {}
+            Err(CommitterEvent::Fenced(reason)) => return Err(WorkerError::Fenced { partition: id, reason }),
+            Err(CommitterEvent::Failed(reason)) => return Err(WorkerError::Failed { partition: id, reason }),
+            Err(CommitterEvent::Published(_)) => {}
         }
         if let Some(last) = unpublished.last() {
             partition.mark_published(last.epoch);
@@ -237,6 +241,10 @@ impl PartitionWorker {
                     CommitterEvent::Fenced(reason) => break Err(WorkerError::Fenced { partition: id, reason }),
                     CommitterEvent::Failed(reason) => break Err(WorkerError::Failed { partition: id, reason }),
                 },
+                // Lost, or not renewed in time: stop at once, drop what is not committed.
+                _ = lease_revoked.changed() => {
+                    break Err(WorkerError::Fenced { partition: id, reason: "the lease was revoked".into() });
+                }
                 _ = shutdown.changed() => break Ok(()),
             }
             start_invocations(&mut partition, &invoker, &done_tx);

@@ -1,0 +1,408 @@
+//! One runtime process: it checks (or, in the local mode, creates) the
+//! streams, then holds leases (see [`leases`]): it recovers each partition it
+//! takes from its checkpoint and runs one worker per partition, renews what it
+//! holds, takes over what dead workers left, hands partitions over on request
+//! and, on shutdown, commits and releases everything.
+//!
+//! This is the only place where backends, configuration and the engine meet;
+//! the same code runs on the local backends and on the AWS ones.
+
+mod leases;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use leases::LeaseSettings;
+use leases::{Decision, LeaseTable};
+
+use crate::checkpoint::{self, BlobStore, fs::FsBlobStore, s3::S3BlobStore};
+use crate::config::{ModuleConfig, StartupPosition};
+use crate::coordination::guard::LeaseGuard;
+use crate::coordination::{CommitError, CommitStore, Lease, dynamodb::DynamoCommitStore, local::LocalCommitStore};
+use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
+use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
+use crate::partition::Partition;
+use crate::partition::lineage::IngressStream;
+use crate::partition::committer::{Committer, OutputStreams};
+use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings};
+
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub partitions: u32,
+    /// This process' name in leases.
+    pub owner: String,
+    pub exchange_stream: String,
+    pub dead_letter_stream: String,
+    /// Shards of the local ingress and egress streams this process creates.
+    pub stream_shards: u32,
+    pub worker: WorkerSettings,
+    pub retry: RetryPolicy,
+    pub leases: LeaseSettings,
+}
+
+/// The storage and invocation backends of one deployment.
+pub struct Backends {
+    pub log: Arc<dyn LogStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub commits: Arc<dyn CommitStore>,
+    /// For Lambda endpoints (the AWS mode only).
+    pub lambda: Option<aws_sdk_lambda::Client>,
+    /// Whether missing streams are created (the local mode) or an error (AWS:
+    /// the deployment creates them).
+    pub create_streams: bool,
+}
+
+impl Backends {
+    /// Files under one data directory.
+    pub fn local(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            log: Arc::new(LocalLogStore::new(data_dir)),
+            blobs: Arc::new(FsBlobStore::new(data_dir)),
+            commits: Arc::new(LocalCommitStore::open(data_dir)?),
+            lambda: None,
+            create_streams: true,
+        })
+    }
+
+    /// Kinesis, S3, DynamoDB and Lambda through one SDK configuration.
+    pub fn aws(config: &aws_config::SdkConfig, table: &str, bucket: &str, prefix: &str) -> Self {
+        Self {
+            log: Arc::new(KinesisLogStore::new(config, false)),
+            blobs: Arc::new(S3BlobStore::new(config, bucket, prefix)),
+            commits: Arc::new(DynamoCommitStore::new(config, table)),
+            lambda: Some(aws_sdk_lambda::Client::new(config)),
+            create_streams: false,
+        }
+    }
+}
+
+/// Holds the data directory's lock for the life of the process: one runtime per directory.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another runtime is already running on data directory {}", data_dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// Runs on the local backends of `data_dir`, which this process then holds alone.
+pub async fn run_local(
+    module: ModuleConfig,
+    settings: NodeSettings,
+    data_dir: &std::path::Path,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let _lock = lock_data_dir(data_dir)?;
+    let backends = Backends::local(data_dir)?;
+    // The lock proves whoever held a lease here before is gone.
+    let leases = LeaseSettings { take_over_at_once: true, ..settings.leases.clone() };
+    run(module, NodeSettings { leases, ..settings }, backends, shutdown).await
+}
+
+pub async fn run(
+    module: ModuleConfig,
+    settings: NodeSettings,
+    backends: Backends,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let module = Arc::new(module);
+    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry, backends.lambda.clone())?);
+    let catalog = Arc::new(ModuleCatalog {
+        invoker: invoker.clone(),
+        module: module.clone(),
+        internal_streams: vec![settings.exchange_stream.clone(), settings.dead_letter_stream.clone()],
+    });
+    let Backends { log, blobs, commits, create_streams, .. } = backends;
+    let partitions = settings.partitions;
+    // A missing bucket or table is named at start, not at the first commit.
+    blobs.list(&checkpoint::partition_prefix(0)).await.context("checkpoint store")?;
+    commits.committed(0).await.context("commit store")?;
+
+    let exchange_shards = log.ensure_stream(&settings.exchange_stream, partitions).await?;
+    anyhow::ensure!(
+        exchange_shards.iter().all(|s| s.open),
+        "exchange stream `{}` was resharded; its shards are the partitions and must not change",
+        settings.exchange_stream
+    );
+    anyhow::ensure!(
+        exchange_shards.len() == partitions as usize,
+        "exchange stream `{}` has {} shards but the runtime runs {partitions} partitions; partitions cannot change on existing data",
+        settings.exchange_stream,
+        exchange_shards.len()
+    );
+    log.ensure_stream(&settings.dead_letter_stream, 1).await?;
+
+    // Ingress streams are checked here (a missing one is named at start); their
+    // shards are handed to partitions as they become readable (see `partition::lineage`).
+    let mut ingress = Vec::new();
+    for (config, stream) in module.ingress_streams() {
+        log.ensure_stream(&stream.stream, settings.stream_shards).await?;
+        let start = match config.startup_position {
+            StartupPosition::Latest => Position::Latest,
+            StartupPosition::Earliest => Position::Start,
+            StartupPosition::Date(at) => Position::AtTimestamp(
+                at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+            ),
+        };
+        ingress.push(IngressStream {
+            stream: stream.stream.clone(),
+            value_type: stream.value_type.clone(),
+            targets: stream.targets.clone(),
+            start,
+        });
+    }
+
+    let streams = OutputStreams {
+        exchange: settings.exchange_stream.clone(),
+        dead_letters: settings.dead_letter_stream.clone(),
+        create_egress_streams: create_streams.then_some(settings.stream_shards),
+    };
+    let context = Arc::new(PartitionContext {
+        partitions,
+        invoker,
+        catalog,
+        log,
+        blobs,
+        commits: commits.clone(),
+        streams,
+        ingress,
+        exchange_shards: exchange_shards.into_iter().map(|s| s.id).collect(),
+        worker: settings.worker.clone(),
+    });
+    hold_leases(context, &settings, shutdown).await
+}
+
+/// What every partition of this process shares.
+struct PartitionContext {
+    partitions: u32,
+    invoker: Arc<Invoker>,
+    catalog: Arc<ModuleCatalog>,
+    log: Arc<dyn LogStore>,
+    blobs: Arc<dyn BlobStore>,
+    commits: Arc<dyn CommitStore>,
+    streams: OutputStreams,
+    ingress: Vec<IngressStream>,
+    exchange_shards: Vec<String>,
+    worker: WorkerSettings,
+}
+
+/// A partition running here.
+struct Held {
+    lease: Lease,
+    guard: Arc<LeaseGuard>,
+    /// Asks the partition to commit and stop (shutdown, hand-over).
+    stop: watch::Sender<bool>,
+}
+
+/// How long a partition that failed here rests before this worker takes it again.
+const FAILED_PARTITION_REST: Duration = Duration::from_secs(5);
+
+/// The lease loop: every round renews what is held (a rejected renewal stops
+/// that partition at once; a requested hand-over stops it after a last
+/// commit, then releases it), reads every lease, and takes or asks for what
+/// [`LeaseTable::decide`] says. Runs until shutdown; then every partition
+/// commits and its lease is released, so another worker can take it at once.
+async fn hold_leases(
+    context: Arc<PartitionContext>,
+    settings: &NodeSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let leases = &settings.leases;
+    let commits = context.commits.clone();
+    let mut table = LeaseTable::default();
+    let mut held: HashMap<u32, Held> = HashMap::new();
+    let mut resting: HashMap<u32, Instant> = HashMap::new();
+    let mut running: JoinSet<(u32, Result<(), WorkerError>)> = JoinSet::new();
+    let mut round = tokio::time::interval(leases.renew_every);
+    round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = round.tick() => {}
+            Some(joined) = running.join_next() => {
+                let (partition, outcome) = match joined {
+                    Ok(ended) => ended,
+                    Err(e) => {
+                        tracing::error!("a partition task panicked: {e}");
+                        continue;
+                    }
+                };
+                let Some(ended) = held.remove(&partition) else { continue };
+                match outcome {
+                    // A hand-over: committed, now released.
+                    Ok(()) => release(commits.as_ref(), &ended.lease).await,
+                    Err(e @ WorkerError::Fenced { .. }) => tracing::warn!("{e}"),
+                    Err(e @ WorkerError::Failed { .. }) => {
+                        tracing::error!("{e}; released, retried after {FAILED_PARTITION_REST:?}");
+                        release(commits.as_ref(), &ended.lease).await;
+                        resting.insert(partition, Instant::now() + FAILED_PARTITION_REST);
+                    }
+                }
+                continue;
+            }
+            _ = shutdown.changed() => break,
+        }
+
+        for (partition, holding) in &held {
+            let started = Instant::now();
+            match commits.renew(&holding.lease).await {
+                Ok(renewal) => {
+                    holding.guard.renewed(started, leases.validity());
+                    if renewal.handover_requested && !*holding.stop.borrow() {
+                        tracing::info!(partition, "handing the partition over on request");
+                        holding.stop.send_replace(true);
+                    }
+                }
+                Err(CommitError::LeaseLost { .. }) => {
+                    tracing::warn!(partition, "the lease was taken over; stopping the partition");
+                    holding.guard.revoke();
+                }
+                Err(e) => {
+                    tracing::warn!(partition, "renewing the lease failed: {e}");
+                    if !holding.guard.is_valid() {
+                        holding.guard.revoke();
+                    }
+                }
+            }
+        }
+
+        let now = Instant::now();
+        resting.retain(|_, until| *until > now);
+        let mut records = Vec::with_capacity(context.partitions as usize);
+        for partition in 0..context.partitions {
+            match commits.lease(partition).await {
+                Ok(record) => {
+                    table.observe(partition, record.as_ref(), now);
+                    records.push(record);
+                }
+                Err(e) => {
+                    tracing::warn!(partition, "reading the lease table failed, trying again next round: {e}");
+                    break;
+                }
+            }
+        }
+        if records.len() < context.partitions as usize {
+            continue;
+        }
+        let held_ids: HashSet<u32> = held.keys().copied().collect();
+        let resting_ids: HashSet<u32> = resting.keys().copied().collect();
+        for decision in table.decide(&settings.owner, &records, &held_ids, &resting_ids, now, leases) {
+            match decision {
+                Decision::Take { partition, seen } => {
+                    let started = Instant::now();
+                    match commits.take(partition, &settings.owner, seen.as_ref()).await {
+                        Ok(Some(lease)) => {
+                            let guard = Arc::new(LeaseGuard::new(started, leases.validity()));
+                            let (stop, stopped) = watch::channel(false);
+                            tracing::info!(partition, counter = lease.counter, "took the lease");
+                            running.spawn(run_partition(context.clone(), lease.clone(), guard.clone(), stopped));
+                            held.insert(partition, Held { lease, guard, stop });
+                        }
+                        Ok(None) => tracing::debug!(partition, "another worker moved the lease first"),
+                        Err(e) => tracing::warn!(partition, "taking the lease failed: {e}"),
+                    }
+                }
+                Decision::AskForHandover { partition, seen } => {
+                    tracing::info!(partition, holder = %seen.owner, "asking for the partition, to balance the load");
+                    if let Err(e) = commits.request_handover(partition, &settings.owner, &seen).await {
+                        tracing::warn!(partition, "asking for a hand-over failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    for holding in held.values() {
+        holding.stop.send_replace(true);
+    }
+    let mut failure = None;
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok((partition, Ok(()))) => {
+                if let Some(ended) = held.remove(&partition) {
+                    release(commits.as_ref(), &ended.lease).await;
+                }
+            }
+            Ok((_, Err(e))) => {
+                tracing::error!("{e}");
+                failure.get_or_insert_with(|| anyhow::anyhow!(e));
+            }
+            Err(e) => {
+                failure.get_or_insert_with(|| anyhow::anyhow!("partition worker panicked: {e}"));
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+async fn release(commits: &dyn CommitStore, lease: &Lease) {
+    match commits.release(lease).await {
+        Ok(()) => tracing::info!(partition = lease.partition, "released the lease"),
+        // Another worker takes it over after the failover time.
+        Err(e) => tracing::warn!(partition = lease.partition, "releasing the lease failed: {e}"),
+    }
+}
+
+/// Recovers a partition from its checkpoint and runs it until it stops.
+async fn run_partition(
+    context: Arc<PartitionContext>,
+    lease: Lease,
+    guard: Arc<LeaseGuard>,
+    stop: watch::Receiver<bool>,
+) -> (u32, Result<(), WorkerError>) {
+    let id = lease.partition;
+    let manifest = lease.manifest.unwrap_or_default();
+    let history = match &lease.manifest {
+        Some(manifest) => match checkpoint::load_history(context.blobs.as_ref(), id, manifest).await {
+            Ok(history) => history,
+            Err(e) => {
+                return (id, Err(WorkerError::Failed { partition: id, reason: format!("cannot recover: {e}") }));
+            }
+        },
+        None => Vec::new(),
+    };
+    let partition = Partition::restore(id, context.partitions, context.catalog.clone(), history);
+    let committer = Committer {
+        lease,
+        guard,
+        partitions: context.partitions,
+        log: context.log.clone(),
+        blobs: context.blobs.clone(),
+        commits: context.commits.clone(),
+        streams: context.streams.clone(),
+        committed_epoch: manifest.epoch,
+        snapshot_epoch: manifest.snapshot_epoch,
+    };
+    let exchange = Input {
+        stream: context.streams.exchange.clone(),
+        shard: context.exchange_shards[id as usize].clone(),
+        kind: InputKind::Exchange,
+        start: Position::Start,
+    };
+    let worker = PartitionWorker {
+        partition,
+        partitions: context.partitions,
+        invoker: context.invoker.clone(),
+        log: context.log.clone(),
+        blobs: context.blobs.clone(),
+        committer,
+        inputs: vec![exchange],
+        ingress: context.ingress.clone(),
+        settings: context.worker.clone(),
+    };
+    (id, worker.run(stop).await)
+}
