@@ -132,7 +132,7 @@ impl LeaseTable {
             if let Some((_, partitions)) = busiest {
                 let asked = partitions.iter().filter_map(|p| records[*p as usize].as_ref().map(|r| (*p, r)));
                 // Ask for the same partition until it comes, not a new one each round.
-                let candidate = asked.clone().find(|(_, r)| r.wanted_by == me).or_else(|| asked.clone().last());
+                let candidate = asked.clone().find(|(_, r)| r.wanted_by == me).or_else(|| asked.clone().next_back());
                 if let Some((partition, record)) = candidate
                     && record.wanted_by != me
                 {
@@ -233,6 +233,6 @@ mod tests {
     fn renewing_too_rarely_for_the_failover_time_is_refused() {
         assert!(settings().validate().is_ok());
         let slow = LeaseSettings { renew_every: Duration::from_secs(5), ..settings() };
-        assert!(slow.validate().unwrap_err().contains("renew at most every"));
+        assert!(slow.validate().is_err_and(|e| e.contains("renew at most every")));
     }
 }
