@@ -28,6 +28,7 @@ pub mod aws;
 pub mod checkpoint;
 pub mod config;
 pub mod coordination;
+pub mod dead_letters;
 pub mod faults;
 pub mod invoke;
 pub mod log;

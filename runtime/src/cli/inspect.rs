@@ -1,4 +1,5 @@
-//! `statefun state` and `statefun dead-letters`: read what the runtime committed.
+//! `statefun state` and `statefun dead-letters`: read what the runtime
+//! committed; `dead-letters --reinject` sends dead-lettered messages again.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -6,16 +7,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use prost::Message;
 use serde_json::{Value, json};
-use statefun_proto::internal::DeadLetter;
 use statefun_runtime::address::{self, FunctionType};
 use statefun_runtime::checkpoint;
-use statefun_runtime::log::{LogError, Position};
+use statefun_runtime::dead_letters::{self, Destination};
+use statefun_runtime::log::LogError;
 use statefun_runtime::partition::{NoEndpoints, Partition};
 use statefun_runtime::values::ValueCodec;
 
-use super::{Storage, patiently};
+use super::{DeadLetterDestination, Storage, patiently};
 
 #[derive(Args)]
 pub struct StateArgs {
@@ -40,6 +40,21 @@ pub struct DeadLetterArgs {
     storage: Storage,
     #[arg(long, env = "STATEFUN_DEAD_LETTER_STREAM", default_value = "statefun-dead-letters")]
     stream: String,
+    /// Where the runtime writes dead letters (as `statefun run --dead-letter-destination`).
+    #[arg(long, env = "STATEFUN_DEAD_LETTER_DESTINATION", value_enum, default_value = "stream")]
+    dead_letter_destination: DeadLetterDestination,
+    /// Only the dead letters of this address (namespace/type/id).
+    #[arg(long)]
+    address: Option<String>,
+    /// Only the dead letters with these ids (as listed).
+    #[arg(long)]
+    id: Vec<String>,
+    /// Send the selected dead letters' messages to their targets again (through the exchange).
+    #[arg(long)]
+    reinject: bool,
+    /// The exchange, whose shard count is the partition count (for --reinject).
+    #[arg(long, env = "STATEFUN_EXCHANGE_STREAM", default_value = "statefun-exchange")]
+    exchange_stream: String,
     #[arg(long)]
     json: bool,
 }
@@ -94,35 +109,64 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
 
 pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
     let backends = args.storage.backends().await?;
-    for shard in statefun_runtime::log::shard_ids(&backends.log.shards(&args.stream).await?) {
-        let mut position = Position::Start;
-        loop {
-            let (records, next) = patiently(|| backends.log.read(&args.stream, &shard, &position, 1000)).await?;
-            if records.is_empty() {
-                break;
+    let destination = match args.dead_letter_destination {
+        DeadLetterDestination::Stream => Destination::Stream(args.stream.clone()),
+        DeadLetterDestination::Objects => Destination::Objects(backends.blobs.clone()),
+    };
+    let entries = match dead_letters::read_all(&destination, backends.log.as_ref()).await {
+        Ok(entries) => entries,
+        // Nothing was ever dead-lettered.
+        Err(e) if e.downcast_ref::<LogError>().is_some_and(|e| matches!(e, LogError::NoSuchStream { .. })) => Vec::new(),
+        Err(e) => return Err(e.context(format!("reading dead letters from {destination:?}"))),
+    };
+    let mut selected = Vec::new();
+    for entry in entries {
+        let stored = match entry {
+            Ok(stored) => stored,
+            Err(problem) => {
+                eprintln!("{problem}");
+                continue;
             }
-            position = next;
-            for record in records {
-                let letter = match DeadLetter::decode(record.data.as_slice()) {
-                    Ok(letter) => letter,
-                    Err(e) => {
-                        println!("#{}: not a dead letter record: {e}", record.sequence);
-                        continue;
-                    }
-                };
-                let address = letter.address.as_ref().map(address::display).unwrap_or_default();
-                let ids: Vec<&str> = letter.messages.iter().map(|m| m.id.as_str()).collect();
-                if args.json {
-                    println!(
-                        "{}",
-                        json!({"id": record.id, "address": address, "reason": letter.reason, "messages": ids, "source": letter.source, "at_ms": letter.at_ms})
-                    );
-                } else {
-                    let what = if ids.is_empty() { letter.source.clone() } else { format!("messages {}", ids.join(", ")) };
-                    println!("{address} {what}: {}", letter.reason);
-                }
-            }
+        };
+        let address = stored.letter.address.as_ref().map(address::display).unwrap_or_default();
+        if args.address.as_ref().is_some_and(|wanted| *wanted != address)
+            || (!args.id.is_empty() && !args.id.contains(&stored.id))
+        {
+            continue;
         }
+        let letter = &stored.letter;
+        let ids: Vec<&str> = letter.messages.iter().map(|m| m.id.as_str()).collect();
+        if args.json {
+            println!(
+                "{}",
+                json!({"id": stored.id, "address": address, "reason": letter.reason, "messages": ids, "source": letter.source, "at_ms": letter.at_ms})
+            );
+        } else {
+            let what = if ids.is_empty() { letter.source.clone() } else { format!("messages {}", ids.join(", ")) };
+            println!("[{}] {address} {what}: {}", stored.id, letter.reason);
+        }
+        selected.push(stored.letter);
+    }
+    if args.reinject {
+        let partitions = patiently(|| backends.log.shards(&args.exchange_stream))
+            .await
+            .with_context(|| format!("the exchange stream `{}` (the runtime never ran?)", args.exchange_stream))?
+            .len() as u32;
+        let (with_messages, without): (Vec<_>, Vec<_>) = selected.into_iter().partition(|l| !l.messages.is_empty());
+        let count = dead_letters::reinject(
+            backends.log.as_ref(),
+            &args.exchange_stream,
+            partitions,
+            &with_messages,
+            statefun_runtime::now_ms(),
+        )
+        .await?;
+        eprintln!(
+            "re-injected {count} messages of {} dead letters; {} dead letters hold no message (input records \
+             that could not be routed, egress records) and were left as they are",
+            with_messages.len(),
+            without.len()
+        );
     }
     Ok(())
 }

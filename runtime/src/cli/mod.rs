@@ -72,6 +72,16 @@ pub struct Topology {
     pub exchange_stream: String,
     #[arg(long, env = "STATEFUN_DEAD_LETTER_STREAM", default_value = "statefun-dead-letters")]
     pub dead_letter_stream: String,
+    /// Where dead letters go: the dead-letter stream, or objects under `dead-letters/`
+    /// in the checkpoint store (the S3 bucket and prefix, or the data directory).
+    #[arg(long, env = "STATEFUN_DEAD_LETTER_DESTINATION", value_enum, default_value = "stream")]
+    pub dead_letter_destination: DeadLetterDestination,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeadLetterDestination {
+    Stream,
+    Objects,
 }
 
 impl Topology {

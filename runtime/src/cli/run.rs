@@ -8,7 +8,7 @@ use statefun_runtime::invoke::retry::RetryPolicy;
 use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
 use statefun_runtime::partition::worker::WorkerSettings;
 
-use super::{BackendKind, Storage, Topology, duration};
+use super::{BackendKind, DeadLetterDestination, Storage, Topology, duration};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -57,6 +57,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         owner: owner_name(),
         exchange_stream: args.topology.exchange_stream,
         dead_letter_stream: args.topology.dead_letter_stream,
+        dead_letters_as_objects: args.topology.dead_letter_destination == DeadLetterDestination::Objects,
         stream_shards: args.topology.stream_shards.max(1),
         worker: WorkerSettings {
             commit_interval: args.commit_interval,

@@ -23,6 +23,7 @@ use leases::{Decision, LeaseTable};
 use crate::checkpoint::{self, BlobStore, fs::FsBlobStore, s3::S3BlobStore};
 use crate::config::{ModuleConfig, StartupPosition};
 use crate::coordination::guard::LeaseGuard;
+use crate::dead_letters::Destination;
 use crate::coordination::{CommitError, CommitStore, Lease, dynamodb::DynamoCommitStore, local::LocalCommitStore};
 use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
@@ -38,6 +39,8 @@ pub struct NodeSettings {
     pub owner: String,
     pub exchange_stream: String,
     pub dead_letter_stream: String,
+    /// Dead letters go to objects in the checkpoint store instead of the dead-letter stream.
+    pub dead_letters_as_objects: bool,
     /// Shards of the local ingress and egress streams this process creates.
     pub stream_shards: u32,
     pub worker: WorkerSettings,
@@ -145,7 +148,9 @@ pub async fn run(
         settings.exchange_stream,
         exchange_shards.len()
     );
-    log.ensure_stream(&settings.dead_letter_stream, 1).await?;
+    if !settings.dead_letters_as_objects {
+        log.ensure_stream(&settings.dead_letter_stream, 1).await?;
+    }
 
     // Ingress streams are checked here (a missing one is named at start); their
     // shards are handed to partitions as they become readable (see `partition::lineage`).
@@ -169,7 +174,11 @@ pub async fn run(
 
     let streams = OutputStreams {
         exchange: settings.exchange_stream.clone(),
-        dead_letters: settings.dead_letter_stream.clone(),
+        dead_letters: if settings.dead_letters_as_objects {
+            Destination::Objects(blobs.clone())
+        } else {
+            Destination::Stream(settings.dead_letter_stream.clone())
+        },
         create_egress_streams: create_streams.then_some(settings.stream_shards),
     };
     let context = Arc::new(PartitionContext {

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, BlobStore};
 use crate::coordination::guard::LeaseGuard;
+use crate::dead_letters::{self, Destination};
 use crate::coordination::{CommitError, CommitStore, Lease};
 use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
 
@@ -31,7 +32,7 @@ const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
 #[derive(Clone, Debug)]
 pub struct OutputStreams {
     pub exchange: String,
-    pub dead_letters: String,
+    pub dead_letters: Destination,
     /// Shards given to an egress stream that has to be created (local mode only).
     pub create_egress_streams: Option<u32>,
 }
@@ -182,7 +183,37 @@ impl Committer {
             }
         }
         if !dead_letters.is_empty() {
-            self.append(&self.streams.dead_letters, dead_letters).await.map_err(|e| self.stop(e))?;
+            match &self.streams.dead_letters {
+                Destination::Stream(stream) => self.append(stream, dead_letters).await.map_err(|e| self.stop(e))?,
+                Destination::Objects(blobs) => self.put_objects(blobs.as_ref(), dead_letters).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes dead letters as objects named by their deterministic ids (a re-publish rewrites them).
+    async fn put_objects(&self, blobs: &dyn BlobStore, letters: Vec<AppendRecord>) -> Result<(), CommitterEvent> {
+        for letter in letters {
+            let id = letter.id.unwrap_or_else(|| format!("p{}.unnamed", self.lease.partition));
+            let key = dead_letters::object_key(&id);
+            let mut delay = Duration::from_millis(50);
+            loop {
+                if !self.guard.is_valid() {
+                    return Err(self.lease_untrusted());
+                }
+                match blobs.put(&key, letter.data.clone()).await {
+                    Ok(()) => break,
+                    Err(e) if !e.is_retryable() => {
+                        let partition = self.lease.partition;
+                        return Err(CommitterEvent::Failed(format!("partition {partition}: writing dead letter {key}: {e}")));
+                    }
+                    Err(e) => {
+                        tracing::warn!("writing dead letter {key}: {e}; retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -315,7 +346,8 @@ fn dead_letter_key(letter: &DeadLetter) -> String {
     }
 }
 
-fn chunk_by_size(messages: Vec<ExchangeMessage>) -> Vec<Vec<ExchangeMessage>> {
+/// Cuts exchange messages into batches that stay under the exchange record size.
+pub(crate) fn chunk_by_size(messages: Vec<ExchangeMessage>) -> Vec<Vec<ExchangeMessage>> {
     let mut chunks = vec![Vec::new()];
     let mut size = 0;
     for message in messages {

@@ -1,0 +1,137 @@
+//! Where dead letters go, how they are read back, and how their messages are
+//! re-injected.
+//!
+//! A dead letter (a batch that exhausted its retries, an input record that
+//! could not be routed, an egress record no stream would take) is published
+//! with its epoch's outbox, after the commit, to one of two destinations:
+//!
+//! - a stream (Kinesis, or a local log file): one record per letter;
+//! - objects in the checkpoint store (an S3 prefix, or files in the data
+//!   directory): `dead-letters/<id>.pb`, the id being the outbox entry's
+//!   deterministic id, so publishing again after a crash rewrites the same object.
+//!
+//! Re-injection sends a letter's messages back to their targets through the
+//! exchange, as a batch from a source no partition has ([`REINJECTION_SOURCE`]),
+//! numbered by the time of the re-injection: a partition applies each
+//! re-injected message once even if the append is retried.
+//!
+//! This module must not decide what is dead-lettered (the engine does).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prost::Message;
+use statefun_proto::internal::{DeadLetter, ExchangeBatch, ExchangeMessage};
+
+use crate::checkpoint::BlobStore;
+use crate::log::{AppendRecord, LogStore, Position, ShardChoice, shard_ids};
+use crate::partition::committer::chunk_by_size;
+
+/// The exchange source id of re-injected messages (partitions are numbered from 0 up to 4095).
+pub const REINJECTION_SOURCE: u32 = u32::MAX;
+
+/// The object prefix of dead letters in the checkpoint store.
+pub const OBJECT_PREFIX: &str = "dead-letters/";
+
+#[derive(Clone)]
+pub enum Destination {
+    Stream(String),
+    Objects(Arc<dyn BlobStore>),
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Stream(stream) => write!(f, "stream `{stream}`"),
+            Destination::Objects(_) => write!(f, "objects under `{OBJECT_PREFIX}` in the checkpoint store"),
+        }
+    }
+}
+
+/// The object key of a dead letter with the given deterministic id.
+pub fn object_key(id: &str) -> String {
+    format!("{OBJECT_PREFIX}{id}.pb")
+}
+
+/// A dead letter as read back, with where it was found.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The stream record's id or `shard/sequence`, or the object key.
+    pub id: String,
+    pub letter: DeadLetter,
+}
+
+/// Every dead letter held by `destination`, oldest first; undecodable entries are reported as errors.
+pub async fn read_all(
+    destination: &Destination,
+    log: &dyn LogStore,
+) -> anyhow::Result<Vec<Result<Stored, String>>> {
+    let mut found = Vec::new();
+    match destination {
+        Destination::Stream(stream) => {
+            for shard in shard_ids(&log.shards(stream).await?) {
+                let mut position = Position::Start;
+                loop {
+                    let (records, next) = log.read(stream, &shard, &position, 1000).await?;
+                    if records.is_empty() {
+                        break;
+                    }
+                    position = next;
+                    for record in records {
+                        let id = record.id.clone().unwrap_or_else(|| format!("{}/{}", record.shard, record.sequence));
+                        found.push(
+                            DeadLetter::decode(record.data.as_slice())
+                                .map(|letter| Stored { id: id.clone(), letter })
+                                .map_err(|e| format!("{id}: not a dead letter record: {e}")),
+                        );
+                    }
+                }
+            }
+        }
+        Destination::Objects(blobs) => {
+            for key in blobs.list(OBJECT_PREFIX).await? {
+                let Some(bytes) = blobs.get(&key).await? else { continue };
+                found.push(
+                    DeadLetter::decode(bytes.as_slice())
+                        .map(|letter| Stored { id: key.clone(), letter })
+                        .map_err(|e| format!("{key}: not a dead letter object: {e}")),
+                );
+            }
+        }
+    }
+    found.sort_by_key(|entry| entry.as_ref().map_or(i64::MIN, |s| s.letter.at_ms));
+    Ok(found)
+}
+
+/// Appends the messages of `letters` to the exchange shards of their targets'
+/// partitions; returns how many messages were re-injected.
+pub async fn reinject(
+    log: &dyn LogStore,
+    exchange: &str,
+    partitions: u32,
+    letters: &[DeadLetter],
+    now_ms: i64,
+) -> anyhow::Result<usize> {
+    let mut by_partition: BTreeMap<u32, Vec<ExchangeMessage>> = BTreeMap::new();
+    let mut seq = 0u64;
+    for envelope in letters.iter().flat_map(|l| l.messages.iter()) {
+        let Some(target) = &envelope.target else { continue };
+        seq += 1;
+        let partition = crate::address::partition_of(target, partitions);
+        by_partition.entry(partition).or_default().push(ExchangeMessage { seq, envelope: Some(envelope.clone()) });
+    }
+    let count = by_partition.values().map(Vec::len).sum();
+    let records = by_partition
+        .into_iter()
+        .flat_map(|(partition, messages)| chunk_by_size(messages).into_iter().map(move |chunk| (partition, chunk)))
+        .enumerate()
+        .map(|(n, (partition, messages))| AppendRecord {
+            partition_key: format!("reinjected-{partition}"),
+            shard: ShardChoice::Index(partition),
+            data: ExchangeBatch { source_partition: REINJECTION_SOURCE, epoch: now_ms as u64, messages }.encode_to_vec(),
+            id: Some(format!("reinjected.e{now_ms}.{n}")),
+        })
+        .collect();
+    log.append(exchange, records).await?;
+    Ok(count)
+}
