@@ -165,11 +165,6 @@ impl Runtime {
         assert!(sent.is_ok_and(|s| s.success()), "kill -{name} {}", self.child.id());
     }
 
-    /// Whether the process has exited.
-    pub fn exited(&mut self) -> bool {
-        self.child.try_wait().is_ok_and(|status| status.is_some())
-    }
-
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
