@@ -606,3 +606,260 @@ async fn a_missing_stream_is_reported_unless_the_store_may_create_it() {
     };
     with_cleanup(body, delete_stream(&stream)).await;
 }
+
+// --- under injected faults (STATEFUN_FAULTS) ------------------------------------------------
+
+/// Names the test a child process runs under a fault plan.
+const FAULTS_CHILD: &str = "STATEFUN_FAULTS_TEST";
+
+/// Whether this process is the child that runs `test` under a fault plan. Otherwise runs
+/// this test binary again for `test` alone with `STATEFUN_FAULTS=plan` (the stores read
+/// the plan when they are built, and a test cannot set a variable of its own process),
+/// checks that it passed, and returns `false`.
+fn in_child_under_faults(test: &str, plan: &str) -> bool {
+    if std::env::var(FAULTS_CHILD).as_deref() == Ok(test) {
+        return true;
+    }
+    let aws = local_aws();
+    let output = Command::new(std::env::current_exe().expect("test executable"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("STATEFUN_FAULTS", plan)
+        .env(FAULTS_CHILD, test)
+        .env("AWS_ENDPOINT_URL", &aws.endpoint)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &aws.dynamodb_endpoint)
+        .env("AWS_REGION", &aws.region)
+        .env("AWS_ACCESS_KEY_ID", &aws.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &aws.secret_key)
+        .output()
+        .expect("running the test binary");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success() && text.contains("test result: ok. 1 passed"),
+        "{test} under STATEFUN_FAULTS=`{plan}`:\n{text}"
+    );
+    false
+}
+
+/// The log of the child process: the fault layer says `injected fault: ...` for every fault.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn install() -> Self {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let _ = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).try_init();
+        captured
+    }
+
+    fn count(&self, what: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).matches(what).count()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Retries a store call while it fails retryably, as the committer does.
+macro_rules! retried {
+    ($call:expr) => {{
+        let mut failures = 0;
+        loop {
+            match $call.await {
+                Ok(value) => break value,
+                Err(e) if e.is_retryable() && failures < 20 => {
+                    failures += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{}: {e}", stringify!($call)),
+            }
+        }
+    }};
+}
+
+/// Reads a shard from its start until a read comes back empty.
+async fn read_all(log: &KinesisLogStore, stream: &str, shard: &str) -> Vec<String> {
+    let (mut position, mut read) = (Position::Start, Vec::new());
+    loop {
+        let (records, next) = retried!(log.read(stream, shard, &position, 1000));
+        if records.is_empty() {
+            return read;
+        }
+        read.extend(data(&records));
+        position = next;
+    }
+}
+
+/// Whether `part` appears in `whole` in order, not necessarily next to each other.
+fn is_subsequence(part: &[String], whole: &[String]) -> bool {
+    let mut rest = whole.iter();
+    part.iter().all(|wanted| rest.any(|have| have == wanted))
+}
+
+#[tokio::test]
+async fn appends_under_partial_failures_arrive_whole_and_each_shard_keeps_their_order() {
+    const TEST: &str = "appends_under_partial_failures_arrive_whole_and_each_shard_keeps_their_order";
+    if !in_child_under_faults(TEST, "seed=5; kinesis.PutRecords.partial=0.2") {
+        return;
+    }
+    let captured = Captured::install();
+    let stream = unique("statefun-partial");
+    let log = kinesis(true).await;
+    let shards = log.ensure_stream(&stream, 4).await.expect("create stream");
+    let inner = stream.clone();
+    let body = async move {
+        let stream = inner.as_str();
+        let mut appended: Vec<String> = Vec::new();
+        let mut failed_appends = 0;
+        for round in 0..6 {
+            // Records by key, by explicit hash key and by shard index, several per shard.
+            let batch: Vec<AppendRecord> = (0..16)
+                .map(|i| {
+                    let shard = match i % 4 {
+                        0 | 1 => ShardChoice::ByKey,
+                        2 => ShardChoice::ExplicitHashKey(shards[(i / 4) % 4].starting_hash_key.to_string()),
+                        _ => ShardChoice::Index((i / 4) as u32),
+                    };
+                    record(&format!("k{}", i % 7), &format!("r{round}-{i:02}"), shard)
+                })
+                .collect();
+            loop {
+                match log.append(stream, batch.clone()).await {
+                    Ok(()) => break,
+                    // Out of rounds: the caller appends the whole batch again.
+                    Err(e) if e.is_retryable() && failed_appends < 5 => failed_appends += 1,
+                    Err(e) => panic!("append: {e}"),
+                }
+            }
+            appended.extend(batch.iter().map(|r| String::from_utf8_lossy(&r.data).into_owned()));
+        }
+        let mut held = 0;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (index, shard) in shards.iter().enumerate() {
+            let records = read_all(&log, stream, &shard.id).await;
+            held += records.len();
+            for record in &records {
+                let first = *seen.entry(record.clone()).or_insert(index);
+                assert_eq!(first, index, "record {record} is on two shards");
+            }
+            let ours: Vec<String> = appended.iter().filter(|r| records.contains(r)).cloned().collect();
+            assert!(is_subsequence(&ours, &records), "shard {}: appended {ours:?}, holds {records:?}", shard.id);
+        }
+        let missing: Vec<&String> = appended.iter().filter(|r| !seen.contains_key(*r)).collect();
+        assert!(missing.is_empty(), "records that never arrived: {missing:?}");
+        assert!(held > appended.len(), "refused records were sent again with later ones ({held} held, {} appended)", appended.len());
+        let refusals = captured.count("records of PutRecords refused");
+        assert!(refusals >= 6, "partial failures were injected: {refusals}");
+        eprintln!("{} records appended, {held} held, {refusals} partial failures, {failed_appends} appends repeated", appended.len());
+    };
+    with_cleanup(body, delete_stream(&stream)).await;
+}
+
+/// A plan whose `UpdateItem` attempts 0 and 2 lose their answers and 1 and 3 do not.
+fn lost_commit_plan() -> String {
+    use statefun_runtime::faults::{AwsFault, FaultPlan, Service};
+    let lost = |plan: &FaultPlan, n| plan.attempt(Service::DynamoDb, "UpdateItem", n).fault == Some(AwsFault::Lost);
+    (0..1000)
+        .map(|seed| format!("seed={seed}; dynamodb.UpdateItem.lost=0.5"))
+        .find(|text| {
+            let plan = FaultPlan::parse(text).expect("valid plan");
+            lost(&plan, 0) && !lost(&plan, 1) && lost(&plan, 2) && !lost(&plan, 3)
+        })
+        .expect("a seed with that pattern")
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_settles_it() {
+    use statefun_proto::internal::EpochOutbox;
+    use statefun_runtime::coordination::guard::LeaseGuard;
+    use statefun_runtime::partition::committer::{Committer, CommitterEvent, OutputStreams, Sealed};
+
+    const TEST: &str = "a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_settles_it";
+    if !in_child_under_faults(TEST, &lost_commit_plan()) {
+        return;
+    }
+    let captured = Captured::install();
+    let store = commit_store().await;
+    let table = store.table().to_owned();
+    let body = {
+        let store = store.clone();
+        async move {
+            let lease = store.acquire(0, "a").await.expect("acquire");
+            // UpdateItem attempt 0: applied, answer lost. One attempt, so no SDK retry hides it.
+            let err = store.commit(&lease, 0, manifest(1, 1, 1)).await.expect_err("the answer is lost");
+            assert!(matches!(err, CommitError::Backend(_)) && err.is_retryable(), "an unknown outcome, not fenced: {err}");
+            let committed = store.committed(0).await.expect("read").expect("committed");
+            assert_eq!((committed.owner.as_str(), committed.counter, committed.manifest), ("a", lease.counter, manifest(1, 1, 1)));
+            // Attempt 1: trying again finds the condition gone, because it was applied.
+            let err = store.commit(&lease, 0, manifest(1, 1, 1)).await.expect_err("fenced by its own commit");
+            assert!(matches!(err, CommitError::Fenced { .. }), "{err}");
+
+            // The committer: attempt 2 is lost, attempt 3 fenced, and the epoch is settled as committed.
+            let dir = tempfile::tempdir().expect("tempdir");
+            let committer = Committer {
+                lease: lease.clone(),
+                guard: Arc::new(LeaseGuard::new(std::time::Instant::now(), std::time::Duration::from_secs(600))),
+                partitions: 1,
+                log: Arc::new(statefun_runtime::log::local::LocalLogStore::new(dir.path())),
+                blobs: Arc::new(statefun_runtime::checkpoint::fs::FsBlobStore::new(dir.path())),
+                commits: store.clone(),
+                streams: OutputStreams { exchange: "exchange".into(), dead_letters: statefun_runtime::dead_letters::Destination::Stream("dead-letters".into()), create_egress_streams: Some(1) },
+                committed_epoch: 1,
+                snapshot_epoch: 1,
+            };
+            let (sealed, receiver) = tokio::sync::mpsc::channel(1);
+            let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
+            let running = tokio::spawn(committer.run(receiver, events));
+            let record = EpochRecord { partition: 0, epoch: 2, ..Default::default() };
+            sealed.send(Sealed { record, outbox: EpochOutbox::default() }).await.expect("send");
+            match reports.recv().await {
+                Some(CommitterEvent::Published(2)) => {}
+                other => panic!("epoch 2 should be committed and published, got {other:?}"),
+            }
+            drop(sealed);
+            running.await.expect("committer");
+            let committed = store.committed(0).await.expect("read").expect("committed");
+            assert_eq!(committed.manifest, manifest(2, 1, lease.counter));
+            assert_eq!(captured.count("injected fault: lost response"), 2, "two answers were lost");
+        }
+    };
+    with_cleanup(body, delete_table(&table)).await;
+}
+
+#[tokio::test]
+async fn checkpoint_objects_are_written_and_read_through_s3_throttling_and_errors() {
+    const TEST: &str = "checkpoint_objects_are_written_and_read_through_s3_throttling_and_errors";
+    if !in_child_under_faults(TEST, "seed=9; s3.throttle=0.15; s3.error=0.1") {
+        return;
+    }
+    let captured = Captured::install();
+    let bucket = unique("statefun-faults");
+    let config = sdk_config(&local_aws().endpoint).await;
+    let part = checkpoint::s3::MIN_PART_SIZE;
+    let store = S3BlobStore::new(&config, &bucket, "faults").with_multipart(part + 1, part).with_list_page_size(7);
+    retried!(store.create_bucket());
+    let body = async move {
+        let keys: Vec<String> = (1..=20).map(|epoch| object_key(0, epoch, 1, epoch % 10 == 0)).collect();
+        for (epoch, key) in (1..).zip(&keys) {
+            retried!(store.put(key, epoch_record(0, epoch, epoch % 10 == 0)));
+        }
+        let large: Vec<u8> = (0..2 * part + 100).map(|i| (i % 253) as u8).collect();
+        retried!(store.put("large", large.clone()));
+        for (epoch, key) in (1..).zip(&keys) {
+            assert_eq!(retried!(store.get(key)), Some(epoch_record(0, epoch, epoch % 10 == 0)), "{key}");
+        }
+        assert_eq!(retried!(store.get("large")), Some(large), "the multipart object reads back whole");
+        assert_eq!(retried!(store.list("partition-00000/")), keys);
+        let (throttled, failed) = (captured.count("injected fault: throttling"), captured.count("injected fault: error"));
+        assert!(throttled > 0 && failed > 0, "faults were injected: {throttled} throttled, {failed} failed");
+        eprintln!("S3 under faults: {throttled} calls throttled and {failed} failed, all retried through");
+    };
+    with_cleanup(body, delete_bucket(&bucket)).await;
+}
