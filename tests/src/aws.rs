@@ -59,6 +59,15 @@ impl AwsDeployment {
         Self { suffix, envs, scratch: tempfile::tempdir().expect("tempdir") }
     }
 
+    /// A deployment on resources created by something else (Terraform: see
+    /// `infra/terraform/local`), named by `statefun_environment` (its `STATEFUN_*`
+    /// variables). Ingress streams are named `<stream>-<suffix>`, as with [`AwsDeployment::new`].
+    pub fn on_existing_resources(suffix: &str, statefun_environment: &[(String, String)]) -> Self {
+        let mut envs = local_aws_env().to_vec();
+        envs.extend(statefun_environment.iter().cloned());
+        Self { suffix: suffix.to_owned(), envs, scratch: tempfile::tempdir().expect("tempdir") }
+    }
+
     /// Creates the table, bucket and streams of `module` (and the example's egress streams).
     pub fn setup(&self, module: &Path, partitions: u32) {
         let module = module.to_string_lossy();
@@ -114,6 +123,11 @@ impl Deployment for AwsDeployment {
     fn scratch(&self) -> PathBuf {
         self.scratch.path().to_path_buf()
     }
+}
+
+/// A random suffix for resource names, as [`AwsDeployment::new`] gives its deployments.
+pub fn unique_suffix() -> String {
+    format!("{:08x}", rand_u32())
 }
 
 fn rand_u32() -> u32 {
