@@ -254,10 +254,27 @@ fn the_example_plan_grants_only_this_deployments_resources_and_wires_the_worker_
     let deployment = Deployment::planned_by(&plan);
     assert_eq!(deployment.ingress, set(["add-to-cart", "restock"]));
     assert_eq!(deployment.egress, set(["cart-results", "inventory-updates"]));
+    assert!(deployment.dead_letters.is_some(), "a dead-letter stream");
     check_storage(&plan, &deployment);
     check_policies(&plan, &deployment);
     check_worker(&plan, &deployment);
     check_alarms(&plan, &deployment);
+
+    // Dead letters as objects: no dead-letter stream, the objects under the checkpoint prefix.
+    let plan = plan_example(&workspace, &["-var", "dead_letter_destination=objects"])
+        .unwrap_or_else(|e| panic!("plan of the example with dead letters as objects failed:\n{e}"));
+    let deployment = Deployment::planned_by(&plan);
+    assert_eq!(deployment.dead_letters, None, "no dead-letter stream");
+    check_storage(&plan, &deployment);
+    check_policies(&plan, &deployment);
+    check_worker(&plan, &deployment);
+    check_alarms(&plan, &deployment);
+    let lifecycle = planned_one(&plan, "aws_s3_bucket_lifecycle_configuration");
+    let rules = lifecycle["rule"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rules.iter().any(|r| r["filter"][0]["prefix"] == "statefun/dead-letters/" && r["expiration"][0]["days"] == 30),
+        "dead-letter objects expire after the example's 30 days: {lifecycle}"
+    );
     eprintln!("plan of the example and its checks: {}", elapsed(started));
 }
 
@@ -278,7 +295,8 @@ struct Deployment {
     ingress: BTreeSet<String>,
     egress: BTreeSet<String>,
     exchange: String,
-    dead_letters: String,
+    /// None when dead letters are objects.
+    dead_letters: Option<String>,
     table: String,
     bucket: String,
     /// The ARN of the function alias the workers invoke.
@@ -294,9 +312,10 @@ impl Deployment {
         let with_role = |role: &str| -> BTreeSet<String> {
             streams.values().filter(|s| s["tags"]["statefun:role"] == role).map(|s| name_of(s, "name")).collect()
         };
-        let one = |role: &str| -> String {
-            let [name]: [String; 1] = with_role(role).into_iter().collect::<Vec<_>>().try_into().expect("one stream of the role");
-            name
+        let at_most_one = |role: &str| -> Option<String> {
+            let names = with_role(role);
+            assert!(names.len() <= 1, "one {role} stream at most: {names:?}");
+            names.into_iter().next()
         };
         let function = planned_one(plan, "aws_lambda_function");
         let alias = planned_one(plan, "aws_lambda_alias");
@@ -321,8 +340,8 @@ impl Deployment {
         Self {
             ingress: with_role("ingress"),
             egress: with_role("egress"),
-            exchange: one("exchange"),
-            dead_letters: one("dead-letters"),
+            exchange: at_most_one("exchange").expect("an exchange stream"),
+            dead_letters: at_most_one("dead-letters"),
             table,
             bucket,
             alias_arn,
@@ -354,10 +373,11 @@ fn check_storage(plan: &Value, deployment: &Deployment) {
     let lifecycle = planned_one(plan, "aws_s3_bucket_lifecycle_configuration");
     let rules = lifecycle["rule"].as_array().cloned().unwrap_or_default();
     assert!(rules.iter().any(|r| r["abort_incomplete_multipart_upload"][0]["days_after_initiation"] == 1), "{lifecycle}");
-    assert!(
-        rules.iter().all(|r| r["expiration"][0]["days"].as_i64().unwrap_or(0) == 0),
-        "no rule expires current checkpoints: {lifecycle}"
-    );
+    for rule in &rules {
+        let expires = rule["expiration"][0]["days"].as_i64().unwrap_or(0);
+        let prefix = rule["filter"][0]["prefix"].as_str().unwrap_or_default();
+        assert!(expires == 0 || prefix.ends_with("/dead-letters/"), "no rule expires current checkpoints: {rule}");
+    }
 }
 
 /// Every role policy is known at plan time, names only this deployment's
@@ -381,7 +401,7 @@ fn check_policies(plan: &Value, deployment: &Deployment) {
     let worker = &by_role["worker_task"];
     let inputs: BTreeSet<String> = deployment.ingress.iter().chain([&deployment.exchange]).map(|s| stream_arn(s)).collect();
     let outputs: BTreeSet<String> =
-        deployment.egress.iter().chain([&deployment.exchange, &deployment.dead_letters]).map(|s| stream_arn(s)).collect();
+        deployment.egress.iter().chain([&deployment.exchange]).chain(&deployment.dead_letters).map(|s| stream_arn(s)).collect();
     for action in ["kinesis:GetRecords", "kinesis:GetShardIterator"] {
         assert_eq!(granted(worker, action), inputs, "{action}");
     }
@@ -425,7 +445,9 @@ fn check_worker(plan: &Value, deployment: &Deployment) {
     assert_eq!(env["STATEFUN_BUCKET"], deployment.bucket);
     assert_eq!(env["STATEFUN_PREFIX"], "statefun/");
     assert_eq!(env["STATEFUN_EXCHANGE_STREAM"], deployment.exchange);
-    assert_eq!(env["STATEFUN_DEAD_LETTER_STREAM"], deployment.dead_letters);
+    assert_eq!(env.get("STATEFUN_DEAD_LETTER_STREAM"), deployment.dead_letters.as_ref());
+    let destination = if deployment.dead_letters.is_some() { "stream" } else { "objects" };
+    assert_eq!(env["STATEFUN_DEAD_LETTER_DESTINATION"], destination);
     assert_eq!(env["STATEFUN_PARTITIONS"], PARTITIONS.to_string());
     assert_eq!(containers[0]["command"], json!(["run"]));
     assert_eq!(planned_one(plan, "aws_ecs_service")["desired_count"], 1);
@@ -443,11 +465,21 @@ fn check_alarms(plan: &Value, deployment: &Deployment) {
         .map(|a| a["dimensions"]["StreamName"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(watched, deployment.ingress.iter().chain([&deployment.exchange]).cloned().collect());
-    assert!(
-        alarms
-            .values()
-            .any(|a| a["metric_name"] == "IncomingRecords" && a["dimensions"]["StreamName"] == deployment.dead_letters.as_str())
-    );
+    let dead_letter_alarm = alarms.values().find(|a| a["alarm_name"].as_str().is_some_and(|n| n.ends_with("-dead-letters")));
+    let dead_letter_alarm = dead_letter_alarm.expect("a dead-letter alarm");
+    match &deployment.dead_letters {
+        Some(stream) => {
+            assert_eq!(dead_letter_alarm["metric_name"], "IncomingRecords", "{dead_letter_alarm}");
+            assert_eq!(dead_letter_alarm["dimensions"]["StreamName"], stream.as_str(), "{dead_letter_alarm}");
+        }
+        None => {
+            assert_eq!(dead_letter_alarm["metric_name"], "PutRequests", "{dead_letter_alarm}");
+            assert_eq!(dead_letter_alarm["dimensions"]["BucketName"], deployment.bucket.as_str(), "{dead_letter_alarm}");
+            let metric = planned_one(plan, "aws_s3_bucket_metric");
+            assert_eq!(metric["name"], dead_letter_alarm["dimensions"]["FilterId"], "{metric}");
+            assert_eq!(metric["filter"][0]["prefix"], "statefun/dead-letters/", "{metric}");
+        }
+    }
     let filter = planned_one(plan, "aws_cloudwatch_log_metric_filter");
     let pattern = filter["pattern"].as_str().unwrap_or_default();
     let phrases: Vec<&str> = pattern.split('"').skip(1).step_by(2).collect();

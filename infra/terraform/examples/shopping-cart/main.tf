@@ -113,6 +113,9 @@ module "statefun" {
   subnet_ids       = local.subnet_ids
   assign_public_ip = local.assign_public_ip
 
+  dead_letter_destination     = var.dead_letter_destination
+  dead_letter_expiration_days = var.dead_letter_expiration_days
+
   alarm_actions = var.alarm_actions
   force_destroy = var.force_destroy
 }

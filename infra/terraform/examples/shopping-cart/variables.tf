@@ -65,3 +65,14 @@ variable "force_destroy" {
   type        = bool
   default     = true
 }
+
+variable "dead_letter_destination" {
+  description = "\"stream\" (a dead-letter stream) or \"objects\" (objects under statefun/dead-letters/ in the checkpoint bucket, kept dead_letter_expiration_days)."
+  type        = string
+  default     = "stream"
+}
+
+variable "dead_letter_expiration_days" {
+  type    = number
+  default = 30
+}

@@ -2,7 +2,9 @@
 # snapshot replaced (and the leftovers of fenced writers older than that snapshot), so no lifecycle
 # rule touches current objects: a rule expiring them could delete a checkpoint the commit table
 # still names. The rules only clean up what nothing references any more: parts of multipart uploads
-# that never completed, and (with versioning) replaced versions and their delete markers.
+# that never completed, and (with versioning) replaced versions and their delete markers; and, if
+# asked, dead-letter objects older than dead_letter_expiration_days (a prefix of their own, apart
+# from the checkpoints' partition-NNNNN/ prefixes).
 
 resource "aws_s3_bucket" "checkpoints" {
   bucket        = local.bucket_name
@@ -68,6 +70,20 @@ resource "aws_s3_bucket_lifecycle_configuration" "checkpoints" {
     }
     expiration {
       expired_object_delete_marker = true
+    }
+  }
+
+  dynamic "rule" {
+    for_each = var.dead_letter_destination == "objects" && var.dead_letter_expiration_days != null ? [var.dead_letter_expiration_days] : []
+    content {
+      id     = "expire-dead-letters"
+      status = "Enabled"
+      filter {
+        prefix = "${var.checkpoint_prefix}dead-letters/"
+      }
+      expiration {
+        days = rule.value
+      }
     }
   }
 

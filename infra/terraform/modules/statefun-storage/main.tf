@@ -4,7 +4,8 @@
 #   Kinesis   the exchange (one shard per partition, always provisioned), the dead-letter stream, the
 #             ingress and egress streams
 #   DynamoDB  the lease and commit table: hash key `partition` (N), one item per partition, on-demand
-#   S3        the checkpoint bucket: objects under <checkpoint_prefix>partition-NNNNN/
+#   S3        the checkpoint bucket: objects under <checkpoint_prefix>partition-NNNNN/ (and the dead
+#             letters under <checkpoint_prefix>dead-letters/ when they are objects)
 #
 # It makes no IAM and no compute, so it can be applied on its own, to a local AWS stack for tests
 # (infra/terraform/local) or next to a runtime run elsewhere.
@@ -14,20 +15,22 @@ data "aws_caller_identity" "current" {
 }
 
 locals {
-  exchange_stream    = coalesce(var.exchange_stream_name, "${var.name}-exchange")
-  dead_letter_stream = coalesce(var.dead_letter_stream_name, "${var.name}-dead-letters")
-  table_name         = coalesce(var.table_name, "${var.name}-partitions")
-  bucket_name        = var.bucket_name != null ? var.bucket_name : "${var.name}-checkpoints-${data.aws_caller_identity.current[0].account_id}"
+  exchange_stream = coalesce(var.exchange_stream_name, "${var.name}-exchange")
+  # No dead-letter stream when dead letters are objects.
+  dead_letter_stream        = var.dead_letter_destination == "stream" ? coalesce(var.dead_letter_stream_name, "${var.name}-dead-letters") : null
+  create_dead_letter_stream = var.create_dead_letter_stream && var.dead_letter_destination == "stream"
+  table_name                = coalesce(var.table_name, "${var.name}-partitions")
+  bucket_name               = var.bucket_name != null ? var.bucket_name : "${var.name}-checkpoints-${data.aws_caller_identity.current[0].account_id}"
 
   # Every stream this module creates, by name.
   streams = merge(
     { for s in var.ingress_streams : s => { role = "ingress", mode = var.stream_mode, shards = var.stream_shards } },
     { for s in var.egress_streams : s => { role = "egress", mode = var.stream_mode, shards = var.stream_shards } },
-    var.create_dead_letter_stream ? { (local.dead_letter_stream) = { role = "dead-letters", mode = var.stream_mode, shards = 1 } } : {},
+    local.create_dead_letter_stream ? { (local.dead_letter_stream) = { role = "dead-letters", mode = var.stream_mode, shards = 1 } } : {},
     { (local.exchange_stream) = { role = "exchange", mode = "PROVISIONED", shards = var.partitions } },
   )
   # Every stream name the deployment uses, created here or not: they must all differ.
-  stream_names = concat(var.ingress_streams, var.egress_streams, [local.dead_letter_stream, local.exchange_stream])
+  stream_names = concat(var.ingress_streams, var.egress_streams, compact([local.dead_letter_stream]), [local.exchange_stream])
 }
 
 resource "aws_kinesis_stream" "this" {

@@ -7,14 +7,23 @@ output "exchange_stream_arn" {
   value = aws_kinesis_stream.this[local.exchange_stream].arn
 }
 
+output "dead_letter_destination" {
+  value = var.dead_letter_destination
+}
+
 output "dead_letter_stream_name" {
-  description = "The dead-letter stream (STATEFUN_DEAD_LETTER_STREAM), created here or not."
+  description = "The dead-letter stream (STATEFUN_DEAD_LETTER_STREAM), created here or not; null when dead letters are objects."
   value       = local.dead_letter_stream
 }
 
 output "dead_letter_stream_arn" {
   description = "ARN of the dead-letter stream when this module created it, else null."
-  value       = var.create_dead_letter_stream ? aws_kinesis_stream.this[local.dead_letter_stream].arn : null
+  value       = local.create_dead_letter_stream ? aws_kinesis_stream.this[local.dead_letter_stream].arn : null
+}
+
+output "dead_letter_prefix" {
+  description = "Key prefix of the dead-letter objects in the bucket when dead letters are objects, else null."
+  value       = var.dead_letter_destination == "objects" ? "${var.checkpoint_prefix}dead-letters/" : null
 }
 
 output "ingress_stream_names" {
@@ -76,13 +85,16 @@ output "partitions" {
 
 output "statefun_environment" {
   description = "The variables that point the runtime and its CLI (statefun run, send, tail, state, dead-letters) at this deployment, next to the standard AWS configuration."
-  value = {
-    STATEFUN_BACKEND            = "aws"
-    STATEFUN_TABLE              = aws_dynamodb_table.partitions.name
-    STATEFUN_BUCKET             = aws_s3_bucket.checkpoints.bucket
-    STATEFUN_PREFIX             = var.checkpoint_prefix
-    STATEFUN_EXCHANGE_STREAM    = aws_kinesis_stream.this[local.exchange_stream].name
-    STATEFUN_DEAD_LETTER_STREAM = local.dead_letter_stream
-    STATEFUN_PARTITIONS         = tostring(var.partitions)
-  }
+  value = merge(
+    {
+      STATEFUN_BACKEND                 = "aws"
+      STATEFUN_TABLE                   = aws_dynamodb_table.partitions.name
+      STATEFUN_BUCKET                  = aws_s3_bucket.checkpoints.bucket
+      STATEFUN_PREFIX                  = var.checkpoint_prefix
+      STATEFUN_EXCHANGE_STREAM         = aws_kinesis_stream.this[local.exchange_stream].name
+      STATEFUN_PARTITIONS              = tostring(var.partitions)
+      STATEFUN_DEAD_LETTER_DESTINATION = var.dead_letter_destination
+    },
+    local.dead_letter_stream == null ? {} : { STATEFUN_DEAD_LETTER_STREAM = local.dead_letter_stream },
+  )
 }

@@ -78,8 +78,28 @@ variable "exchange_stream_name" {
   default     = null
 }
 
+variable "dead_letter_destination" {
+  description = "Where the runtime puts dead letters (STATEFUN_DEAD_LETTER_DESTINATION): \"stream\", the dead-letter stream, or \"objects\", one object per letter under <checkpoint_prefix>dead-letters/ in the bucket (then no dead-letter stream is made)."
+  type        = string
+  default     = "stream"
+  validation {
+    condition     = contains(["stream", "objects"], var.dead_letter_destination)
+    error_message = "dead_letter_destination must be stream or objects."
+  }
+}
+
+variable "dead_letter_expiration_days" {
+  description = "With dead_letter_destination = \"objects\": days after which a dead-letter object expires (null: kept until deleted). Expired letters can no longer be re-injected."
+  type        = number
+  default     = null
+  validation {
+    condition     = var.dead_letter_expiration_days == null || coalesce(var.dead_letter_expiration_days, 1) >= 1
+    error_message = "dead_letter_expiration_days must be null or at least 1."
+  }
+}
+
 variable "create_dead_letter_stream" {
-  description = "Create the dead-letter stream. Set to false to use an existing stream named dead_letter_stream_name (the runtime needs one either way)."
+  description = "Create the dead-letter stream (with dead_letter_destination = \"stream\"). Set to false to use an existing stream named dead_letter_stream_name."
   type        = bool
   default     = true
 }

@@ -6,8 +6,8 @@
 #                           lost its lease, or one it could not recover (a metric filter on the log
 #                           group; the phrases are parts of the runtime's own log messages, which
 #                           tests/tests/terraform.rs checks)
-#   dead-letters            records reached the dead-letter stream (`statefun dead-letters` shows
-#                           them and why)
+#   dead-letters            records reached the dead-letter stream, or objects the dead-letter
+#                           prefix (`statefun dead-letters` shows them and why)
 
 locals {
   iterator_age_streams = concat(keys(var.ingress_streams), [local.exchange_stream])
@@ -77,10 +77,7 @@ resource "aws_cloudwatch_metric_alarm" "commit_failures" {
 
 resource "aws_cloudwatch_metric_alarm" "dead_letters" {
   alarm_name          = "${var.name}-dead-letters"
-  alarm_description   = "Records reached the dead-letter stream ${local.dead_letter_stream} (statefun deployment ${var.name}); `statefun dead-letters` shows them and why"
-  namespace           = "AWS/Kinesis"
-  metric_name         = "IncomingRecords"
-  dimensions          = { StreamName = local.dead_letter_stream }
+  alarm_description   = "Dead letters arrived (statefun deployment ${var.name}); `statefun dead-letters` shows them and why"
   statistic           = "Sum"
   period              = 300
   evaluation_periods  = 1
@@ -90,4 +87,24 @@ resource "aws_cloudwatch_metric_alarm" "dead_letters" {
   alarm_actions       = var.alarm_actions
   ok_actions          = var.alarm_actions
   tags                = var.tags
+
+  # Records put on the dead-letter stream, or objects put under the dead-letter prefix.
+  namespace   = length(local.dead_letter_streams) == 0 ? "AWS/S3" : "AWS/Kinesis"
+  metric_name = length(local.dead_letter_streams) == 0 ? "PutRequests" : "IncomingRecords"
+  dimensions = (length(local.dead_letter_streams) == 0
+    ? { BucketName = local.bucket_name, FilterId = "dead-letters" }
+    : { StreamName = local.dead_letter_streams[0] }
+  )
+
+  depends_on = [aws_s3_bucket_metric.dead_letters]
+}
+
+# S3 request metrics of the dead-letter prefix (billed as custom metrics), for the alarm above.
+resource "aws_s3_bucket_metric" "dead_letters" {
+  count  = var.dead_letter_destination == "objects" ? 1 : 0
+  bucket = local.bucket_name
+  name   = "dead-letters"
+  filter {
+    prefix = module.storage.dead_letter_prefix
+  }
 }

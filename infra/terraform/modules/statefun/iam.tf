@@ -1,7 +1,8 @@
 # The worker's two roles. The task role is what `statefun run` calls AWS with: it reads only the
 # ingress streams and the exchange, writes only the exchange, the egress and the dead-letter
-# streams, reads and writes only this deployment's items, objects under the checkpoint prefix, and
-# invokes only the aliases of the deployment's functions (and extra_invoke_arns). The execution role
+# streams, reads and writes only this deployment's items, objects under the checkpoint prefix (which
+# holds the dead-letter objects too, when dead letters are objects), and invokes only the aliases of
+# the deployment's functions (and extra_invoke_arns). The execution role
 # is ECS's, to pull the image and ship the logs.
 
 data "aws_iam_policy_document" "ecs_tasks_assume" {
@@ -21,7 +22,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 
 locals {
   input_stream_arns  = [for s in concat(keys(var.ingress_streams), [local.exchange_stream]) : local.stream_arn[s]]
-  output_stream_arns = [for s in concat([local.exchange_stream], var.egress_streams, [local.dead_letter_stream]) : local.stream_arn[s]]
+  output_stream_arns = [for s in concat([local.exchange_stream], var.egress_streams, local.dead_letter_streams) : local.stream_arn[s]]
   invoke_arns        = concat(values(local.alias_arns), var.extra_invoke_arns)
 }
 

@@ -19,24 +19,26 @@ data "aws_caller_identity" "current" {}
 module "storage" {
   source = "../statefun-storage"
 
-  name                      = var.name
-  partitions                = var.partitions
-  ingress_streams           = keys(var.ingress_streams)
-  egress_streams            = var.egress_streams
-  stream_mode               = var.stream_mode
-  stream_shards             = var.stream_shards
-  stream_retention_hours    = var.stream_retention_hours
-  stream_encryption         = var.stream_encryption
-  create_dead_letter_stream = var.create_dead_letter_stream
-  dead_letter_stream_name   = var.dead_letter_stream_name
-  point_in_time_recovery    = var.point_in_time_recovery
-  table_deletion_protection = var.table_deletion_protection
-  bucket_name               = coalesce(var.bucket_name, "${var.name}-checkpoints-${local.account_id}")
-  checkpoint_prefix         = var.checkpoint_prefix
-  bucket_versioning         = var.bucket_versioning
-  noncurrent_version_days   = var.noncurrent_version_days
-  force_destroy             = var.force_destroy
-  tags                      = var.tags
+  name                        = var.name
+  partitions                  = var.partitions
+  ingress_streams             = keys(var.ingress_streams)
+  egress_streams              = var.egress_streams
+  stream_mode                 = var.stream_mode
+  stream_shards               = var.stream_shards
+  stream_retention_hours      = var.stream_retention_hours
+  stream_encryption           = var.stream_encryption
+  dead_letter_destination     = var.dead_letter_destination
+  dead_letter_expiration_days = var.dead_letter_expiration_days
+  create_dead_letter_stream   = var.create_dead_letter_stream
+  dead_letter_stream_name     = var.dead_letter_stream_name
+  point_in_time_recovery      = var.point_in_time_recovery
+  table_deletion_protection   = var.table_deletion_protection
+  bucket_name                 = coalesce(var.bucket_name, "${var.name}-checkpoints-${local.account_id}")
+  checkpoint_prefix           = var.checkpoint_prefix
+  bucket_versioning           = var.bucket_versioning
+  noncurrent_version_days     = var.noncurrent_version_days
+  force_destroy               = var.force_destroy
+  tags                        = var.tags
 }
 
 locals {
@@ -45,12 +47,13 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   arn_prefix = "arn:${local.partition}"
 
-  exchange_stream    = module.storage.exchange_stream_name
-  dead_letter_stream = module.storage.dead_letter_stream_name
-  table_name         = module.storage.table_name
-  bucket_name        = module.storage.bucket_name
+  exchange_stream = module.storage.exchange_stream_name
+  # None when dead letters are objects.
+  dead_letter_streams = compact([module.storage.dead_letter_stream_name])
+  table_name          = module.storage.table_name
+  bucket_name         = module.storage.bucket_name
 
-  all_streams = concat(keys(var.ingress_streams), var.egress_streams, [local.exchange_stream, local.dead_letter_stream])
+  all_streams = concat(keys(var.ingress_streams), var.egress_streams, [local.exchange_stream], local.dead_letter_streams)
   stream_arn = {
     for s in local.all_streams : s => "${local.arn_prefix}:kinesis:${local.region}:${local.account_id}:stream/${s}"
   }

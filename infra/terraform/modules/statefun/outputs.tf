@@ -37,6 +37,11 @@ output "dead_letter_stream_arn" {
   value = module.storage.dead_letter_stream_arn
 }
 
+output "dead_letter_prefix" {
+  description = "Key prefix of the dead-letter objects when dead letters are objects, else null."
+  value       = module.storage.dead_letter_prefix
+}
+
 output "table_name" {
   value = module.storage.table_name
 }

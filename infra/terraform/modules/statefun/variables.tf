@@ -97,6 +97,18 @@ variable "stream_encryption" {
   default     = true
 }
 
+variable "dead_letter_destination" {
+  description = "Where dead letters go: \"stream\" (the dead-letter stream) or \"objects\" (one object per letter under <checkpoint_prefix>dead-letters/ in the bucket, no stream)."
+  type        = string
+  default     = "stream"
+}
+
+variable "dead_letter_expiration_days" {
+  description = "With dead_letter_destination = \"objects\": days after which dead-letter objects expire (null: kept)."
+  type        = number
+  default     = null
+}
+
 variable "create_dead_letter_stream" {
   description = "Create the dead-letter stream; false uses an existing one named dead_letter_stream_name."
   type        = bool

@@ -8,20 +8,15 @@
 
 locals {
   worker_environment = merge(
+    # STATEFUN_BACKEND, _TABLE, _BUCKET, _PREFIX, _EXCHANGE_STREAM, _PARTITIONS, _DEAD_LETTER_*
+    module.storage.statefun_environment,
     {
-      STATEFUN_BACKEND            = "aws"
-      STATEFUN_REGION             = local.region
-      STATEFUN_TABLE              = local.table_name
-      STATEFUN_BUCKET             = local.bucket_name
-      STATEFUN_PREFIX             = var.checkpoint_prefix
-      STATEFUN_EXCHANGE_STREAM    = local.exchange_stream
-      STATEFUN_DEAD_LETTER_STREAM = local.dead_letter_stream
-      STATEFUN_PARTITIONS         = tostring(var.partitions)
-      STATEFUN_COMMIT_INTERVAL    = var.commit_interval
-      STATEFUN_POLL_INTERVAL      = var.poll_interval
-      STATEFUN_MODULE_YAML        = local.module_yaml
-      STATEFUN_LOG                = "info"
-      NO_COLOR                    = "1"
+      STATEFUN_REGION          = local.region
+      STATEFUN_COMMIT_INTERVAL = var.commit_interval
+      STATEFUN_POLL_INTERVAL   = var.poll_interval
+      STATEFUN_MODULE_YAML     = local.module_yaml
+      STATEFUN_LOG             = "info"
+      NO_COLOR                 = "1"
     },
     var.worker_environment,
   )
