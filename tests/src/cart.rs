@@ -195,3 +195,62 @@ pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> Rep
     assert_eq!(stored_carts, carts.len(), "carts exist only for users with a reservation");
     Report { results, state, redelivered }
 }
+
+impl Workload {
+    /// This workload without the orders of `users` (restocks unchanged): what the
+    /// other users' events must end with when those users' events were dead-lettered.
+    pub fn without_users(&self, users: &[String]) -> Workload {
+        let orders = self.orders.iter().filter(|o| !users.contains(&o.user)).cloned().collect();
+        Workload { prefix: self.prefix.clone(), restocks: self.restocks.clone(), orders }
+    }
+
+    pub fn orders_of(&self, user: &str) -> Vec<&Order> {
+        self.orders.iter().filter(|o| o.user == user).collect()
+    }
+}
+
+/// Checks that the dead letters are exactly the events of `failing` (user ->
+/// a text its letters' reasons must contain): each of those events (found by its
+/// ingress message id, `<stream>/<shard>/<sequence>`) is dead-lettered at its
+/// user's cart with such a reason, no other message is, and none of them has a
+/// result. Letters published twice (same messages) count once. Returns the
+/// number of distinct dead-lettered messages.
+pub fn check_dead_lettered<D: Deployment + ?Sized>(
+    deployment: &D,
+    workload: &Workload,
+    ingress: &str,
+    failing: &BTreeMap<String, String>,
+) -> usize {
+    // Which request each ingress record carried.
+    let records = crate::statefun(deployment, &["tail", "--stream", ingress, "--json", "--type", "type.googleapis.com/shoppingcart.AddToCart"]);
+    let mut request_of: BTreeMap<String, String> = BTreeMap::new();
+    for line in records.lines().filter(|l| !l.trim().is_empty()) {
+        let record: Value = serde_json::from_str(line).expect("tail JSON line");
+        let value = &record["value"];
+        let request = value["request_id"].as_str().or_else(|| value["requestId"].as_str()).unwrap_or_default();
+        let id = format!("{ingress}/{}/{}", record["shard"].as_str().unwrap_or_default(), record["sequence"].as_str().unwrap_or_default());
+        request_of.insert(id, request.to_owned());
+    }
+    let mut dead: BTreeMap<String, String> = BTreeMap::new();
+    for letter in crate::dead_letters_json(deployment) {
+        let address = letter["address"].as_str().unwrap_or_default().to_owned();
+        let reason = letter["reason"].as_str().unwrap_or_default();
+        for message in letter["messages"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let id = message.as_str().unwrap_or_default();
+            let Some(request) = request_of.get(id) else { panic!("dead letter of a message that is no order of this run: {letter}") };
+            let order = workload.orders.iter().find(|o| &o.request_id == request).unwrap_or_else(|| panic!("no order {request}: {letter}"));
+            assert_eq!(address, format!("shoppingcart/cart/{}", order.user), "{letter}");
+            let expected = failing.get(&order.user).unwrap_or_else(|| panic!("{} of {} was dead-lettered: {letter}", order.request_id, order.user));
+            assert!(reason.contains(expected.as_str()), "reason of {}: `{reason}` lacks `{expected}`", order.request_id);
+            dead.insert(request.clone(), order.user.clone());
+        }
+    }
+    let results = workload.results(deployment);
+    for (user, _) in failing {
+        for order in workload.orders_of(user) {
+            assert!(dead.contains_key(&order.request_id), "{} of {user} was not dead-lettered", order.request_id);
+            assert!(!results.contains_key(&order.request_id), "{} of {user} has a result", order.request_id);
+        }
+    }
+    dead.len()
+}

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
+use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
@@ -283,10 +284,12 @@ impl Decision {
         match (self.fault, &self.refused) {
             (Some(AwsFault::Error), _) => {
                 self.log("error");
+                answered_without_a_connection(&request);
                 service_error(self.service, &self.operation, request.method(), false)
             }
             (Some(AwsFault::Throttle), _) => {
                 self.log("throttling");
+                answered_without_a_connection(&request);
                 service_error(self.service, &self.operation, request.method(), true)
             }
             (Some(AwsFault::Lost), _) => {
@@ -296,6 +299,7 @@ impl Decision {
             }
             (Some(AwsFault::Partial), Some(refused)) if refused.indices.len() == refused.total => {
                 self.log(&format!("all {} records of PutRecords refused", refused.total));
+                answered_without_a_connection(&request);
                 let body = put_records_answer(Vec::new(), refused).to_string();
                 response(200, "application/x-amz-json-1.1", &[], body)
             }
@@ -306,6 +310,15 @@ impl Decision {
             }
             _ => inner.call(request).await,
         }
+    }
+}
+
+/// Tells the SDK which connection answered, as a real HTTP client does: none
+/// here, so closing it after a transient error (the SDK's connection poisoning)
+/// has nothing to do.
+fn answered_without_a_connection(request: &HttpRequest) {
+    if let Some(capture) = request.extension::<CaptureSmithyConnection>() {
+        capture.set_connection_retriever(|| Some(ConnectionMetadata::builder().proxied(false).poison_fn(|| {}).build()));
     }
 }
 
