@@ -2,8 +2,9 @@
 //! runtime through `STATEFUN_FAULTS` (see `runtime/src/faults`): S3, DynamoDB
 //! and Kinesis errors, throttling, lost responses and `PutRecords` partial
 //! failures at a few percent of all calls; and invocations that fail or time
-//! out for some users' carts, whose events must end as dead letters with their
-//! reasons while every other event completes. The CLI verbs that send and
+//! out for some users' carts (over HTTP, and through Lambda with the Lambda
+//! client itself throttled, failing and losing answers), whose events must end
+//! as dead letters with their reasons while every other event completes. The CLI verbs that send and
 //! read back run without faults: only the worker is under test.
 //!
 //! Under storage faults a result may reach the egress stream more than once
@@ -22,6 +23,13 @@ use statefun_tests::{Deployment, FunctionServer, Runtime, dead_letters_json, sen
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const PARTITIONS: &str = "4";
+
+const LAMBDA_ENDPOINT: &str = "kind: statefun-aws.endpoints.v1/lambda
+spec:
+  functions: shoppingcart/*
+  functionName: shopping-cart
+  transport:
+    call: 30s";
 
 /// A deployment whose worker runs under a fault plan.
 struct Faulty<'a> {
@@ -101,59 +109,110 @@ fn the_checks_hold_under_s3_dynamodb_and_kinesis_errors_throttling_lost_response
     );
 }
 
+/// Runs `workload` with the worker under `plan` and waits until every order of
+/// the users not in `failing` has its result and every order of theirs is a dead
+/// letter; checks both (see [`cart::check_dead_lettered`]) and returns the
+/// runtime's log, the dead letters and the seconds the events took.
+fn run_with_dead_letters(
+    deployment: &AwsDeployment,
+    module: &std::path::Path,
+    workload: &Workload,
+    plan: String,
+    failing: &BTreeMap<String, String>,
+) -> (String, usize, f64) {
+    let failing_users: Vec<String> = failing.keys().cloned().collect();
+    let failing_orders: usize = failing_users.iter().map(|u| workload.orders_of(u).len()).sum();
+    assert!(failing_orders > 0);
+    let faulty = Faulty { deployment, plan };
+    let args = ["--partitions", PARTITIONS, "--invoke-attempts", "2", "--invoke-backoff", "10ms"];
+    let mut runtime = Runtime::start(&faulty, module, &args);
+    restock(deployment, module, workload);
+    let started = Instant::now();
+    send_lines(deployment, module, &deployment.ingress("add-to-cart"), &workload.order_records(&workload.orders));
+    let dead_messages = || {
+        let letters = dead_letters_json(deployment);
+        let messages = letters.iter().flat_map(|l| l["messages"].as_array().cloned().unwrap_or_default());
+        messages.map(|m| m.to_string()).collect::<BTreeSet<_>>().len()
+    };
+    wait_until(TIMEOUT, "every other order's result and a dead letter for each failing one", || {
+        workload.results(deployment).len() >= workload.orders.len() - failing_orders && dead_messages() >= failing_orders
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
+
+    let dead = cart::check_dead_lettered(deployment, workload, &deployment.ingress("add-to-cart"), failing);
+    assert_eq!(dead, failing_orders, "exactly the failing users' events are dead letters");
+    let report = cart::check(deployment, &workload.without_users(&failing_users));
+    assert_eq!(report.results.len(), workload.orders.len() - failing_orders);
+    (runtime.log_text(), dead, seconds)
+}
+
+/// The workload's users, those with the fewest orders first.
+fn users_by_orders(workload: &Workload) -> Vec<String> {
+    let mut users: Vec<String> = workload.orders.iter().map(|o| o.user.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    users.sort_by_key(|u| workload.orders_of(u).len());
+    users
+}
+
+fn erring_rule(user: &str) -> (String, String) {
+    let rule = format!("invoke:shoppingcart/cart/{user}.error=1");
+    let reason = format!("injected by STATEFUN_FAULTS (`{rule}`)");
+    (rule, reason)
+}
+
 #[test]
 fn invocations_failing_or_timing_out_for_some_carts_are_dead_lettered_and_the_others_complete() {
     let server = FunctionServer::start(shopping_cart::functions());
     let deployment = AwsDeployment::new();
     let module = deployment.shopping_cart_module(&http_endpoint(&server, "1s"));
     deployment.setup(&module, 4);
-    let shape = Shape { users: 30, events: 600, plenty: 6, scarce: 2, missing: 2, seed: 22 };
+    let shape = Shape { users: 30, events: 400, plenty: 6, scarce: 2, missing: 2, seed: 22 };
     let workload = cart::generate(&format!("invoke-faults-{}-", deployment.suffix), shape);
 
     // Three users' carts fail as function errors; the one with the fewest orders times out.
-    let mut users: Vec<&str> = workload.orders.iter().map(|o| o.user.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
-    users.sort_by_key(|u| workload.orders_of(u).len());
-    let timing_out = users[0].to_owned();
-    let erring: Vec<String> = users[users.len() - 3..].iter().map(|u| (*u).to_owned()).collect();
+    let users = users_by_orders(&workload);
     let mut failing: BTreeMap<String, String> = BTreeMap::new();
     let mut rules = Vec::new();
-    for user in &erring {
-        rules.push(format!("invoke:shoppingcart/cart/{user}.error=1"));
-        failing.insert(user.clone(), format!("injected by STATEFUN_FAULTS (`invoke:shoppingcart/cart/{user}.error=1`)"));
+    for user in &users[users.len() - 3..] {
+        let (rule, reason) = erring_rule(user);
+        rules.push(rule);
+        failing.insert(user.clone(), reason);
     }
-    rules.push(format!("invoke:shoppingcart/cart/{timing_out}.timeout=1"));
-    failing.insert(timing_out.clone(), "no answer within 1s".to_owned());
-    let failing_users: Vec<String> = failing.keys().cloned().collect();
-    let failing_orders: usize = failing_users.iter().map(|u| workload.orders_of(u).len()).sum();
+    rules.push(format!("invoke:shoppingcart/cart/{}.timeout=1", users[0]));
+    failing.insert(users[0].clone(), "no answer within 1s".to_owned());
 
-    let faulty = Faulty { deployment: &deployment, plan: rules.join("; ") };
-    let args = ["--partitions", PARTITIONS, "--invoke-attempts", "2", "--invoke-backoff", "10ms"];
-    let mut runtime = Runtime::start(&faulty, &module, &args);
-    restock(&deployment, &module, &workload);
-    let started = Instant::now();
-    send_lines(&deployment, &module, &deployment.ingress("add-to-cart"), &workload.order_records(&workload.orders));
-    let dead_messages = || {
-        let letters = dead_letters_json(&deployment);
-        let messages = letters.iter().flat_map(|l| l["messages"].as_array().cloned().unwrap_or_default());
-        messages.map(|m| m.to_string()).collect::<BTreeSet<_>>().len()
-    };
-    wait_until(TIMEOUT, "every other order's result and a dead letter for each failing one", || {
-        workload.results(&deployment).len() >= workload.orders.len() - failing_orders && dead_messages() >= failing_orders
-    });
-    let seconds = started.elapsed().as_secs_f64();
-    assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
-
-    let dead = cart::check_dead_lettered(&deployment, &workload, &deployment.ingress("add-to-cart"), &failing);
-    assert_eq!(dead, failing_orders, "exactly the failing users' events are dead letters");
-    let served = workload.without_users(&failing_users);
-    let report = cart::check(&deployment, &served);
-    assert_eq!(report.redelivered, 0, "no crash and no storage fault, so no result is published twice");
-    let log = runtime.log_text();
+    let (log, dead, seconds) = run_with_dead_letters(&deployment, &module, &workload, rules.join("; "), &failing);
     assert!(count(&log, "invocation timeout") > 0 && count(&log, "invocation error") > 0, "both faults were injected");
     eprintln!(
-        "invoke faults: {} events; {dead} dead-lettered ({} users erring, 1 timing out), {} served and checked in {seconds:.1} s",
-        workload.orders.len(),
-        erring.len(),
-        report.results.len()
+        "invoke faults over HTTP: {} events; {dead} dead-lettered (3 users erring, 1 timing out), the others served in {seconds:.1} s",
+        workload.orders.len()
+    );
+}
+
+#[test]
+fn through_lambda_throttling_errors_and_lost_answers_are_retried_and_failing_carts_are_dead_lettered() {
+    let deployment = AwsDeployment::new();
+    let module = deployment.shopping_cart_module(LAMBDA_ENDPOINT);
+    deployment.setup(&module, 4);
+    let shape = Shape { users: 20, events: 300, plenty: 6, scarce: 2, missing: 2, seed: 23 };
+    let workload = cart::generate(&format!("lambda-faults-{}-", deployment.suffix), shape);
+    let users = users_by_orders(&workload);
+    let mut failing: BTreeMap<String, String> = BTreeMap::new();
+    let mut rules = vec!["seed=23; lambda.throttle=10%; lambda.error=5%; lambda.lost=5%".to_owned()];
+    for user in &users[users.len() - 2..] {
+        let (rule, reason) = erring_rule(user);
+        rules.push(rule);
+        failing.insert(user.clone(), reason);
+    }
+    let (log, dead, seconds) = run_with_dead_letters(&deployment, &module, &workload, rules.join("; "), &failing);
+    let injected: Vec<(&str, usize)> =
+        ["fault: throttling (lambda.Invoke", "fault: error (lambda.Invoke", "lost response (HTTP 200 dropped) (lambda.Invoke"]
+            .into_iter()
+            .map(|what| (what, count(&log, what)))
+            .collect();
+    assert!(injected.iter().all(|(_, n)| *n > 0), "every Lambda fault was injected: {injected:?}");
+    eprintln!(
+        "invoke faults through Lambda: {} events; {dead} dead-lettered (2 users erring), the others served in {seconds:.1} s; {injected:?}",
+        workload.orders.len()
     );
 }
