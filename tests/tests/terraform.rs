@@ -152,7 +152,9 @@ fn elapsed(since: Instant) -> String {
 
 // --- formatting and validation --------------------------------------------------------------------
 
-const CONFIGURATIONS: &[&str] = &["modules/statefun-storage", "modules/statefun", "examples/shopping-cart", "local"];
+/// The root configurations, and the module validated on its own; `validate` checks the modules
+/// each calls too (statefun-storage is called by the others).
+const CONFIGURATIONS: &[&str] = &["modules/statefun", "examples/shopping-cart", "local"];
 
 #[test]
 fn every_terraform_configuration_is_formatted_and_validates_offline() {
@@ -177,12 +179,5 @@ fn every_terraform_configuration_is_formatted_and_validates_offline() {
         assert_eq!(report["warning_count"], 0, "{relative} validates with warnings: {report:#}");
     }
 
-    // Variable validation: a partition count the runtime refuses is refused before anything is made.
-    let local = workspace.config("local");
-    let refused = workspace
-        .run(&local, &["plan", "-no-color", "-var", "name=statefun-refused", "-var", "partitions=4097"])
-        .map_err(|e| flat(&e))
-        .expect_err("4097 partitions must be refused");
-    assert!(refused.contains("partitions must be a whole number between 1 and 4096"), "{refused}");
     eprintln!("fmt and validate of {} configurations: {}", CONFIGURATIONS.len(), elapsed(started));
 }
