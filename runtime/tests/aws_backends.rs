@@ -21,7 +21,7 @@ use statefun_runtime::aws::aws_sdk_config_at;
 use statefun_runtime::checkpoint::s3::S3BlobStore;
 use statefun_runtime::checkpoint::{self, BlobStore, CheckpointError, object_key};
 use statefun_runtime::coordination::dynamodb::DynamoCommitStore;
-use statefun_runtime::coordination::{CommitError, CommitStore};
+use statefun_runtime::coordination::{CommitError, CommitStore, Renewal};
 use statefun_runtime::log::kinesis::KinesisLogStore;
 use statefun_runtime::log::{AppendRecord, LogError, LogStore, Position, ShardChoice};
 
@@ -282,6 +282,59 @@ async fn a_commit_from_a_stale_epoch_is_fenced() {
             store.commit(&lease, 1, manifest(2, 1, 1)).await.expect("the next epoch commits");
             let committed = store.committed(1).await.expect("read").expect("committed");
             assert_eq!((committed.owner.as_str(), committed.counter, committed.manifest.epoch), ("a", 1, 2));
+        }
+    };
+    with_cleanup(body, delete_table(&table)).await;
+}
+
+#[tokio::test]
+async fn renewals_beat_the_heartbeat_a_take_over_of_a_stale_sighting_loses_and_the_old_holder_is_fenced() {
+    let store = commit_store().await;
+    let table = store.table().to_owned();
+    let body = {
+        let store = store.clone();
+        async move {
+            let lease = store.acquire(2, "a").await.expect("acquire");
+            let before = store.lease(2).await.expect("read").expect("leased");
+            assert_eq!((before.owner.as_str(), before.heartbeat), ("a", 0));
+            assert_eq!(store.renew(&lease).await.expect("renew"), Renewal { handover_requested: false });
+            let after = store.lease(2).await.expect("read").expect("leased");
+            assert_eq!(after.heartbeat, 1);
+            // A worker that saw the lease before the renewal must not take it: the holder is alive.
+            assert_eq!(store.take(2, "b", Some(&before)).await.expect("take"), None);
+            let taken = store.take(2, "b", Some(&after)).await.expect("take").expect("taken");
+            assert_eq!((taken.owner.as_str(), taken.counter), ("b", lease.counter + 1));
+            assert!(matches!(store.renew(&lease).await, Err(CommitError::LeaseLost { partition: 2, .. })));
+            assert!(matches!(store.release(&lease).await, Err(CommitError::LeaseLost { .. })));
+            let err = store.commit(&lease, 0, manifest(1, 1, 1)).await.expect_err("fenced");
+            assert!(matches!(err, CommitError::Fenced { .. }), "{err}");
+            assert_eq!(store.lease(2).await.expect("read").expect("leased").owner, "b");
+        }
+    };
+    with_cleanup(body, delete_table(&table)).await;
+}
+
+#[tokio::test]
+async fn a_requested_handover_shows_at_renewal_and_a_release_frees_the_lease_for_the_next_taker() {
+    let store = commit_store().await;
+    let table = store.table().to_owned();
+    let body = {
+        let store = store.clone();
+        async move {
+            let lease = store.acquire(0, "a").await.expect("acquire");
+            store.commit(&lease, 0, manifest(1, 1, 1)).await.expect("commit");
+            let seen = store.lease(0).await.expect("read").expect("leased");
+            store.request_handover(0, "b", &seen).await.expect("ask");
+            assert_eq!(store.lease(0).await.expect("read").expect("leased").wanted_by, "b");
+            assert_eq!(store.renew(&lease).await.expect("renew"), Renewal { handover_requested: true });
+            store.release(&lease).await.expect("release");
+            let free = store.lease(0).await.expect("read").expect("record kept");
+            assert!(free.is_free() && free.wanted_by.is_empty(), "{free:?}");
+            let taken = store.take(0, "b", Some(&free)).await.expect("take").expect("taken");
+            assert_eq!((taken.counter, taken.manifest), (lease.counter + 1, Some(manifest(1, 1, 1))));
+            // Asking a holder that changed meanwhile is a no-op.
+            store.request_handover(0, "c", &seen).await.expect("stale ask");
+            assert!(store.lease(0).await.expect("read").expect("leased").wanted_by.is_empty());
         }
     };
     with_cleanup(body, delete_table(&table)).await;
