@@ -246,7 +246,7 @@ pub fn check_dead_lettered<D: Deployment + ?Sized>(
         }
     }
     let results = workload.results(deployment);
-    for (user, _) in failing {
+    for user in failing.keys() {
         for order in workload.orders_of(user) {
             assert!(dead.contains_key(&order.request_id), "{} of {user} was not dead-lettered", order.request_id);
             assert!(!results.contains_key(&order.request_id), "{} of {user} has a result", order.request_id);
