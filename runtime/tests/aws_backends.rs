@@ -889,7 +889,7 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
 #[tokio::test]
 async fn checkpoint_objects_are_written_and_read_through_s3_throttling_and_errors() {
     const TEST: &str = "checkpoint_objects_are_written_and_read_through_s3_throttling_and_errors";
-    if !in_child_under_faults(TEST, "seed=9; s3.throttle=0.15; s3.error=0.1") {
+    if !in_child_under_faults(TEST, "seed=9; s3.throttle=0.1; s3.error=0.05") {
         return;
     }
     let captured = Captured::install();
