@@ -13,7 +13,7 @@ use statefun_tests::{FunctionServer, Runtime, dead_letters_json, send_lines, wai
 use super::{PARTITIONS, Workspace, elapsed};
 
 /// As in aws_shopping_cart.rs: a busy local stack (other suites, the shared egress streams growing)
-/// slows the run far below its usual few seconds.
+/// can make the run take far longer than its usual few seconds.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Looks at the local stack with its own boto3 (the LocalStack venv's), given
