@@ -266,28 +266,7 @@ async fn hold_leases(
             _ = shutdown.changed() => break,
         }
 
-        for (partition, holding) in &held {
-            let started = Instant::now();
-            match commits.renew(&holding.lease).await {
-                Ok(renewal) => {
-                    holding.guard.renewed(started, leases.validity());
-                    if renewal.handover_requested && !*holding.stop.borrow() {
-                        tracing::info!(partition, "handing the partition over on request");
-                        holding.stop.send_replace(true);
-                    }
-                }
-                Err(CommitError::LeaseLost { .. }) => {
-                    tracing::warn!(partition, "the lease was taken over; stopping the partition");
-                    holding.guard.revoke();
-                }
-                Err(e) => {
-                    tracing::warn!(partition, "renewing the lease failed: {e}");
-                    if !holding.guard.is_valid() {
-                        holding.guard.revoke();
-                    }
-                }
-            }
-        }
+        renew_all(commits.as_ref(), &held, leases).await;
 
         let now = Instant::now();
         resting.retain(|_, until| *until > now);
@@ -338,15 +317,27 @@ async fn hold_leases(
     for holding in held.values() {
         holding.stop.send_replace(true);
     }
+    // Leases are renewed while the partitions drain: a slow last commit must not outlive its lease.
     let mut failure = None;
-    while let Some(joined) = running.join_next().await {
+    loop {
+        let joined = tokio::select! {
+            joined = running.join_next() => match joined {
+                Some(joined) => joined,
+                None => break,
+            },
+            _ = round.tick() => {
+                renew_all(commits.as_ref(), &held, leases).await;
+                continue;
+            }
+        };
         match joined {
             Ok((partition, Ok(()))) => {
                 if let Some(ended) = held.remove(&partition) {
                     release(commits.as_ref(), &ended.lease).await;
                 }
             }
-            Ok((_, Err(e))) => {
+            Ok((partition, Err(e))) => {
+                held.remove(&partition);
                 tracing::error!("{e}");
                 failure.get_or_insert_with(|| anyhow::anyhow!(e));
             }
@@ -356,6 +347,33 @@ async fn hold_leases(
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Renews every held lease: a rejected renewal revokes the partition's lease at
+/// once, a requested hand-over asks the partition to commit and stop.
+async fn renew_all(commits: &dyn CommitStore, held: &HashMap<u32, Held>, leases: &LeaseSettings) {
+    for (partition, holding) in held {
+        let started = Instant::now();
+        match commits.renew(&holding.lease).await {
+            Ok(renewal) => {
+                holding.guard.renewed(started, leases.validity());
+                if renewal.handover_requested && !*holding.stop.borrow() {
+                    tracing::info!(partition, "handing the partition over on request");
+                    holding.stop.send_replace(true);
+                }
+            }
+            Err(CommitError::LeaseLost { .. }) => {
+                tracing::warn!(partition, "the lease was taken over; stopping the partition");
+                holding.guard.revoke();
+            }
+            Err(e) => {
+                tracing::warn!(partition, "renewing the lease failed: {e}");
+                if !holding.guard.is_valid() {
+                    holding.guard.revoke();
+                }
+            }
+        }
+    }
 }
 
 async fn release(commits: &dyn CommitStore, lease: &Lease) {
