@@ -82,10 +82,7 @@ fn the_checks_hold_under_s3_dynamodb_and_kinesis_errors_throttling_lost_response
     let plan = "seed=21; s3.error=5%; s3.throttle=5%; dynamodb.error=5%; dynamodb.throttle=5%; \
                 kinesis.error=5%; kinesis.throttle=5%; aws.lost=3%; kinesis.PutRecords.partial=5%";
     let faulty = Faulty { deployment: &deployment, plan: plan.to_owned() };
-    // A stopping worker no longer renews its leases while its partitions publish
-    // their last outboxes, and under partial failures that can take longer than
-    // the default lease validity (7.5 s): a longer failover keeps the shutdown clean.
-    let mut runtime = Runtime::start(&faulty, &module, &["--partitions", PARTITIONS, "--lease-failover", "60s"]);
+    let mut runtime = Runtime::start(&faulty, &module, &["--partitions", PARTITIONS]);
     restock(&deployment, &module, &workload);
     let started = Instant::now();
     send_lines(&deployment, &module, &deployment.ingress("add-to-cart"), &workload.order_records(&workload.orders));

@@ -216,7 +216,15 @@ impl S3BlobStore {
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
-            .map_err(|e| self.error("CompleteMultipartUpload", key, &e))?;
+            .map_err(|e| match self.error("CompleteMultipartUpload", key, &e) {
+                // A retried Complete whose first attempt was applied finds the upload gone
+                // (S3 answers NoSuchUpload): the object may well be whole. Writing it again
+                // is safe (same key, same bytes), so the caller retries.
+                CheckpointError::Rejected { key, detail } if detail.contains("NoSuchUpload") => {
+                    CheckpointError::Backend { key, detail }
+                }
+                other => other,
+            })?;
         Ok(())
     }
 

@@ -37,11 +37,13 @@
 //! of its records in order. The price is duplicates, and the early copy comes
 //! first: if `r2` fails and `r3` (same shard) is stored, the shard holds
 //! `r1 r3 r2 r3`, so the appended order is a subsequence of the shard, not the
-//! shard itself. Where the shard of a refused record is unknown (a `ByKey`
-//! record: Kinesis hashes the key with MD5) every later record is sent again.
+//! shard itself. A `ByKey` record's shard is computed as Kinesis does (the
+//! MD5 of the key against the open shards' hash key ranges); where a refused
+//! record's shard is still unknown (a stale shard list) every later record is
+//! sent again. Only rounds that store nothing count towards giving up.
 //! `Index` records (the exchange, dead letters) are never put two to a shard in
 //! one request, so they are neither reordered nor duplicated by a partial
-//! failure. After [`PARTIAL_FAILURE_ROUNDS`] rounds the append fails
+//! failure. After [`PARTIAL_FAILURE_ROUNDS`] rounds in a row that store nothing the append fails
 //! (retryably); a caller that appends again re-sends what was stored.
 //!
 //! **Resharding.** A split or merge closes shards and opens children; the
@@ -299,7 +301,11 @@ impl KinesisLogStore {
         }
         let shards = shards.unwrap_or_default();
         let (hash_key, shard, exclusive) = match record.shard {
-            ShardChoice::ByKey => (None, None, false),
+            // Kinesis places a keyed record by the MD5 of its key: knowing the shard keeps a
+            // partial failure's re-send to that shard's later records.
+            ShardChoice::ByKey => {
+                (None, shard_of_hash_key(shards, key_hash(&record.partition_key)).map(str::to_owned), false)
+            }
             ShardChoice::Index(_) | ShardChoice::ExplicitHashKey(_) if shards.is_empty() => {
                 return Err(LogError::Backend { stream: stream.to_owned(), detail: "the stream lists no shards".into() });
             }
@@ -326,12 +332,8 @@ impl KinesisLogStore {
         if records.is_empty() {
             return Ok(());
         }
-        let needs_shards = records.iter().any(|r| r.shard != ShardChoice::ByKey);
-        let open: Option<Vec<ShardRange>> = if needs_shards {
-            Some(self.shard_ranges(stream).await?.iter().filter(|s| s.open).cloned().collect())
-        } else {
-            None
-        };
+        let open: Option<Vec<ShardRange>> =
+            Some(self.shard_ranges(stream).await?.iter().filter(|s| s.open).cloned().collect());
         let mut pending = records
             .into_iter()
             .map(|r| self.prepare(stream, r, open.as_deref()))
@@ -365,7 +367,12 @@ impl KinesisLogStore {
                     detail: format!("PutRecords refused a record: {code}: {message} ({})", self.target),
                 });
             }
-            failed_rounds += 1;
+            // Only rounds that store nothing count towards giving up.
+            if outcomes.iter().any(|o| matches!(o, Outcome::Stored { .. })) {
+                failed_rounds = 0;
+            } else {
+                failed_rounds += 1;
+            }
             let resend = records_to_resend(&outcomes);
             if failed_rounds >= PARTIAL_FAILURE_ROUNDS {
                 let reason = outcomes.iter().find_map(|o| match o {
@@ -628,6 +635,12 @@ fn is_after(candidate: &str, sequence: &str) -> bool {
     (a.len(), a) > (b.len(), b)
 }
 
+/// The 128-bit hash key Kinesis derives from a partition key: its MD5, big-endian.
+fn key_hash(partition_key: &str) -> u128 {
+    use md5::{Digest, Md5};
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
 /// The shard whose hash key range holds `value`.
 fn shard_of_hash_key(shards: &[ShardRange], value: u128) -> Option<&str> {
     shards.iter().find(|s| s.start <= value && value <= s.end).map(|s| s.id.as_str())
@@ -731,6 +744,12 @@ mod tests {
         assert!(is_after("10", "9"));
         assert!(!is_after("009", "9"));
         assert!(is_after("not-a-number", seq));
+    }
+
+    #[test]
+    fn partition_keys_hash_as_kinesis_does() {
+        // MD5("a") = 0cc175b9c0f1b6a831c399e269772661.
+        assert_eq!(key_hash("a"), 0x0cc175b9c0f1b6a831c399e269772661);
     }
 
     #[test]
