@@ -33,6 +33,9 @@ pub const REINJECTION_SOURCE: u32 = u32::MAX;
 /// The object prefix of dead letters in the checkpoint store.
 pub const OBJECT_PREFIX: &str = "dead-letters/";
 
+/// Records per read: Kinesis' most per `GetRecords`, so long streams take few (paced) calls.
+const READ_BATCH: usize = 10_000;
+
 #[derive(Clone)]
 pub enum Destination {
     Stream(String),
@@ -72,7 +75,7 @@ pub async fn read_all(
             for shard in shard_ids(&log.shards(stream).await?) {
                 let mut position = Position::Start;
                 loop {
-                    let (records, next) = log.read(stream, &shard, &position, 1000).await?;
+                    let (records, next) = log.read(stream, &shard, &position, READ_BATCH).await?;
                     if records.is_empty() {
                         break;
                     }

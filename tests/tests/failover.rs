@@ -68,7 +68,16 @@ fn crash_loop<D: Deployment + ?Sized>(
         at_kills.push(workload.results(deployment).len());
     }
     let mut last = Runtime::start(deployment, module, &args);
+    let last_started = Instant::now();
     wait_until(TIMEOUT, "a result for every order", || workload.results(deployment).len() >= workload.orders.len());
+    eprintln!(
+        "the last worker finished the remaining {} events in {:.1} s",
+        workload.orders.len() - at_kills.last().copied().unwrap_or(0),
+        last_started.elapsed().as_secs_f64()
+    );
+    if std::env::var_os("STATEFUN_TEST_SHOW_LOG").is_some() {
+        eprintln!("{}", last.log_text());
+    }
     assert!(last.terminate().success(), "runtime log:\n{}", last.log_text());
     at_kills
 }

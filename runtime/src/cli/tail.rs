@@ -39,6 +39,9 @@ pub struct TailArgs {
     json: bool,
 }
 
+/// Records per read: Kinesis' most per `GetRecords`, so long streams take few (paced) calls.
+const READ_BATCH: usize = 10_000;
+
 pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let codec = ValueCodec::new(&args.descriptor_set)?;
     let log = args.storage.log().await?;
@@ -64,7 +67,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
         let mut any = false;
         for shard in &shards {
             let from = positions.get(shard).cloned().unwrap_or(Position::Start);
-            let (records, next) = patiently(|| log.read(&args.stream, shard, &from, 1000)).await?;
+            let (records, next) = patiently(|| log.read(&args.stream, shard, &from, READ_BATCH)).await?;
             positions.insert(shard.clone(), next);
             for record in records {
                 any = true;

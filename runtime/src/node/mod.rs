@@ -24,7 +24,9 @@ use crate::checkpoint::{self, BlobStore, fs::FsBlobStore, s3::S3BlobStore};
 use crate::config::{ModuleConfig, StartupPosition};
 use crate::coordination::guard::LeaseGuard;
 use crate::dead_letters::Destination;
-use crate::coordination::{CommitError, CommitStore, Lease, dynamodb::DynamoCommitStore, local::LocalCommitStore};
+use crate::coordination::{
+    CommitError, CommitStore, Committed, Lease, dynamodb::DynamoCommitStore, local::LocalCommitStore,
+};
 use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
 use crate::partition::Partition;
@@ -266,25 +268,13 @@ async fn hold_leases(
             _ = shutdown.changed() => break,
         }
 
-        renew_all(commits.as_ref(), &held, leases).await;
+        renew_all(&commits, &held, leases).await;
 
         let now = Instant::now();
         resting.retain(|_, until| *until > now);
-        let mut records = Vec::with_capacity(context.partitions as usize);
-        for partition in 0..context.partitions {
-            match commits.lease(partition).await {
-                Ok(record) => {
-                    table.observe(partition, record.as_ref(), now);
-                    records.push(record);
-                }
-                Err(e) => {
-                    tracing::warn!(partition, "reading the lease table failed, trying again next round: {e}");
-                    break;
-                }
-            }
-        }
-        if records.len() < context.partitions as usize {
-            continue;
+        let Some(records) = read_leases(&commits, context.partitions).await else { continue };
+        for (partition, record) in records.iter().enumerate() {
+            table.observe(partition as u32, record.as_ref(), now);
         }
         let held_ids: HashSet<u32> = held.keys().copied().collect();
         let resting_ids: HashSet<u32> = resting.keys().copied().collect();
@@ -326,7 +316,7 @@ async fn hold_leases(
                 None => break,
             },
             _ = round.tick() => {
-                renew_all(commits.as_ref(), &held, leases).await;
+                renew_all(&commits, &held, leases).await;
                 continue;
             }
         };
@@ -349,12 +339,22 @@ async fn hold_leases(
     failure.map_or(Ok(()), Err)
 }
 
-/// Renews every held lease: a rejected renewal revokes the partition's lease at
-/// once, a requested hand-over asks the partition to commit and stop.
-async fn renew_all(commits: &dyn CommitStore, held: &HashMap<u32, Held>, leases: &LeaseSettings) {
-    for (partition, holding) in held {
-        let started = Instant::now();
-        match commits.renew(&holding.lease).await {
+/// Renews every held lease, all at once (one slow call must not delay the
+/// others past their deadlines): a rejected renewal revokes the partition's
+/// lease at once, a requested hand-over asks the partition to commit and stop.
+async fn renew_all(commits: &Arc<dyn CommitStore>, held: &HashMap<u32, Held>, leases: &LeaseSettings) {
+    let mut renewals = JoinSet::new();
+    for (&partition, holding) in held {
+        let (commits, lease) = (commits.clone(), holding.lease.clone());
+        renewals.spawn(async move {
+            let started = Instant::now();
+            (partition, started, commits.renew(&lease).await)
+        });
+    }
+    while let Some(joined) = renewals.join_next().await {
+        let Ok((partition, started, renewed)) = joined else { continue };
+        let Some(holding) = held.get(&partition) else { continue };
+        match renewed {
             Ok(renewal) => {
                 holding.guard.renewed(started, leases.validity());
                 if renewal.handover_requested && !*holding.stop.borrow() {
@@ -374,6 +374,31 @@ async fn renew_all(commits: &dyn CommitStore, held: &HashMap<u32, Held>, leases:
             }
         }
     }
+}
+
+/// Every partition's lease record, read all at once; `None` if any read failed (the round is skipped).
+async fn read_leases(commits: &Arc<dyn CommitStore>, partitions: u32) -> Option<Vec<Option<Committed>>> {
+    let mut reads = JoinSet::new();
+    for partition in 0..partitions {
+        let commits = commits.clone();
+        reads.spawn(async move { (partition, commits.lease(partition).await) });
+    }
+    let mut records = vec![None; partitions as usize];
+    let mut complete = true;
+    while let Some(joined) = reads.join_next().await {
+        let Ok((partition, read)) = joined else {
+            complete = false;
+            continue;
+        };
+        match read {
+            Ok(record) => records[partition as usize] = record,
+            Err(e) => {
+                tracing::warn!(partition, "reading the lease table failed, trying again next round: {e}");
+                complete = false;
+            }
+        }
+    }
+    complete.then_some(records)
 }
 
 async fn release(commits: &dyn CommitStore, lease: &Lease) {
