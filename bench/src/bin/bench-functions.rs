@@ -1,0 +1,44 @@
+//! `bench-functions`: the benchmark's functions as a StateFun HTTP endpoint,
+//! in a process of its own so their CPU is not counted as the runtime's.
+//!
+//! Serves `bench/counter` (see `statefun_bench::counter`) and the shopping
+//! cart's `shoppingcart/cart` and `shoppingcart/inventory` with the Rust SDK's
+//! HTTP server. Once bound it prints `listening on http://<addr>` to stdout.
+
+use std::io::Write;
+
+use clap::Parser;
+use statefun_sdk::http::Server;
+
+#[derive(Parser)]
+#[command(about = "Serve the benchmark's functions over HTTP")]
+struct Args {
+    /// The address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// The stream the counter's results go to.
+    #[arg(long, default_value = statefun_bench::counter::EGRESS_STREAM)]
+    egress_stream: String,
+    /// Worker threads of the server.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
+    runtime.block_on(async {
+        let server = Server::bind(&args.listen).await?;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "listening on http://{}", server.local_addr())?;
+        stdout.flush()?;
+        let functions = statefun_bench::counter::functions(&args.egress_stream);
+        let terminate = async {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                term.recv().await;
+            }
+        };
+        server.serve_with_shutdown(functions, terminate).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,91 @@
+//! Latency percentiles and throughput.
+//!
+//! Throughput of the runtime scenarios is measured on the egress side, over
+//! the records' own append times: the results after the first one, divided by
+//! the time from the first result to the last. Results leave in bursts, one
+//! per committed epoch, so this "egress span" rate does not depend on when the
+//! driver happens to poll, and it leaves out the start-up delay (the first
+//! epochs' commit latency), which would otherwise weigh on runs of a few seconds.
+
+/// The `p`-th percentile (0–100) by nearest rank; `None` without samples.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Latency samples in milliseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies {
+    samples: Vec<f64>,
+}
+
+impl Latencies {
+    pub fn push(&mut self, ms: f64) {
+        self.samples.push(ms);
+    }
+
+    pub fn extend(&mut self, other: Latencies) {
+        self.samples.extend(other.samples);
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// p50 and p99.
+    pub fn p50_p99(&mut self) -> (Option<f64>, Option<f64>) {
+        self.samples.sort_by(f64::total_cmp);
+        (percentile(&self.samples, 50.0), percentile(&self.samples, 99.0))
+    }
+
+    pub fn summary(&mut self) -> serde_json::Value {
+        self.samples.sort_by(f64::total_cmp);
+        let p = |q| percentile(&self.samples, q);
+        serde_json::json!({
+            "count": self.samples.len(),
+            "p50_ms": p(50.0), "p90_ms": p(90.0), "p99_ms": p(99.0),
+            "max_ms": self.samples.last(),
+        })
+    }
+}
+
+/// Messages per second over the egress timestamps (milliseconds) of a run's results.
+pub fn egress_span_rate(timestamps: &[i64]) -> Option<f64> {
+    let first = *timestamps.iter().min()?;
+    let last = *timestamps.iter().max()?;
+    let after_first = timestamps.iter().filter(|t| **t > first).count();
+    if last <= first || after_first == 0 {
+        return None;
+    }
+    Some(after_first as f64 * 1000.0 / (last - first) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 50.0), Some(50.0));
+        assert_eq!(percentile(&sorted, 99.0), Some(99.0));
+        assert_eq!(percentile(&sorted, 100.0), Some(100.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn the_egress_span_rate_counts_what_came_after_the_first_burst() {
+        // Bursts of 10 results every 100 ms: 30 results after the first burst in 300 ms.
+        let ts: Vec<i64> = (0..4).flat_map(|b| std::iter::repeat_n(1_000 + b * 100, 10)).collect();
+        assert_eq!(egress_span_rate(&ts), Some(100.0));
+        assert_eq!(egress_span_rate(&[5, 5]), None);
+    }
+}
