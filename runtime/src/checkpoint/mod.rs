@@ -18,6 +18,7 @@
 pub mod fs;
 pub mod s3;
 
+use futures_util::{StreamExt, TryStreamExt};
 use prost::Message;
 use statefun_proto::internal::{EpochRecord, PartitionManifest};
 
@@ -69,14 +70,18 @@ pub fn epoch_of_key(key: &str) -> Option<u64> {
     name.strip_prefix("epoch-")?.split('.').next()?.parse().ok()
 }
 
-/// Loads the records that make up a committed history, oldest first.
+/// How many checkpoint objects recovery fetches at once.
+const PARALLEL_LOADS: usize = 16;
+
+/// Loads the records that make up a committed history, oldest first. The
+/// objects are fetched several at a time: a chain of deltas on S3 is many
+/// small requests, and recovery time is their latency.
 pub async fn load_history(
     store: &dyn BlobStore,
     partition: u32,
     manifest: &PartitionManifest,
 ) -> Result<Vec<EpochRecord>, CheckpointError> {
-    let mut records = Vec::new();
-    for epoch in manifest.snapshot_epoch.max(1)..=manifest.epoch {
+    let load = |epoch: u64| async move {
         let snapshot = epoch == manifest.snapshot_epoch;
         let key = object_key(partition, epoch, manifest.lease, snapshot);
         let bytes = store.get(&key).await?.ok_or_else(|| CheckpointError::Missing { partition, key: key.clone() })?;
@@ -88,9 +93,13 @@ pub async fn load_history(
                 detail: format!("holds partition {} epoch {}", record.partition, record.epoch),
             });
         }
-        records.push(record);
-    }
-    Ok(records)
+        Ok(record)
+    };
+    futures_util::stream::iter(manifest.snapshot_epoch.max(1)..=manifest.epoch)
+        .map(load)
+        .buffered(PARALLEL_LOADS)
+        .try_collect()
+        .await
 }
 
 /// Deletes a partition's objects older than its committed snapshot.
