@@ -53,6 +53,9 @@ impl AwsDeployment {
                 ("STATEFUN_PREFIX", format!("run-{suffix}/")),
                 ("STATEFUN_EXCHANGE_STREAM", format!("exchange-{suffix}")),
                 ("STATEFUN_DEAD_LETTER_STREAM", format!("dead-letters-{suffix}")),
+                // The egress streams are shared by every scenario of the run: reading
+                // them from this deployment's birth skips the others' records.
+                ("STATEFUN_TAIL_SINCE", (now_ms() - 5_000).to_string()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
@@ -64,6 +67,7 @@ impl AwsDeployment {
     /// variables). Ingress streams are named `<stream>-<suffix>`, as with [`AwsDeployment::new`].
     pub fn on_existing_resources(suffix: &str, statefun_environment: &[(String, String)]) -> Self {
         let mut envs = local_aws_env().to_vec();
+        envs.push(("STATEFUN_TAIL_SINCE".to_owned(), (now_ms() - 5_000).to_string()));
         envs.extend(statefun_environment.iter().cloned());
         Self { suffix: suffix.to_owned(), envs, scratch: tempfile::tempdir().expect("tempdir") }
     }
@@ -128,6 +132,10 @@ impl Deployment for AwsDeployment {
 /// A random suffix for resource names, as [`AwsDeployment::new`] gives its deployments.
 pub fn unique_suffix() -> String {
     format!("{:08x}", rand_u32())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn rand_u32() -> u32 {

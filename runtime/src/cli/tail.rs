@@ -27,8 +27,11 @@ pub struct TailArgs {
     #[arg(long)]
     limit: Option<usize>,
     /// Start from the end: only records appended from now on.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "since")]
     latest: bool,
+    /// Only records appended at or after this time (milliseconds since the epoch).
+    #[arg(long, env = "STATEFUN_TAIL_SINCE")]
+    since: Option<i64>,
     /// Decode values as this typename (values that are JSON or text print as such anyway).
     #[arg(long = "type")]
     typename: Option<String>,
@@ -59,7 +62,11 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     };
-    let start = if args.latest { Position::Latest } else { Position::Start };
+    let start = match (args.latest, args.since) {
+        (true, _) => Position::Latest,
+        (false, Some(ms)) => Position::AtTimestamp(ms),
+        (false, None) => Position::Start,
+    };
     let mut positions: BTreeMap<String, Position> = shards.iter().map(|s| (s.clone(), start.clone())).collect();
     let mut printed = 0usize;
     let mut last_seen = Instant::now();
