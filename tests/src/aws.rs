@@ -39,6 +39,8 @@ pub struct AwsDeployment {
     pub suffix: String,
     envs: Vec<(String, String)>,
     scratch: tempfile::TempDir,
+    /// Whether this deployment named (and so deletes) its streams and table.
+    owns_resources: bool,
 }
 
 impl AwsDeployment {
@@ -59,7 +61,7 @@ impl AwsDeployment {
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );
-        Self { suffix, envs, scratch: tempfile::tempdir().expect("tempdir") }
+        Self { suffix, envs, scratch: tempfile::tempdir().expect("tempdir"), owns_resources: true }
     }
 
     /// A deployment on resources created by something else (Terraform: see
@@ -69,7 +71,7 @@ impl AwsDeployment {
         let mut envs = local_aws_env().to_vec();
         envs.push(("STATEFUN_TAIL_SINCE".to_owned(), (now_ms() - 5_000).to_string()));
         envs.extend(statefun_environment.iter().cloned());
-        Self { suffix: suffix.to_owned(), envs, scratch: tempfile::tempdir().expect("tempdir") }
+        Self { suffix: suffix.to_owned(), envs, scratch: tempfile::tempdir().expect("tempdir"), owns_resources: false }
     }
 
     /// Creates the table, bucket and streams of `module` (and the example's egress streams).
@@ -112,6 +114,63 @@ impl AwsDeployment {
     pub fn ingress(&self, stream: &str) -> String {
         format!("{stream}-{}", self.suffix)
     }
+}
+
+/// Deletes the streams and the table the deployment created (the shared egress
+/// streams and the bucket stay), so a long test run does not pile up streams in
+/// the local stack. Best effort: a failure here must not fail the test.
+impl Drop for AwsDeployment {
+    fn drop(&mut self) {
+        if !self.owns_resources {
+            return;
+        }
+        let suffix = self.suffix.clone();
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async move {
+            let kinesis = kinesis_client();
+            for stream in ["exchange", "dead-letters", "add-to-cart", "restock"] {
+                let name = format!("{stream}-{suffix}");
+                let _ = kinesis.delete_stream().stream_name(name).enforce_consumer_deletion(true).send().await;
+            }
+            let _ = dynamodb_client().delete_table().table_name(format!("statefun-test-{suffix}")).send().await;
+        });
+    }
+}
+
+fn stack_var(name: &str) -> String {
+    local_aws_env().iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{name} not set"))
+}
+
+/// A Kinesis client for the local stack.
+pub fn kinesis_client() -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(stack_var("AWS_ENDPOINT_URL"))
+        .region(aws_sdk_kinesis::config::Region::new(stack_var("AWS_REGION")))
+        .credentials_provider(local_credentials())
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+/// A DynamoDB client for the local stack.
+pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(stack_var("AWS_ENDPOINT_URL_DYNAMODB"))
+        .region(aws_sdk_dynamodb::config::Region::new(stack_var("AWS_REGION")))
+        .credentials_provider(local_credentials())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+fn local_credentials() -> aws_sdk_kinesis::config::Credentials {
+    aws_sdk_kinesis::config::Credentials::new(
+        stack_var("AWS_ACCESS_KEY_ID"),
+        stack_var("AWS_SECRET_ACCESS_KEY"),
+        None,
+        None,
+        "local-aws",
+    )
 }
 
 impl Default for AwsDeployment {

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use statefun_tests::aws::{AwsDeployment, local_aws_env};
+use statefun_tests::aws::{AwsDeployment, kinesis_client};
 use statefun_tests::cart::{self, Shape, Workload};
 use statefun_tests::python::{PythonServer, python_env};
 use statefun_tests::{Deployment, FunctionServer, Runtime, send_lines, wait_until};
@@ -145,22 +145,7 @@ fn a_worker_killed_mid_run_is_replaced_and_the_checks_still_hold() {
 
 /// Rescales a stream to `shards` open shards (Kinesis splits or merges shards) and waits until it is active.
 fn reshard(stream: &str, shards: i32) {
-    let env = |name: &str| {
-        local_aws_env().iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{name} not set"))
-    };
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version_latest()
-        .endpoint_url(env("AWS_ENDPOINT_URL"))
-        .region(aws_sdk_kinesis::config::Region::new(env("AWS_REGION")))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            env("AWS_ACCESS_KEY_ID"),
-            env("AWS_SECRET_ACCESS_KEY"),
-            None,
-            None,
-            "local-aws",
-        ))
-        .build();
-    let client = aws_sdk_kinesis::Client::from_conf(config);
+    let client = kinesis_client();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
     runtime.block_on(async {
         client
