@@ -7,6 +7,8 @@
 //! so the n-th result of a key names the n-th event appended for that key
 //! (every event adds 1).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use statefun_sdk::{Context, EgressIdentifier, EgressMessage, FunctionType, Functions, LongType, Message, ValueSpec};
 
 /// The namespace of the counter and of its egress.
@@ -33,6 +35,11 @@ pub fn count() -> ValueSpec<i64> {
     ValueSpec::new("count", LongType)
 }
 
+/// Messages the counter has processed in this process (`bench-functions`
+/// reports it, so the driver can see the processing rate independently of
+/// when the runtime's commits let results out).
+pub static PROCESSED: AtomicU64 = AtomicU64::new(0);
+
 /// The counter (writing to `egress_stream`) and the shopping cart's functions.
 pub fn functions(egress_stream: &str) -> Functions {
     let count = count();
@@ -44,6 +51,7 @@ pub fn functions(egress_stream: &str) -> Functions {
             ctx.set(&count, &value)?;
             let key = ctx.self_address().id().to_owned();
             ctx.send_egress(EgressMessage::kinesis(egress(), stream.clone(), key, value.to_string()));
+            PROCESSED.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
     })

@@ -162,7 +162,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         name: name.to_owned(),
         title,
         shape: Shape::Counters { keys },
-        warmup: keys.max(100).min(10_000),
+        warmup: keys.clamp(100, 10_000),
         events,
         commit_interval: commit.to_owned(),
         latency,

@@ -12,10 +12,15 @@
 //!    it commits and releases its partitions).
 //! 2. **Throughput**: a backlog of events is appended while the runtime is
 //!    stopped, then the runtime is started again and drains it. Messages per
-//!    second is the egress span rate (see [`crate::stats`]); CPU is the new
-//!    runtime process' CPU time from its start until the last result, per 1,000
-//!    events. Appending the backlog first keeps the driver's own work off the
-//!    two cores while the runtime is measured.
+//!    second is the steady rate between 10% and 90% of the backlog, counted
+//!    where the counter function runs (`bench-functions` reports its count
+//!    every 20 ms); results leave only in bursts, one per commit, so counting
+//!    them on the egress cannot resolve a run of a few commits of 5 s. The
+//!    shopping cart (three invocations per order) is counted on the egress, by
+//!    the egress span rate (see [`crate::stats`]); both rates are in the
+//!    JSON. CPU is the new runtime process' CPU time from its start until the
+//!    last result, per 1,000 events. Appending the backlog first keeps the
+//!    driver's own work off the two cores while the runtime is measured.
 //! 3. **Latency**: events are appended at a steady rate (half the measured
 //!    throughput, a fifth on the local AWS stack, whose emulated services the
 //!    driver shares with the runtime; at most `--latency-rate`), and each event's latency is the
@@ -39,7 +44,7 @@ use statefun_runtime::log::{AppendRecord, LogStore, Position};
 use crate::processes::{ChildProcess, Functions, sibling_binary};
 use crate::profile::Profiler;
 use crate::report::Row;
-use crate::stats::{Latencies, egress_span_rate};
+use crate::stats::{Latencies, crossing_rate, egress_span_rate};
 use crate::workload::{Cart, Counters, Workload};
 use crate::{counter, now_ms, procfs, progress};
 
@@ -221,6 +226,8 @@ async fn try_run(scenario: &Scenario, settings: &Settings, backend: &Backend, fu
     let first = driver.appended();
     driver.append(scenario.events, chunk).await?;
     let last = driver.appended();
+    let processed_before = functions.processed();
+    let started_ms = now_ms();
     let mut runtime = deployment.start()?;
     let pid = runtime.pid();
     let started = Instant::now();
@@ -246,11 +253,35 @@ async fn try_run(scenario: &Scenario, settings: &Settings, backend: &Backend, fu
         Some(profiler) => Some(profiler.finish().await),
         None => None,
     };
-    let rate = egress_span_rate(&driver.done_timestamps(first..last));
+    let egress_rate = egress_span_rate(&driver.done_timestamps(first..last));
+    let mut row_timeline = None;
+    // The counter's own count, where there is one (see the module docs).
+    let processing_rate = match scenario.shape {
+        Shape::Counters { .. } => {
+            let events = scenario.events as u64;
+            crossing_rate(&functions.processed_since(started_ms), processed_before + events / 10, processed_before + events * 9 / 10)
+        }
+        Shape::Cart { .. } => None,
+    };
+    let rate = processing_rate.or(egress_rate);
+    if let Shape::Counters { .. } = scenario.shape {
+        // What the counter had processed, every half second from the restart: shows stalls and bursts.
+        let mut timeline = Vec::new();
+        for (at, count) in functions.processed_since(started_ms) {
+            if timeline.last().is_none_or(|(t, _): &(f64, u64)| (at - started_ms) as f64 / 1000.0 >= t + 0.5) {
+                timeline.push(((at - started_ms) as f64 / 1000.0, count - processed_before));
+            }
+        }
+        row_timeline = Some(timeline);
+    }
     let events = scenario.events as f64;
     let mut row = Row::new(&scenario.name, &scenario.title);
     row.messages = scenario.events as u64;
     row.msgs_per_sec = rate;
+    row.detail("msgs_per_sec_measured_at", if processing_rate.is_some() { "function" } else { "egress" });
+    row.detail("function_side_msgs_per_sec", processing_rate);
+    row.detail("processed_timeline_s", row_timeline);
+    row.detail("egress_span_msgs_per_sec", egress_rate);
     row.cpu_s_per_1k = cpu.map(|c| c / events * 1000.0);
     row.cpu_of = "runtime".into();
     row.detail("wall_msgs_per_sec", events / elapsed);
@@ -269,9 +300,11 @@ async fn try_run(scenario: &Scenario, settings: &Settings, backend: &Backend, fu
         }
     }
     progress!(
-        "{}: {} msg/s (egress span), {:.1} s to drain, runtime CPU {:.3} s per 1k",
+        "{}: {} msg/s (at the function: {}, egress span: {}), {:.1} s to drain, runtime CPU {:.3} s per 1k",
         scenario.title,
         rate.map_or("—".into(), |r| format!("{r:.0}")),
+        processing_rate.map_or("—".into(), |r| format!("{r:.0}")),
+        egress_rate.map_or("—".into(), |r| format!("{r:.0}")),
         elapsed,
         row.cpu_s_per_1k.unwrap_or(f64::NAN)
     );

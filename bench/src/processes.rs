@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -97,6 +98,8 @@ pub fn tail(path: &Path, lines: usize) -> String {
 pub struct Functions {
     pub process: ChildProcess,
     pub url: String,
+    /// `(unix ms, messages processed by the counter)`, every 20 ms.
+    processed: Arc<Mutex<Vec<(i64, u64)>>>,
 }
 
 impl Functions {
@@ -112,13 +115,36 @@ impl Functions {
         let err = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err).spawn().context("starting bench-functions")?;
         let stdout = child.stdout.take().context("bench-functions stdout")?;
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).context("reading bench-functions' address")?;
+        reader.read_line(&mut line).context("reading bench-functions' address")?;
         let process = ChildProcess { name: "bench-functions".into(), child, log: log.to_path_buf() };
         let Some(address) = line.trim().strip_prefix("listening on ") else {
             bail!("bench-functions did not start: {line:?}; {}", tail(log, 10));
         };
-        Ok(Self { process, url: format!("{address}/statefun") })
+        let processed = Arc::new(Mutex::new(Vec::new()));
+        std::thread::spawn({
+            let processed = processed.clone();
+            move || {
+                for line in reader.lines().map_while(Result::ok) {
+                    let mut fields = line.split_whitespace().skip(1).map(str::parse::<i64>);
+                    if let (Some(Ok(at)), Some(Ok(count))) = (fields.next(), fields.next()) {
+                        processed.lock().unwrap_or_else(|e| e.into_inner()).push((at, count as u64));
+                    }
+                }
+            }
+        });
+        Ok(Self { process, url: format!("{address}/statefun"), processed })
+    }
+
+    /// Messages the counter has processed so far.
+    pub fn processed(&self) -> u64 {
+        self.processed.lock().unwrap_or_else(|e| e.into_inner()).last().map_or(0, |s| s.1)
+    }
+
+    /// The counter's processed-messages samples since `since_ms`.
+    pub fn processed_since(&self, since_ms: i64) -> Vec<(i64, u64)> {
+        self.processed.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.0 >= since_ms).copied().collect()
     }
 }
 

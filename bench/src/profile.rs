@@ -76,35 +76,73 @@ impl Profiler {
             .context("perf script")?;
         let stacks = String::from_utf8_lossy(&script.stdout);
         let (samples, charged) = charge(&stacks);
-        let by_runtime_function: Vec<String> =
-            charged.iter().take(30).map(|(name, n)| format!("{:5.1}% {name}", *n as f64 * 100.0 / samples.max(1) as f64)).collect();
+        let percent = |n: usize| n as f64 * 100.0 / samples.max(1) as f64;
+        let by_runtime_function: Vec<String> = charged
+            .iter()
+            .take(30)
+            .map(|c| {
+                let leaves: Vec<String> =
+                    c.leaves.iter().take(3).map(|(leaf, n)| format!("{leaf} {:.1}%", percent(*n))).collect();
+                format!("{:5.1}% {} [{}]", percent(c.samples), c.name, leaves.join("; "))
+            })
+            .collect();
         std::fs::write(self.dir.join("by-runtime-function.txt"), by_runtime_function.join("\n"))?;
         Ok(Profile { dir: self.dir.clone(), samples, top_self: entries(&self_report, 25), by_runtime_function })
     }
 }
 
+/// Samples charged to one name, and the functions they were in (the leaves).
+#[derive(Debug)]
+struct Charged {
+    name: String,
+    samples: usize,
+    /// Leaf symbols by samples, most first.
+    leaves: Vec<(String, usize)>,
+}
+
 /// Charges each sample of `perf script` output to the innermost runtime
 /// function of its stack; samples without one go to the component they ran in.
-/// Returns the sample count and `(name, samples)` sorted by samples.
-fn charge(script: &str) -> (usize, Vec<(String, usize)>) {
-    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+/// Returns the sample count and the charges, most samples first.
+fn charge(script: &str) -> (usize, Vec<Charged>) {
+    use std::collections::HashMap;
+    let mut counts: HashMap<String, (usize, HashMap<String, usize>)> = HashMap::new();
     let mut samples = 0;
     for sample in script.split("\n\n") {
         let frames: Vec<&str> = sample.lines().filter(|l| l.starts_with('\t')).map(frame_symbol).collect();
-        if frames.is_empty() {
-            continue;
-        }
+        let Some(leaf) = frames.first() else { continue };
         samples += 1;
         let name = frames
             .iter()
             .find(|f| f.contains("statefun_runtime::"))
             .map(|f| short_name(f))
             .unwrap_or_else(|| component(&frames));
-        *counts.entry(name).or_default() += 1;
+        let entry = counts.entry(name).or_default();
+        entry.0 += 1;
+        *entry.1.entry(leaf_name(leaf)).or_default() += 1;
     }
-    let mut sorted: Vec<(String, usize)> = counts.into_iter().collect();
-    sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    (samples, sorted)
+    let mut charged: Vec<Charged> = counts
+        .into_iter()
+        .map(|(name, (samples, leaves))| {
+            let mut leaves: Vec<(String, usize)> = leaves.into_iter().collect();
+            leaves.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            Charged { name, samples, leaves }
+        })
+        .collect();
+    charged.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.name.cmp(&b.name)));
+    (samples, charged)
+}
+
+/// A leaf symbol, with the allocator's and libc's copy routines named by what they do.
+fn leaf_name(symbol: &str) -> String {
+    const ALLOCATOR: [&str; 8] = ["malloc", "free", "_int_", "unlink_chunk", "realloc", "cfree", "consolidate", "tcache"];
+    if ALLOCATOR.iter().any(|a| symbol.contains(a)) {
+        "malloc/free".into()
+    } else if symbol.contains("memmove") || symbol.contains("memcpy") {
+        "memcpy".into()
+    } else {
+        let short = short_name(symbol);
+        if short.len() > 80 { format!("{}…", short.chars().take(80).collect::<String>()) } else { short }
+    }
 }
 
 /// `addr symbol (dso)` → `symbol`.
@@ -175,8 +213,9 @@ mod tests {
                       tokio-rt-worker \n\t 4 hyper::proto::h1::io::Buffered<T,B>::poll_flush (/x/statefun)\n\n";
         let (samples, charged) = charge(script);
         assert_eq!(samples, 2);
-        assert!(charged.contains(&("partition::Partition::seal".to_owned(), 1)), "{charged:?}");
-        assert!(charged.iter().any(|(name, n)| name.contains("hyper") && *n == 1), "{charged:?}");
+        let seal = charged.iter().find(|c| c.name == "partition::Partition::seal").expect("seal charged");
+        assert_eq!((seal.samples, seal.leaves[0].0.as_str()), (1, "malloc/free"));
+        assert!(charged.iter().any(|c| c.name.contains("hyper") && c.samples == 1), "{charged:?}");
     }
 
     #[test]

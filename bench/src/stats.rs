@@ -67,6 +67,18 @@ pub fn egress_span_rate(timestamps: &[i64]) -> Option<f64> {
     Some(after_first as f64 * 1000.0 / (last - first) as f64)
 }
 
+/// Messages per second of a run whose progress was sampled as `(ms, count)`:
+/// between the first samples at or past `low` and `high` (e.g. 10% and 90%
+/// of the run's messages), so start-up and the tail stay out.
+pub fn crossing_rate(samples: &[(i64, u64)], low: u64, high: u64) -> Option<f64> {
+    let at_low = samples.iter().find(|s| s.1 >= low)?;
+    let at_high = samples.iter().find(|s| s.1 >= high)?;
+    if at_high.0 <= at_low.0 {
+        return None;
+    }
+    Some((at_high.1 - at_low.1) as f64 * 1000.0 / (at_high.0 - at_low.0) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +99,13 @@ mod tests {
         let ts: Vec<i64> = (0..4).flat_map(|b| std::iter::repeat_n(1_000 + b * 100, 10)).collect();
         assert_eq!(egress_span_rate(&ts), Some(100.0));
         assert_eq!(egress_span_rate(&[5, 5]), None);
+    }
+
+    #[test]
+    fn the_crossing_rate_is_taken_between_the_thresholds() {
+        let samples: Vec<(i64, u64)> = (0..=100).map(|t| (t * 10, (t as u64).saturating_sub(10) * 50)).collect();
+        // 50 messages per 10 ms once started: 5,000 per second.
+        assert_eq!(crossing_rate(&samples, 500, 4_000), Some(5_000.0));
+        assert_eq!(crossing_rate(&samples, 500, 1_000_000), None);
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Serves `bench/counter` (see `statefun_bench::counter`) and the shopping
 //! cart's `shoppingcart/cart` and `shoppingcart/inventory` with the Rust SDK's
-//! HTTP server. Once bound it prints `listening on http://<addr>` to stdout.
+//! HTTP server. Once bound it prints `listening on http://<addr>` to stdout,
+//! then every 20 ms `processed <unix ms> <messages>`: how many messages the
+//! counter has processed so far.
 
 use std::io::Write;
 
@@ -32,6 +34,16 @@ fn main() -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "listening on http://{}", server.local_addr())?;
         stdout.flush()?;
+        std::thread::spawn(|| {
+            let mut stdout = std::io::stdout();
+            loop {
+                let processed = statefun_bench::counter::PROCESSED.load(std::sync::atomic::Ordering::Relaxed);
+                if writeln!(stdout, "processed {} {processed}", statefun_bench::now_ms()).and_then(|()| stdout.flush()).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
         let functions = statefun_bench::counter::functions(&args.egress_stream);
         let terminate = async {
             if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
