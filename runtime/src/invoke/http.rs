@@ -18,7 +18,14 @@ pub struct HttpClient {
     client: Client<HttpConnector, Full<Bytes>>,
     url_template: String,
     call_timeout: Duration,
+    /// Requests in flight to the endpoint, at most [`MAX_IN_FLIGHT`]: beyond that,
+    /// more connections only add overhead, while queued messages wait in their
+    /// mailboxes and leave in bigger batches.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Requests in flight per HTTP endpoint.
+pub const MAX_IN_FLIGHT: usize = 128;
 
 impl HttpClient {
     pub fn new(endpoint: &EndpointConfig) -> Result<Self, String> {
@@ -35,7 +42,12 @@ impl HttpClient {
             .pool_idle_timeout(endpoint.pool_ttl)
             .pool_max_idle_per_host(endpoint.pool_size)
             .build(connector);
-        Ok(Self { client, url_template: url_template.clone(), call_timeout: endpoint.call_timeout })
+        Ok(Self {
+            client,
+            url_template: url_template.clone(),
+            call_timeout: endpoint.call_timeout,
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+        })
     }
 
     async fn post(&self, url: String, body: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
@@ -66,6 +78,10 @@ impl FunctionClient for HttpClient {
     fn call<'a>(&'a self, function_type: &'a FunctionType, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
         let url = self.url_template.replace("{function.name}", &function_type.name);
         Box::pin(async move {
+            // The call timeout runs from when the request may go out, not while it waits its turn.
+            let Ok(_turn) = self.in_flight.acquire().await else {
+                return Err(InvokeError::Transport("the endpoint's request limiter was closed".into()));
+            };
             match tokio::time::timeout(self.call_timeout, self.post(url, request)).await {
                 Ok(result) => result,
                 Err(_) => Err(InvokeError::Timeout(self.call_timeout)),
