@@ -45,29 +45,25 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // Registered before the address is announced: a SIGTERM sent as soon as the
+    // line is read must stop the server cleanly, not kill the process.
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{}", server.local_addr())?;
     stdout.flush()?;
     drop(stdout);
     server
-        .serve_with_shutdown(functions, shutdown_signal())
+        .serve_with_shutdown(functions, shutdown_signal(terminate))
         .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+async fn shutdown_signal(mut terminate: tokio::signal::unix::Signal) {
     let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
+        terminate.recv().await;
     };
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
