@@ -9,10 +9,12 @@
 #   bash scripts/bench.sh --skip restate,aws         all but some
 #   bash scripts/bench.sh --profile --only unique,hot
 #                                                    perf profiles of the runtime while it drains the backlogs,
-#                                                    under .local/bench/work/profiles (the figures of a profiled
-#                                                    run are slowed by perf: do not compare them)
+#                                                    under the run's directory .local/bench/work/run-*/profiles
+#                                                    (the figures of a profiled run are slowed by perf: do not
+#                                                    compare them)
 #
-# Every other option goes to the harness: target/release/statefun-bench --help.
+# Every other option goes to the harness: target/release/statefun-bench --help. Each run logs under
+# .local/bench/work/run-<time>-<pid>/; two runs at once would measure each other: run one at a time.
 #
 # What it does:
 #   1. builds the runtime and the harness in release mode (cargo build --release -p statefun-runtime

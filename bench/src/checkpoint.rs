@@ -132,6 +132,7 @@ async fn try_run(settings: &Settings, title: &str) -> anyhow::Result<Row> {
         settings.state_bytes,
     ));
     progress!("{title}: {}", row.notes.last().cloned().unwrap_or_default());
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(row)
 }
 

@@ -39,7 +39,8 @@ struct RunArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = ".local/bench/latest.json")]
     out: PathBuf,
-    /// Data directories, logs and profiles.
+    /// Where each run gets a directory of its own (`run-<time>-<pid>`) for logs and profiles;
+    /// the scenarios' data is deleted as each scenario ends.
     #[arg(long, default_value = ".local/bench/work")]
     work_dir: PathBuf,
     /// Where scripts/bench.sh installed Restate and its SDK.
@@ -69,7 +70,7 @@ struct RunArgs {
     /// Seconds of each Restate measurement (default 15, 5 with --quick).
     #[arg(long)]
     duration: Option<f64>,
-    /// Backlog of the unique-keys scenario.
+    /// Backlog of the unique-keys scenario and of its commit-interval comparison.
     #[arg(long)]
     unique_events: Option<usize>,
     /// Backlog of the hot-key scenario.
@@ -85,7 +86,7 @@ struct RunArgs {
     #[arg(long)]
     addresses: Option<usize>,
     /// Profile the runtime (perf) while it drains the unique-keys and hot-key backlogs;
-    /// reports go under <work-dir>/profiles. Profiling slows the runtime: do not compare those figures.
+    /// reports go under the run's directory, in profiles/. Profiling slows the runtime: do not compare those figures.
     #[arg(long)]
     profile: bool,
 }
@@ -143,13 +144,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pick = |given: Option<usize>, full: usize, small: usize| given.unwrap_or(if quick { small } else { full });
     let latency_secs = args.latency_secs.unwrap_or(if quick { 4.0 } else { 10.0 });
     let duration = Duration::from_secs_f64(args.duration.unwrap_or(if quick { 5.0 } else { 15.0 }));
-    std::fs::create_dir_all(&args.work_dir)?;
-    let work_dir = std::path::absolute(&args.work_dir)?;
+    let work_dir = std::path::absolute(&args.work_dir)?
+        .join(format!("run-{}-{}", statefun_bench::now_ms() / 1000, std::process::id()));
+    std::fs::create_dir_all(&work_dir)?;
     let aws_configured = std::env::var_os("AWS_ENDPOINT_URL").is_some();
 
     let started = Instant::now();
     let load_at_start = procfs::load_average();
     progress!("machine: {}", procfs::machine());
+    progress!("logs and profiles: {}", work_dir.display());
     let settings = pipeline::Settings {
         work_dir: work_dir.clone(),
         partitions: args.partitions,
@@ -169,7 +172,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         latency_load: 0.5,
         profile: args.profile,
     };
-    let unique_events = pick(args.unique_events, 400_000, 60_000);
+    let unique_events = pick(args.unique_events, 1_200_000, 60_000);
     let hot_events = pick(args.hot_events, 1_000_000, 200_000);
     let cart_events = pick(args.cart_events, 200_000, 20_000);
 
@@ -247,7 +250,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         if aws_configured {
             let scenario = Scenario {
                 warmup: 1_000,
-                latency_load: 0.2,
+                latency_load: 0.1,
                 profile: false,
                 ..counters("aws", title.into(), 10_000, pick(args.aws_events, 20_000, 4_000), "100ms", true)
             };
@@ -275,6 +278,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "machine": procfs::machine(),
         "load_average_at_start": load_at_start,
         "load_average_at_end": load_at_end,
+        "work_dir": work_dir,
         "settings": {
             "quick": quick, "concurrency": args.concurrency, "raw_concurrency": args.raw_concurrency,
             "partitions": args.partitions,

@@ -157,6 +157,7 @@ async fn try_run(settings: &Settings, server_binary: &Path) -> anyhow::Result<Ve
     }
     let _ = service.terminate(Duration::from_secs(10));
     let _ = server.terminate(Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(dir.join("data"));
     Ok(rows)
 }
 
