@@ -67,7 +67,8 @@ if wants restate; then
         mkdir -p "$RESTATE_DIR"
         rm -f "$RESTATE_DIR/versions.txt"
         if timeout 600 npm install --prefix "$RESTATE_DIR" --no-audit --no-fund --loglevel=error \
-            "@restatedev/restate-server@$RESTATE_SERVER_VERSION" "@restatedev/restate-sdk@$RESTATE_SDK_VERSION" >&2; then
+            "@restatedev/restate-server@$RESTATE_SERVER_VERSION" \
+            "@restatedev/restate-sdk@$RESTATE_SDK_VERSION" >&2; then
             echo "$RESTATE_VERSIONS" > "$RESTATE_DIR/versions.txt"
         else
             say "Restate: npm install failed (registry unreachable?); the Restate scenario will be skipped"

@@ -175,8 +175,13 @@ fn address_id(i: usize) -> String {
 /// A message to address `i`, answered with a state of `state_bytes` bytes filled with `fill`.
 fn write_state(partition: &mut Partition, i: usize, state_bytes: usize, fill: u8, now: i64) {
     let address = function_type().address(address_id(i));
-    let argument = TypedValue { typename: statefun_proto::typenames::LONG.into(), has_value: true, value: LongWrapper { value: 1 }.encode_to_vec() };
-    partition.deliver(Envelope { target: Some(address), caller: None, argument: Some(argument), id: format!("in/{i}") }, now);
+    let argument = TypedValue {
+        typename: statefun_proto::typenames::LONG.into(),
+        has_value: true,
+        value: LongWrapper { value: 1 }.encode_to_vec(),
+    };
+    let envelope = Envelope { target: Some(address), caller: None, argument: Some(argument), id: format!("in/{i}") };
+    partition.deliver(envelope, now);
     loop {
         let effects = partition.take_effects();
         if effects.is_empty() {
@@ -193,13 +198,21 @@ fn write_state(partition: &mut Partition, i: usize, state_bytes: usize, fill: u8
                     state_mutations: vec![PersistedValueMutation {
                         mutation_type: MutationType::Modify as i32,
                         state_name: STATE.into(),
-                        state_value: Some(TypedValue { typename: STATE_TYPE.into(), has_value: true, value: vec![fill; state_bytes] }),
+                        state_value: Some(TypedValue {
+                            typename: STATE_TYPE.into(),
+                            has_value: true,
+                            value: vec![fill; state_bytes],
+                        }),
                     }],
                     ..Default::default()
                 })
             } else {
                 Response::IncompleteInvocationContext(IncompleteInvocationContext {
-                    missing_values: vec![PersistedValueSpec { state_name: STATE.into(), expiration_spec: None, type_typename: STATE_TYPE.into() }],
+                    missing_values: vec![PersistedValueSpec {
+                        state_name: STATE.into(),
+                        expiration_spec: None,
+                        type_typename: STATE_TYPE.into(),
+                    }],
                 })
             };
             partition.on_invocation_result(&address, token, Ok(FromFunction { response: Some(response) }), now);
@@ -259,7 +272,11 @@ pub async fn build(dir: &Path, addresses: usize, state_bytes: usize, s3_prefix: 
 }
 
 /// Seals an epoch and writes its object: the figures and the object's bytes.
-async fn checkpoint_epoch(partition: &mut Partition, store: &FsBlobStore, snapshot: bool) -> anyhow::Result<(Value, Vec<u8>)> {
+async fn checkpoint_epoch(
+    partition: &mut Partition,
+    store: &FsBlobStore,
+    snapshot: bool,
+) -> anyhow::Result<(Value, Vec<u8>)> {
     let started = Instant::now();
     let (record, _outbox) = partition.seal(snapshot);
     let sealed = started.elapsed().as_secs_f64();

@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn the_counter_adds_the_message_to_its_state_and_emits_the_new_count() {
-        let reply = functions("out").handle_request(prost::Message::decode(request("k1", Some(41), 1).as_slice()).expect("request"));
+        let request = prost::Message::decode(request("k1", Some(41), 1).as_slice()).expect("request");
+        let reply = functions("out").handle_request(request);
         let result = invocation_result(reply.expect("reply")).expect("an invocation result");
         assert_eq!(result.state_mutations.len(), 1);
         let egress = &result.outgoing_egresses[0];

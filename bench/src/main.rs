@@ -137,9 +137,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     for name in args.only.iter().chain(&args.skip) {
-        anyhow::ensure!(SCENARIOS.contains(&name.as_str()), "unknown scenario `{name}`; known: {}", SCENARIOS.join(", "));
+        let known = SCENARIOS.join(", ");
+        anyhow::ensure!(SCENARIOS.contains(&name.as_str()), "unknown scenario `{name}`; known: {known}");
     }
-    let selected = |name: &str| (args.only.is_empty() || args.only.iter().any(|o| o == name)) && !args.skip.iter().any(|s| s == name);
+    let selected = |name: &str| {
+        (args.only.is_empty() || args.only.iter().any(|o| o == name)) && !args.skip.iter().any(|s| s == name)
+    };
     let quick = args.quick;
     let pick = |given: Option<usize>, full: usize, small: usize| given.unwrap_or(if quick { small } else { full });
     let latency_secs = args.latency_secs.unwrap_or(if quick { 4.0 } else { 10.0 });
@@ -197,7 +200,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             rows.push(raw::run(&raw, functions).await);
         }
         if selected("unique") {
-            let scenario = counters("unique", "unique keys (10,000 addresses)".into(), 10_000, unique_events, "100ms", true);
+            let title = "unique keys (10,000 addresses)".to_owned();
+            let scenario = counters("unique", title, 10_000, unique_events, "100ms", true);
             rows.push(pipeline::run(&scenario, &settings, &Backend::Local, functions).await);
         }
         if selected("hot") {

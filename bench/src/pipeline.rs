@@ -25,9 +25,10 @@
 //!    own work off the two cores while the runtime is measured.
 //! 3. **Latency**: events are appended at a steady rate (half the measured
 //!    throughput, a tenth on the local AWS stack, whose emulated services the
-//!    driver shares with the runtime; at most `--latency-rate`), and each event's latency is the
-//!    egress record's `appended_at_ms` minus the time the driver started
-//!    appending it. Peak memory is the runtime's VmHWM at the end.
+//!    driver shares with the runtime; at most `--latency-rate`), and each
+//!    event's latency is the egress record's `appended_at_ms` minus the time
+//!    the driver started appending it. Peak memory is the runtime's VmHWM at
+//!    the end.
 //!
 //! Egress records are read with the runtime's own log store (`LocalLogStore`
 //! or `KinesisLogStore`), never through the CLI.
@@ -126,7 +127,12 @@ impl Deployment {
     }
 }
 
-async fn try_run(scenario: &Scenario, settings: &Settings, backend: &Backend, functions: &Functions) -> anyhow::Result<Row> {
+async fn try_run(
+    scenario: &Scenario,
+    settings: &Settings,
+    backend: &Backend,
+    functions: &Functions,
+) -> anyhow::Result<Row> {
     let dir = settings.work_dir.join(&scenario.name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -136,7 +142,9 @@ async fn try_run(scenario: &Scenario, settings: &Settings, backend: &Backend, fu
     let workload: Box<dyn Workload> = match &scenario.shape {
         Shape::Counters { keys } => match backend {
             Backend::Local => Box::new(Counters::new(*keys, counter::INGRESS_STREAM, counter::EGRESS_STREAM, "k")),
-            Backend::Aws => Box::new(Counters::new(*keys, &format!("bench-in-{suffix}"), &format!("bench-out-{suffix}"), "k")),
+            Backend::Aws => {
+                Box::new(Counters::new(*keys, &format!("bench-in-{suffix}"), &format!("bench-out-{suffix}"), "k"))
+            }
         },
         Shape::Cart { users, items } => Box::new(Cart::new(*users, *items, "")),
     };
@@ -261,7 +269,8 @@ async fn try_run(scenario: &Scenario, settings: &Settings, backend: &Backend, fu
     let processing_rate = match scenario.shape {
         Shape::Counters { .. } => {
             let events = scenario.events as u64;
-            crossing_rate(&functions.processed_since(started_ms), processed_before + events / 10, processed_before + events * 9 / 10)
+            let (low, high) = (processed_before + events / 10, processed_before + events * 9 / 10);
+            crossing_rate(&functions.processed_since(started_ms), low, high)
         }
         Shape::Cart { .. } => None,
     };
@@ -290,6 +299,19 @@ async fn try_run(scenario: &Scenario, settings: &Settings, backend: &Backend, fu
     row.detail("runtime_cpu_seconds", cpu);
     row.detail("functions_cpu_s_per_1k", functions_cpu.map(|c| c / events * 1000.0));
     row.detail("commit_interval", &scenario.commit_interval);
+    let timestamps = driver.done_timestamps(first..last);
+    if let (Some(interval), Some(from), Some(to)) =
+        (commit_seconds(&scenario.commit_interval), timestamps.iter().min(), timestamps.iter().max())
+    {
+        let commits = (to - from) as f64 / 1000.0 / interval;
+        row.detail("egress_span_commit_intervals", commits);
+        if commits < 8.0 {
+            row.notes.push(format!(
+                "its results came out over only {commits:.1} commit intervals: too few for a steady rate \
+                 (use a larger backlog)"
+            ));
+        }
+    }
     row.detail("partitions", settings.partitions);
     row.detail("backlog_latency", driver.latencies(first..last).summary());
     row.detail("peak_connections_to_functions", peak_connections);
@@ -342,6 +364,14 @@ async fn try_run(scenario: &Scenario, settings: &Settings, backend: &Backend, fu
     Ok(row)
 }
 
+/// `100ms`, `5s` → seconds.
+fn commit_seconds(text: &str) -> Option<f64> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.parse::<f64>().ok().map(|ms| ms / 1000.0);
+    }
+    text.strip_suffix('s')?.parse().ok()
+}
+
 /// Samples the connections open to the functions every 100 ms; the peak is
 /// in the returned counter until the task is aborted.
 fn watch_connections(port: Option<u16>) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
@@ -381,7 +411,12 @@ async fn append_retrying(log: &dyn LogStore, stream: &str, records: Vec<AppendRe
 }
 
 /// Waits until a stream holds at least `count` records.
-async fn wait_for_records(log: &dyn LogStore, stream: &str, count: usize, runtime: &mut ChildProcess) -> anyhow::Result<()> {
+async fn wait_for_records(
+    log: &dyn LogStore,
+    stream: &str,
+    count: usize,
+    runtime: &mut ChildProcess,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         let mut seen = 0;
@@ -425,7 +460,8 @@ pub struct Driver {
 
 impl Driver {
     pub async fn new(log: Arc<dyn LogStore>, workload: Box<dyn Workload>) -> anyhow::Result<Self> {
-        let shards = log.shards(workload.egress()).await.with_context(|| format!("egress stream {}", workload.egress()))?;
+        let shards =
+            log.shards(workload.egress()).await.with_context(|| format!("egress stream {}", workload.egress()))?;
         let cursors = shards.into_iter().map(|s| (s.id, Position::Start)).collect();
         Ok(Self {
             log,

@@ -15,7 +15,11 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("the bench binary's path")?;
     let path = exe.parent().context("the bench binary's directory")?.join(name);
     if !path.exists() {
-        bail!("{} is missing: build it first (scripts/bench.sh does: cargo build --release -p statefun-runtime --bin statefun)", path.display());
+        bail!(
+            "{} is missing: build it first (scripts/bench.sh does: cargo build --release -p statefun-runtime \
+             -p statefun-bench --bins)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -113,7 +117,8 @@ impl Functions {
         command.arg("--listen").arg("127.0.0.1:0").arg("--egress-stream").arg(egress_stream);
         // The address comes on stdout; the rest goes to the log.
         let err = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err).spawn().context("starting bench-functions")?;
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
+        let mut child = command.spawn().context("starting bench-functions")?;
         let stdout = child.stdout.take().context("bench-functions stdout")?;
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
@@ -146,16 +151,4 @@ impl Functions {
     pub fn processed_since(&self, since_ms: i64) -> Vec<(i64, u64)> {
         self.processed.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.0 >= since_ms).copied().collect()
     }
-}
-
-/// Polls `check` every 20 ms until it holds, or fails after `timeout` naming `what`.
-pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while !check()? {
-        if start.elapsed() > timeout {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }

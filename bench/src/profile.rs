@@ -65,7 +65,8 @@ impl Profiler {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let data = self.dir.join("perf.data");
-        let self_report = report(&data, &["--no-children", "--no-inline", "--sort", "symbol", "-g", "none", "--percent-limit", "0.5"])?;
+        let self_args = ["--no-children", "--no-inline", "--sort", "symbol", "-g", "none", "--percent-limit", "0.5"];
+        let self_report = report(&data, &self_args)?;
         std::fs::write(self.dir.join("self.txt"), &self_report)?;
         let script = Command::new("perf")
             .arg("script")
@@ -134,7 +135,8 @@ fn charge(script: &str) -> (usize, Vec<Charged>) {
 
 /// A leaf symbol, with the allocator's and libc's copy routines named by what they do.
 fn leaf_name(symbol: &str) -> String {
-    const ALLOCATOR: [&str; 8] = ["malloc", "free", "_int_", "unlink_chunk", "realloc", "cfree", "consolidate", "tcache"];
+    const ALLOCATOR: [&str; 8] =
+        ["malloc", "free", "_int_", "unlink_chunk", "realloc", "cfree", "consolidate", "tcache"];
     if ALLOCATOR.iter().any(|a| symbol.contains(a)) {
         "malloc/free".into()
     } else if symbol.contains("memmove") || symbol.contains("memcpy") {
@@ -209,8 +211,14 @@ mod tests {
 
     #[test]
     fn a_sample_is_charged_to_its_innermost_runtime_function() {
-        let script = "tokio-rt-worker \n\t 1 malloc (/usr/lib/libc.so.6)\n\t 2 statefun_runtime::partition::Partition::seal (/x/statefun)\n\t 3 statefun_runtime::node::run_partition::{{closure}} (/x/statefun)\n\n\
-                      tokio-rt-worker \n\t 4 hyper::proto::h1::io::Buffered<T,B>::poll_flush (/x/statefun)\n\n";
+        let script = concat!(
+            "tokio-rt-worker \n",
+            "\t 1 malloc (/usr/lib/libc.so.6)\n",
+            "\t 2 statefun_runtime::partition::Partition::seal (/x/statefun)\n",
+            "\t 3 statefun_runtime::node::run_partition::{{closure}} (/x/statefun)\n\n",
+            "tokio-rt-worker \n",
+            "\t 4 hyper::proto::h1::io::Buffered<T,B>::poll_flush (/x/statefun)\n\n",
+        );
         let (samples, charged) = charge(script);
         assert_eq!(samples, 2);
         let seal = charged.iter().find(|c| c.name == "partition::Partition::seal").expect("seal charged");
@@ -220,7 +228,8 @@ mod tests {
 
     #[test]
     fn entries_are_the_percentage_lines() {
-        let text = "# comment\n\n    12.50%  statefun  [.] sqlite3VdbeExec\n     3.10%  statefun  [.] memcpy\n            |\n";
+        let text = "# comment\n\n    12.50%  statefun  [.] sqlite3VdbeExec\n\
+                    \x20    3.10%  statefun  [.] memcpy\n            |\n";
         assert_eq!(entries(text, 5), ["12.50% statefun [.] sqlite3VdbeExec", "3.10% statefun [.] memcpy"]);
     }
 }

@@ -78,7 +78,8 @@ async fn try_run(settings: &Settings, functions: &Functions, title: &str) -> any
         row.detail("functions_cpu_s_per_1k", functions_cpu.map(|c| c / calls * 1000.0));
         row.detail("concurrency", concurrency);
         row.detail("latency", latencies.summary());
-        progress!("{title}: {concurrency} in flight: {:.0} calls/s, p50 {:.2} ms", calls / elapsed, p50.unwrap_or(f64::NAN));
+        let p50_ms = p50.unwrap_or(f64::NAN);
+        progress!("{title}: {concurrency} in flight: {:.0} calls/s, p50 {p50_ms:.2} ms", calls / elapsed);
         levels.push(serde_json::json!({
             "concurrency": concurrency, "calls_per_sec": calls / elapsed, "p50_ms": p50, "p99_ms": p99,
             "caller_cpu_s_per_1k": row.cpu_s_per_1k,

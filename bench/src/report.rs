@@ -33,7 +33,12 @@ pub struct Row {
 
 impl Row {
     pub fn new(scenario: &str, title: &str) -> Self {
-        Self { scenario: scenario.to_owned(), title: title.to_owned(), details: Value::Object(Default::default()), ..Default::default() }
+        Self {
+            scenario: scenario.to_owned(),
+            title: title.to_owned(),
+            details: Value::Object(Default::default()),
+            ..Default::default()
+        }
     }
 
     pub fn skipped(scenario: &str, title: &str, reason: impl Into<String>) -> Self {
@@ -96,13 +101,25 @@ pub fn checks(rows: &[Row]) -> Vec<Check> {
     vec![
         at_least("unique keys / raw ceiling (msg/s)", ratio(rate(rows, "unique"), rate(rows, "raw")), 0.6),
         at_least("hot key / raw ceiling (msg/s)", ratio(rate(rows, "hot"), rate(rows, "raw")), 5.0),
-        at_least("unique keys / Restate 1,000 keys (msg/s)", ratio(rate(rows, "unique"), rate(rows, "restate-keys")), 5.0),
+        at_least(
+            "unique keys / Restate 1,000 keys (msg/s)",
+            ratio(rate(rows, "unique"), rate(rows, "restate-keys")),
+            5.0,
+        ),
         at_least("hot key / Restate hot key (msg/s)", ratio(rate(rows, "hot"), rate(rows, "restate-hot")), 20.0),
-        at_most("unique keys / Restate 1,000 keys (CPU per 1k)", ratio(cpu(rows, "unique"), cpu(rows, "restate-keys")), 0.2),
+        at_most(
+            "unique keys / Restate 1,000 keys (CPU per 1k)",
+            ratio(cpu(rows, "unique"), cpu(rows, "restate-keys")),
+            0.2,
+        ),
         at_most("hot key / Restate hot key (CPU per 1k)", ratio(cpu(rows, "hot"), cpu(rows, "restate-hot")), 0.2),
         at_least("commit every 100 ms / every 5 s (msg/s)", ratio(rate(rows, "unique"), rate(rows, "commit-5s")), 0.9),
         at_most(&recovery_label(rows), detail(rows, "checkpoint", "recovery_local_s"), 3.0),
-        at_most("memory per address beyond its state (bytes)", detail(rows, "checkpoint", "overhead_bytes_per_address"), 200.0),
+        at_most(
+            "memory per address beyond its state (bytes)",
+            detail(rows, "checkpoint", "overhead_bytes_per_address"),
+            200.0,
+        ),
     ]
 }
 
@@ -176,7 +193,9 @@ pub fn checks_table(checks: &[Check]) -> String {
 
 /// The checkpoint scenario's figures as Markdown (empty without that row).
 pub fn checkpoint_table(rows: &[Row]) -> String {
-    let Some(row) = rows.iter().find(|r| r.scenario == "checkpoint" && r.skipped.is_none()) else { return String::new() };
+    let Some(row) = rows.iter().find(|r| r.scenario == "checkpoint" && r.skipped.is_none()) else {
+        return String::new();
+    };
     let d = &row.details;
     let f = |key: &str| d.get(key).and_then(Value::as_f64);
     let build = d.get("build").cloned().unwrap_or(Value::Null);
@@ -185,8 +204,10 @@ pub fn checkpoint_table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "| {} ({} bytes of state each) | |", row.title, build["state_bytes"]);
     let _ = writeln!(out, "|---|---:|");
-    let _ = writeln!(out, "| full snapshot (seal, encode, write and sync the file) | {}, {} |", secs(f("snapshot_s")), mb(f("snapshot_bytes")));
-    let _ = writeln!(out, "| epoch delta after 1% of the addresses changed | {}, {} |", secs(f("delta_s")), mb(f("delta_bytes")));
+    let (snapshot, snapshot_size) = (secs(f("snapshot_s")), mb(f("snapshot_bytes")));
+    let _ = writeln!(out, "| full snapshot (seal, encode, write and sync the file) | {snapshot}, {snapshot_size} |");
+    let (delta, delta_size) = (secs(f("delta_s")), mb(f("delta_bytes")));
+    let _ = writeln!(out, "| epoch delta after 1% of the addresses changed | {delta}, {delta_size} |");
     let _ = writeln!(out, "| recovery from local files (load + restore) | {} |", secs(f("recovery_local_s")));
     let _ = writeln!(out, "| recovery from S3 on the local AWS stack (LocalStack) | {} |", secs(f("recovery_s3_s")));
     let _ = writeln!(

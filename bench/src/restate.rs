@@ -50,16 +50,20 @@ pub async fn run(settings: &Settings) -> Vec<Row> {
     let server = settings.install_dir.join("node_modules/@restatedev/restate-server-linux-x64/bin/restate-server");
     if !server.exists() {
         let reason = format!("restate-server not installed in {} (npm unreachable?)", settings.install_dir.display());
-        return vec![Row::skipped("restate-keys", KEYS_TITLE, reason.clone()), Row::skipped("restate-hot", HOT_TITLE, reason)];
+        return skipped(reason);
     }
     match try_run(settings, &server).await {
         Ok(rows) => rows,
         Err(e) => {
             progress!("Restate: FAILED: {e:#}");
             let reason = format!("failed: {e:#}");
-            vec![Row::skipped("restate-keys", KEYS_TITLE, reason.clone()), Row::skipped("restate-hot", HOT_TITLE, reason)]
+            skipped(reason)
         }
     }
+}
+
+fn skipped(reason: String) -> Vec<Row> {
+    vec![Row::skipped("restate-keys", KEYS_TITLE, reason.clone()), Row::skipped("restate-hot", HOT_TITLE, reason)]
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -115,9 +119,8 @@ async fn try_run(settings: &Settings, server_binary: &Path) -> anyhow::Result<Ve
     }
     // The first invocation after a registration may wait for the schema to propagate.
     let start = Instant::now();
-    while post(&client, &format!("{ingress}/counter/warm/add"), "application/json", "1".into()).await.map(|r| r.0.is_success()).ok()
-        != Some(true)
-    {
+    let warm = format!("{ingress}/counter/warm/add");
+    while !post(&client, &warm, "application/json", "1".into()).await.is_ok_and(|r| r.0.is_success()) {
         if start.elapsed() > Duration::from_secs(60) {
             bail!("Restate's ingress did not answer within 60 s; {}", tail(&server.log, 10));
         }
@@ -126,7 +129,8 @@ async fn try_run(settings: &Settings, server_binary: &Path) -> anyhow::Result<Ve
 
     let mut rows = Vec::new();
     for (name, title, keys) in [("restate-keys", KEYS_TITLE, settings.keys), ("restate-hot", HOT_TITLE, 1)] {
-        let urls: Arc<Vec<String>> = Arc::new((0..keys.max(1)).map(|k| format!("{ingress}/counter/{name}-{k}/add")).collect());
+        let urls: Arc<Vec<String>> =
+            Arc::new((0..keys.max(1)).map(|k| format!("{ingress}/counter/{name}-{k}/add")).collect());
         progress!("{title}: warm-up");
         closed_loop(&client, &urls, settings.concurrency, Duration::from_secs(2)).await?;
         progress!("{title}: {} in flight for {:?}", settings.concurrency, settings.duration);
@@ -151,7 +155,8 @@ async fn try_run(settings: &Settings, server_binary: &Path) -> anyhow::Result<Ve
         row.detail("sdk_node_cpu_s_per_1k", node_cpu.map(|c| c / calls * 1000.0));
         row.detail("latency", latencies.summary());
         row.detail("keys", keys);
-        row.detail("versions", std::fs::read_to_string(settings.install_dir.join("versions.txt")).unwrap_or_default().trim());
+        let versions = std::fs::read_to_string(settings.install_dir.join("versions.txt")).unwrap_or_default();
+        row.detail("versions", versions.trim());
         progress!("{title}: {:.0} requests/s, p50 {:.1} ms", calls / elapsed, p50.unwrap_or(f64::NAN));
         rows.push(row);
     }
@@ -161,8 +166,14 @@ async fn try_run(settings: &Settings, server_binary: &Path) -> anyhow::Result<Ve
     Ok(rows)
 }
 
-async fn post(client: &HttpClient, url: &str, content_type: &str, body: String) -> anyhow::Result<(http::StatusCode, Bytes)> {
-    let request = http::Request::post(url).header(http::header::CONTENT_TYPE, content_type).body(Full::new(Bytes::from(body)))?;
+async fn post(
+    client: &HttpClient,
+    url: &str,
+    content_type: &str,
+    body: String,
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let request =
+        http::Request::post(url).header(http::header::CONTENT_TYPE, content_type).body(Full::new(Bytes::from(body)))?;
     let response = client.request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
@@ -170,7 +181,12 @@ async fn post(client: &HttpClient, url: &str, content_type: &str, body: String) 
 }
 
 /// `concurrency` tasks each calling `add` on the next key in turn until `duration` is over.
-async fn closed_loop(client: &HttpClient, urls: &Arc<Vec<String>>, concurrency: usize, duration: Duration) -> anyhow::Result<Latencies> {
+async fn closed_loop(
+    client: &HttpClient,
+    urls: &Arc<Vec<String>>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Latencies> {
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();

@@ -166,7 +166,8 @@ mod tests {
         let mut cart = Cart::new(10, 4, "");
         let order = AddToCart::decode(cart.event(5).data.as_slice()).expect("order");
         assert_eq!(order.request_id, "r5");
-        let json = br#"{"request_id":"r5","user_id":"u1","item_id":"i1","quantity":1,"status":"reserved","in_cart":1,"remaining":3}"#;
+        let json = br#"{"request_id":"r5","user_id":"u1","item_id":"i1","quantity":1,"status":"reserved",
+                        "in_cart":1,"remaining":3}"#;
         assert_eq!(cart.completes(&result("u1", json)), Some(5));
         assert_eq!(cart.restocks().len(), 4);
     }

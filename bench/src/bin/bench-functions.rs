@@ -38,7 +38,8 @@ fn main() -> anyhow::Result<()> {
             let mut stdout = std::io::stdout();
             loop {
                 let processed = statefun_bench::counter::PROCESSED.load(std::sync::atomic::Ordering::Relaxed);
-                if writeln!(stdout, "processed {} {processed}", statefun_bench::now_ms()).and_then(|()| stdout.flush()).is_err() {
+                let now = statefun_bench::now_ms();
+                if writeln!(stdout, "processed {now} {processed}").and_then(|()| stdout.flush()).is_err() {
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
