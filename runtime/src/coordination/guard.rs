@@ -43,14 +43,6 @@ impl LeaseGuard {
         !*self.revoked.borrow() && Instant::now() < *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The time left before the lease stops being trusted (zero once revoked or past).
-    pub fn remaining(&self) -> Duration {
-        if *self.revoked.borrow() {
-            return Duration::ZERO;
-        }
-        self.deadline.lock().unwrap_or_else(|e| e.into_inner()).saturating_duration_since(Instant::now())
-    }
-
     /// Changes to `true` when the lease is revoked.
     pub fn watch_revoked(&self) -> watch::Receiver<bool> {
         self.revoked.subscribe()
@@ -80,7 +72,6 @@ mod tests {
         let mut watcher = guard.watch_revoked();
         guard.revoke();
         assert!(!guard.is_valid());
-        assert_eq!(guard.remaining(), Duration::ZERO);
         assert!(watcher.has_changed().unwrap_or(false) && *watcher.borrow_and_update());
         guard.renewed(Instant::now(), Duration::from_secs(60));
         assert!(!guard.is_valid());
