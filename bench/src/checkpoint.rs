@@ -322,7 +322,7 @@ pub async fn recover(dir: &Path, addresses: usize, s3_prefix: Option<&str>) -> a
     let started = Instant::now();
     let history = checkpoint::load_history(store.as_ref(), 0, &manifest()).await?;
     let loaded = started.elapsed().as_secs_f64();
-    let partition = Partition::restore(0, 1, Arc::new(NoEndpoints), history);
+    let partition = Partition::restore(0, 1, Arc::new(NoEndpoints), history)?;
     let total = started.elapsed().as_secs_f64();
     let rss_after = rss();
     if partition.address_count() != addresses {

@@ -77,7 +77,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
         // A partition that never committed has no state.
         let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else { continue };
         let history = checkpoint::load_history(backends.blobs.as_ref(), partition, &manifest).await?;
-        let restored = Partition::restore(partition, 1, Arc::new(NoEndpoints), history);
+        let restored = Partition::restore(partition, 1, Arc::new(NoEndpoints), history)?;
         for address in restored.addresses() {
             if filter.as_ref().is_some_and(|f| *f != FunctionType::of(address)) {
                 continue;

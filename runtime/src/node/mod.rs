@@ -427,7 +427,10 @@ async fn run_partition(
         },
         None => Vec::new(),
     };
-    let partition = Partition::restore(id, context.partitions, context.catalog.clone(), history);
+    let partition = match Partition::restore(id, context.partitions, context.catalog.clone(), history) {
+        Ok(partition) => partition,
+        Err(e) => return (id, Err(WorkerError::Failed { partition: id, reason: format!("cannot recover: {e}") })),
+    };
     let committer = Committer {
         lease,
         guard,

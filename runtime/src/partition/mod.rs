@@ -80,6 +80,17 @@ pub enum Effect {
     Invoke { address: Address, token: u64, request: ToFunction },
 }
 
+/// A committed history that cannot be replayed: an object that the commit
+/// record names contradicts the ones before it.
+#[derive(Debug, thiserror::Error)]
+#[error("partition {partition}: checkpoint of epoch {epoch} does not follow from the earlier ones at address {address}: {detail}")]
+pub struct CorruptHistory {
+    pub partition: u32,
+    pub epoch: u64,
+    pub address: String,
+    pub detail: String,
+}
+
 /// How many times a function may answer `incomplete_invocation_context` for one batch.
 const MAX_NEGOTIATION_ROUNDS: u32 = 3;
 /// A Kinesis record's data limit.
@@ -143,7 +154,7 @@ impl Partition {
         partitions: u32,
         catalog: Arc<dyn Catalog>,
         records: impl IntoIterator<Item = EpochRecord>,
-    ) -> Self {
+    ) -> Result<Self, CorruptHistory> {
         let mut p = Self::new(id, partitions, catalog, 1);
         let mut outboxes = Vec::new();
         for record in records {
@@ -151,10 +162,20 @@ impl Partition {
                 p.addresses.clear();
                 outboxes.clear();
             }
-            for entry in record.addresses {
-                if let Some(address) = entry.address.clone() {
-                    p.addresses.insert(address, AddressRecord::from_entry(entry));
+            let epoch = record.epoch;
+            for mut entry in record.addresses {
+                let Some(address) = entry.address.take() else { continue };
+                match p.addresses.get_mut(&address) {
+                    Some(existing) => existing.apply_delta(entry),
+                    None if entry.mailbox_appends && entry.mailbox_consumed > 0 => {
+                        Err(format!("{} messages left a mailbox no earlier epoch recorded", entry.mailbox_consumed))
+                    }
+                    None => {
+                        p.addresses.insert(address.clone(), AddressRecord::from_entry(entry));
+                        Ok(())
+                    }
                 }
+                .map_err(|detail| CorruptHistory { partition: id, epoch, address: address::display(&address), detail })?;
             }
             for address in &record.removed {
                 p.addresses.remove(address);
@@ -174,18 +195,18 @@ impl Partition {
         }
         p.unpublished = outboxes.into_iter().filter(|o| o.epoch > p.published_through).collect();
         for (address, record) in &p.addresses {
-            p.queued += record.mailbox.len();
+            p.queued += record.mailbox().len();
             for timer in &record.timers {
                 p.timers.insert((timer.fire_at_ms, timer.timer_id), address.clone());
             }
         }
-        p
+        Ok(p)
     }
 
     /// After a restore: re-sends every queued and in-flight batch.
     pub fn resume(&mut self, now_ms: i64) {
         let pending: Vec<Address> =
-            self.addresses.iter().filter(|(_, r)| !r.mailbox.is_empty()).map(|(a, _)| a.clone()).collect();
+            self.addresses.iter().filter(|(_, r)| !r.mailbox().is_empty()).map(|(a, _)| a.clone()).collect();
         for address in pending {
             if let Some(record) = self.addresses.get_mut(&address) {
                 record.in_flight = 0;
@@ -268,7 +289,7 @@ impl Partition {
             return;
         }
         let record = self.addresses.entry(target.clone()).or_default();
-        record.mailbox.push_back(envelope);
+        record.push_message(envelope);
         self.queued += 1;
         self.dirty.insert(target.clone());
         if record.in_flight == 0 {
@@ -408,12 +429,12 @@ impl Partition {
             ..Default::default()
         };
         if snapshot {
-            record.addresses = self.addresses.iter().map(|(a, r)| r.to_entry(a)).collect();
+            record.addresses = self.addresses.iter_mut().map(|(a, r)| r.seal_entry(a, true)).collect();
             record.outboxes = self.unpublished.iter().cloned().chain([outbox.clone()]).collect();
         } else {
             for address in &self.dirty {
-                match self.addresses.get(address) {
-                    Some(r) => record.addresses.push(r.to_entry(address)),
+                match self.addresses.get_mut(address) {
+                    Some(r) => record.addresses.push(r.seal_entry(address, false)),
                     None => record.removed.push(address.clone()),
                 }
             }
@@ -492,10 +513,10 @@ impl Partition {
         let Some(mut limits) = self.catalog.batch_limits(&function_type) else {
             // Queued for a type whose endpoint is gone (the module changed across a restart).
             let Some(record) = self.addresses.get_mut(address) else { return };
-            if record.in_flight > 0 || record.mailbox.is_empty() {
+            if record.in_flight > 0 || record.mailbox().is_empty() {
                 return;
             }
-            let stranded: Vec<Envelope> = record.mailbox.drain(..).collect();
+            let stranded = record.take_messages(usize::MAX);
             self.queued -= stranded.len();
             self.dirty.insert(address.clone());
             let reason = format!("no endpoint serves function type {function_type} (check module.yaml)");
@@ -510,7 +531,7 @@ impl Partition {
         let specs = self.specs.get(&function_type).cloned().unwrap_or_default();
         loop {
             let Some(record) = self.addresses.get_mut(address) else { return };
-            if record.in_flight > 0 || record.mailbox.is_empty() {
+            if record.in_flight > 0 || record.mailbox().is_empty() {
                 return;
             }
             if record.expire(&specs, now_ms) {
@@ -526,7 +547,7 @@ impl Partition {
             let state_bytes: usize = state.iter().map(|s| s.encoded_len() + PER_MESSAGE_OVERHEAD).sum();
             let mut invocations = Vec::new();
             let mut bytes = state_bytes;
-            for envelope in record.mailbox.iter().take(limits.max_messages) {
+            for envelope in record.mailbox().iter().take(limits.max_messages) {
                 let invocation =
                     to_function::Invocation { caller: envelope.caller.clone(), argument: envelope.argument.clone() };
                 let size = invocation.encoded_len() + PER_MESSAGE_OVERHEAD;
@@ -538,7 +559,7 @@ impl Partition {
             }
             if invocations.is_empty() {
                 // Not even one message fits with the state: it can never be delivered.
-                let Some(envelope) = record.mailbox.pop_front() else { return };
+                let Some(envelope) = record.take_messages(1).pop() else { return };
                 self.queued -= 1;
                 self.dirty.insert(address.clone());
                 let size = envelope.encoded_len();
@@ -601,7 +622,7 @@ impl Partition {
         }
         record.isolate = record.isolate.saturating_sub(1);
         let n = record.in_flight as usize;
-        let failed: Vec<Envelope> = record.mailbox.drain(..n.min(record.mailbox.len())).collect();
+        let failed = record.take_messages(n);
         record.in_flight = 0;
         record.negotiation_rounds = 0;
         self.queued -= failed.len();
@@ -649,7 +670,7 @@ impl Partition {
             state.accessed_at_ms = now_ms;
         }
         let n = record.in_flight as usize;
-        record.mailbox.drain(..n.min(record.mailbox.len()));
+        record.take_messages(n);
         record.in_flight = 0;
         record.negotiation_rounds = 0;
         record.isolate = record.isolate.saturating_sub(n as u32);

@@ -1,7 +1,9 @@
 //! What a partition keeps per address: state values, the mailbox (with the batch
 //! in flight at its head) and the delayed messages the address sent.
 //!
-//! Plain data plus expiry rules; no I/O and no routing.
+//! Plain data plus expiry rules; no I/O and no routing. The mailbox knows how
+//! much of it the checkpoint chain already holds, so an epoch delta carries only
+//! the messages that arrived and how many left, never a whole backlog again.
 
 use std::collections::VecDeque;
 
@@ -12,7 +14,9 @@ use statefun_proto::reqreply::from_function::{ExpirationSpec, PersistedValueSpec
 #[derive(Debug, Default, Clone)]
 pub struct AddressRecord {
     pub states: Vec<StoredState>,
-    pub mailbox: VecDeque<Envelope>,
+    mailbox: VecDeque<Envelope>,
+    /// How the checkpoint chain's image of the mailbox relates to this one.
+    checkpointed: Checkpointed,
     /// How many messages at the head of the mailbox are in the batch in flight.
     pub in_flight: u32,
     /// Identifies the batch in flight, so a late reply to an older batch is ignored.
@@ -26,7 +30,37 @@ pub struct AddressRecord {
     pub timers: Vec<DelayedMessage>,
 }
 
+/// What the last sealed epoch recorded of a mailbox.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Checkpointed {
+    /// The record was created after the last seal: its next entry carries the whole mailbox.
+    #[default]
+    Nothing,
+    /// The chain holds the mailbox as it was at the last seal, of which `consumed`
+    /// messages have left the head since and the first `kept` are still here.
+    Head { kept: u32, consumed: u32 },
+}
+
 impl AddressRecord {
+    pub fn mailbox(&self) -> &VecDeque<Envelope> {
+        &self.mailbox
+    }
+
+    pub fn push_message(&mut self, envelope: Envelope) {
+        self.mailbox.push_back(envelope);
+    }
+
+    /// Removes up to `n` messages from the head of the mailbox.
+    pub fn take_messages(&mut self, n: usize) -> Vec<Envelope> {
+        let taken: Vec<Envelope> = self.mailbox.drain(..n.min(self.mailbox.len())).collect();
+        if let Checkpointed::Head { kept, consumed } = &mut self.checkpointed {
+            let from_checkpoint = (*kept).min(taken.len() as u32);
+            *kept -= from_checkpoint;
+            *consumed += from_checkpoint;
+        }
+        taken
+    }
+
     pub fn is_empty(&self) -> bool {
         self.states.is_empty() && self.mailbox.is_empty() && self.timers.is_empty()
     }
@@ -58,26 +92,61 @@ impl AddressRecord {
         before != self.states.len()
     }
 
-    pub fn to_entry(&self, address: &Address) -> AddressEntry {
-        AddressEntry {
+    /// The record's checkpoint entry: everything for a snapshot; for a delta,
+    /// the mailbox as what left its head and what arrived since the last seal.
+    /// Either way the chain now holds this mailbox.
+    pub fn seal_entry(&mut self, address: &Address, snapshot: bool) -> AddressEntry {
+        let mut entry = AddressEntry {
             address: Some(address.clone()),
             states: self.states.clone(),
-            mailbox: self.mailbox.iter().cloned().collect(),
             in_flight: self.in_flight,
             timers: self.timers.clone(),
+            ..Default::default()
+        };
+        match self.checkpointed {
+            Checkpointed::Head { kept, consumed } if !snapshot => {
+                entry.mailbox_appends = true;
+                entry.mailbox_consumed = consumed;
+                entry.mailbox = self.mailbox.iter().skip(kept as usize).cloned().collect();
+            }
+            _ => entry.mailbox = self.mailbox.iter().cloned().collect(),
         }
+        self.checkpointed = Checkpointed::Head { kept: self.mailbox.len() as u32, consumed: 0 };
+        entry
     }
 
+    /// A record as a snapshot entry (or a delta entry of a new record) describes it.
     pub fn from_entry(entry: AddressEntry) -> Self {
+        let kept = entry.mailbox.len() as u32;
         Self {
             states: entry.states,
             mailbox: entry.mailbox.into(),
+            checkpointed: Checkpointed::Head { kept, consumed: 0 },
             in_flight: entry.in_flight,
             token: 0,
             negotiation_rounds: 0,
             isolate: 0,
             timers: entry.timers,
         }
+    }
+
+    /// Applies a delta entry to the record it describes a change of.
+    pub fn apply_delta(&mut self, entry: AddressEntry) -> Result<(), String> {
+        if !entry.mailbox_appends {
+            *self = Self::from_entry(entry);
+            return Ok(());
+        }
+        let consumed = entry.mailbox_consumed as usize;
+        if consumed > self.mailbox.len() {
+            return Err(format!("{consumed} messages left a mailbox of {}", self.mailbox.len()));
+        }
+        self.mailbox.drain(..consumed);
+        self.mailbox.extend(entry.mailbox);
+        self.checkpointed = Checkpointed::Head { kept: self.mailbox.len() as u32, consumed: 0 };
+        self.states = entry.states;
+        self.in_flight = entry.in_flight;
+        self.timers = entry.timers;
+        Ok(())
     }
 }
 

@@ -286,7 +286,7 @@ fn queued_messages_of_a_type_that_lost_its_endpoint_are_dead_lettered_on_resume(
     p.deliver(message("a", 1), 0);
     p.deliver(message("a", 2), 0);
     let history = vec![p.seal(true).0];
-    let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), history);
+    let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), history).expect("the history replays");
     restored.resume(0);
     assert!(invocations(&mut restored).is_empty());
     assert_eq!(restored.queued_messages(), 0, "nothing stays stuck in the mailbox");
@@ -459,7 +459,7 @@ fn restore_brings_back_state_mailboxes_and_timers_and_resends_in_flight_batches(
     p.deliver(message("a", 3), 0);
     history.push(p.seal(false).0);
 
-    let mut restored = Partition::restore(0, 1, catalog(), history);
+    let mut restored = Partition::restore(0, 1, catalog(), history).expect("the history replays");
     assert_eq!(restored.epoch(), 3);
     assert_eq!(restored.position("in", "shard-0000"), Some("42"));
     assert_eq!(restored.next_timer_at(), Some(500));
@@ -468,6 +468,52 @@ fn restore_brings_back_state_mailboxes_and_timers_and_resends_in_flight_batches(
     assert_eq!(resent.len(), 1);
     assert_eq!(arguments(&resent[0].2), [2, 3], "the in-flight message is re-sent first, with the one queued behind it");
     assert_eq!(resent[0].2.state, in_flight.state);
+}
+
+#[test]
+fn a_delta_carries_only_the_messages_that_arrived_and_how_many_left() {
+    let mut p = partition();
+    for n in 1..=5 {
+        p.deliver(message("a", n), 0);
+    }
+    let (address, token, _) = invocations(&mut p).remove(0);
+    let mut history = vec![p.seal(true).0];
+    assert_eq!(history[0].addresses[0].mailbox.len(), 5, "a snapshot holds the whole mailbox");
+
+    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+    p.deliver(message("a", 6), 0);
+    let delta = p.seal(false).0;
+    let entry = &delta.addresses[0];
+    assert!(entry.mailbox_appends);
+    assert_eq!(entry.mailbox_consumed, 1, "the first message, sent alone, left the head");
+    assert_eq!(entry.mailbox.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m6"], "only the new message");
+    history.push(delta);
+
+    let mut restored = Partition::restore(0, 1, catalog(), history.clone()).expect("the history replays");
+    assert_eq!(restored.queued_messages(), 5);
+    restored.resume(0);
+    assert_eq!(arguments(&invocations(&mut restored)[0].2), [2, 3, 4], "the batch in flight at the seal comes first");
+
+    // A delta that takes more messages than the chain holds is refused, not half-applied.
+    history[1].addresses[0].mailbox_consumed = 9;
+    let refused = Partition::restore(0, 1, catalog(), history).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("epoch 2") && refused.contains("test/fn/a") && refused.contains("9 messages"), "{refused}");
+}
+
+#[test]
+fn an_address_emptied_and_filled_again_within_an_epoch_is_recorded_whole() {
+    let mut p = partition();
+    p.deliver(message("a", 1), 0);
+    let (address, token, _) = invocations(&mut p).remove(0);
+    let mut history = vec![p.seal(true).0];
+    // The only message is answered (the record empties and goes), then a new one comes.
+    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+    p.deliver(message("a", 2), 0);
+    history.push(p.seal(false).0);
+    assert!(!history[1].addresses[0].mailbox_appends, "the new record replaces the old one");
+    let mut restored = Partition::restore(0, 1, catalog(), history).expect("the history replays");
+    restored.resume(0);
+    assert_eq!(arguments(&invocations(&mut restored)[0].2), [2]);
 }
 
 #[test]
@@ -495,11 +541,12 @@ fn snapshot_keeps_unpublished_outboxes_and_restore_returns_them() {
     let (first, _) = p.seal(false);
     let (snapshot, _) = p.seal(true);
     assert_eq!(snapshot.outboxes.len(), 2, "the dead letter of epoch 1 is not published yet");
-    let restored = Partition::restore(0, 1, catalog(), vec![first.clone(), snapshot.clone()]);
+    let restored =
+        Partition::restore(0, 1, catalog(), vec![first.clone(), snapshot.clone()]).expect("the history replays");
     assert_eq!(restored.unpublished().map(|o| o.epoch).collect::<Vec<_>>(), [1, 2]);
     p.mark_published(1);
     let (later, _) = p.seal(false);
-    let restored = Partition::restore(0, 1, catalog(), vec![snapshot, later]);
+    let restored = Partition::restore(0, 1, catalog(), vec![snapshot, later]).expect("the history replays");
     assert_eq!(restored.unpublished().map(|o| o.epoch).collect::<Vec<_>>(), [2, 3]);
 }
 
@@ -608,7 +655,7 @@ proptest! {
                     }
                 }
                 Op::Crash => {
-                    *p = Partition::restore(0, 1, catalog(), committed.clone());
+                    *p = Partition::restore(0, 1, catalog(), committed.clone()).expect("the history replays");
                     pending.clear();
                     p.resume(*now);
                 }

@@ -420,7 +420,7 @@ mod tests {
         assert!(at >= before);
         assert!(partition.has_changes(), "the pinned start is committed with the first epoch");
         let (record, _) = partition.seal(true);
-        let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), vec![record]);
+        let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), vec![record]).expect("the history replays");
         assert_eq!(start_position(&mut restored, &input(Position::Latest)), Position::AtTimestamp(at));
     }
 
