@@ -13,6 +13,11 @@ use statefun_bench::processes::Functions;
 use statefun_bench::report::{self, Row};
 use statefun_bench::{checkpoint, counter, procfs, progress, raw, restate};
 
+/// The runtime's allocator, so the raw ceiling's client and the checkpoint
+/// children (memory per address) allocate as `statefun run` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "statefun-bench", about = "Benchmarks of the statefun runtime")]
 struct Cli {
