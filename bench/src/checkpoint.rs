@@ -280,8 +280,8 @@ async fn checkpoint_epoch(
     let started = Instant::now();
     let (record, _outbox) = partition.seal(snapshot);
     let sealed = started.elapsed().as_secs_f64();
-    let epoch = record.epoch;
-    let bytes = record.encode_to_vec();
+    let epoch = record.record.epoch;
+    let bytes = record.encode();
     drop(record);
     let encoded = started.elapsed().as_secs_f64();
     store.put(&checkpoint::object_key(0, epoch, LEASE, snapshot), bytes.clone()).await?;

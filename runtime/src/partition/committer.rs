@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use prost::Message;
 use statefun_proto::internal::{
-    DeadLetter, EpochOutbox, EpochRecord, ExchangeBatch, ExchangeMessage, PartitionManifest, outbox_entry,
+    DeadLetter, EpochOutbox, ExchangeBatch, ExchangeMessage, PartitionManifest, outbox_entry,
 };
 use tokio::sync::mpsc;
 
@@ -24,6 +24,7 @@ use crate::coordination::guard::LeaseGuard;
 use crate::dead_letters::{self, Destination};
 use crate::coordination::{CommitError, CommitStore, Lease};
 use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
+use crate::partition::SealedEpoch;
 
 /// Exchange batches are cut to stay well under Kinesis' 1 MB record limit.
 const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
@@ -38,8 +39,8 @@ pub struct OutputStreams {
 }
 
 pub struct Sealed {
-    pub record: EpochRecord,
-    pub outbox: EpochOutbox,
+    pub record: SealedEpoch,
+    pub outbox: Arc<EpochOutbox>,
 }
 
 #[derive(Debug)]
@@ -76,7 +77,7 @@ impl Committer {
 
     pub async fn run(mut self, mut sealed: mpsc::Receiver<Sealed>, events: mpsc::UnboundedSender<CommitterEvent>) {
         while let Some(Sealed { record, outbox }) = sealed.recv().await {
-            let epoch = record.epoch;
+            let epoch = record.record.epoch;
             if let Err(stop) = self.commit(record).await {
                 let _ = events.send(stop);
                 return;
@@ -90,11 +91,12 @@ impl Committer {
     }
 
     /// Writes the epoch's object and commits it; `Err` is the event that stops the partition.
-    async fn commit(&mut self, record: EpochRecord) -> Result<(), CommitterEvent> {
+    async fn commit(&mut self, sealed: SealedEpoch) -> Result<(), CommitterEvent> {
         let partition = self.lease.partition;
-        let (epoch, snapshot) = (record.epoch, record.snapshot);
+        let (epoch, snapshot) = (sealed.record.epoch, sealed.record.snapshot);
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
-        let bytes = record.encode_to_vec();
+        let bytes = sealed.encode();
+        drop(sealed);
         let mut delay = Duration::from_millis(50);
         while let Err(e) = self.blobs.put(&key, bytes.clone()).await {
             if !e.is_retryable() {

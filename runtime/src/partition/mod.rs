@@ -80,6 +80,36 @@ pub enum Effect {
     Invoke { address: Address, token: u64, request: ToFunction },
 }
 
+/// A sealed epoch's checkpoint record. The outboxes it records are shared with
+/// the partition and the committer, and encoded straight from there.
+#[derive(Debug, Clone)]
+pub struct SealedEpoch {
+    /// Everything but the outboxes.
+    pub record: EpochRecord,
+    pub outboxes: Vec<Arc<EpochOutbox>>,
+}
+
+impl SealedEpoch {
+    /// The encoded [`EpochRecord`], outboxes included.
+    pub fn encode(&self) -> Vec<u8> {
+        // A repeated field may come in pieces: the outboxes follow the rest as field 9.
+        const OUTBOXES_KEY: u8 = (9 << 3) | 2;
+        let mut bytes = self.record.encode_to_vec();
+        for outbox in &self.outboxes {
+            bytes.push(OUTBOXES_KEY);
+            outbox.encode_length_delimited(&mut bytes).unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
+        }
+        bytes
+    }
+
+    /// The whole record, outboxes included.
+    pub fn into_record(self) -> EpochRecord {
+        let mut record = self.record;
+        record.outboxes = self.outboxes.iter().map(|o| o.as_ref().clone()).collect();
+        record
+    }
+}
+
 /// A committed history that cannot be replayed: an object that the commit
 /// record names contradicts the ones before it.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +146,8 @@ pub struct Partition {
     dirty: HashSet<Address>,
     changed: bool,
     outbox: Vec<OutboxEntry>,
-    unpublished: VecDeque<EpochOutbox>,
+    /// Shared with the committer, which publishes them, and with the snapshots that record them.
+    unpublished: VecDeque<Arc<EpochOutbox>>,
     published_through: u64,
     effects: Vec<Effect>,
     queued: usize,
@@ -193,7 +224,7 @@ impl Partition {
             p.next_timer_id = record.next_timer_id;
             p.epoch = record.epoch + 1;
         }
-        p.unpublished = outboxes.into_iter().filter(|o| o.epoch > p.published_through).collect();
+        p.unpublished = outboxes.into_iter().filter(|o| o.epoch > p.published_through).map(Arc::new).collect();
         for (address, record) in &p.addresses {
             p.queued += record.mailbox().len();
             for timer in &record.timers {
@@ -253,7 +284,7 @@ impl Partition {
 
     /// Outboxes of sealed epochs not yet known to be published, oldest first.
     pub fn unpublished(&self) -> impl Iterator<Item = &EpochOutbox> {
-        self.unpublished.iter()
+        self.unpublished.iter().map(Arc::as_ref)
     }
 
     /// Registered states and their values of one address (for inspection).
@@ -399,8 +430,8 @@ impl Partition {
 
     /// Closes the epoch: returns its checkpoint record (a delta, or a snapshot
     /// of everything) and the outbox to publish once it is committed.
-    pub fn seal(&mut self, snapshot: bool) -> (EpochRecord, EpochOutbox) {
-        let outbox = EpochOutbox { epoch: self.epoch, entries: std::mem::take(&mut self.outbox) };
+    pub fn seal(&mut self, snapshot: bool) -> (SealedEpoch, Arc<EpochOutbox>) {
+        let outbox = Arc::new(EpochOutbox { epoch: self.epoch, entries: std::mem::take(&mut self.outbox) });
         let mut record = EpochRecord {
             partition: self.id,
             epoch: self.epoch,
@@ -428,9 +459,10 @@ impl Partition {
             next_timer_id: self.next_timer_id,
             ..Default::default()
         };
+        let outboxes;
         if snapshot {
             record.addresses = self.addresses.iter_mut().map(|(a, r)| r.seal_entry(a, true)).collect();
-            record.outboxes = self.unpublished.iter().cloned().chain([outbox.clone()]).collect();
+            outboxes = self.unpublished.iter().cloned().chain([outbox.clone()]).collect();
         } else {
             for address in &self.dirty {
                 match self.addresses.get_mut(address) {
@@ -438,14 +470,14 @@ impl Partition {
                     None => record.removed.push(address.clone()),
                 }
             }
-            record.outboxes = vec![outbox.clone()];
+            outboxes = vec![outbox.clone()];
         }
         self.dirty.clear();
         self.unpublished.push_back(outbox.clone());
         self.changed = false;
         self.epoch += 1;
         self.next_seq = 0;
-        (record, outbox)
+        (SealedEpoch { record, outboxes }, outbox)
     }
 
     /// Notes that the outbox of `epoch` (and every earlier one) is published.
@@ -459,14 +491,20 @@ impl Partition {
         self.published_through = self.published_through.max(epoch);
     }
 
-    fn next_id(&mut self) -> (u64, String) {
-        let seq = self.next_seq;
+    /// The next position in the epoch's outbox and among its messages' ids.
+    fn next_seq(&mut self) -> u64 {
         self.next_seq += 1;
-        (seq, format!("p{}.e{}.{}", self.id, self.epoch, seq))
+        self.next_seq - 1
+    }
+
+    /// A new message's deterministic id.
+    fn next_id(&mut self) -> String {
+        let seq = self.next_seq();
+        format!("p{}.e{}.{}", self.id, self.epoch, seq)
     }
 
     fn push_outbox(&mut self, entry: outbox_entry::Entry) {
-        let (seq, _) = self.next_id();
+        let seq = self.next_seq();
         self.outbox.push(OutboxEntry { seq, entry: Some(entry) });
         self.changed = true;
     }
@@ -684,7 +722,7 @@ impl Partition {
             self.egress(address, egress, now_ms);
         }
         for message in response.outgoing_messages {
-            let (_, id) = self.next_id();
+            let id = self.next_id();
             let envelope = Envelope { target: message.target, caller: Some(address.clone()), argument: message.argument, id };
             self.deliver(envelope, now_ms);
         }
@@ -708,7 +746,7 @@ impl Partition {
         if delayed.is_cancellation_request {
             return;
         }
-        let (_, id) = self.next_id();
+        let id = self.next_id();
         let timer_id = self.next_timer_id;
         self.next_timer_id += 1;
         let fire_at_ms = now_ms.saturating_add(delayed.delay_in_ms.max(0));

@@ -90,7 +90,7 @@ fn modify(name: &str, v: TypedValue) -> PersistedValueMutation {
 }
 
 fn outbox(p: &mut Partition) -> Vec<outbox_entry::Entry> {
-    p.seal(false).1.entries.into_iter().filter_map(|e| e.entry).collect()
+    p.seal(false).1.entries.iter().filter_map(|e| e.entry.clone()).collect()
 }
 
 /// Registers `specs` through a negotiation round and returns the re-sent batch.
@@ -285,7 +285,7 @@ fn queued_messages_of_a_type_that_lost_its_endpoint_are_dead_lettered_on_resume(
     let mut p = partition();
     p.deliver(message("a", 1), 0);
     p.deliver(message("a", 2), 0);
-    let history = vec![p.seal(true).0];
+    let history = vec![p.seal(true).0.into_record()];
     let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), history).expect("the history replays");
     restored.resume(0);
     assert!(invocations(&mut restored).is_empty());
@@ -429,7 +429,7 @@ fn messages_for_other_partitions_go_through_the_exchange_and_duplicates_are_drop
     assert_eq!(envelope.caller, Some(local));
     let batch = ExchangeBatch {
         source_partition: 0,
-        epoch: record.epoch,
+        epoch: record.record.epoch,
         messages: vec![ExchangeMessage { seq: outbox.entries[0].seq, envelope: Some(envelope) }],
     };
     receiver.accept_exchange(batch.clone(), 0);
@@ -455,9 +455,9 @@ fn restore_brings_back_state_mailboxes_and_timers_and_resends_in_flight_batches(
     p.on_invocation_result(&address, token, respond(reply), 0);
     p.advance_position("in", "shard-0000", "42");
     let in_flight = invocations(&mut p).remove(0).2;
-    let mut history: Vec<EpochRecord> = vec![p.seal(true).0];
+    let mut history: Vec<EpochRecord> = vec![p.seal(true).0.into_record()];
     p.deliver(message("a", 3), 0);
-    history.push(p.seal(false).0);
+    history.push(p.seal(false).0.into_record());
 
     let mut restored = Partition::restore(0, 1, catalog(), history).expect("the history replays");
     assert_eq!(restored.epoch(), 3);
@@ -477,12 +477,12 @@ fn a_delta_carries_only_the_messages_that_arrived_and_how_many_left() {
         p.deliver(message("a", n), 0);
     }
     let (address, token, _) = invocations(&mut p).remove(0);
-    let mut history = vec![p.seal(true).0];
+    let mut history = vec![p.seal(true).0.into_record()];
     assert_eq!(history[0].addresses[0].mailbox.len(), 5, "a snapshot holds the whole mailbox");
 
     p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
     p.deliver(message("a", 6), 0);
-    let delta = p.seal(false).0;
+    let delta = p.seal(false).0.into_record();
     let entry = &delta.addresses[0];
     assert!(entry.mailbox_appends);
     assert_eq!(entry.mailbox_consumed, 1, "the first message, sent alone, left the head");
@@ -505,11 +505,11 @@ fn an_address_emptied_and_filled_again_within_an_epoch_is_recorded_whole() {
     let mut p = partition();
     p.deliver(message("a", 1), 0);
     let (address, token, _) = invocations(&mut p).remove(0);
-    let mut history = vec![p.seal(true).0];
+    let mut history = vec![p.seal(true).0.into_record()];
     // The only message is answered (the record empties and goes), then a new one comes.
     p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
     p.deliver(message("a", 2), 0);
-    history.push(p.seal(false).0);
+    history.push(p.seal(false).0.into_record());
     assert!(!history[1].addresses[0].mailbox_appends, "the new record replaces the old one");
     let mut restored = Partition::restore(0, 1, catalog(), history).expect("the history replays");
     restored.resume(0);
@@ -529,7 +529,22 @@ fn publishing_a_non_empty_outbox_is_recorded_by_the_next_commit_and_an_empty_one
     let (_, full) = p.seal(false);
     p.mark_published(full.epoch);
     assert!(p.has_changes());
-    assert_eq!(p.seal(false).0.published_through, full.epoch);
+    assert_eq!(p.seal(false).0.into_record().published_through, full.epoch);
+}
+
+#[test]
+fn a_sealed_epoch_encodes_as_the_whole_record_with_its_outboxes() {
+    let mut p = partition();
+    let mut m = message("a", 1);
+    m.target = Some(FunctionType::new("nobody", "here").address("x"));
+    p.deliver(m, 0);
+    p.deliver(message("b", 2), 0);
+    p.seal(false);
+    let (sealed, _) = p.seal(true);
+    let decoded = EpochRecord::decode(sealed.encode().as_slice()).expect("decodes");
+    let whole = sealed.into_record();
+    assert_eq!(whole.outboxes.len(), 2, "the unpublished dead letter's epoch and this one");
+    assert_eq!(decoded, whole);
 }
 
 #[test]
@@ -538,14 +553,14 @@ fn snapshot_keeps_unpublished_outboxes_and_restore_returns_them() {
     let mut m = message("a", 1);
     m.target = Some(FunctionType::new("nobody", "here").address("x"));
     p.deliver(m, 0);
-    let (first, _) = p.seal(false);
-    let (snapshot, _) = p.seal(true);
+    let first = p.seal(false).0.into_record();
+    let snapshot = p.seal(true).0.into_record();
     assert_eq!(snapshot.outboxes.len(), 2, "the dead letter of epoch 1 is not published yet");
     let restored =
         Partition::restore(0, 1, catalog(), vec![first.clone(), snapshot.clone()]).expect("the history replays");
     assert_eq!(restored.unpublished().map(|o| o.epoch).collect::<Vec<_>>(), [1, 2]);
     p.mark_published(1);
-    let (later, _) = p.seal(false);
+    let later = p.seal(false).0.into_record();
     let restored = Partition::restore(0, 1, catalog(), vec![snapshot, later]).expect("the history replays");
     assert_eq!(restored.unpublished().map(|o| o.epoch).collect::<Vec<_>>(), [2, 3]);
 }
@@ -651,7 +666,7 @@ proptest! {
                 }
                 Op::Commit => {
                     if p.has_changes() {
-                        committed.push(p.seal(committed.len() % 5 == 4).0);
+                        committed.push(p.seal(committed.len() % 5 == 4).0.into_record());
                     }
                 }
                 Op::Crash => {

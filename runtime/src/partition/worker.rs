@@ -219,7 +219,7 @@ impl PartitionWorker {
                             epochs_since_snapshot = 0;
                         }
                         let (record, outbox) = partition.seal(snapshot);
-                        ended_sealed.extend(ended_unsealed.drain(..).map(|(stream, shard)| (record.epoch, stream, shard)));
+                        ended_sealed.extend(ended_unsealed.drain(..).map(|(stream, shard)| (record.record.epoch, stream, shard)));
                         permit.send(Sealed { record, outbox });
                     }
                 }
@@ -419,8 +419,8 @@ mod tests {
         };
         assert!(at >= before);
         assert!(partition.has_changes(), "the pinned start is committed with the first epoch");
-        let (record, _) = partition.seal(true);
-        let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), vec![record]).expect("the history replays");
+        let (sealed, _) = partition.seal(true);
+        let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), vec![sealed.into_record()]).expect("the history replays");
         assert_eq!(start_position(&mut restored, &input(Position::Latest)), Position::AtTimestamp(at));
     }
 
