@@ -79,10 +79,10 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
         let history = checkpoint::load_history(backends.blobs.as_ref(), partition, &manifest).await?;
         let restored = Partition::restore(partition, 1, Arc::new(NoEndpoints), history)?;
         for address in restored.addresses() {
-            if filter.as_ref().is_some_and(|f| *f != FunctionType::of(address)) {
+            if filter.as_ref().is_some_and(|f| *f != FunctionType::of(&address)) {
                 continue;
             }
-            let states = restored.states_of(address).unwrap_or_default();
+            let states = restored.states_of(&address).unwrap_or_default();
             if states.is_empty() {
                 continue;
             }
@@ -93,7 +93,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
                     (s.name.clone(), value)
                 })
                 .collect();
-            all.insert(address::display(address), values);
+            all.insert(address::display(&address), values);
         }
     }
     if args.json {

@@ -15,12 +15,13 @@
 pub mod committer;
 pub mod lineage;
 mod record;
+mod table;
 pub mod worker;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use prost::Message as _;
@@ -38,7 +39,8 @@ use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
 use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
-use record::AddressRecord;
+use record::{AddressRecord, State};
+use table::AddressTable;
 
 /// How large a batch for one function type may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +138,7 @@ pub struct Partition {
     epoch: u64,
     next_seq: u64,
     next_token: u64,
-    addresses: HashMap<Address, AddressRecord>,
+    addresses: AddressTable,
     specs: BTreeMap<FunctionType, Vec<PersistedValueSpec>>,
     /// Due time and timer id of every delayed message, with its sender.
     timers: BTreeMap<(i64, u64), Address>,
@@ -163,7 +165,7 @@ impl Partition {
             epoch: first_epoch,
             next_seq: 0,
             next_token: 0,
-            addresses: HashMap::new(),
+            addresses: AddressTable::default(),
             specs: BTreeMap::new(),
             timers: BTreeMap::new(),
             next_timer_id: 0,
@@ -194,15 +196,16 @@ impl Partition {
                 outboxes.clear();
             }
             let epoch = record.epoch;
+            p.addresses.reserve(record.addresses.len());
             for mut entry in record.addresses {
                 let Some(address) = entry.address.take() else { continue };
-                match p.addresses.get_mut(&address) {
-                    Some(existing) => existing.apply_delta(entry),
+                match p.addresses.get_mut_with_names(&address) {
+                    Some((existing, names)) => existing.apply_delta(names, entry),
                     None if entry.mailbox_appends && entry.mailbox_consumed > 0 => {
                         Err(format!("{} messages left a mailbox no earlier epoch recorded", entry.mailbox_consumed))
                     }
                     None => {
-                        p.addresses.insert(address.clone(), AddressRecord::from_entry(entry));
+                        p.addresses.insert_with(&address, |names| AddressRecord::from_entry(names, entry));
                         Ok(())
                     }
                 }
@@ -225,9 +228,9 @@ impl Partition {
             p.epoch = record.epoch + 1;
         }
         p.unpublished = outboxes.into_iter().filter(|o| o.epoch > p.published_through).map(Arc::new).collect();
-        for (address, record) in &p.addresses {
+        for (address, record) in p.addresses.iter() {
             p.queued += record.mailbox().len();
-            for timer in &record.timers {
+            for timer in &record.busy().timers {
                 p.timers.insert((timer.fire_at_ms, timer.timer_id), address.clone());
             }
         }
@@ -237,10 +240,10 @@ impl Partition {
     /// After a restore: re-sends every queued and in-flight batch.
     pub fn resume(&mut self, now_ms: i64) {
         let pending: Vec<Address> =
-            self.addresses.iter().filter(|(_, r)| !r.mailbox().is_empty()).map(|(a, _)| a.clone()).collect();
+            self.addresses.iter().filter(|(_, r)| !r.mailbox().is_empty()).map(|(a, _)| a).collect();
         for address in pending {
             if let Some(record) = self.addresses.get_mut(&address) {
-                record.in_flight = 0;
+                record.busy_mut().in_flight = 0;
             }
             self.dispatch(&address, now_ms);
         }
@@ -288,12 +291,12 @@ impl Partition {
     }
 
     /// Registered states and their values of one address (for inspection).
-    pub fn states_of(&self, address: &Address) -> Option<&[StoredState]> {
-        self.addresses.get(address).map(|r| r.states.as_slice())
+    pub fn states_of(&self, address: &Address) -> Option<Vec<StoredState>> {
+        self.addresses.get(address).map(|r| r.states().iter().map(State::to_stored).collect())
     }
 
-    pub fn addresses(&self) -> impl Iterator<Item = &Address> {
-        self.addresses.keys()
+    pub fn addresses(&self) -> impl Iterator<Item = Address> + '_ {
+        self.addresses.iter().map(|(address, _)| address)
     }
 
     /// Records that an input was consumed up to `sequence` (committed with the epoch).
@@ -319,11 +322,12 @@ impl Partition {
             self.dead_letter(Some(target), reason, vec![envelope], "", Vec::new(), now_ms);
             return;
         }
-        let record = self.addresses.entry(target.clone()).or_default();
+        let record = self.addresses.get_or_insert(&target);
         record.push_message(envelope);
+        let idle = record.busy().in_flight == 0;
         self.queued += 1;
         self.dirty.insert(target.clone());
-        if record.in_flight == 0 {
+        if idle {
             self.dispatch(&target, now_ms);
         }
     }
@@ -364,7 +368,7 @@ impl Partition {
         now_ms: i64,
     ) {
         let Some(record) = self.addresses.get(address) else { return };
-        if record.token != token || record.in_flight == 0 {
+        if record.busy().token != token || record.busy().in_flight == 0 {
             tracing::debug!(address = %address::display(address), "ignoring a reply to a batch no longer in flight");
             return;
         }
@@ -400,8 +404,9 @@ impl Partition {
             }
             let ((_, timer_id), sender) = entry.remove_entry();
             let Some(record) = self.addresses.get_mut(&sender) else { continue };
-            let Some(index) = record.timers.iter().position(|t| t.timer_id == timer_id) else { continue };
-            let timer = record.timers.remove(index);
+            let timers = &mut record.busy_mut().timers;
+            let Some(index) = timers.iter().position(|t| t.timer_id == timer_id) else { continue };
+            let timer = timers.remove(index);
             self.dirty.insert(sender.clone());
             self.remove_if_empty(&sender);
             if let Some(envelope) = timer.envelope {
@@ -413,14 +418,14 @@ impl Partition {
 
     /// Drops expired state values of every address (the sweep behind lazy expiry).
     pub fn expire_states(&mut self, now_ms: i64) {
-        let mut touched = Vec::new();
-        for (address, record) in &mut self.addresses {
-            if let Some(specs) = self.specs.get(&FunctionType::of(address))
-                && record.expire(specs, now_ms)
-            {
-                touched.push(address.clone());
-            }
+        let expiring = |specs: &[PersistedValueSpec]| specs.iter().any(|s| s.expiration_spec.is_some());
+        if !self.specs.values().any(|specs| expiring(specs)) {
+            return;
         }
+        let specs = &self.specs;
+        let touched = self.addresses.touched_by(|function_type, record| {
+            specs.get(function_type).is_some_and(|specs| expiring(specs) && record.expire(specs, now_ms))
+        });
         for address in touched {
             self.dirty.insert(address.clone());
             self.remove_if_empty(&address);
@@ -466,7 +471,7 @@ impl Partition {
         } else {
             for address in &self.dirty {
                 match self.addresses.get_mut(address) {
-                    Some(r) => record.addresses.push(r.seal_entry(address, false)),
+                    Some(r) => record.addresses.push(r.seal_entry(address.clone(), false)),
                     None => record.removed.push(address.clone()),
                 }
             }
@@ -534,8 +539,11 @@ impl Partition {
         }));
     }
 
+    /// Removes an address that holds nothing, and frees what an idle one no longer needs.
     fn remove_if_empty(&mut self, address: &Address) {
-        if self.addresses.get(address).is_some_and(AddressRecord::is_empty) {
+        let Some(record) = self.addresses.get_mut(address) else { return };
+        record.settle();
+        if record.is_empty() {
             self.addresses.remove(address);
         }
     }
@@ -551,7 +559,7 @@ impl Partition {
         let Some(mut limits) = self.catalog.batch_limits(&function_type) else {
             // Queued for a type whose endpoint is gone (the module changed across a restart).
             let Some(record) = self.addresses.get_mut(address) else { return };
-            if record.in_flight > 0 || record.mailbox().is_empty() {
+            if record.busy().in_flight > 0 || record.mailbox().is_empty() {
                 return;
             }
             let stranded = record.take_messages(usize::MAX);
@@ -563,13 +571,13 @@ impl Partition {
             return;
         };
         limits.max_messages = limits.max_messages.min(at_most);
-        if self.addresses.get(address).is_some_and(|r| r.isolate > 0) {
+        if self.addresses.get(address).is_some_and(|r| r.busy().isolate > 0) {
             limits.max_messages = 1;
         }
         let specs = self.specs.get(&function_type).cloned().unwrap_or_default();
         loop {
             let Some(record) = self.addresses.get_mut(address) else { return };
-            if record.in_flight > 0 || record.mailbox().is_empty() {
+            if record.busy().in_flight > 0 || record.mailbox().is_empty() {
                 return;
             }
             if record.expire(&specs, now_ms) {
@@ -579,7 +587,7 @@ impl Partition {
                 .iter()
                 .map(|spec| PersistedValue {
                     state_name: spec.state_name.clone(),
-                    state_value: record.state(&spec.state_name).and_then(|s| s.value.clone()),
+                    state_value: record.state(&spec.state_name).and_then(State::value),
                 })
                 .collect();
             let state_bytes: usize = state.iter().map(|s| s.encoded_len() + PER_MESSAGE_OVERHEAD).sum();
@@ -609,8 +617,9 @@ impl Partition {
                 continue;
             }
             self.next_token += 1;
-            record.token = self.next_token;
-            record.in_flight = invocations.len() as u32;
+            let busy = record.busy_mut();
+            busy.token = self.next_token;
+            busy.in_flight = invocations.len() as u32;
             let request = ToFunction {
                 request: Some(to_function::Request::Invocation(InvocationBatchRequest {
                     target: Some(address.clone()),
@@ -618,7 +627,7 @@ impl Partition {
                     invocations,
                 })),
             };
-            self.effects.push(Effect::Invoke { address: address.clone(), token: record.token, request });
+            self.effects.push(Effect::Invoke { address: address.clone(), token: self.next_token, request });
             return;
         }
     }
@@ -626,6 +635,7 @@ impl Partition {
     fn negotiate(&mut self, address: &Address, missing: Vec<PersistedValueSpec>, now_ms: i64) {
         let function_type = FunctionType::of(address);
         let Some(record) = self.addresses.get_mut(address) else { return };
+        let record = record.busy_mut();
         record.negotiation_rounds += 1;
         if record.negotiation_rounds > MAX_NEGOTIATION_ROUNDS || missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.state_name.as_str()).collect();
@@ -649,20 +659,21 @@ impl Partition {
 
     fn fail_batch(&mut self, address: &Address, reason: String, now_ms: i64) {
         let Some(record) = self.addresses.get_mut(address) else { return };
-        if record.in_flight > 1 {
+        let busy = record.busy_mut();
+        if busy.in_flight > 1 {
             // Find the poison message: retry the batch's messages one at a time.
-            tracing::info!(address = %address::display(address), messages = record.in_flight, "batch failed, retrying its messages one by one: {reason}");
-            record.isolate = record.in_flight;
-            record.in_flight = 0;
-            record.negotiation_rounds = 0;
+            tracing::info!(address = %address::display(address), messages = busy.in_flight, "batch failed, retrying its messages one by one: {reason}");
+            busy.isolate = busy.in_flight;
+            busy.in_flight = 0;
+            busy.negotiation_rounds = 0;
             self.dispatch(address, now_ms);
             return;
         }
-        record.isolate = record.isolate.saturating_sub(1);
-        let n = record.in_flight as usize;
+        busy.isolate = busy.isolate.saturating_sub(1);
+        let n = busy.in_flight as usize;
+        busy.in_flight = 0;
+        busy.negotiation_rounds = 0;
         let failed = record.take_messages(n);
-        record.in_flight = 0;
-        record.negotiation_rounds = 0;
         self.queued -= failed.len();
         self.dirty.insert(address.clone());
         self.dead_letter(Some(address.clone()), reason, failed, "", Vec::new(), now_ms);
@@ -691,27 +702,21 @@ impl Partition {
             check_target(delayed.target.as_ref(), "delayed message")?;
         }
 
-        let Some(record) = self.addresses.get_mut(address) else { return Ok(()) };
+        let Some((record, names)) = self.addresses.get_mut_with_names(address) else { return Ok(()) };
         for mutation in response.state_mutations {
             if mutation.mutation_type == MutationType::Modify as i32 {
-                record.set_state(StoredState {
-                    name: mutation.state_name,
-                    value: mutation.state_value,
-                    written_at_ms: now_ms,
-                    accessed_at_ms: now_ms,
-                });
+                record.set_state(names, &mutation.state_name, mutation.state_value, now_ms);
             } else {
                 record.remove_state(&mutation.state_name);
             }
         }
-        for state in &mut record.states {
-            state.accessed_at_ms = now_ms;
-        }
-        let n = record.in_flight as usize;
+        record.touch_states(now_ms);
+        let busy = record.busy_mut();
+        let n = busy.in_flight as usize;
+        busy.in_flight = 0;
+        busy.negotiation_rounds = 0;
+        busy.isolate = busy.isolate.saturating_sub(n as u32);
         record.take_messages(n);
-        record.in_flight = 0;
-        record.negotiation_rounds = 0;
-        record.isolate = record.isolate.saturating_sub(n as u32);
         self.queued -= n;
         self.dirty.insert(address.clone());
 
@@ -738,10 +743,12 @@ impl Partition {
         if !token.is_empty()
             && let Some(record) = self.addresses.get_mut(sender)
         {
-            for timer in record.timers.iter().filter(|t| t.cancellation_token == token) {
+            let timers = &mut record.busy_mut().timers;
+            for timer in timers.iter().filter(|t| t.cancellation_token == token) {
                 self.timers.remove(&(timer.fire_at_ms, timer.timer_id));
             }
-            record.timers.retain(|t| t.cancellation_token != token);
+            timers.retain(|t| t.cancellation_token != token);
+            record.settle();
         }
         if delayed.is_cancellation_request {
             return;
@@ -752,7 +759,7 @@ impl Partition {
         let fire_at_ms = now_ms.saturating_add(delayed.delay_in_ms.max(0));
         let envelope = Envelope { target: delayed.target, caller: Some(sender.clone()), argument: delayed.argument, id };
         let timer = DelayedMessage { timer_id, fire_at_ms, cancellation_token: token, envelope: Some(envelope) };
-        self.addresses.entry(sender.clone()).or_default().timers.push(timer);
+        self.addresses.get_or_insert(sender).busy_mut().timers.push(timer);
         self.timers.insert((fire_at_ms, timer_id), sender.clone());
     }
 

@@ -1,19 +1,88 @@
 //! What a partition keeps per address: state values, the mailbox (with the batch
 //! in flight at its head) and the delayed messages the address sent.
 //!
-//! Plain data plus expiry rules; no I/O and no routing. The mailbox knows how
-//! much of it the checkpoint chain already holds, so an epoch delta carries only
-//! the messages that arrived and how many left, never a whole backlog again.
+//! Plain data plus expiry rules; no I/O and no routing. Memory is laid out for
+//! millions of idle addresses: an idle address is its states and nothing else
+//! (the mailbox and its bookkeeping live in a box that exists only while there
+//! is something to deliver), and state names and typenames are shared.
+//! The mailbox knows how much of it the checkpoint chain already holds, so an
+//! epoch delta carries only the messages that arrived and how many left, never
+//! a whole backlog again.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use statefun_proto::internal::{AddressEntry, DelayedMessage, Envelope, StoredState};
-use statefun_proto::reqreply::Address;
 use statefun_proto::reqreply::from_function::{ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode};
+use statefun_proto::reqreply::{Address, TypedValue};
+
+/// Shared copies of the state names and typenames of a partition: a million
+/// addresses with a `count` state hold one `count`.
+#[derive(Debug, Default)]
+pub struct Names {
+    known: HashSet<Arc<str>>,
+}
+
+impl Names {
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        match self.known.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                self.known.insert(shared.clone());
+                shared
+            }
+        }
+    }
+}
+
+/// One registered state value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub name: Arc<str>,
+    /// `None` when the state holds no value (`StoredState.value` absent).
+    typename: Option<Arc<str>>,
+    has_value: bool,
+    bytes: Box<[u8]>,
+    pub written_at_ms: i64,
+    pub accessed_at_ms: i64,
+}
+
+impl State {
+    fn new(names: &mut Names, name: &str, value: Option<TypedValue>, written_at_ms: i64, accessed_at_ms: i64) -> Self {
+        let (typename, has_value, bytes) = match value {
+            Some(v) => (Some(names.get(&v.typename)), v.has_value, v.value.into_boxed_slice()),
+            None => (None, false, Box::default()),
+        };
+        Self { name: names.get(name), typename, has_value, bytes, written_at_ms, accessed_at_ms }
+    }
+
+    pub fn value(&self) -> Option<TypedValue> {
+        let typename = self.typename.as_ref()?;
+        Some(TypedValue { typename: typename.to_string(), has_value: self.has_value, value: self.bytes.to_vec() })
+    }
+
+    pub fn to_stored(&self) -> StoredState {
+        StoredState {
+            name: self.name.to_string(),
+            value: self.value(),
+            written_at_ms: self.written_at_ms,
+            accessed_at_ms: self.accessed_at_ms,
+        }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct AddressRecord {
-    pub states: Vec<StoredState>,
+    /// A boxed slice, not a `Vec`: most addresses hold one or two states for a long time.
+    states: Box<[State]>,
+    /// `None` while the address has nothing queued, in flight or scheduled.
+    busy: Option<Box<Busy>>,
+}
+
+/// What an address has while it is being delivered to or has timers.
+#[derive(Debug, Default, Clone)]
+pub struct Busy {
     mailbox: VecDeque<Envelope>,
     /// How the checkpoint chain's image of the mailbox relates to this one.
     checkpointed: Checkpointed,
@@ -33,7 +102,8 @@ pub struct AddressRecord {
 /// What the last sealed epoch recorded of a mailbox.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Checkpointed {
-    /// The record was created after the last seal: its next entry carries the whole mailbox.
+    /// Not known (the mailbox was empty at some point since the last seal, or
+    /// the record is new): the next entry carries the whole mailbox.
     #[default]
     Nothing,
     /// The chain holds the mailbox as it was at the last seal, of which `consumed`
@@ -41,19 +111,38 @@ enum Checkpointed {
     Head { kept: u32, consumed: u32 },
 }
 
+static IDLE: Busy = Busy {
+    mailbox: VecDeque::new(),
+    checkpointed: Checkpointed::Nothing,
+    in_flight: 0,
+    token: 0,
+    negotiation_rounds: 0,
+    isolate: 0,
+    timers: Vec::new(),
+};
+
 impl AddressRecord {
+    pub fn busy(&self) -> &Busy {
+        self.busy.as_deref().unwrap_or(&IDLE)
+    }
+
+    pub fn busy_mut(&mut self) -> &mut Busy {
+        self.busy.get_or_insert_default()
+    }
+
     pub fn mailbox(&self) -> &VecDeque<Envelope> {
-        &self.mailbox
+        &self.busy().mailbox
     }
 
     pub fn push_message(&mut self, envelope: Envelope) {
-        self.mailbox.push_back(envelope);
+        self.busy_mut().mailbox.push_back(envelope);
     }
 
     /// Removes up to `n` messages from the head of the mailbox.
     pub fn take_messages(&mut self, n: usize) -> Vec<Envelope> {
-        let taken: Vec<Envelope> = self.mailbox.drain(..n.min(self.mailbox.len())).collect();
-        if let Checkpointed::Head { kept, consumed } = &mut self.checkpointed {
+        let Some(busy) = self.busy.as_deref_mut() else { return Vec::new() };
+        let taken: Vec<Envelope> = busy.mailbox.drain(..n.min(busy.mailbox.len())).collect();
+        if let Checkpointed::Head { kept, consumed } = &mut busy.checkpointed {
             let from_checkpoint = (*kept).min(taken.len() as u32);
             *kept -= from_checkpoint;
             *consumed += from_checkpoint;
@@ -61,98 +150,132 @@ impl AddressRecord {
         taken
     }
 
+    /// Frees what an address needs only while it is busy, once it is not.
+    pub fn settle(&mut self) {
+        if self.busy.as_ref().is_some_and(|b| b.mailbox.is_empty() && b.in_flight == 0 && b.timers.is_empty()) {
+            self.busy = None;
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.mailbox.is_empty() && self.timers.is_empty()
+        self.states.is_empty() && self.mailbox().is_empty() && self.busy().timers.is_empty()
     }
 
-    pub fn state(&self, name: &str) -> Option<&StoredState> {
-        self.states.iter().find(|s| s.name == name)
+    pub fn states(&self) -> &[State] {
+        &self.states
     }
 
-    pub fn set_state(&mut self, state: StoredState) {
+    pub fn state(&self, name: &str) -> Option<&State> {
+        self.states.iter().find(|s| &*s.name == name)
+    }
+
+    pub fn set_state(&mut self, names: &mut Names, name: &str, value: Option<TypedValue>, now_ms: i64) {
+        let state = State::new(names, name, value, now_ms, now_ms);
         match self.states.iter_mut().find(|s| s.name == state.name) {
             Some(slot) => *slot = state,
-            None => self.states.push(state),
+            None => {
+                let mut states = std::mem::take(&mut self.states).into_vec();
+                states.push(state);
+                self.states = states.into_boxed_slice();
+            }
         }
     }
 
     pub fn remove_state(&mut self, name: &str) -> bool {
-        let before = self.states.len();
-        self.states.retain(|s| s.name != name);
-        before != self.states.len()
+        self.retain_states(|s| &*s.name != name)
+    }
+
+    /// Marks every state as seen by an invocation at `now_ms` (AFTER_INVOKE expiry).
+    pub fn touch_states(&mut self, now_ms: i64) {
+        for state in self.states.iter_mut() {
+            state.accessed_at_ms = now_ms;
+        }
     }
 
     /// Drops every value whose expiry has passed; true when something was dropped.
     pub fn expire(&mut self, specs: &[PersistedValueSpec], now_ms: i64) -> bool {
-        let before = self.states.len();
-        self.states.retain(|s| {
-            let spec = specs.iter().find(|spec| spec.state_name == s.name);
+        self.retain_states(|s| {
+            let spec = specs.iter().find(|spec| spec.state_name == *s.name);
             !is_expired(s, spec.and_then(|spec| spec.expiration_spec.as_ref()), now_ms)
-        });
-        before != self.states.len()
+        })
+    }
+
+    fn retain_states(&mut self, keep: impl Fn(&State) -> bool) -> bool {
+        if self.states.iter().all(&keep) {
+            return false;
+        }
+        let mut states = std::mem::take(&mut self.states).into_vec();
+        states.retain(keep);
+        self.states = states.into_boxed_slice();
+        true
     }
 
     /// The record's checkpoint entry: everything for a snapshot; for a delta,
     /// the mailbox as what left its head and what arrived since the last seal.
     /// Either way the chain now holds this mailbox.
-    pub fn seal_entry(&mut self, address: &Address, snapshot: bool) -> AddressEntry {
+    pub fn seal_entry(&mut self, address: Address, snapshot: bool) -> AddressEntry {
         let mut entry = AddressEntry {
-            address: Some(address.clone()),
-            states: self.states.clone(),
-            in_flight: self.in_flight,
-            timers: self.timers.clone(),
+            address: Some(address),
+            states: self.states.iter().map(State::to_stored).collect(),
             ..Default::default()
         };
-        match self.checkpointed {
+        let Some(busy) = self.busy.as_deref_mut() else { return entry };
+        entry.in_flight = busy.in_flight;
+        entry.timers = busy.timers.clone();
+        match busy.checkpointed {
             Checkpointed::Head { kept, consumed } if !snapshot => {
                 entry.mailbox_appends = true;
                 entry.mailbox_consumed = consumed;
-                entry.mailbox = self.mailbox.iter().skip(kept as usize).cloned().collect();
+                entry.mailbox = busy.mailbox.iter().skip(kept as usize).cloned().collect();
             }
-            _ => entry.mailbox = self.mailbox.iter().cloned().collect(),
+            _ => entry.mailbox = busy.mailbox.iter().cloned().collect(),
         }
-        self.checkpointed = Checkpointed::Head { kept: self.mailbox.len() as u32, consumed: 0 };
+        busy.checkpointed = Checkpointed::Head { kept: busy.mailbox.len() as u32, consumed: 0 };
         entry
     }
 
     /// A record as a snapshot entry (or a delta entry of a new record) describes it.
-    pub fn from_entry(entry: AddressEntry) -> Self {
-        let kept = entry.mailbox.len() as u32;
-        Self {
-            states: entry.states,
-            mailbox: entry.mailbox.into(),
-            checkpointed: Checkpointed::Head { kept, consumed: 0 },
-            in_flight: entry.in_flight,
-            token: 0,
-            negotiation_rounds: 0,
-            isolate: 0,
-            timers: entry.timers,
+    pub fn from_entry(names: &mut Names, entry: AddressEntry) -> Self {
+        let states = entry
+            .states
+            .into_iter()
+            .map(|s| State::new(names, &s.name, s.value, s.written_at_ms, s.accessed_at_ms))
+            .collect();
+        let mut record = Self { states, busy: None };
+        if !entry.mailbox.is_empty() || !entry.timers.is_empty() || entry.in_flight > 0 {
+            let kept = entry.mailbox.len() as u32;
+            record.busy = Some(Box::new(Busy {
+                mailbox: entry.mailbox.into(),
+                checkpointed: Checkpointed::Head { kept, consumed: 0 },
+                in_flight: entry.in_flight,
+                timers: entry.timers,
+                ..Default::default()
+            }));
         }
+        record
     }
 
     /// Applies a delta entry to the record it describes a change of.
-    pub fn apply_delta(&mut self, entry: AddressEntry) -> Result<(), String> {
+    pub fn apply_delta(&mut self, names: &mut Names, entry: AddressEntry) -> Result<(), String> {
         if !entry.mailbox_appends {
-            *self = Self::from_entry(entry);
+            *self = Self::from_entry(names, entry);
             return Ok(());
         }
         let consumed = entry.mailbox_consumed as usize;
-        if consumed > self.mailbox.len() {
-            return Err(format!("{consumed} messages left a mailbox of {}", self.mailbox.len()));
+        let mut mailbox = self.busy.take().map(|b| b.mailbox).unwrap_or_default();
+        if consumed > mailbox.len() {
+            return Err(format!("{consumed} messages left a mailbox of {}", mailbox.len()));
         }
-        self.mailbox.drain(..consumed);
-        self.mailbox.extend(entry.mailbox);
-        self.checkpointed = Checkpointed::Head { kept: self.mailbox.len() as u32, consumed: 0 };
-        self.states = entry.states;
-        self.in_flight = entry.in_flight;
-        self.timers = entry.timers;
+        mailbox.drain(..consumed);
+        mailbox.extend(entry.mailbox);
+        *self = Self::from_entry(names, AddressEntry { mailbox: mailbox.into(), mailbox_appends: false, ..entry });
         Ok(())
     }
 }
 
 /// AFTER_WRITE counts from the last write, AFTER_INVOKE from the last write or
 /// invocation, whichever is later; no spec or mode NONE never expires.
-pub fn is_expired(state: &StoredState, expiration: Option<&ExpirationSpec>, now_ms: i64) -> bool {
+pub fn is_expired(state: &State, expiration: Option<&ExpirationSpec>, now_ms: i64) -> bool {
     let Some(spec) = expiration else { return false };
     let since = match ExpireMode::try_from(spec.mode) {
         Ok(ExpireMode::AfterWrite) => state.written_at_ms,
@@ -166,8 +289,8 @@ pub fn is_expired(state: &StoredState, expiration: Option<&ExpirationSpec>, now_
 mod tests {
     use super::*;
 
-    fn stored(written: i64, accessed: i64) -> StoredState {
-        StoredState { name: "s".into(), value: None, written_at_ms: written, accessed_at_ms: accessed }
+    fn stored(written: i64, accessed: i64) -> State {
+        State::new(&mut Names::default(), "s", None, written, accessed)
     }
 
     fn spec(mode: ExpireMode, ms: i64) -> ExpirationSpec {
@@ -193,5 +316,31 @@ mod tests {
         let s = stored(0, 0);
         assert!(!is_expired(&s, None, i64::MAX));
         assert!(!is_expired(&s, Some(&spec(ExpireMode::None, 1)), i64::MAX));
+    }
+
+    #[test]
+    fn states_round_trip_and_share_their_names() {
+        let mut names = Names::default();
+        let value = TypedValue { typename: "t/n".into(), has_value: true, value: vec![1, 2] };
+        let mut a = AddressRecord::default();
+        let mut b = AddressRecord::default();
+        a.set_state(&mut names, "count", Some(value.clone()), 7);
+        b.set_state(&mut names, "count", None, 8);
+        assert!(Arc::ptr_eq(&a.states()[0].name, &b.states()[0].name));
+        assert_eq!(a.states()[0].to_stored(), StoredState { name: "count".into(), value: Some(value), written_at_ms: 7, accessed_at_ms: 7 });
+        assert_eq!(b.states()[0].to_stored().value, None);
+    }
+
+    #[test]
+    fn an_idle_address_keeps_nothing_but_its_states() {
+        let mut record = AddressRecord::default();
+        record.push_message(Envelope::default());
+        record.busy_mut().in_flight = 1;
+        record.settle();
+        assert!(record.busy.is_some(), "a batch is in flight");
+        record.take_messages(1);
+        record.busy_mut().in_flight = 0;
+        record.settle();
+        assert!(record.busy.is_none());
     }
 }

@@ -626,8 +626,8 @@ fn model_function(batch: &InvocationBatchRequest) -> FromFunction {
 
 fn seen(p: &Partition, address: &Address) -> Vec<u32> {
     p.states_of(address)
-        .and_then(|states| states.iter().find(|s| s.name == "seen"))
-        .and_then(|s| s.value.as_ref())
+        .and_then(|states| states.into_iter().find(|s| s.name == "seen"))
+        .and_then(|s| s.value)
         .map(|v| v.value.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default())).collect())
         .unwrap_or_default()
 }
