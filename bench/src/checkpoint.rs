@@ -32,7 +32,7 @@ use statefun_runtime::address::FunctionType;
 use statefun_runtime::checkpoint::fs::FsBlobStore;
 use statefun_runtime::checkpoint::s3::S3BlobStore;
 use statefun_runtime::checkpoint::{self, BlobStore};
-use statefun_runtime::partition::{BatchLimits, Catalog, Effect, NoEndpoints, Partition};
+use statefun_runtime::partition::{BatchLimits, Catalog, Effect, NoEndpoints, Partition, restore};
 
 use crate::report::Row;
 use crate::{procfs, progress};
@@ -282,7 +282,6 @@ async fn checkpoint_epoch(
     let sealed = started.elapsed().as_secs_f64();
     let epoch = record.record.epoch;
     let bytes = record.encode();
-    drop(record);
     let encoded = started.elapsed().as_secs_f64();
     store.put(&checkpoint::object_key(0, epoch, LEASE, snapshot), bytes.clone()).await?;
     let total = started.elapsed().as_secs_f64();
@@ -320,9 +319,7 @@ pub async fn recover(dir: &Path, addresses: usize, s3_prefix: Option<&str>) -> a
     };
     let rss_before = rss();
     let started = Instant::now();
-    let history = checkpoint::load_history(store.as_ref(), 0, &manifest()).await?;
-    let loaded = started.elapsed().as_secs_f64();
-    let partition = Partition::restore(0, 1, Arc::new(NoEndpoints), history)?;
+    let partition = restore::recover(store.as_ref(), 0, 1, Arc::new(NoEndpoints), &manifest()).await?;
     let total = started.elapsed().as_secs_f64();
     let rss_after = rss();
     if partition.address_count() != addresses {
@@ -331,8 +328,6 @@ pub async fn recover(dir: &Path, addresses: usize, s3_prefix: Option<&str>) -> a
     Ok(json!({
         "source": if s3_prefix.is_some() { "s3" } else { "files" },
         "addresses": partition.address_count(),
-        "load_s": loaded,
-        "restore_s": total - loaded,
         "total_s": total,
         "rss_bytes_per_address": (rss_after - rss_before) / addresses as f64,
         "peak_rss_bytes": procfs::peak_rss_bytes(None),

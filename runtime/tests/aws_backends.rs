@@ -161,7 +161,7 @@ async fn checkpoint_objects_round_trip_through_s3_and_garbage_before_a_snapshot_
 
         let manifest = PartitionManifest { epoch: 5, snapshot_epoch: 3, lease: 1 };
         let history = checkpoint::load_history(&store, 0, &manifest).await.expect("load history");
-        assert_eq!(history.iter().map(|r| r.epoch).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(history.iter().map(|o| o.epoch()).collect::<Vec<_>>(), [3, 4, 5]);
 
         assert_eq!(checkpoint::collect_garbage(&store, 0, 3).await.expect("gc"), 2);
         assert_eq!(store.list("partition-00000/").await.expect("list"), expected[2..].to_vec());

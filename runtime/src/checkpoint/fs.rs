@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BlobStore, CheckpointError};
+use super::{BlobStore, CheckpointError, ChunkSink, READ_CHUNK_BYTES};
 use crate::log::BoxFuture;
 
 pub struct FsBlobStore {
@@ -71,6 +71,26 @@ impl BlobStore for FsBlobStore {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
+        })
+    }
+
+    fn read<'a>(&'a self, key: &'a str, sink: &'a mut ChunkSink<'_>) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        Box::pin(async move {
+            use tokio::io::AsyncReadExt;
+            let backend = |e: std::io::Error| CheckpointError::Backend { key: key.to_owned(), detail: e.to_string() };
+            let mut file = match tokio::fs::File::open(self.path(key)?).await {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(backend(e)),
+            };
+            let mut chunk = vec![0; READ_CHUNK_BYTES];
+            loop {
+                let n = file.read(&mut chunk).await.map_err(backend)?;
+                if n == 0 {
+                    return Ok(true);
+                }
+                sink(&chunk[..n]).map_err(|detail| CheckpointError::Corrupt { key: key.to_owned(), detail })?;
+            }
         })
     }
 

@@ -18,9 +18,9 @@
 pub mod fs;
 pub mod s3;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use prost::Message;
-use statefun_proto::internal::{EpochRecord, PartitionManifest};
+use statefun_proto::internal::{AddressEntry, EpochRecord, PartitionManifest};
 
 use crate::log::BoxFuture;
 
@@ -50,10 +50,26 @@ impl CheckpointError {
 pub trait BlobStore: Send + Sync {
     fn put<'a>(&'a self, key: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), CheckpointError>>;
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, CheckpointError>>;
+    /// Reads an object piece by piece into `sink`, for objects too large to
+    /// hold whole; `false` when there is no such object. An error of the sink
+    /// stops the read and is reported as a corrupt object.
+    fn read<'a>(&'a self, key: &'a str, sink: &'a mut ChunkSink<'_>) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        Box::pin(async move {
+            let Some(bytes) = self.get(key).await? else { return Ok(false) };
+            sink(&bytes).map_err(|detail| CheckpointError::Corrupt { key: key.to_owned(), detail })?;
+            Ok(true)
+        })
+    }
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CheckpointError>>;
     /// Keys under a prefix, in lexical order.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, CheckpointError>>;
 }
+
+/// Takes an object's bytes in order, a chunk at a time.
+pub type ChunkSink<'s> = dyn FnMut(&[u8]) -> Result<(), String> + Send + 's;
+
+/// How much of an object a store reads at a time when streaming it.
+pub const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn partition_prefix(partition: u32) -> String {
     format!("partition-{partition:05}/")
@@ -70,36 +86,205 @@ pub fn epoch_of_key(key: &str) -> Option<u64> {
     name.strip_prefix("epoch-")?.split('.').next()?.parse().ok()
 }
 
+/// Where a replayed history goes, piece by piece: for each object, oldest
+/// first, `begin_epoch`, its address entries, then the rest of its record.
+pub trait HistorySink: Send {
+    fn begin_epoch(&mut self, epoch: u64, snapshot: bool);
+    /// How many entries the object holds, when it says (before its entries).
+    fn expect_entries(&mut self, count: usize);
+    fn entry(&mut self, entry: AddressEntry) -> Result<(), String>;
+    /// The object's record without its address entries.
+    fn end_epoch(&mut self, record: EpochRecord) -> Result<(), String>;
+}
+
 /// How many checkpoint objects recovery fetches at once.
 const PARALLEL_LOADS: usize = 16;
 
-/// Loads the records that make up a committed history, oldest first. The
-/// objects are fetched several at a time: a chain of deltas on S3 is many
-/// small requests, and recovery time is their latency.
+/// Replays a committed history into `sink`: the snapshot streamed in chunks,
+/// each address entry decoded and handed over on its own, so recovering a
+/// million addresses never holds their snapshot or its decoded form whole;
+/// then the deltas, fetched several at a time (a chain of deltas on S3 is many
+/// small requests, and recovery time is their latency), applied in order.
+pub async fn replay_history(
+    store: &dyn BlobStore,
+    partition: u32,
+    manifest: &PartitionManifest,
+    sink: &mut dyn HistorySink,
+) -> Result<(), CheckpointError> {
+    let key = |epoch: u64| object_key(partition, epoch, manifest.lease, epoch == manifest.snapshot_epoch);
+    let first = manifest.snapshot_epoch.max(1);
+    if first > manifest.epoch {
+        return Ok(());
+    }
+    let first_key = key(first);
+    let mut parser = ObjectParser::new(partition, first, first == manifest.snapshot_epoch, sink);
+    let found = store.read(&first_key, &mut |chunk: &[u8]| parser.feed(chunk)).await?;
+    if !found {
+        return Err(CheckpointError::Missing { partition, key: first_key });
+    }
+    parser.finish().map_err(|detail| CheckpointError::Corrupt { key: first_key.clone(), detail })?;
+
+    let fetch = |epoch: u64| async move {
+        let key = key(epoch);
+        match store.get(&key).await? {
+            Some(bytes) => Ok((epoch, key, bytes)),
+            None => Err(CheckpointError::Missing { partition, key }),
+        }
+    };
+    let mut deltas = futures_util::stream::iter(first + 1..=manifest.epoch).map(fetch).buffered(PARALLEL_LOADS);
+    while let Some(loaded) = deltas.next().await {
+        let (epoch, key, bytes) = loaded?;
+        let mut parser = ObjectParser::new(partition, epoch, epoch == manifest.snapshot_epoch, sink);
+        parser.feed(&bytes).and_then(|()| parser.finish()).map_err(|detail| CheckpointError::Corrupt { key, detail })?;
+    }
+    Ok(())
+}
+
+/// Loads the records that make up a committed history, oldest first, whole
+/// (for tools and tests; recovery streams them with [`replay_history`]).
 pub async fn load_history(
     store: &dyn BlobStore,
     partition: u32,
     manifest: &PartitionManifest,
 ) -> Result<Vec<EpochRecord>, CheckpointError> {
-    let load = |epoch: u64| async move {
-        let snapshot = epoch == manifest.snapshot_epoch;
-        let key = object_key(partition, epoch, manifest.lease, snapshot);
-        let bytes = store.get(&key).await?.ok_or_else(|| CheckpointError::Missing { partition, key: key.clone() })?;
-        let record = EpochRecord::decode(bytes.as_slice())
-            .map_err(|e| CheckpointError::Corrupt { key: key.clone(), detail: e.to_string() })?;
-        if record.epoch != epoch || record.partition != partition {
-            return Err(CheckpointError::Corrupt {
-                key,
-                detail: format!("holds partition {} epoch {}", record.partition, record.epoch),
-            });
+    struct Collect(Vec<EpochRecord>, Vec<AddressEntry>);
+    impl HistorySink for Collect {
+        fn begin_epoch(&mut self, _: u64, _: bool) {}
+        fn expect_entries(&mut self, _: usize) {}
+        fn entry(&mut self, entry: AddressEntry) -> Result<(), String> {
+            self.1.push(entry);
+            Ok(())
         }
-        Ok(record)
+        fn end_epoch(&mut self, record: EpochRecord) -> Result<(), String> {
+            self.0.push(EpochRecord { addresses: std::mem::take(&mut self.1), ..record });
+            Ok(())
+        }
+    }
+    let mut collected = Collect(Vec::new(), Vec::new());
+    replay_history(store, partition, manifest, &mut collected).await?;
+    Ok(collected.0)
+}
+
+/// `EpochRecord.addresses`, handed to the sink one by one.
+const ADDRESSES_FIELD: u32 = 4;
+/// `EpochRecord.address_count`.
+const ADDRESS_COUNT_FIELD: u32 = 12;
+
+/// Splits one encoded [`EpochRecord`], arriving in chunks, into its address
+/// entries (to the sink) and the rest (decoded at the end).
+struct ObjectParser<'a> {
+    partition: u32,
+    epoch: u64,
+    sink: &'a mut dyn HistorySink,
+    /// The start of a field that the chunks so far ended inside of.
+    carry: Vec<u8>,
+    rest: Vec<u8>,
+}
+
+impl<'a> ObjectParser<'a> {
+    fn new(partition: u32, epoch: u64, snapshot: bool, sink: &'a mut dyn HistorySink) -> Self {
+        sink.begin_epoch(epoch, snapshot);
+        Self { partition, epoch, sink, carry: Vec::new(), rest: Vec::new() }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+        if self.carry.is_empty() {
+            let used = self.fields(chunk)?;
+            self.carry.extend_from_slice(&chunk[used..]);
+        } else {
+            let mut carry = std::mem::take(&mut self.carry);
+            carry.extend_from_slice(chunk);
+            let used = self.fields(&carry)?;
+            carry.drain(..used);
+            self.carry = carry;
+        }
+        Ok(())
+    }
+
+    /// Handles every whole field at the start of `bytes`; how many bytes they took.
+    fn fields(&mut self, bytes: &[u8]) -> Result<usize, String> {
+        let mut at = 0;
+        while let Some(field) = split_field(&bytes[at..])? {
+            let payload = &bytes[at + field.payload.start..at + field.payload.end];
+            match field.number {
+                ADDRESSES_FIELD => {
+                    let entry = AddressEntry::decode(payload).map_err(|e| format!("an address entry: {e}"))?;
+                    self.sink.entry(entry)?;
+                }
+                ADDRESS_COUNT_FIELD => {
+                    let count = varint(payload).and_then(|(n, _)| usize::try_from(n).ok()).unwrap_or(0);
+                    self.sink.expect_entries(count);
+                    self.rest.extend_from_slice(&bytes[at..at + field.len]);
+                }
+                _ => self.rest.extend_from_slice(&bytes[at..at + field.len]),
+            }
+            at += field.len;
+        }
+        Ok(at)
+    }
+
+    fn finish(self) -> Result<(), String> {
+        if !self.carry.is_empty() {
+            return Err(format!("the object ends inside a field ({} bytes left over)", self.carry.len()));
+        }
+        let record = EpochRecord::decode(self.rest.as_slice()).map_err(|e| e.to_string())?;
+        if record.epoch != self.epoch || record.partition != self.partition {
+            return Err(format!("holds partition {} epoch {}", record.partition, record.epoch));
+        }
+        self.sink.end_epoch(record)
+    }
+}
+
+/// One field at the start of an encoded message.
+struct Field {
+    number: u32,
+    /// Where its value is, without the key (and length).
+    payload: std::ops::Range<usize>,
+    /// Its whole length, key included.
+    len: usize,
+}
+
+/// The field at the start of `bytes`; `None` when `bytes` ends inside it.
+fn split_field(bytes: &[u8]) -> Result<Option<Field>, String> {
+    let Some((key, key_len)) = varint(bytes) else { return incomplete_or_bad_varint(bytes) };
+    let number = u32::try_from(key >> 3).map_err(|_| format!("field number {} out of range", key >> 3))?;
+    let rest = &bytes[key_len..];
+    let (start, length) = match key & 7 {
+        0 => match varint(rest) {
+            Some((_, n)) => (key_len, n),
+            None => return incomplete_or_bad_varint(rest),
+        },
+        1 => (key_len, 8),
+        2 => match varint(rest) {
+            Some((n, n_len)) => {
+                let length = usize::try_from(n).map_err(|_| format!("field {number}: length {n} out of range"))?;
+                (key_len + n_len, length)
+            }
+            None => return incomplete_or_bad_varint(rest),
+        },
+        5 => (key_len, 4),
+        other => return Err(format!("field {number} has wire type {other}, which checkpoints never use")),
     };
-    futures_util::stream::iter(manifest.snapshot_epoch.max(1)..=manifest.epoch)
-        .map(load)
-        .buffered(PARALLEL_LOADS)
-        .try_collect()
-        .await
+    if bytes.len() - start < length {
+        return Ok(None);
+    }
+    Ok(Some(Field { number, payload: start..start + length, len: start + length }))
+}
+
+/// A varint at the start of `bytes` and its length; `None` when it is cut off or too long.
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+fn incomplete_or_bad_varint(bytes: &[u8]) -> Result<Option<Field>, String> {
+    if bytes.len() >= 10 { Err("a varint longer than 10 bytes".into()) } else { Ok(None) }
 }
 
 /// Deletes a partition's objects older than its committed snapshot.
@@ -117,6 +302,82 @@ pub async fn collect_garbage(store: &dyn BlobStore, partition: u32, snapshot_epo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Collected {
+        epochs: Vec<(u64, bool)>,
+        expected: Vec<usize>,
+        entries: Vec<AddressEntry>,
+        records: Vec<EpochRecord>,
+    }
+
+    impl HistorySink for Collected {
+        fn begin_epoch(&mut self, epoch: u64, snapshot: bool) {
+            self.epochs.push((epoch, snapshot));
+        }
+        fn expect_entries(&mut self, count: usize) {
+            self.expected.push(count);
+        }
+        fn entry(&mut self, entry: AddressEntry) -> Result<(), String> {
+            self.entries.push(entry);
+            Ok(())
+        }
+        fn end_epoch(&mut self, record: EpochRecord) -> Result<(), String> {
+            self.records.push(record);
+            Ok(())
+        }
+    }
+
+    fn record() -> EpochRecord {
+        use statefun_proto::internal::{EpochOutbox, InputPosition};
+        use statefun_proto::reqreply::Address;
+        let entry = |id: &str| AddressEntry {
+            address: Some(Address { namespace: "n".into(), r#type: "t".into(), id: id.into() }),
+            in_flight: 1,
+            ..Default::default()
+        };
+        EpochRecord {
+            partition: 2,
+            epoch: 9,
+            addresses: vec![entry("a"), entry("b")],
+            positions: vec![InputPosition { stream: "s".into(), shard: "0".into(), sequence: "12".into() }],
+            outboxes: vec![EpochOutbox { epoch: 9, entries: Vec::new() }],
+            next_timer_id: 300,
+            address_count: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_object_read_in_small_chunks_gives_its_entries_one_by_one_and_then_the_rest() {
+        let record = record();
+        let bytes = record.encode_to_vec();
+        let mut sink = Collected::default();
+        let mut parser = ObjectParser::new(2, 9, true, &mut sink);
+        for chunk in bytes.chunks(3) {
+            parser.feed(chunk).expect("feeds");
+        }
+        parser.finish().expect("a whole object");
+        assert_eq!(sink.epochs, [(9, true)]);
+        assert_eq!(sink.expected, [2]);
+        assert_eq!(sink.entries, record.addresses);
+        assert_eq!(sink.records, [EpochRecord { addresses: Vec::new(), ..record }]);
+    }
+
+    #[test]
+    fn a_cut_or_misplaced_object_is_refused() {
+        let bytes = record().encode_to_vec();
+        let mut sink = Collected::default();
+        let mut parser = ObjectParser::new(2, 9, false, &mut sink);
+        parser.feed(&bytes[..bytes.len() - 1]).expect("a prefix feeds");
+        let cut = parser.finish().expect_err("ends inside a field");
+        assert!(cut.contains("ends inside a field"), "{cut}");
+
+        let mut parser = ObjectParser::new(3, 9, false, &mut sink);
+        parser.feed(&bytes).expect("feeds");
+        let elsewhere = parser.finish().expect_err("another partition's object");
+        assert!(elsewhere.contains("holds partition 2 epoch 9"), "{elsewhere}");
+    }
 
     #[test]
     fn keys_sort_by_epoch_and_name_their_kind() {

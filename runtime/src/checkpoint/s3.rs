@@ -24,7 +24,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
-use super::{BlobStore, CheckpointError};
+use super::{BlobStore, CheckpointError, ChunkSink};
 use crate::aws::{self, FailureKind};
 use crate::log::BoxFuture;
 
@@ -241,6 +241,24 @@ impl S3BlobStore {
         Ok(Some(body.into_bytes().to_vec()))
     }
 
+    /// GetObject, its body handed to `sink` as it arrives.
+    async fn read_object(&self, key: &str, sink: &mut ChunkSink<'_>) -> Result<bool, CheckpointError> {
+        let output = match self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(false),
+            Err(e) => return Err(self.error("GetObject", key, &e)),
+        };
+        let mut body = output.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| CheckpointError::Backend {
+                key: key.to_owned(),
+                detail: format!("s3://{}/{}: GetObject: reading the body: {e}", self.bucket, self.full_key(key)),
+            })?;
+            sink(&chunk).map_err(|detail| CheckpointError::Corrupt { key: key.to_owned(), detail })?;
+        }
+        Ok(true)
+    }
+
     async fn delete_object(&self, key: &str) -> Result<(), CheckpointError> {
         self.client
             .delete_object()
@@ -294,6 +312,10 @@ impl BlobStore for S3BlobStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, CheckpointError>> {
         Box::pin(self.get_object(key))
+    }
+
+    fn read<'a>(&'a self, key: &'a str, sink: &'a mut ChunkSink<'_>) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        Box::pin(self.read_object(key, sink))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CheckpointError>> {

@@ -9,10 +9,9 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 use statefun_runtime::address::{self, FunctionType};
-use statefun_runtime::checkpoint;
 use statefun_runtime::dead_letters::{self, Destination};
 use statefun_runtime::log::LogError;
-use statefun_runtime::partition::{NoEndpoints, Partition};
+use statefun_runtime::partition::{NoEndpoints, restore};
 use statefun_runtime::values::ValueCodec;
 
 use super::{DeadLetterDestination, Storage, patiently};
@@ -76,8 +75,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
     for partition in 0..partitions {
         // A partition that never committed has no state.
         let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else { continue };
-        let history = checkpoint::load_history(backends.blobs.as_ref(), partition, &manifest).await?;
-        let restored = Partition::restore(partition, 1, Arc::new(NoEndpoints), history)?;
+        let restored = restore::recover(backends.blobs.as_ref(), partition, 1, Arc::new(NoEndpoints), &manifest).await?;
         for address in restored.addresses() {
             if filter.as_ref().is_some_and(|f| *f != FunctionType::of(&address)) {
                 continue;

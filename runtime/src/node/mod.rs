@@ -29,7 +29,7 @@ use crate::coordination::{
 };
 use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
-use crate::partition::Partition;
+use crate::partition::{Partition, restore};
 use crate::partition::lineage::IngressStream;
 use crate::partition::committer::{Committer, OutputStreams};
 use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings};
@@ -418,16 +418,12 @@ async fn run_partition(
 ) -> (u32, Result<(), WorkerError>) {
     let id = lease.partition;
     let manifest = lease.manifest.unwrap_or_default();
-    let history = match &lease.manifest {
-        Some(manifest) => match checkpoint::load_history(context.blobs.as_ref(), id, manifest).await {
-            Ok(history) => history,
-            Err(e) => {
-                return (id, Err(WorkerError::Failed { partition: id, reason: format!("cannot recover: {e}") }));
-            }
-        },
-        None => Vec::new(),
+    let catalog = context.catalog.clone();
+    let recovered = match &lease.manifest {
+        Some(manifest) => restore::recover(context.blobs.as_ref(), id, context.partitions, catalog, manifest).await,
+        None => Ok(Partition::new(id, context.partitions, catalog, 1)),
     };
-    let partition = match Partition::restore(id, context.partitions, context.catalog.clone(), history) {
+    let partition = match recovered {
         Ok(partition) => partition,
         Err(e) => return (id, Err(WorkerError::Failed { partition: id, reason: format!("cannot recover: {e}") })),
     };

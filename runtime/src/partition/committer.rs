@@ -96,7 +96,6 @@ impl Committer {
         let (epoch, snapshot) = (sealed.record.epoch, sealed.record.snapshot);
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = sealed.encode();
-        drop(sealed);
         let mut delay = Duration::from_millis(50);
         while let Err(e) = self.blobs.put(&key, bytes.clone()).await {
             if !e.is_retryable() {

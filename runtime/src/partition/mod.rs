@@ -15,6 +15,7 @@
 pub mod committer;
 pub mod lineage;
 mod record;
+pub mod restore;
 mod table;
 pub mod worker;
 
@@ -39,7 +40,7 @@ use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
 use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
-use record::{AddressRecord, State};
+use record::State;
 use table::AddressTable;
 
 /// How large a batch for one function type may grow.
@@ -92,34 +93,46 @@ pub struct SealedEpoch {
 }
 
 impl SealedEpoch {
-    /// The encoded [`EpochRecord`], outboxes included.
-    pub fn encode(&self) -> Vec<u8> {
-        // A repeated field may come in pieces: the outboxes follow the rest as field 9.
+    /// The encoded [`EpochRecord`]: the small fields and the address count
+    /// first, then the address entries, then the outboxes (a repeated field may
+    /// come in pieces), so a reader streaming a large object knows what follows.
+    pub fn encode(mut self) -> Vec<u8> {
+        const ADDRESSES_KEY: u8 = (4 << 3) | 2;
         const OUTBOXES_KEY: u8 = (9 << 3) | 2;
+        let addresses = std::mem::take(&mut self.record.addresses);
+        self.record.address_count = addresses.len() as u64;
         let mut bytes = self.record.encode_to_vec();
+        for entry in &addresses {
+            push_field(&mut bytes, ADDRESSES_KEY, entry);
+        }
         for outbox in &self.outboxes {
-            bytes.push(OUTBOXES_KEY);
-            outbox.encode_length_delimited(&mut bytes).unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
+            push_field(&mut bytes, OUTBOXES_KEY, outbox.as_ref());
         }
         bytes
     }
 
-    /// The whole record, outboxes included.
+    /// The whole record, outboxes included, as it decodes.
     pub fn into_record(self) -> EpochRecord {
         let mut record = self.record;
+        record.address_count = record.addresses.len() as u64;
         record.outboxes = self.outboxes.iter().map(|o| o.as_ref().clone()).collect();
         record
     }
 }
 
+/// Appends a length-delimited field (its one-byte key given).
+fn push_field(bytes: &mut Vec<u8>, key: u8, message: &impl prost::Message) {
+    bytes.push(key);
+    message.encode_length_delimited(bytes).unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
+}
+
 /// A committed history that cannot be replayed: an object that the commit
-/// record names contradicts the ones before it.
+/// record names is damaged or contradicts the ones before it.
 #[derive(Debug, thiserror::Error)]
-#[error("partition {partition}: checkpoint of epoch {epoch} does not follow from the earlier ones at address {address}: {detail}")]
+#[error("partition {partition}: the checkpoint of epoch {epoch} cannot be replayed: {detail}")]
 pub struct CorruptHistory {
     pub partition: u32,
     pub epoch: u64,
-    pub address: String,
     pub detail: String,
 }
 
@@ -181,60 +194,27 @@ impl Partition {
         }
     }
 
-    /// Rebuilds a partition from its committed history: a snapshot then deltas, in order.
+    /// Rebuilds a partition from its committed history, whole records in memory
+    /// (recovery streams them instead: [`restore::Restorer`]).
     pub fn restore(
         id: u32,
         partitions: u32,
         catalog: Arc<dyn Catalog>,
-        records: impl IntoIterator<Item = EpochRecord>,
+        history: impl IntoIterator<Item = EpochRecord>,
     ) -> Result<Self, CorruptHistory> {
-        let mut p = Self::new(id, partitions, catalog, 1);
-        let mut outboxes = Vec::new();
-        for record in records {
-            if record.snapshot {
-                p.addresses.clear();
-                outboxes.clear();
-            }
+        use crate::checkpoint::HistorySink as _;
+        let mut restorer = restore::Restorer::new(id, partitions, catalog);
+        for mut record in history {
             let epoch = record.epoch;
-            p.addresses.reserve(record.addresses.len());
-            for mut entry in record.addresses {
-                let Some(address) = entry.address.take() else { continue };
-                match p.addresses.get_mut_with_names(&address) {
-                    Some((existing, names)) => existing.apply_delta(names, entry),
-                    None if entry.mailbox_appends && entry.mailbox_consumed > 0 => {
-                        Err(format!("{} messages left a mailbox no earlier epoch recorded", entry.mailbox_consumed))
-                    }
-                    None => {
-                        p.addresses.insert_with(&address, |names| AddressRecord::from_entry(names, entry));
-                        Ok(())
-                    }
-                }
-                .map_err(|detail| CorruptHistory { partition: id, epoch, address: address::display(&address), detail })?;
+            let corrupt = |detail| CorruptHistory { partition: id, epoch, detail };
+            restorer.begin_epoch(epoch, record.snapshot);
+            restorer.expect_entries(record.addresses.len());
+            for entry in std::mem::take(&mut record.addresses) {
+                restorer.entry(entry).map_err(corrupt)?;
             }
-            for address in &record.removed {
-                p.addresses.remove(address);
-            }
-            p.specs = record
-                .specs
-                .into_iter()
-                .filter_map(|f| FunctionType::parse(&f.function_type).map(|t| (t, f.specs)))
-                .collect();
-            p.positions =
-                record.positions.into_iter().map(|pos| ((pos.stream, pos.shard), pos.sequence)).collect();
-            p.dedup = record.dedup.into_iter().map(|m| (m.source_partition, (m.epoch, m.seq))).collect();
-            outboxes.extend(record.outboxes);
-            p.published_through = record.published_through;
-            p.next_timer_id = record.next_timer_id;
-            p.epoch = record.epoch + 1;
+            restorer.end_epoch(record).map_err(corrupt)?;
         }
-        p.unpublished = outboxes.into_iter().filter(|o| o.epoch > p.published_through).map(Arc::new).collect();
-        for (address, record) in p.addresses.iter() {
-            p.queued += record.mailbox().len();
-            for timer in &record.busy().timers {
-                p.timers.insert((timer.fire_at_ms, timer.timer_id), address.clone());
-            }
-        }
-        Ok(p)
+        Ok(restorer.finish())
     }
 
     /// After a restore: re-sends every queued and in-flight batch.

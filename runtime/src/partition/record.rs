@@ -9,39 +9,58 @@
 //! epoch delta carries only the messages that arrived and how many left, never
 //! a whole backlog again.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use indexmap::{Equivalent, IndexSet};
 
 use statefun_proto::internal::{AddressEntry, DelayedMessage, Envelope, StoredState};
 use statefun_proto::reqreply::from_function::{ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode};
 use statefun_proto::reqreply::{Address, TypedValue};
 
-/// Shared copies of the state names and typenames of a partition: a million
-/// addresses with a `count` state hold one `count`.
+/// A state's name and its value's typename, kept once per partition: a
+/// million addresses with a `count` state of one type share one of these.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct StateKind {
+    pub name: Box<str>,
+    /// `None` when the state holds no value (`StoredState.value` absent).
+    typename: Option<Box<str>>,
+}
+
+/// Hashes as [`StateKind`] does, to look one up without building it.
+#[derive(Hash)]
+struct KindRef<'a> {
+    name: &'a str,
+    typename: Option<&'a str>,
+}
+
+impl Equivalent<Arc<StateKind>> for KindRef<'_> {
+    fn equivalent(&self, kind: &Arc<StateKind>) -> bool {
+        self.name == &*kind.name && self.typename == kind.typename.as_deref()
+    }
+}
+
+/// The partition's shared [`StateKind`]s.
 #[derive(Debug, Default)]
 pub struct Names {
-    known: HashSet<Arc<str>>,
+    kinds: IndexSet<Arc<StateKind>>,
 }
 
 impl Names {
-    pub fn get(&mut self, name: &str) -> Arc<str> {
-        match self.known.get(name) {
-            Some(shared) => shared.clone(),
-            None => {
-                let shared: Arc<str> = Arc::from(name);
-                self.known.insert(shared.clone());
-                shared
-            }
+    fn kind(&mut self, name: &str, typename: Option<&str>) -> Arc<StateKind> {
+        if let Some(kind) = self.kinds.get(&KindRef { name, typename }) {
+            return kind.clone();
         }
+        let kind = Arc::new(StateKind { name: name.into(), typename: typename.map(Into::into) });
+        self.kinds.insert(kind.clone());
+        kind
     }
 }
 
 /// One registered state value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
-    pub name: Arc<str>,
-    /// `None` when the state holds no value (`StoredState.value` absent).
-    typename: Option<Arc<str>>,
+    pub kind: Arc<StateKind>,
     has_value: bool,
     bytes: Box<[u8]>,
     pub written_at_ms: i64,
@@ -50,21 +69,25 @@ pub struct State {
 
 impl State {
     fn new(names: &mut Names, name: &str, value: Option<TypedValue>, written_at_ms: i64, accessed_at_ms: i64) -> Self {
-        let (typename, has_value, bytes) = match value {
-            Some(v) => (Some(names.get(&v.typename)), v.has_value, v.value.into_boxed_slice()),
-            None => (None, false, Box::default()),
+        let (kind, has_value, bytes) = match value {
+            Some(v) => (names.kind(name, Some(&v.typename)), v.has_value, v.value.into_boxed_slice()),
+            None => (names.kind(name, None), false, Box::default()),
         };
-        Self { name: names.get(name), typename, has_value, bytes, written_at_ms, accessed_at_ms }
+        Self { kind, has_value, bytes, written_at_ms, accessed_at_ms }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.kind.name
     }
 
     pub fn value(&self) -> Option<TypedValue> {
-        let typename = self.typename.as_ref()?;
+        let typename = self.kind.typename.as_ref()?;
         Some(TypedValue { typename: typename.to_string(), has_value: self.has_value, value: self.bytes.to_vec() })
     }
 
     pub fn to_stored(&self) -> StoredState {
         StoredState {
-            name: self.name.to_string(),
+            name: self.name().to_owned(),
             value: self.value(),
             written_at_ms: self.written_at_ms,
             accessed_at_ms: self.accessed_at_ms,
@@ -166,12 +189,12 @@ impl AddressRecord {
     }
 
     pub fn state(&self, name: &str) -> Option<&State> {
-        self.states.iter().find(|s| &*s.name == name)
+        self.states.iter().find(|s| s.name() == name)
     }
 
     pub fn set_state(&mut self, names: &mut Names, name: &str, value: Option<TypedValue>, now_ms: i64) {
         let state = State::new(names, name, value, now_ms, now_ms);
-        match self.states.iter_mut().find(|s| s.name == state.name) {
+        match self.states.iter_mut().find(|s| s.name() == name) {
             Some(slot) => *slot = state,
             None => {
                 let mut states = std::mem::take(&mut self.states).into_vec();
@@ -182,7 +205,7 @@ impl AddressRecord {
     }
 
     pub fn remove_state(&mut self, name: &str) -> bool {
-        self.retain_states(|s| &*s.name != name)
+        self.retain_states(|s| s.name() != name)
     }
 
     /// Marks every state as seen by an invocation at `now_ms` (AFTER_INVOKE expiry).
@@ -195,7 +218,7 @@ impl AddressRecord {
     /// Drops every value whose expiry has passed; true when something was dropped.
     pub fn expire(&mut self, specs: &[PersistedValueSpec], now_ms: i64) -> bool {
         self.retain_states(|s| {
-            let spec = specs.iter().find(|spec| spec.state_name == *s.name);
+            let spec = specs.iter().find(|spec| spec.state_name == s.name());
             !is_expired(s, spec.and_then(|spec| spec.expiration_spec.as_ref()), now_ms)
         })
     }
@@ -326,7 +349,10 @@ mod tests {
         let mut b = AddressRecord::default();
         a.set_state(&mut names, "count", Some(value.clone()), 7);
         b.set_state(&mut names, "count", None, 8);
-        assert!(Arc::ptr_eq(&a.states()[0].name, &b.states()[0].name));
+        a.set_state(&mut names, "other", Some(value.clone()), 7);
+        b.set_state(&mut names, "other", Some(value.clone()), 8);
+        assert!(Arc::ptr_eq(&a.states()[1].kind, &b.states()[1].kind), "same name and typename: one kind");
+        assert!(!Arc::ptr_eq(&a.states()[0].kind, &b.states()[0].kind), "no value is another kind");
         assert_eq!(a.states()[0].to_stored(), StoredState { name: "count".into(), value: Some(value), written_at_ms: 7, accessed_at_ms: 7 });
         assert_eq!(b.states()[0].to_stored().value, None);
     }

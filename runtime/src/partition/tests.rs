@@ -541,7 +541,7 @@ fn a_sealed_epoch_encodes_as_the_whole_record_with_its_outboxes() {
     p.deliver(message("b", 2), 0);
     p.seal(false);
     let (sealed, _) = p.seal(true);
-    let decoded = EpochRecord::decode(sealed.encode().as_slice()).expect("decodes");
+    let decoded = EpochRecord::decode(sealed.clone().encode().as_slice()).expect("decodes");
     let whole = sealed.into_record();
     assert_eq!(whole.outboxes.len(), 2, "the unpublished dead letter's epoch and this one");
     assert_eq!(decoded, whole);
