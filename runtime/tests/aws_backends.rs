@@ -161,7 +161,7 @@ async fn checkpoint_objects_round_trip_through_s3_and_garbage_before_a_snapshot_
 
         let manifest = PartitionManifest { epoch: 5, snapshot_epoch: 3, lease: 1 };
         let history = checkpoint::load_history(&store, 0, &manifest).await.expect("load history");
-        assert_eq!(history.iter().map(|o| o.epoch()).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(history.iter().map(|r| r.epoch).collect::<Vec<_>>(), [3, 4, 5]);
 
         assert_eq!(checkpoint::collect_garbage(&store, 0, 3).await.expect("gc"), 2);
         assert_eq!(store.list("partition-00000/").await.expect("list"), expected[2..].to_vec());
@@ -871,7 +871,8 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
             let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
             let running = tokio::spawn(committer.run(receiver, events));
             let record = EpochRecord { partition: 0, epoch: 2, ..Default::default() };
-            sealed.send(Sealed { record, outbox: EpochOutbox::default() }).await.expect("send");
+            let record = statefun_runtime::partition::SealedEpoch { record, outboxes: Vec::new() };
+            sealed.send(Sealed { record, outbox: Arc::new(EpochOutbox::default()) }).await.expect("send");
             match reports.recv().await {
                 Some(CommitterEvent::Published(2)) => {}
                 other => panic!("epoch 2 should be committed and published, got {other:?}"),
