@@ -55,13 +55,23 @@ pub fn display(address: &Address) -> String {
 
 /// The key group of an address: xxh3-64 of `namespace 0x1f type 0x1f id`, modulo [`KEY_GROUPS`].
 pub fn key_group(address: &Address) -> u32 {
-    let mut key = Vec::with_capacity(address.namespace.len() + address.r#type.len() + address.id.len() + 2);
-    key.extend_from_slice(address.namespace.as_bytes());
-    key.push(0x1f);
-    key.extend_from_slice(address.r#type.as_bytes());
-    key.push(0x1f);
-    key.extend_from_slice(address.id.as_bytes());
-    (xxh3_64(&key) % u64::from(KEY_GROUPS)) as u32
+    let parts = [address.namespace.as_bytes(), b"\x1f", address.r#type.as_bytes(), b"\x1f", address.id.as_bytes()];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    // Every message is routed: most keys fit on the stack.
+    let mut small = [0u8; 128];
+    let mut large = Vec::new();
+    let key = if len <= small.len() {
+        &mut small[..len]
+    } else {
+        large.resize(len, 0);
+        &mut large[..]
+    };
+    let mut at = 0;
+    for part in parts {
+        key[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    (xxh3_64(key) % u64::from(KEY_GROUPS)) as u32
 }
 
 /// The partition that owns a key group: partitions own contiguous, near-equal ranges.
@@ -98,6 +108,14 @@ mod tests {
         let inventory = FunctionType::new("shoppingcart", "inventory").address("apple");
         assert_eq!(key_group(&cart), GOLDEN_CART);
         assert_eq!(key_group(&inventory), GOLDEN_INVENTORY);
+    }
+
+    #[test]
+    fn long_addresses_hash_the_same_bytes() {
+        let id = "x".repeat(300);
+        let long = FunctionType::new("ns", "f").address(id.clone());
+        let bytes = format!("ns\u{1f}f\u{1f}{id}");
+        assert_eq!(key_group(&long), (xxh3_64(bytes.as_bytes()) % u64::from(KEY_GROUPS)) as u32);
     }
 
     const GOLDEN_CART: u32 = 626;

@@ -94,6 +94,9 @@ impl Invoker {
 
     pub fn route(&self, function_type: &FunctionType) -> Option<Route> {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = routes.get(function_type) {
+            return known.clone();
+        }
         routes
             .entry(function_type.clone())
             .or_insert_with(|| {

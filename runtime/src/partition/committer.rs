@@ -280,12 +280,18 @@ impl Committer {
                     } else {
                         ShardChoice::ExplicitHashKey(record.explicit_hash_key.clone())
                     };
-                    egress.entry(record.stream.clone()).or_default().push(AppendRecord {
+                    let append = AppendRecord {
                         partition_key: record.partition_key.clone(),
                         shard,
                         data: record.data.clone(),
                         id: Some(id(entry.seq)),
-                    });
+                    };
+                    match egress.get_mut(&record.stream) {
+                        Some(records) => records.push(append),
+                        None => {
+                            egress.insert(record.stream.clone(), vec![append]);
+                        }
+                    }
                 }
                 Some(outbox_entry::Entry::DeadLetter(letter)) => dead_letters.push(AppendRecord {
                     partition_key: dead_letter_key(letter),

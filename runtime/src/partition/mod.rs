@@ -41,7 +41,7 @@ use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
 use record::State;
-use table::AddressTable;
+use table::{AddressTable, ByType};
 
 /// How large a batch for one function type may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,7 +152,10 @@ pub struct Partition {
     next_seq: u64,
     next_token: u64,
     addresses: AddressTable,
-    specs: BTreeMap<FunctionType, Vec<PersistedValueSpec>>,
+    /// Shared with the batches in flight, which carry the state they declare.
+    specs: ByType<Arc<Vec<PersistedValueSpec>>>,
+    /// What the catalog said of each function type met (the module does not change while running).
+    limits: ByType<Option<BatchLimits>>,
     /// Due time and timer id of every delayed message, with its sender.
     timers: BTreeMap<(i64, u64), Address>,
     next_timer_id: u64,
@@ -179,7 +182,8 @@ impl Partition {
             next_seq: 0,
             next_token: 0,
             addresses: AddressTable::default(),
-            specs: BTreeMap::new(),
+            specs: ByType::default(),
+            limits: ByType::default(),
             timers: BTreeMap::new(),
             next_timer_id: 0,
             positions: BTreeMap::new(),
@@ -288,17 +292,17 @@ impl Partition {
     /// Delivers a message: in memory when its target is here, else through the exchange.
     pub fn deliver(&mut self, envelope: Envelope, now_ms: i64) {
         self.changed = true;
-        let Some(target) = envelope.target.clone() else {
+        let Some(target) = envelope.target.as_ref() else {
             self.dead_letter(None, "message has no target address".into(), vec![envelope], "", Vec::new(), now_ms);
             return;
         };
-        if address::partition_of(&target, self.partitions) != self.id {
+        if address::partition_of(target, self.partitions) != self.id {
             self.push_outbox(outbox_entry::Entry::Exchange(envelope));
             return;
         }
-        let function_type = FunctionType::of(&target);
-        if self.catalog.batch_limits(&function_type).is_none() {
-            let reason = format!("no endpoint serves function type {function_type} (check module.yaml)");
+        let target = target.clone();
+        if self.limits_of(&target).is_none() {
+            let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(&target));
             self.dead_letter(Some(target), reason, vec![envelope], "", Vec::new(), now_ms);
             return;
         }
@@ -424,7 +428,7 @@ impl Partition {
             specs: self
                 .specs
                 .iter()
-                .map(|(t, specs)| FunctionSpecs { function_type: t.to_string(), specs: specs.clone() })
+                .map(|(t, specs)| FunctionSpecs { function_type: t.to_string(), specs: specs.to_vec() })
                 .collect(),
             positions: self
                 .positions
@@ -519,6 +523,17 @@ impl Partition {
         }));
     }
 
+    /// The batch limits of an address's function type; `None` when no endpoint serves it.
+    fn limits_of(&mut self, address: &Address) -> Option<BatchLimits> {
+        if let Some(limits) = self.limits.of(address) {
+            return *limits;
+        }
+        let function_type = FunctionType::of(address);
+        let limits = self.catalog.batch_limits(&function_type);
+        self.limits.insert(function_type, limits);
+        limits
+    }
+
     /// Removes an address that holds nothing, and frees what an idle one no longer needs.
     fn remove_if_empty(&mut self, address: &Address) {
         let Some(record) = self.addresses.get_mut(address) else { return };
@@ -535,8 +550,7 @@ impl Partition {
 
     /// [`Self::dispatch`] with at most `at_most` messages (a negotiation re-sends the same batch).
     fn dispatch_at_most(&mut self, address: &Address, at_most: usize, now_ms: i64) {
-        let function_type = FunctionType::of(address);
-        let Some(mut limits) = self.catalog.batch_limits(&function_type) else {
+        let Some(mut limits) = self.limits_of(address) else {
             // Queued for a type whose endpoint is gone (the module changed across a restart).
             let Some(record) = self.addresses.get_mut(address) else { return };
             if record.busy().in_flight > 0 || record.mailbox().is_empty() {
@@ -545,7 +559,7 @@ impl Partition {
             let stranded = record.take_messages(usize::MAX);
             self.queued -= stranded.len();
             self.dirty.insert(address.clone());
-            let reason = format!("no endpoint serves function type {function_type} (check module.yaml)");
+            let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(address));
             self.dead_letter(Some(address.clone()), reason, stranded, "", Vec::new(), now_ms);
             self.remove_if_empty(address);
             return;
@@ -554,7 +568,7 @@ impl Partition {
         if self.addresses.get(address).is_some_and(|r| r.busy().isolate > 0) {
             limits.max_messages = 1;
         }
-        let specs = self.specs.get(&function_type).cloned().unwrap_or_default();
+        let specs = self.specs.of(address).cloned().unwrap_or_default();
         loop {
             let Some(record) = self.addresses.get_mut(address) else { return };
             if record.busy().in_flight > 0 || record.mailbox().is_empty() {
@@ -590,8 +604,9 @@ impl Partition {
                 self.dirty.insert(address.clone());
                 let size = envelope.encoded_len();
                 let reason = format!(
-                    "message of {size} bytes (with {state_bytes} bytes of state) exceeds the payload limit of {} bytes of the endpoint for {function_type}",
-                    limits.max_bytes
+                    "message of {size} bytes (with {state_bytes} bytes of state) exceeds the payload limit of {} bytes of the endpoint for {}",
+                    limits.max_bytes,
+                    FunctionType::of(address)
                 );
                 self.dead_letter(Some(address.clone()), reason, vec![envelope], "", Vec::new(), now_ms);
                 continue;
@@ -627,13 +642,14 @@ impl Partition {
         }
         let batch = record.in_flight as usize;
         record.in_flight = 0;
-        let specs = self.specs.entry(function_type).or_default();
+        let mut specs = self.specs.get(&function_type).map(|s| s.to_vec()).unwrap_or_default();
         for spec in missing {
             match specs.iter_mut().find(|s| s.state_name == spec.state_name) {
                 Some(existing) => *existing = spec,
                 None => specs.push(spec),
             }
         }
+        self.specs.insert(function_type, Arc::new(specs));
         self.dispatch_at_most(address, batch, now_ms);
     }
 
@@ -663,7 +679,7 @@ impl Partition {
 
     fn apply_response(&mut self, address: &Address, response: InvocationResponse, now_ms: i64) -> Result<(), String> {
         let function_type = FunctionType::of(address);
-        let specs = self.specs.get(&function_type).map(Vec::as_slice).unwrap_or_default();
+        let specs = self.specs.of(address).map(|s| s.as_slice()).unwrap_or_default();
         for mutation in &response.state_mutations {
             if !specs.iter().any(|s| s.state_name == mutation.state_name) {
                 return Err(format!(

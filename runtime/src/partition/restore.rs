@@ -86,7 +86,7 @@ impl HistorySink for Restorer {
         p.specs = record
             .specs
             .into_iter()
-            .filter_map(|f| FunctionType::parse(&f.function_type).map(|t| (t, f.specs)))
+            .filter_map(|f| FunctionType::parse(&f.function_type).map(|t| (t, Arc::new(f.specs))))
             .collect();
         p.positions = record.positions.into_iter().map(|pos| ((pos.stream, pos.shard), pos.sequence)).collect();
         p.dedup = record.dedup.into_iter().map(|m| (m.source_partition, (m.epoch, m.seq))).collect();

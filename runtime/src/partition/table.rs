@@ -158,6 +158,44 @@ impl AddressTable {
     }
 }
 
+/// Values per function type, looked up by an address without building its type.
+#[derive(Debug, Clone)]
+pub struct ByType<V>(IndexMap<FunctionType, V>);
+
+impl<V> Default for ByType<V> {
+    fn default() -> Self {
+        Self(IndexMap::new())
+    }
+}
+
+impl<V> ByType<V> {
+    pub fn of(&self, address: &Address) -> Option<&V> {
+        self.0.get(&TypeRef { namespace: &address.namespace, name: &address.r#type })
+    }
+
+    pub fn get(&self, function_type: &FunctionType) -> Option<&V> {
+        self.0.get(function_type)
+    }
+
+    pub fn insert(&mut self, function_type: FunctionType, value: V) {
+        self.0.insert(function_type, value);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&FunctionType, &V)> {
+        self.0.iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.values()
+    }
+}
+
+impl<V> FromIterator<(FunctionType, V)> for ByType<V> {
+    fn from_iter<I: IntoIterator<Item = (FunctionType, V)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
 fn address_of(types: &IndexSet<FunctionType>, key: &Key) -> Address {
     match types.get_index(key.function_type as usize) {
         Some(function_type) => function_type.address(&*key.id),

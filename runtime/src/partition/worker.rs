@@ -327,8 +327,10 @@ fn start_invocations(partition: &mut Partition, invoker: &Arc<Invoker>, done: &m
 /// Turns input records into messages (ingress) or accepts exchange batches.
 fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>) {
     let now = now_ms();
+    // Records of a batch are read from one shard in order: the last one's position stands for them all.
+    let mut last_position: Option<(String, String)> = None;
     for record in records {
-        let source = format!("{}/{}/{}", input.stream, record.shard, record.sequence);
+        let mut source = format!("{}/{}/{}", input.stream, record.shard, record.sequence);
         match &input.kind {
             InputKind::Exchange => match ExchangeBatch::decode(record.data.as_slice()) {
                 Ok(batch) => partition.accept_exchange(batch, now),
@@ -348,11 +350,14 @@ fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>
                         now,
                     );
                 } else {
+                    let mut data = Some(record.data);
                     for (index, target) in targets.iter().enumerate() {
-                        let id = if targets.len() == 1 { source.clone() } else { format!("{source}/{index}") };
-                        let argument = TypedValue { typename: value_type.clone(), has_value: true, value: record.data.clone() };
+                        let last = index + 1 == targets.len();
+                        let id = if targets.len() == 1 { std::mem::take(&mut source) } else { format!("{source}/{index}") };
+                        let value = if last { data.take().unwrap_or_default() } else { data.clone().unwrap_or_default() };
+                        let argument = TypedValue { typename: value_type.clone(), has_value: true, value };
                         let envelope = Envelope {
-                            target: Some(target.address(record.partition_key.clone())),
+                            target: Some(target.address(record.partition_key.as_str())),
                             caller: None,
                             argument: Some(argument),
                             id,
@@ -362,7 +367,15 @@ fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>
                 }
             }
         }
-        partition.advance_position(&input.stream, &record.shard, &record.sequence);
+        if last_position.as_ref().is_some_and(|(shard, _)| *shard != record.shard) {
+            if let Some((shard, sequence)) = last_position.take() {
+                partition.advance_position(&input.stream, &shard, &sequence);
+            }
+        }
+        last_position = Some((record.shard, record.sequence));
+    }
+    if let Some((shard, sequence)) = last_position {
+        partition.advance_position(&input.stream, &shard, &sequence);
     }
 }
 
