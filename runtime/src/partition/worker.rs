@@ -367,10 +367,10 @@ fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>
                 }
             }
         }
-        if last_position.as_ref().is_some_and(|(shard, _)| *shard != record.shard) {
-            if let Some((shard, sequence)) = last_position.take() {
-                partition.advance_position(&input.stream, &shard, &sequence);
-            }
+        if last_position.as_ref().is_some_and(|(shard, _)| *shard != record.shard)
+            && let Some((shard, sequence)) = last_position.take()
+        {
+            partition.advance_position(&input.stream, &shard, &sequence);
         }
         last_position = Some((record.shard, record.sequence));
     }
