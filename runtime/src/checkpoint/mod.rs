@@ -53,13 +53,7 @@ pub trait BlobStore: Send + Sync {
     /// Reads an object piece by piece into `sink`, for objects too large to
     /// hold whole; `false` when there is no such object. An error of the sink
     /// stops the read and is reported as a corrupt object.
-    fn read<'a>(&'a self, key: &'a str, sink: &'a mut ChunkSink<'_>) -> BoxFuture<'a, Result<bool, CheckpointError>> {
-        Box::pin(async move {
-            let Some(bytes) = self.get(key).await? else { return Ok(false) };
-            sink(&bytes).map_err(|detail| CheckpointError::Corrupt { key: key.to_owned(), detail })?;
-            Ok(true)
-        })
-    }
+    fn read<'a>(&'a self, key: &'a str, sink: &'a mut ChunkSink<'_>) -> BoxFuture<'a, Result<bool, CheckpointError>>;
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CheckpointError>>;
     /// Keys under a prefix, in lexical order.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, CheckpointError>>;

@@ -152,7 +152,7 @@ pub struct Partition {
     next_seq: u64,
     next_token: u64,
     addresses: AddressTable,
-    /// Shared with the batches in flight, which carry the state they declare.
+    /// Behind an `Arc`: every dispatch reads them, and a copy would cost a string per state.
     specs: ByType<Arc<Vec<PersistedValueSpec>>>,
     /// What the catalog said of each function type met (the module does not change while running).
     limits: ByType<Option<BatchLimits>>,
@@ -300,17 +300,19 @@ impl Partition {
             self.push_outbox(outbox_entry::Entry::Exchange(envelope));
             return;
         }
-        let target = target.clone();
-        if self.limits_of(&target).is_none() {
-            let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(&target));
-            self.dead_letter(Some(target), reason, vec![envelope], "", Vec::new(), now_ms);
+        if self.limits_of(target).is_none() {
+            let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(target));
+            self.dead_letter(Some(target.clone()), reason, vec![envelope], "", Vec::new(), now_ms);
             return;
         }
+        // A queued message does not keep its target: the address it waits at is it.
+        let mut envelope = envelope;
+        let Some(target) = envelope.target.take() else { return };
         let record = self.addresses.get_or_insert(&target);
         record.push_message(envelope);
         let idle = record.busy().in_flight == 0;
         self.queued += 1;
-        self.dirty.insert(target.clone());
+        self.mark_dirty(&target);
         if idle {
             self.dispatch(&target, now_ms);
         }
@@ -391,7 +393,7 @@ impl Partition {
             let timers = &mut record.busy_mut().timers;
             let Some(index) = timers.iter().position(|t| t.timer_id == timer_id) else { continue };
             let timer = timers.remove(index);
-            self.dirty.insert(sender.clone());
+            self.mark_dirty(&sender);
             self.remove_if_empty(&sender);
             if let Some(envelope) = timer.envelope {
                 self.deliver(envelope, now_ms);
@@ -411,7 +413,7 @@ impl Partition {
             specs.get(function_type).is_some_and(|specs| expiring(specs) && record.expire(specs, now_ms))
         });
         for address in touched {
-            self.dirty.insert(address.clone());
+            self.mark_dirty(&address);
             self.remove_if_empty(&address);
             self.changed = true;
         }
@@ -523,6 +525,13 @@ impl Partition {
         }));
     }
 
+    /// Records that an address changed in this epoch (cloning it only the first time).
+    fn mark_dirty(&mut self, address: &Address) {
+        if !self.dirty.contains(address) {
+            self.dirty.insert(address.clone());
+        }
+    }
+
     /// The batch limits of an address's function type; `None` when no endpoint serves it.
     fn limits_of(&mut self, address: &Address) -> Option<BatchLimits> {
         if let Some(limits) = self.limits.of(address) {
@@ -556,9 +565,9 @@ impl Partition {
             if record.busy().in_flight > 0 || record.mailbox().is_empty() {
                 return;
             }
-            let stranded = record.take_messages(usize::MAX);
+            let stranded = addressed(record.take_messages(usize::MAX), address);
             self.queued -= stranded.len();
-            self.dirty.insert(address.clone());
+            self.mark_dirty(address);
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(address));
             self.dead_letter(Some(address.clone()), reason, stranded, "", Vec::new(), now_ms);
             self.remove_if_empty(address);
@@ -574,7 +583,7 @@ impl Partition {
             if record.busy().in_flight > 0 || record.mailbox().is_empty() {
                 return;
             }
-            if record.expire(&specs, now_ms) {
+            if record.expire(&specs, now_ms) && !self.dirty.contains(address) {
                 self.dirty.insert(address.clone());
             }
             let state: Vec<PersistedValue> = specs
@@ -599,9 +608,9 @@ impl Partition {
             }
             if invocations.is_empty() {
                 // Not even one message fits with the state: it can never be delivered.
-                let Some(envelope) = record.take_messages(1).pop() else { return };
+                let Some(envelope) = addressed(record.take_messages(1), address).pop() else { return };
                 self.queued -= 1;
-                self.dirty.insert(address.clone());
+                self.mark_dirty(address);
                 let size = envelope.encoded_len();
                 let reason = format!(
                     "message of {size} bytes (with {state_bytes} bytes of state) exceeds the payload limit of {} bytes of the endpoint for {}",
@@ -669,9 +678,9 @@ impl Partition {
         let n = busy.in_flight as usize;
         busy.in_flight = 0;
         busy.negotiation_rounds = 0;
-        let failed = record.take_messages(n);
+        let failed = addressed(record.take_messages(n), address);
         self.queued -= failed.len();
-        self.dirty.insert(address.clone());
+        self.mark_dirty(address);
         self.dead_letter(Some(address.clone()), reason, failed, "", Vec::new(), now_ms);
         self.remove_if_empty(address);
         self.dispatch(address, now_ms);
@@ -714,7 +723,7 @@ impl Partition {
         busy.isolate = busy.isolate.saturating_sub(n as u32);
         record.take_messages(n);
         self.queued -= n;
-        self.dirty.insert(address.clone());
+        self.mark_dirty(address);
 
         for delayed in response.delayed_invocations {
             self.schedule(address, delayed, now_ms);
@@ -824,6 +833,14 @@ impl Partition {
             data: record.value_bytes,
         })
     }
+}
+
+/// Messages taken from a mailbox, with their target again (for dead letters, which may be re-injected).
+fn addressed(mut messages: Vec<Envelope>, target: &Address) -> Vec<Envelope> {
+    for message in &mut messages {
+        message.target = Some(target.clone());
+    }
+    messages
 }
 
 fn check_target(target: Option<&Address>, what: &str) -> Result<(), String> {

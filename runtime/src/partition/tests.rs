@@ -223,6 +223,7 @@ fn a_failed_batch_is_dead_lettered_and_the_address_moves_on() {
             assert_eq!(letter.reason, "HTTP 500: boom");
             assert_eq!(letter.messages.len(), 1);
             assert_eq!(letter.messages[0].id, "m1");
+            assert_eq!(letter.messages[0].target, Some(addr("a")), "a re-injected letter must find its address");
         }
         other => panic!("expected a dead letter, got {other:?}"),
     }
