@@ -13,7 +13,9 @@
 //! object of the current owner, even for the same epoch. Recovery reads the
 //! manifest's snapshot, then every delta after it up to the committed epoch,
 //! all written under the manifest's lease (a new owner's first commit is a
-//! snapshot). Objects older than a committed snapshot are garbage.
+//! snapshot). Objects older than a committed snapshot are garbage. Recovery
+//! hands the history to a [`HistorySink`] one address entry at a time, the
+//! snapshot streamed from the store, so a large partition is never held twice.
 
 pub mod fs;
 pub mod s3;

@@ -59,7 +59,11 @@ impl HistorySink for Restorer {
     }
 
     fn expect_entries(&mut self, count: usize) {
-        self.partition.addresses.reserve(count);
+        // Exactly, for the snapshot that fills an empty table; a delta's entries
+        // are mostly addresses already there, and new ones grow it as usual.
+        if self.partition.addresses.len() == 0 {
+            self.partition.addresses.reserve(count);
+        }
     }
 
     fn entry(&mut self, mut entry: AddressEntry) -> Result<(), String> {
