@@ -101,3 +101,55 @@ impl HistorySink for Restorer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use statefun_proto::internal::{AddressEntry, StoredState};
+    use statefun_proto::reqreply::TypedValue;
+
+    use super::*;
+    use crate::checkpoint::fs::FsBlobStore;
+    use crate::checkpoint::{READ_CHUNK_BYTES, object_key};
+    use crate::partition::{NoEndpoints, SealedEpoch};
+
+    fn entry(i: usize, fill: u8) -> AddressEntry {
+        let value = TypedValue { typename: "t/blob".into(), has_value: true, value: vec![fill; 100] };
+        AddressEntry {
+            address: Some(FunctionType::new("ns", "f").address(format!("a{i}"))),
+            states: vec![StoredState { name: "s".into(), value: Some(value), written_at_ms: 1, accessed_at_ms: 2 }],
+            ..Default::default()
+        }
+    }
+
+    fn sealed(epoch: u64, snapshot: bool, addresses: Vec<AddressEntry>) -> Vec<u8> {
+        let record = EpochRecord { partition: 0, epoch, snapshot, addresses, ..Default::default() };
+        SealedEpoch { record, outboxes: Vec::new() }.encode()
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_larger_than_a_read_chunk_is_recovered_from_files_with_its_deltas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::new(dir.path());
+        let count = 60_000;
+        let snapshot = sealed(1, true, (0..count).map(|i| entry(i, 1)).collect());
+        assert!(snapshot.len() > 2 * READ_CHUNK_BYTES, "the snapshot spans several chunks");
+        store.put(&object_key(0, 1, 7, true), snapshot).await.expect("put snapshot");
+        store.put(&object_key(0, 2, 7, false), sealed(2, false, vec![entry(5, 2)])).await.expect("put delta");
+
+        let manifest = PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 7 };
+        let p = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.expect("recovers");
+        assert_eq!(p.address_count(), count);
+        assert_eq!(p.epoch(), 3);
+        let value = |i: usize| {
+            let states = p.states_of(&FunctionType::new("ns", "f").address(format!("a{i}"))).unwrap_or_default();
+            states.first().and_then(|s| s.value.clone()).map(|v| v.value[0])
+        };
+        assert_eq!(value(count - 1), Some(1));
+        assert_eq!(value(5), Some(2), "the delta applied after the snapshot");
+
+        store.put(&object_key(0, 2, 7, false), b"\x0a\xff".to_vec()).await.expect("overwrite the delta");
+        let broken = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.err().map(|e| e.to_string());
+        let named = broken.is_some_and(|e| e.contains("epoch-00000000000000000002") && e.contains("corrupt"));
+        assert!(named, "a damaged delta is named");
+    }
+}
