@@ -176,6 +176,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         warmup: keys.clamp(100, 10_000),
         events,
         commit_interval: commit.to_owned(),
+        max_epoch_entries: None,
         latency,
         latency_load: 0.5,
         profile: args.profile,
@@ -221,6 +222,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 warmup: 2_000,
                 events: cart_events,
                 commit_interval: "100ms".into(),
+                max_epoch_entries: None,
                 latency: true,
                 latency_load: 0.5,
                 profile: false,
@@ -228,8 +230,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             rows.push(pipeline::run(&scenario, &settings, &Backend::Local, functions).await);
         }
         if selected("commit") {
+            // Epochs bound by time alone: what the default interval is compared with.
             let scenario = Scenario {
                 profile: false,
+                max_epoch_entries: Some(usize::MAX),
                 ..counters("commit-5s", "unique keys, commit every 5 s".into(), 10_000, unique_events, "5s", false)
             };
             rows.push(pipeline::run(&scenario, &settings, &Backend::Local, functions).await);

@@ -85,12 +85,24 @@ pub struct Scenario {
     /// The backlog of the throughput phase.
     pub events: usize,
     pub commit_interval: String,
+    /// An epoch's outbox size that seals it early (`--max-epoch-entries`); `None`: the runtime's default.
+    pub max_epoch_entries: Option<usize>,
     /// Whether to run the latency phase.
     pub latency: bool,
     /// The latency phase's rate as a fraction of the measured throughput (at most `Settings::latency_rate`).
     pub latency_load: f64,
     /// Whether to profile the throughput phase (with `Settings::profile_dir`).
     pub profile: bool,
+}
+
+impl Scenario {
+    fn commit_args(&self) -> Vec<String> {
+        let mut args = vec!["--commit-interval".to_owned(), self.commit_interval.clone()];
+        if let Some(entries) = self.max_epoch_entries {
+            args.extend(["--max-epoch-entries".to_owned(), entries.to_string()]);
+        }
+        args
+    }
 }
 
 /// Where the scenario runs.
@@ -184,7 +196,7 @@ async fn try_run(
             }
             let mut args = topology;
             args.extend(["--data-dir".to_owned(), data_dir.display().to_string()]);
-            args.extend(["--commit-interval".to_owned(), scenario.commit_interval.clone()]);
+            args.extend(scenario.commit_args());
             let binary = sibling_binary("statefun")?;
             (Arc::new(log), Deployment { binary, args, envs: Vec::new(), dir: dir.clone(), starts: 0 })
         }
@@ -208,7 +220,7 @@ async fn try_run(
                 bail!("statefun setup failed: {}", String::from_utf8_lossy(&output.stderr));
             }
             let mut args = topology;
-            args.extend(["--commit-interval".to_owned(), scenario.commit_interval.clone()]);
+            args.extend(scenario.commit_args());
             let config = statefun_runtime::aws::aws_sdk_config(None).await;
             let log = KinesisLogStore::new(&config, false);
             (Arc::new(log), Deployment { binary, args, envs, dir: dir.clone(), starts: 0 })

@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// Input pauses while a partition holds more queued messages than this.
     #[arg(long, env = "STATEFUN_MAX_QUEUED", default_value_t = 100_000)]
     max_queued: usize,
+    /// An epoch is committed before its interval is up once its outbox holds this many
+    /// entries (messages for other partitions, egress records, dead letters): bounds memory.
+    #[arg(long, env = "STATEFUN_MAX_EPOCH_ENTRIES", default_value_t = 100_000)]
+    max_epoch_entries: usize,
     /// Attempts per invocation (the first included) before its messages are dead-lettered.
     #[arg(long, env = "STATEFUN_INVOKE_ATTEMPTS", default_value_t = 6)]
     invoke_attempts: u32,
@@ -63,6 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             commit_interval: args.commit_interval,
             snapshot_every: args.snapshot_every,
             max_queued: args.max_queued.max(1),
+            max_epoch_entries: args.max_epoch_entries.max(1),
             poll_interval: args.poll_interval,
             read_batch: 500,
             expiry_sweep: Duration::from_secs(1),

@@ -255,6 +255,11 @@ impl Partition {
         self.addresses.len()
     }
 
+    /// Entries in the outbox of the epoch being built.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
     pub fn has_changes(&self) -> bool {
         self.changed
     }

@@ -52,6 +52,10 @@ pub struct WorkerSettings {
     pub snapshot_every: u64,
     /// Input pauses while more messages than this are queued in the partition.
     pub max_queued: usize,
+    /// An epoch is sealed before its commit interval is up once its outbox holds
+    /// this many entries (messages for other partitions, egress records, dead
+    /// letters), so memory stays bounded however long the interval.
+    pub max_epoch_entries: usize,
     pub poll_interval: Duration,
     pub read_batch: usize,
     /// How often expired state is swept (expiry is also checked on every invocation).
@@ -152,25 +156,25 @@ impl PartitionWorker {
         if !ingress.is_empty() {
             side_tasks.spawn(discovery.run(ready_tx));
         }
-        // Shards read to their end, waiting for the epoch that records it to be sealed, then published.
-        let mut ended_unsealed: Vec<(String, String)> = Vec::new();
-        let mut ended_sealed: Vec<(u64, String, String)> = Vec::new();
+        // A new owner's first commit is a snapshot: every object of a chain then
+        // carries the same lease counter (see the checkpoint module).
+        let mut sealing = Sealing { epochs_since_snapshot: settings.snapshot_every, ..Default::default() };
 
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<InvocationDone>();
         let mut commit_tick = tokio::time::interval(settings.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep_tick = tokio::time::interval(settings.expiry_sweep);
-        // A new owner's first commit is a snapshot: every object of a chain then
-        // carries the same lease counter (see the checkpoint module).
-        let mut epochs_since_snapshot = settings.snapshot_every;
 
         partition.resume(now_ms());
         start_invocations(&mut partition, &invoker, &done_tx);
         tracing::info!(partition = id, epoch = partition.epoch(), addresses = partition.address_count(), "partition running");
 
         let result = loop {
-            // Input waits while the partition is full or its committer is behind.
-            let accepting = partition.queued_messages() < settings.max_queued && sealed_tx.capacity() > 0;
+            // Input waits while the partition is full, its epoch is full or its committer is behind.
+            let accepting = partition.queued_messages() < settings.max_queued
+                && partition.outbox_len() < settings.max_epoch_entries
+                && sealed_tx.capacity() > 0;
+            let epoch_full = partition.outbox_len() >= settings.max_epoch_entries && sealed_tx.capacity() > 0;
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting => {
@@ -178,7 +182,7 @@ impl PartitionWorker {
                     route_input(&mut partition, input, batch.records);
                     if batch.end {
                         partition.advance_position(&input.stream, &input.shard, END_POSITION);
-                        ended_unsealed.push((input.stream.clone(), input.shard.clone()));
+                        sealing.ended_unsealed.push((input.stream.clone(), input.shard.clone()));
                     }
                 }
                 Some(ready) = ready_rx.recv() => {
@@ -213,21 +217,21 @@ impl PartitionWorker {
                     if partition.has_changes()
                         && let Ok(permit) = sealed_tx.try_reserve()
                     {
-                        epochs_since_snapshot += 1;
-                        let snapshot = epochs_since_snapshot >= settings.snapshot_every;
-                        if snapshot {
-                            epochs_since_snapshot = 0;
-                        }
-                        let (record, outbox) = partition.seal(snapshot);
-                        ended_sealed.extend(ended_unsealed.drain(..).map(|(stream, shard)| (record.record.epoch, stream, shard)));
-                        permit.send(Sealed { record, outbox });
+                        permit.send(sealing.seal(&mut partition, &settings));
+                    }
+                }
+                // Full before its interval is up: sealed now (the next one gets the rest of the interval).
+                _ = std::future::ready(()), if epoch_full => {
+                    if let Ok(permit) = sealed_tx.try_reserve() {
+                        permit.send(sealing.seal(&mut partition, &settings));
+                        commit_tick.reset();
                     }
                 }
                 Some(event) = events_rx.recv() => match event {
                     CommitterEvent::Published(epoch) => {
                         partition.mark_published(epoch);
-                        let (published, waiting) = ended_sealed.drain(..).partition(|(sealed, ..)| *sealed <= epoch);
-                        ended_sealed = waiting;
+                        let (published, waiting) = sealing.ended_sealed.drain(..).partition(|(sealed, ..)| *sealed <= epoch);
+                        sealing.ended_sealed = waiting;
                         for (_, stream, shard) in published {
                             let blobs = blobs.clone();
                             let wake = wake_discovery.clone();
@@ -281,6 +285,30 @@ impl PartitionWorker {
             committer_task.abort();
         }
         result
+    }
+}
+
+/// What sealing an epoch needs to remember between epochs.
+#[derive(Default)]
+struct Sealing {
+    epochs_since_snapshot: u64,
+    /// Shards read to their end, waiting for the epoch that records it to be sealed, then published.
+    ended_unsealed: Vec<(String, String)>,
+    ended_sealed: Vec<(u64, String, String)>,
+}
+
+impl Sealing {
+    /// Seals the partition's epoch (a snapshot every `snapshot_every` epochs).
+    fn seal(&mut self, partition: &mut Partition, settings: &WorkerSettings) -> Sealed {
+        self.epochs_since_snapshot += 1;
+        let snapshot = self.epochs_since_snapshot >= settings.snapshot_every;
+        if snapshot {
+            self.epochs_since_snapshot = 0;
+        }
+        let (record, outbox) = partition.seal(snapshot);
+        let epoch = record.record.epoch;
+        self.ended_sealed.extend(self.ended_unsealed.drain(..).map(|(stream, shard)| (epoch, stream, shard)));
+        Sealed { record, outbox }
     }
 }
 
