@@ -103,7 +103,9 @@ fn the_checks_hold_under_s3_dynamodb_and_kinesis_errors_throttling_lost_response
         assert!(faults > 0, "no fault was injected into {service}: {injected:?}");
     }
     assert!(injected.iter().all(|(_, n)| *n > 0), "every kind of fault was injected: {injected:?}");
-    assert!(dead_letters_json(&deployment).is_empty(), "storage faults dead-letter nothing");
+    let letters = dead_letters_json(&deployment);
+    let reasons: Vec<&str> = letters.iter().filter_map(|l| l["reason"].as_str()).collect();
+    assert!(letters.is_empty(), "storage faults dead-letter nothing, got {}: {reasons:#?}", letters.len());
     // A transient fault must never pass for a permanent one (which stops a partition).
     let stopped: Vec<&str> = log.lines().filter(|l| l.contains("stopped: ")).collect();
     assert!(stopped.is_empty(), "partitions stopped by transient faults: {stopped:#?}");
