@@ -14,7 +14,6 @@
 //! runtime decodes it. CPU per 1,000 messages is this process' (the caller's).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -26,7 +25,7 @@ use statefun_runtime::invoke::http::HttpClient;
 
 use crate::processes::Functions;
 use crate::report::Row;
-use crate::stats::Latencies;
+use crate::stats::{Latencies, closed_loop};
 use crate::{counter, procfs, progress};
 
 pub struct Settings {
@@ -109,27 +108,15 @@ async fn call_for(
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<Latencies> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (client, requests, next) = (client.clone(), requests.clone(), next.clone());
-        tasks.spawn(async move {
+    let (client, requests) = (client.clone(), requests.clone());
+    closed_loop(concurrency, duration, move |n| {
+        let (client, body) = (client.clone(), requests[n % requests.len()].clone());
+        async move {
             let function_type = FunctionType::new(counter::NAMESPACE, "counter");
-            let mut latencies = Latencies::default();
-            while Instant::now() < deadline {
-                let body = requests[next.fetch_add(1, Ordering::Relaxed) % requests.len()].clone();
-                let start = Instant::now();
-                let reply = client.call(&function_type, body).await?;
-                FromFunction::decode(reply.as_slice())?;
-                latencies.push(start.elapsed().as_secs_f64() * 1000.0);
-            }
-            anyhow::Ok(latencies)
-        });
-    }
-    let mut all = Latencies::default();
-    while let Some(joined) = tasks.join_next().await {
-        all.extend(joined??);
-    }
-    Ok(all)
+            let reply = client.call(&function_type, body).await?;
+            FromFunction::decode(reply.as_slice())?;
+            Ok(())
+        }
+    })
+    .await
 }

@@ -14,10 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -26,7 +25,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::processes::{ChildProcess, tail};
 use crate::report::Row;
-use crate::stats::Latencies;
+use crate::stats::{self, Latencies};
 use crate::{procfs, progress};
 
 /// The counter service, written next to the installed SDK at run time.
@@ -187,28 +186,17 @@ async fn closed_loop(
     concurrency: usize,
     duration: Duration,
 ) -> anyhow::Result<Latencies> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (client, urls, next) = (client.clone(), urls.clone(), next.clone());
-        tasks.spawn(async move {
-            let mut latencies = Latencies::default();
-            while Instant::now() < deadline {
-                let url = &urls[next.fetch_add(1, Ordering::Relaxed) % urls.len()];
-                let start = Instant::now();
-                let (status, body) = post(&client, url, "application/json", "1".into()).await?;
-                if !status.is_success() {
-                    bail!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
-                }
-                latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+    let (client, urls) = (client.clone(), urls.clone());
+    stats::closed_loop(concurrency, duration, move |n| {
+        let (client, urls) = (client.clone(), urls.clone());
+        async move {
+            let url = &urls[n % urls.len()];
+            let (status, body) = post(&client, url, "application/json", "1".into()).await?;
+            if !status.is_success() {
+                bail!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
             }
-            anyhow::Ok(latencies)
-        });
-    }
-    let mut all = Latencies::default();
-    while let Some(joined) = tasks.join_next().await {
-        all.extend(joined.context("a request task")??);
-    }
-    Ok(all)
+            Ok(())
+        }
+    })
+    .await
 }

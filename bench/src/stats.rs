@@ -79,6 +79,38 @@ pub fn crossing_rate(samples: &[(i64, u64)], low: u64, high: u64) -> Option<f64>
     Some((at_high.1 - at_low.1) as f64 * 1000.0 / (at_high.0 - at_low.0) as f64)
 }
 
+/// `concurrency` tasks each calling `call(n)` in a loop, `n` counting up across
+/// them, until `duration` is over; the latency of every call in milliseconds.
+pub async fn closed_loop<F, Fut>(concurrency: usize, duration: std::time::Duration, call: F) -> anyhow::Result<Latencies>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (call, next) = (call.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut latencies = Latencies::default();
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                call(next.fetch_add(1, Ordering::Relaxed)).await?;
+                latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut all = Latencies::default();
+    while let Some(joined) = tasks.join_next().await {
+        all.extend(joined.map_err(|e| anyhow::anyhow!("a request task: {e}"))??);
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
