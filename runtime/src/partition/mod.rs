@@ -358,6 +358,24 @@ impl Partition {
         outcome: Result<FromFunction, String>,
         now_ms: i64,
     ) {
+        let mut started = Vec::new();
+        self.on_invocation_result_starting(address, token, outcome, now_ms, &mut |effects| started.extend(effects));
+        started.append(&mut self.effects);
+        self.effects = started;
+    }
+
+    /// [`Self::on_invocation_result`] that hands the address's next batch to
+    /// `start` as soon as it is dispatched, before the reply's outputs are
+    /// handled: a hot address's round trip is the whole of its throughput, so
+    /// the worker sends the next batch while the outputs of this one are routed.
+    pub fn on_invocation_result_starting(
+        &mut self,
+        address: &Address,
+        token: u64,
+        outcome: Result<FromFunction, String>,
+        now_ms: i64,
+        start: &mut dyn FnMut(Vec<Effect>),
+    ) {
         let Some(record) = self.addresses.get(address) else { return };
         if record.busy().token != token || record.busy().in_flight == 0 {
             tracing::debug!(address = %address::display(address), "ignoring a reply to a batch no longer in flight");
@@ -366,7 +384,7 @@ impl Partition {
         self.changed = true;
         match outcome.map(|reply| reply.response) {
             Ok(Some(from_function::Response::InvocationResult(response))) => {
-                if let Err(reason) = self.apply_response(address, response, now_ms) {
+                if let Err(reason) = self.apply_response(address, response, now_ms, start) {
                     self.fail_batch(address, reason, now_ms);
                 }
             }
@@ -691,7 +709,13 @@ impl Partition {
         self.dispatch(address, now_ms);
     }
 
-    fn apply_response(&mut self, address: &Address, response: InvocationResponse, now_ms: i64) -> Result<(), String> {
+    fn apply_response(
+        &mut self,
+        address: &Address,
+        response: InvocationResponse,
+        now_ms: i64,
+        start: &mut dyn FnMut(Vec<Effect>),
+    ) -> Result<(), String> {
         let function_type = FunctionType::of(address);
         let specs = self.specs.of(address).map(|s| s.as_slice()).unwrap_or_default();
         for mutation in &response.state_mutations {
@@ -729,6 +753,10 @@ impl Partition {
         record.take_messages(n);
         self.queued -= n;
         self.mark_dirty(address);
+        // The next batch sees this one's state and nothing of its outputs: a message
+        // the address sends itself queues behind those already waiting either way.
+        self.dispatch(address, now_ms);
+        start(std::mem::take(&mut self.effects));
 
         for delayed in response.delayed_invocations {
             self.schedule(address, delayed, now_ms);
@@ -742,7 +770,6 @@ impl Partition {
             self.deliver(envelope, now_ms);
         }
         self.remove_if_empty(address);
-        self.dispatch(address, now_ms);
         Ok(())
     }
 

@@ -207,7 +207,8 @@ impl PartitionWorker {
                     }
                 }
                 Some(done) = done_rx.recv() => {
-                    partition.on_invocation_result(&done.address, done.token, done.outcome, now_ms());
+                    let start = &mut |effects| spawn_invocations(effects, &invoker, &done_tx);
+                    partition.on_invocation_result_starting(&done.address, done.token, done.outcome, now_ms(), start);
                 }
                 _ = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
                     partition.fire_due_timers(now_ms());
@@ -341,7 +342,11 @@ fn start_position(partition: &mut Partition, input: &Input) -> Position {
 }
 
 fn start_invocations(partition: &mut Partition, invoker: &Arc<Invoker>, done: &mpsc::UnboundedSender<InvocationDone>) {
-    for effect in partition.take_effects() {
+    spawn_invocations(partition.take_effects(), invoker, done);
+}
+
+fn spawn_invocations(effects: Vec<Effect>, invoker: &Arc<Invoker>, done: &mpsc::UnboundedSender<InvocationDone>) {
+    for effect in effects {
         let Effect::Invoke { address, token, request } = effect;
         let invoker = invoker.clone();
         let done = done.clone();
