@@ -1,19 +1,35 @@
 //! The embedded log: one SQLite database per stream under `<data dir>/streams/`.
 //!
 //! SQLite in WAL mode lets the worker, `send` and `tail` (separate processes)
-//! use a stream at once, and survives a killed process. Sequence numbers are
-//! SQLite row ids, increasing across the stream and so within each shard. A
-//! record's id is unique per shard, which makes re-publishing after a crash a
-//! no-op here (Kinesis cannot offer that; consumers de-duplicate by id there).
+//! use a stream at once, and survives a killed process.
+//!
+//! Records are kept in chunks, one row per shard and append (cut at
+//! [`CHUNK_RECORDS`] records or [`CHUNK_BYTES`] bytes): a row per record made
+//! the B-tree inserts the costliest part of publishing an epoch. A record's
+//! sequence number is `<chunk>.<index>`, chunks numbered by SQLite row ids,
+//! so sequence numbers increase within a shard.
+//!
+//! An append whose records all carry ids is remembered by its first id, last
+//! id and length, and appending the same again is a no-op: re-publishing an
+//! epoch's outbox after a crash appends the very same records, so it adds
+//! nothing here (Kinesis cannot offer that; consumers de-duplicate by id there).
+//!
+//! Files of the earlier layout (a row per record) are converted when first
+//! opened; their sequence numbers, plain row ids, still name the same records.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name};
 use crate::address::shard_of_key;
+
+/// The most records in one chunk: a read of a few hundred records skips through at most one chunk's head.
+const CHUNK_RECORDS: usize = 1000;
+/// A chunk is cut once it holds this many bytes (a record longer than that gets a chunk of its own).
+const CHUNK_BYTES: usize = 1 << 20;
 
 pub struct LocalLogStore {
     inner: Arc<Streams>,
@@ -80,17 +96,17 @@ impl Streams {
                 "PRAGMA journal_mode=WAL;
                  PRAGMA synchronous=FULL;
                  CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), shards INTEGER NOT NULL);
-                 CREATE TABLE IF NOT EXISTS records (
+                 CREATE TABLE IF NOT EXISTS chunks (
                      seq INTEGER PRIMARY KEY AUTOINCREMENT,
                      shard INTEGER NOT NULL,
-                     id TEXT,
-                     key TEXT NOT NULL,
-                     data BLOB NOT NULL,
+                     count INTEGER NOT NULL,
+                     body BLOB NOT NULL,
                      ts INTEGER NOT NULL);
-                 CREATE INDEX IF NOT EXISTS records_by_shard ON records (shard, seq);
-                 CREATE UNIQUE INDEX IF NOT EXISTS records_by_id ON records (shard, id) WHERE id IS NOT NULL;",
+                 CREATE INDEX IF NOT EXISTS chunks_by_shard ON chunks (shard, seq);
+                 CREATE TABLE IF NOT EXISTS appends (key TEXT PRIMARY KEY) WITHOUT ROWID;",
             )
             .map_err(backend)?;
+        convert_row_per_record(&mut connection).map_err(backend)?;
         if let Some(shards) = create {
             // The first creator's shard count wins, even against another process creating it at once.
             let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
@@ -106,6 +122,123 @@ impl Streams {
         open.insert(stream.to_owned(), stream_handle.clone());
         Ok(stream_handle)
     }
+}
+
+/// Moves the records of the earlier layout (table `records`, a row per record)
+/// into chunks of one record, each chunk numbered by its record's row id, so
+/// a committed position (a row id) reads on from the same record.
+fn convert_row_per_record(connection: &mut Connection) -> Result<(), rusqlite::Error> {
+    let has_rows_table = |c: &Connection| {
+        c.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'", [], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+    };
+    if !has_rows_table(connection)? {
+        return Ok(());
+    }
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another process may have converted it meanwhile.
+    if has_rows_table(&tx)? {
+        {
+            let mut rows = tx.prepare("SELECT seq, shard, id, key, data, ts FROM records ORDER BY seq")?;
+            let mut insert = tx.prepare("INSERT INTO chunks (seq, shard, count, body, ts) VALUES (?1, ?2, 1, ?3, ?4)")?;
+            let mut cursor = rows.query([])?;
+            while let Some(row) = cursor.next()? {
+                let (id, key, data): (Option<String>, String, Vec<u8>) = (row.get(2)?, row.get(3)?, row.get(4)?);
+                let mut body = Vec::new();
+                encode_record(&mut body, &key, &data, id.as_deref());
+                insert.execute(params![row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, body, row.get::<_, i64>(5)?])?;
+            }
+        }
+        tx.execute_batch("DROP TABLE records;")?;
+    }
+    tx.commit()
+}
+
+/// A record in a chunk's body: the key, the data and the id (absent: 0, else
+/// its length plus one), each length a varint.
+fn encode_record(body: &mut Vec<u8>, key: &str, data: &[u8], id: Option<&str>) {
+    prost::encoding::encode_varint(key.len() as u64, body);
+    body.extend_from_slice(key.as_bytes());
+    prost::encoding::encode_varint(data.len() as u64, body);
+    body.extend_from_slice(data);
+    match id {
+        Some(id) => {
+            prost::encoding::encode_varint(id.len() as u64 + 1, body);
+            body.extend_from_slice(id.as_bytes());
+        }
+        None => prost::encoding::encode_varint(0, body),
+    }
+}
+
+/// One record of a chunk's body, and the rest of the body.
+struct StoredRecord<'a> {
+    key: &'a [u8],
+    data: &'a [u8],
+    id: Option<&'a [u8]>,
+}
+
+fn decode_record<'a>(body: &mut &'a [u8]) -> Result<StoredRecord<'a>, String> {
+    fn take<'a>(body: &mut &'a [u8], len: u64) -> Result<&'a [u8], String> {
+        let len = usize::try_from(len).map_err(|_| format!("length {len} is out of range"))?;
+        if len > body.len() {
+            return Err(format!("a field of {len} bytes runs past the end ({} left)", body.len()));
+        }
+        let (field, rest) = body.split_at(len);
+        *body = rest;
+        Ok(field)
+    }
+    let varint = |body: &mut &'a [u8]| prost::encoding::decode_varint(body).map_err(|e| e.to_string());
+    let key_len = varint(body)?;
+    let key = take(body, key_len)?;
+    let data_len = varint(body)?;
+    let data = take(body, data_len)?;
+    let id = match varint(body)? {
+        0 => None,
+        n => Some(take(body, n - 1)?),
+    };
+    Ok(StoredRecord { key, data, id })
+}
+
+/// A sequence number: `<chunk>.<index>`, or a plain row id of the earlier layout (index 0).
+fn parse_sequence(sequence: &str) -> Option<(i64, u32)> {
+    match sequence.split_once('.') {
+        Some((chunk, index)) => Some((chunk.parse().ok()?, index.parse().ok()?)),
+        None => Some((sequence.parse().ok()?, 0)),
+    }
+}
+
+fn sequence_of(chunk: i64, index: u32) -> String {
+    format!("{chunk}.{index}")
+}
+
+/// What an append is remembered by, when all its records carry ids.
+fn append_key(records: &[AppendRecord]) -> Option<String> {
+    let (first, last) = (records.first()?, records.last()?);
+    if records.iter().any(|r| r.id.is_none()) {
+        return None;
+    }
+    Some(format!("{}\n{}\n{}", first.id.as_deref()?, last.id.as_deref()?, records.len()))
+}
+
+/// Writes one shard's records of an append as chunks.
+fn insert_chunks(tx: &Transaction, shard: u32, records: &[&AppendRecord], now: i64) -> Result<(), rusqlite::Error> {
+    let mut insert = tx.prepare_cached("INSERT INTO chunks (shard, count, body, ts) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut body = Vec::new();
+    let mut count = 0u32;
+    for record in records {
+        encode_record(&mut body, &record.partition_key, &record.data, record.id.as_deref());
+        count += 1;
+        if count as usize == CHUNK_RECORDS || body.len() >= CHUNK_BYTES {
+            insert.execute(params![shard, count, body, now])?;
+            body.clear();
+            count = 0;
+        }
+    }
+    if count > 0 {
+        insert.execute(params![shard, count, body, now])?;
+    }
+    Ok(())
 }
 
 pub fn shard_id(index: u32) -> String {
@@ -163,19 +296,24 @@ impl LogStore for LocalLogStore {
             let now = crate::now_ms();
             let shards = s.shards;
             let tx = s.connection.transaction()?;
+            if let Some(key) = append_key(&records)
+                && tx.execute("INSERT OR IGNORE INTO appends (key) VALUES (?1)", [key])? == 0
             {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO records (shard, id, key, data, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for record in &records {
-                    let shard = match &record.shard {
-                        ShardChoice::ByKey => shard_of_key(&record.partition_key, shards),
-                        ShardChoice::Index(i) => *i % shards,
-                        ShardChoice::ExplicitHashKey(k) => shard_of_hash_key(k, shards)
-                            .unwrap_or_else(|| shard_of_key(&record.partition_key, shards)),
-                    };
-                    insert.execute(params![shard, record.id, record.partition_key, record.data, now])?;
-                }
+                return Ok(());
+            }
+            let mut by_shard: BTreeMap<u32, Vec<&AppendRecord>> = BTreeMap::new();
+            for record in &records {
+                let shard = match &record.shard {
+                    ShardChoice::ByKey => shard_of_key(&record.partition_key, shards),
+                    ShardChoice::Index(i) => *i % shards,
+                    ShardChoice::ExplicitHashKey(k) => {
+                        shard_of_hash_key(k, shards).unwrap_or_else(|| shard_of_key(&record.partition_key, shards))
+                    }
+                };
+                by_shard.entry(shard).or_default().push(record);
+            }
+            for (shard, records) in by_shard {
+                insert_chunks(&tx, shard, &records, now)?;
             }
             tx.commit()
         });
@@ -201,39 +339,73 @@ impl LogStore for LocalLogStore {
                 Ok(i) => i,
                 Err(e) => return Ok(Err(e)),
             };
-            let (after, min_ts) = match &from {
+            // The chunk to start at, how many of its records were read already, and the oldest time wanted.
+            let (first_chunk, skip, min_ts) = match &from {
                 // Local shards never close; an end position can only come from elsewhere.
                 Position::End => return Ok(Ok((Vec::new(), Position::End))),
-                Position::Start => (0, i64::MIN),
-                Position::AtTimestamp(ts) => (0, *ts),
-                Position::After(seq) => match seq.parse::<i64>() {
-                    Ok(n) => (n, i64::MIN),
-                    Err(_) => {
+                Position::Start => (0, 0, i64::MIN),
+                Position::AtTimestamp(ts) => (0, 0, *ts),
+                Position::After(seq) => match parse_sequence(seq) {
+                    Some((chunk, index)) => (chunk, index as usize + 1, i64::MIN),
+                    None => {
                         let detail = format!("position `{seq}` is not a local sequence number");
                         return Ok(Err(LogError::Backend { stream: stream_name, detail }));
                     }
                 },
                 Position::Latest => {
-                    let last: Option<i64> = s
+                    let last: Option<(i64, u32)> = s
                         .connection
-                        .query_row("SELECT MAX(seq) FROM records WHERE shard = ?1", [index], |r| r.get(0))?;
-                    return Ok(Ok((Vec::new(), Position::After(last.unwrap_or(0).to_string()))));
+                        .query_row("SELECT seq, count FROM chunks WHERE shard = ?1 ORDER BY seq DESC LIMIT 1", [index], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                        .optional()?;
+                    let (chunk, count) = last.unwrap_or((0, 1));
+                    return Ok(Ok((Vec::new(), Position::After(sequence_of(chunk, count.saturating_sub(1))))));
                 }
             };
             let mut query = s.connection.prepare_cached(
-                "SELECT seq, key, data, id, ts FROM records WHERE shard = ?1 AND seq > ?2 AND ts >= ?3 ORDER BY seq LIMIT ?4",
+                "SELECT seq, body, ts FROM chunks WHERE shard = ?1 AND seq >= ?2 AND ts >= ?3 ORDER BY seq",
             )?;
-            let rows = query.query_map(params![index, after, min_ts, max as i64], |row| {
-                Ok(LogRecord {
-                    shard: shard_name.clone(),
-                    sequence: row.get::<_, i64>(0)?.to_string(),
-                    partition_key: row.get(1)?,
-                    data: row.get(2)?,
-                    id: row.get(3)?,
-                    appended_at_ms: row.get(4)?,
-                })
-            })?;
-            let records = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut rows = query.query(params![index, first_chunk, min_ts])?;
+            let mut records = Vec::new();
+            while records.len() < max
+                && let Some(row) = rows.next()?
+            {
+                let (chunk, ts): (i64, i64) = (row.get(0)?, row.get(2)?);
+                let mut body = row.get_ref(1)?.as_blob()?;
+                let skip = if chunk == first_chunk { skip } else { 0 };
+                let mut at = 0;
+                while !body.is_empty() && records.len() < max {
+                    let record = match decode_record(&mut body) {
+                        Ok(record) => record,
+                        Err(e) => {
+                            let detail = format!("chunk {chunk} of {shard_name} is damaged at record {at}: {e}");
+                            return Ok(Err(LogError::Backend { stream: stream_name, detail }));
+                        }
+                    };
+                    if at >= skip {
+                        let text = |bytes: &[u8], what: &str| {
+                            String::from_utf8(bytes.to_vec())
+                                .map_err(|_| format!("chunk {chunk} of {shard_name}: the {what} of record {at} is not UTF-8"))
+                        };
+                        let (key, id) = match (text(record.key, "key"), record.id.map(|id| text(id, "id")).transpose()) {
+                            (Ok(key), Ok(id)) => (key, id),
+                            (Err(detail), _) | (_, Err(detail)) => {
+                                return Ok(Err(LogError::Backend { stream: stream_name, detail }));
+                            }
+                        };
+                        records.push(LogRecord {
+                            shard: shard_name.clone(),
+                            sequence: sequence_of(chunk, at as u32),
+                            partition_key: key,
+                            data: record.data.to_vec(),
+                            id,
+                            appended_at_ms: ts,
+                        });
+                    }
+                    at += 1;
+                }
+            }
             let next = match records.last() {
                 Some(last) => Position::After(last.sequence.clone()),
                 None => from,
@@ -269,14 +441,84 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn appending_a_known_id_again_is_a_no_op() {
+    async fn appending_the_same_records_again_is_a_no_op_and_a_different_append_is_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = LocalLogStore::new(dir.path());
         let shards = log.ensure_stream("s", 1).await.expect("create");
-        log.append("s", vec![record("k", b"a", Some("x"))]).await.expect("append");
-        log.append("s", vec![record("k", b"a", Some("x")), record("k", b"b", Some("y"))]).await.expect("append");
+        let batch = || vec![record("k", b"a", Some("x")), record("k", b"b", Some("y"))];
+        log.append("s", batch()).await.expect("append");
+        log.append("s", batch()).await.expect("append again");
         let (all, _) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
-        assert_eq!(all.len(), 2);
+        assert_eq!(all.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"a", b"b"]);
+        // Never lost: an append that only overlaps an earlier one is kept whole.
+        log.append("s", vec![record("k", b"b", Some("y")), record("k", b"c", Some("z"))]).await.expect("append");
+        // Records without ids are never taken for a repeat.
+        log.append("s", vec![record("k", b"d", None)]).await.expect("append");
+        log.append("s", vec![record("k", b"d", None)]).await.expect("append");
+        let (all, _) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
+        assert_eq!(all.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"a", b"b", b"b", b"c", b"d", b"d"]);
+        assert_eq!(all[3].id.as_deref(), Some("z"));
+        assert_eq!(all[4].id, None);
+    }
+
+    #[tokio::test]
+    async fn reads_go_on_across_chunks_from_any_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = LocalLogStore::new(dir.path());
+        let shards = log.ensure_stream("s", 1).await.expect("create");
+        let total = CHUNK_RECORDS * 2 + 5;
+        let data = |n: usize| n.to_string().into_bytes();
+        log.append("s", (0..total).map(|n| record("k", &data(n), None)).collect()).await.expect("append");
+        log.append("s", vec![record("k", b"last", None)]).await.expect("append");
+        let mut read = Vec::new();
+        let mut from = Position::Start;
+        // An odd batch size ends reads in the middle of chunks.
+        loop {
+            let (records, next) = log.read("s", &shards[0].id, &from, 333).await.expect("read");
+            if records.is_empty() {
+                break;
+            }
+            assert!(records.len() <= 333);
+            read.extend(records);
+            from = next;
+        }
+        let expected: Vec<Vec<u8>> = (0..total).map(data).chain([b"last".to_vec()]).collect();
+        assert_eq!(read.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), expected);
+        let sequences: Vec<(i64, u32)> = read.iter().map(|r| parse_sequence(&r.sequence).expect("ours")).collect();
+        assert!(sequences.windows(2).all(|w| w[0] < w[1]), "sequence numbers increase");
+        let (latest, _) = log.read("s", &shards[0].id, &Position::Latest, 10).await.expect("latest");
+        assert!(latest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_of_the_row_per_record_layout_is_converted_and_its_positions_still_hold() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("streams")).expect("dir");
+        let old = Connection::open(dir.path().join("streams/s.sqlite")).expect("open");
+        old.execute_batch(
+            "CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 0), shards INTEGER NOT NULL);
+             INSERT INTO meta VALUES (0, 2);
+             CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, shard INTEGER NOT NULL, id TEXT,
+                                   key TEXT NOT NULL, data BLOB NOT NULL, ts INTEGER NOT NULL);
+             INSERT INTO records (shard, id, key, data, ts) VALUES (0, 'x', 'k', X'61', 1), (1, NULL, 'j', X'62', 2),
+                                                                    (0, NULL, 'k', X'63', 3);",
+        )
+        .expect("the earlier layout");
+        drop(old);
+        let log = LocalLogStore::new(dir.path());
+        let shards = log.shards("s").await.expect("shards");
+        let (first, _) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
+        assert_eq!(first.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"a", b"c"]);
+        assert_eq!((first[0].id.as_deref(), first[0].appended_at_ms), (Some("x"), 1));
+        // A position committed before the conversion: row 1 was `a`.
+        let (after_a, _) = log.read("s", &shards[0].id, &Position::After("1".into()), 10).await.expect("read");
+        assert_eq!(after_a.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"c"]);
+        log.append("s", vec![AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: b"d".to_vec(), id: None }])
+            .await
+            .expect("append");
+        let (rest, _) = log.read("s", &shards[0].id, &Position::After(first[1].sequence.clone()), 10).await.expect("read");
+        assert_eq!(rest.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"d"]);
+        assert_eq!(log.read("s", &shards[1].id, &Position::Start, 10).await.expect("read").0.len(), 1);
     }
 
     #[tokio::test]

@@ -30,8 +30,8 @@ pub struct AppendRecord {
     pub partition_key: String,
     pub shard: ShardChoice,
     pub data: Vec<u8>,
-    /// A deterministic id: appending a record whose id the shard already holds
-    /// is a no-op where the backend can tell (the local log can).
+    /// A deterministic id, so consumers can drop a record published twice. The
+    /// local log also drops a repeated append of the same records itself.
     pub id: Option<String>,
 }
 
