@@ -412,7 +412,7 @@ fn cart_module(port: u16) -> String {
 async fn append_retrying(log: &dyn LogStore, stream: &str, records: Vec<AppendRecord>) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(50);
     for attempt in 1.. {
-        match log.append(stream, records.clone()).await {
+        match log.append(stream, &records).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_retryable() && attempt < 10 => {
                 tokio::time::sleep(delay).await;

@@ -17,15 +17,14 @@
 //!
 //! This module must not decide what is dead-lettered (the engine does).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message;
-use statefun_proto::internal::{DeadLetter, ExchangeBatch, ExchangeMessage};
+use statefun_proto::internal::DeadLetter;
 
 use crate::checkpoint::BlobStore;
 use crate::log::{AppendRecord, LogStore, Position, ShardChoice, shard_ids};
-use crate::partition::committer::chunk_by_size;
+use crate::partition::exchange_batches::ExchangeBatches;
 
 /// The exchange source id of re-injected messages (partitions are numbered from 0 up to 4095).
 pub const REINJECTION_SOURCE: u32 = u32::MAX;
@@ -115,26 +114,24 @@ pub async fn reinject(
     letters: &[DeadLetter],
     now_ms: i64,
 ) -> anyhow::Result<usize> {
-    let mut by_partition: BTreeMap<u32, Vec<ExchangeMessage>> = BTreeMap::new();
-    let mut seq = 0u64;
+    let mut batches = ExchangeBatches::new(REINJECTION_SOURCE, now_ms as u64);
+    let mut count = 0;
     for envelope in letters.iter().flat_map(|l| l.messages.iter()) {
         let Some(target) = &envelope.target else { continue };
-        seq += 1;
-        let partition = crate::address::partition_of(target, partitions);
-        by_partition.entry(partition).or_default().push(ExchangeMessage { seq, envelope: Some(envelope.clone()) });
+        count += 1;
+        batches.push(crate::address::partition_of(target, partitions), count as u64, envelope);
     }
-    let count = by_partition.values().map(Vec::len).sum();
-    let records = by_partition
+    let records: Vec<AppendRecord> = batches
+        .finish()
         .into_iter()
-        .flat_map(|(partition, messages)| chunk_by_size(messages).into_iter().map(move |chunk| (partition, chunk)))
         .enumerate()
-        .map(|(n, (partition, messages))| AppendRecord {
+        .map(|(n, (partition, _, data))| AppendRecord {
             partition_key: format!("reinjected-{partition}"),
             shard: ShardChoice::Index(partition),
-            data: ExchangeBatch { source_partition: REINJECTION_SOURCE, epoch: now_ms as u64, messages }.encode_to_vec(),
+            data,
             id: Some(format!("reinjected.e{now_ms}.{n}")),
         })
         .collect();
-    log.append(exchange, records).await?;
+    log.append(exchange, &records).await?;
     Ok(count)
 }

@@ -413,7 +413,7 @@ async fn records_read_back_in_order_from_start_after_a_sequence_and_latest() {
 
         let before = statefun_runtime::now_ms();
         let abc = ["a", "b", "c"].map(|d| record("k", d, ShardChoice::ByKey)).to_vec();
-        log.append(stream, abc).await.expect("append");
+        log.append(stream, &abc).await.expect("append");
         // The early Latest iterator (cached) sees what was appended after it was taken.
         let (seen, _) = log.read(stream, shard, &early_latest, 10).await.expect("read early latest");
         assert_eq!(data(&seen), ["a", "b", "c"]);
@@ -438,7 +438,7 @@ async fn records_read_back_in_order_from_start_after_a_sequence_and_latest() {
         let fresh = kinesis(false).await;
         let (skipped, latest) = fresh.read(stream, shard, &Position::Latest, 10).await.expect("fresh latest");
         assert!(skipped.is_empty());
-        fresh.append(stream, vec![record("k", "d", ShardChoice::ByKey)]).await.expect("append");
+        fresh.append(stream, &[record("k", "d", ShardChoice::ByKey)]).await.expect("append");
         let (new, _) = fresh.read(stream, shard, &latest, 10).await.expect("read on from latest");
         assert_eq!(data(&new), ["d"]);
     };
@@ -488,7 +488,7 @@ async fn after_a_split_and_a_merge_parents_end_and_children_name_them_and_take_t
         let half = u128::MAX / 2 + 1;
         let low = ShardChoice::ExplicitHashKey("7".into());
         let high = ShardChoice::ExplicitHashKey((half + 7).to_string());
-        log.append(stream, vec![record("k", "a", low.clone()), record("k", "b", high.clone())]).await.expect("append");
+        log.append(stream, &[record("k", "a", low.clone()), record("k", "b", high.clone())]).await.expect("append");
 
         let parent = original[0].id.clone();
         client
@@ -503,7 +503,7 @@ async fn after_a_split_and_a_merge_parents_end_and_children_name_them_and_take_t
         let shards = log.shards(stream).await.expect("list shards");
         // Routing follows the open shards as last listed: Index(1) is the upper child now.
         let after_split = vec![record("k", "c", low.clone()), record("k", "d", high.clone()), record("k", "e", ShardChoice::Index(1))];
-        log.append(stream, after_split).await.expect("append after the split");
+        log.append(stream, &after_split).await.expect("append after the split");
 
         assert_eq!(shards.len(), 3, "{shards:?}");
         let listed_parent = shards.iter().find(|s| s.id == parent).expect("the parent is still listed");
@@ -524,7 +524,7 @@ async fn after_a_split_and_a_merge_parents_end_and_children_name_them_and_take_t
             .expect("merge the children");
         wait_active(stream).await;
         let shards = log.shards(stream).await.expect("list shards");
-        log.append(stream, vec![record("k", "f", high.clone()), record("k", "g", ShardChoice::Index(0))]).await.expect("append");
+        log.append(stream, &[record("k", "f", high.clone()), record("k", "g", ShardChoice::Index(0))]).await.expect("append");
 
         assert_eq!(shards.len(), 4, "{shards:?}");
         let merged = shards.iter().find(|s| s.open).expect("one open shard");
@@ -561,7 +561,7 @@ async fn index_routing_puts_each_record_on_the_chosen_shard_of_four() {
         records.push(record("p", "hash-to-2", ShardChoice::ExplicitHashKey(third.to_string())));
         // Two Index records for one shard in one append keep their order.
         records.push(record("p", "to-0-again", ShardChoice::Index(0)));
-        log.append(stream, records).await.expect("append");
+        log.append(stream, &records).await.expect("append");
 
         let mut found = Vec::new();
         for shard in &shards {
@@ -584,7 +584,7 @@ async fn appends_larger_than_one_request_arrive_whole_and_in_order() {
         let stream = inner.as_str();
         // 1200 records: three requests of at most 500.
         let many: Vec<AppendRecord> = (0..1200).map(|i| record("k", &format!("{i:04}"), ShardChoice::ByKey)).collect();
-        log.append(stream, many).await.expect("append");
+        log.append(stream, &many).await.expect("append");
         // Six records of 900 KiB: two requests of at most 5 MiB.
         let big: Vec<AppendRecord> = (0..6)
             .map(|i| AppendRecord {
@@ -594,7 +594,7 @@ async fn appends_larger_than_one_request_arrive_whole_and_in_order() {
                 id: None,
             })
             .collect();
-        log.append(stream, big).await.expect("append big records");
+        log.append(stream, &big).await.expect("append big records");
 
         let mut read = Vec::new();
         let mut position = Position::Start;
@@ -627,7 +627,7 @@ async fn records_beyond_kinesis_limits_are_refused_before_anything_is_sent() {
         };
         for bad in [too_big, record("", "empty key", ShardChoice::ByKey), record(&"x".repeat(257), "long key", ShardChoice::ByKey)]
         {
-            let err = log.append(stream, vec![record("k", "fine", ShardChoice::ByKey), bad]).await.expect_err("refused");
+            let err = log.append(stream, &[record("k", "fine", ShardChoice::ByKey), bad]).await.expect_err("refused");
             assert!(matches!(err, LogError::Rejected { .. }) && !err.is_retryable(), "{err}");
         }
         let (records, _) = log.read(stream, &shards[0].id, &Position::Start, 10).await.expect("read");
@@ -646,7 +646,7 @@ async fn a_missing_stream_is_reported_unless_the_store_may_create_it() {
         assert!(err.to_string().contains(&part), "`{part}` missing from: {err}");
     }
     assert!(matches!(log.shards(&stream).await, Err(LogError::NoSuchStream { .. })));
-    let append = log.append(&stream, vec![record("k", "x", ShardChoice::ByKey)]).await;
+    let append = log.append(&stream, &[record("k", "x", ShardChoice::ByKey)]).await;
     assert!(matches!(append, Err(LogError::NoSuchStream { .. })), "{append:?}");
 
     let creator = kinesis(true).await;
@@ -784,7 +784,7 @@ async fn appends_under_partial_failures_arrive_whole_and_each_shard_keeps_their_
                 })
                 .collect();
             loop {
-                match log.append(stream, batch.clone()).await {
+                match log.append(stream, &batch).await {
                     Ok(()) => break,
                     // Out of rounds: the caller appends the whole batch again.
                     Err(e) if e.is_retryable() && failed_appends < 5 => failed_appends += 1,

@@ -66,7 +66,7 @@ fn start_broken_endpoint() -> u16 {
 fn append_raw(data_dir: &Path, stream: &str, key: &str, data: &[u8]) {
     let log = LocalLogStore::new(data_dir);
     let record = AppendRecord { partition_key: key.into(), shard: ShardChoice::ByKey, data: data.to_vec(), id: None };
-    tokio::runtime::Runtime::new().expect("tokio").block_on(log.append(stream, vec![record])).expect("append");
+    tokio::runtime::Runtime::new().expect("tokio").block_on(log.append(stream, &[record])).expect("append");
 }
 
 fn letter_for<'a>(letters: &'a [Value], address: &str) -> &'a Value {

@@ -86,7 +86,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let log = args.storage.log().await?;
     patiently(|| log.ensure_stream(&args.stream, args.shards)).await?;
     let count = records.len();
-    patiently(|| log.append(&args.stream, records.clone())).await?;
+    patiently(|| log.append(&args.stream, &records)).await?;
     eprintln!("appended {count} record(s) of {typename} to {}", args.stream);
     Ok(())
 }

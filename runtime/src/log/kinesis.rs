@@ -289,7 +289,7 @@ impl KinesisLogStore {
     }
 
     /// Checks a record against Kinesis' limits and resolves its hash key.
-    fn prepare(&self, stream: &str, record: AppendRecord, shards: Option<&[ShardRange]>) -> Result<Pending, LogError> {
+    fn prepare(&self, stream: &str, record: &AppendRecord, shards: Option<&[ShardRange]>) -> Result<Pending, LogError> {
         let rejected = |detail: String| LogError::Rejected { stream: stream.to_owned(), detail };
         let key_chars = record.partition_key.chars().count();
         if !(1..=256).contains(&key_chars) {
@@ -300,7 +300,7 @@ impl KinesisLogStore {
             return Err(rejected(format!("a record of {size} bytes (data + partition key) exceeds Kinesis' 1 MiB")));
         }
         let shards = shards.unwrap_or_default();
-        let (hash_key, shard, exclusive) = match record.shard {
+        let (hash_key, shard, exclusive) = match &record.shard {
             // Kinesis places a keyed record by the MD5 of its key: knowing the shard keeps a
             // partial failure's re-send to that shard's later records.
             ShardChoice::ByKey => {
@@ -310,24 +310,24 @@ impl KinesisLogStore {
                 return Err(LogError::Backend { stream: stream.to_owned(), detail: "the stream lists no shards".into() });
             }
             ShardChoice::Index(i) => {
-                let target = &shards[i as usize % shards.len()];
+                let target = &shards[*i as usize % shards.len()];
                 (Some(target.starting_hash_key.clone()), Some(target.id.clone()), true)
             }
             ShardChoice::ExplicitHashKey(key) => match key.parse::<u128>() {
-                Ok(value) => (Some(key), shard_of_hash_key(shards, value).map(str::to_owned), false),
+                Ok(value) => (Some(key.clone()), shard_of_hash_key(shards, value).map(str::to_owned), false),
                 Err(_) => (None, None, false),
             },
         };
         let entry = PutRecordsRequestEntry::builder()
-            .data(Blob::new(record.data))
-            .partition_key(record.partition_key)
+            .data(Blob::new(record.data.clone()))
+            .partition_key(record.partition_key.clone())
             .set_explicit_hash_key(hash_key)
             .build()
             .map_err(|e| rejected(format!("PutRecords entry: {e}")))?;
         Ok(Pending { entry, size, shard, exclusive })
     }
 
-    async fn put_records(&self, stream: &str, records: Vec<AppendRecord>) -> Result<(), LogError> {
+    async fn put_records(&self, stream: &str, records: &[AppendRecord]) -> Result<(), LogError> {
         check_stream_name(stream)?;
         if records.is_empty() {
             return Ok(());
@@ -335,7 +335,7 @@ impl KinesisLogStore {
         let open: Option<Vec<ShardRange>> =
             Some(self.shard_ranges(stream).await?.iter().filter(|s| s.open).cloned().collect());
         let mut pending = records
-            .into_iter()
+            .iter()
             .map(|r| self.prepare(stream, r, open.as_deref()))
             .collect::<Result<VecDeque<_>, _>>()?;
         let mut failed_rounds = 0;
@@ -668,7 +668,7 @@ impl LogStore for KinesisLogStore {
         Box::pin(async move { Ok(self.list_shards(stream).await?.iter().map(ShardRange::info).collect()) })
     }
 
-    fn append<'a>(&'a self, stream: &'a str, records: Vec<AppendRecord>) -> BoxFuture<'a, Result<(), LogError>> {
+    fn append<'a>(&'a self, stream: &'a str, records: &'a [AppendRecord]) -> BoxFuture<'a, Result<(), LogError>> {
         Box::pin(self.put_records(stream, records))
     }
 

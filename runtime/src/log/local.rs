@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name};
 use crate::address::shard_of_key;
@@ -39,6 +39,8 @@ pub struct LocalLogStore {
 struct Streams {
     dir: PathBuf,
     open: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
+    /// The shard counts of the open streams, readable while a stream is busy.
+    shard_counts: Mutex<HashMap<String, u32>>,
 }
 
 struct Stream {
@@ -48,7 +50,8 @@ struct Stream {
 
 impl LocalLogStore {
     pub fn new(data_dir: &Path) -> Self {
-        Self { inner: Arc::new(Streams { dir: data_dir.join("streams"), open: Mutex::new(HashMap::new()) }) }
+        let dir = data_dir.join("streams");
+        Self { inner: Arc::new(Streams { dir, open: Mutex::new(HashMap::new()), shard_counts: Mutex::new(HashMap::new()) }) }
     }
 
     /// Runs `work` on the stream's connection on a blocking thread (opening,
@@ -77,6 +80,10 @@ impl LocalLogStore {
 }
 
 impl Streams {
+    fn shard_count(&self, stream: &str) -> Option<u32> {
+        self.shard_counts.lock().unwrap_or_else(|e| e.into_inner()).get(stream).copied()
+    }
+
     fn open(&self, stream: &str, create: Option<u32>) -> Result<Arc<Mutex<Stream>>, LogError> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = open.get(stream) {
@@ -120,6 +127,7 @@ impl Streams {
         };
         let stream_handle = Arc::new(Mutex::new(Stream { connection, shards }));
         open.insert(stream.to_owned(), stream_handle.clone());
+        self.shard_counts.lock().unwrap_or_else(|e| e.into_inner()).insert(stream.to_owned(), shards);
         Ok(stream_handle)
     }
 }
@@ -221,24 +229,36 @@ fn append_key(records: &[AppendRecord]) -> Option<String> {
     Some(format!("{}\n{}\n{}", first.id.as_deref()?, last.id.as_deref()?, records.len()))
 }
 
-/// Writes one shard's records of an append as chunks.
-fn insert_chunks(tx: &Transaction, shard: u32, records: &[&AppendRecord], now: i64) -> Result<(), rusqlite::Error> {
-    let mut insert = tx.prepare_cached("INSERT INTO chunks (shard, count, body, ts) VALUES (?1, ?2, ?3, ?4)")?;
-    let mut body = Vec::new();
-    let mut count = 0u32;
+/// A chunk ready to be written.
+struct Chunk {
+    shard: u32,
+    count: u32,
+    body: Vec<u8>,
+}
+
+/// Cuts an append into chunks: each shard's records in order, shards in index order.
+fn chunks_of(records: &[AppendRecord], shards: u32) -> Vec<Chunk> {
+    let mut open: BTreeMap<u32, Chunk> = BTreeMap::new();
+    let mut chunks = Vec::new();
     for record in records {
-        encode_record(&mut body, &record.partition_key, &record.data, record.id.as_deref());
-        count += 1;
-        if count as usize == CHUNK_RECORDS || body.len() >= CHUNK_BYTES {
-            insert.execute(params![shard, count, body, now])?;
-            body.clear();
-            count = 0;
+        let shard = match &record.shard {
+            ShardChoice::ByKey => shard_of_key(&record.partition_key, shards),
+            ShardChoice::Index(i) => *i % shards,
+            ShardChoice::ExplicitHashKey(k) => {
+                shard_of_hash_key(k, shards).unwrap_or_else(|| shard_of_key(&record.partition_key, shards))
+            }
+        };
+        let chunk = open.entry(shard).or_insert_with(|| Chunk { shard, count: 0, body: Vec::new() });
+        encode_record(&mut chunk.body, &record.partition_key, &record.data, record.id.as_deref());
+        chunk.count += 1;
+        if chunk.count as usize == CHUNK_RECORDS || chunk.body.len() >= CHUNK_BYTES {
+            chunks.push(std::mem::replace(chunk, Chunk { shard, count: 0, body: Vec::new() }));
         }
     }
-    if count > 0 {
-        insert.execute(params![shard, count, body, now])?;
-    }
-    Ok(())
+    chunks.extend(open.into_values().filter(|c| c.count > 0));
+    // Stable: a shard's full chunks come before its last one.
+    chunks.sort_by_key(|c| c.shard);
+    chunks
 }
 
 pub fn shard_id(index: u32) -> String {
@@ -290,30 +310,29 @@ impl LogStore for LocalLogStore {
         Box::pin(async move { Ok(shard_infos(work.await?)) })
     }
 
-    fn append<'a>(&'a self, stream: &'a str, records: Vec<AppendRecord>) -> BoxFuture<'a, Result<(), LogError>> {
+    fn append<'a>(&'a self, stream: &'a str, records: &'a [AppendRecord]) -> BoxFuture<'a, Result<(), LogError>> {
         let name = stream.to_owned();
+        let key = append_key(records);
+        // Encoded here, from the borrowed records, so the blocking task needs no copy of them;
+        // the first use of a stream learns its shard count there, on opening it.
+        let prepared = match self.inner.shard_count(stream) {
+            Some(shards) => Ok(chunks_of(records, shards)),
+            None => Err(records.to_vec()),
+        };
         let work = self.run(stream, None, move |s| {
             let now = crate::now_ms();
-            let shards = s.shards;
+            let chunks = prepared.unwrap_or_else(|records| chunks_of(&records, s.shards));
             let tx = s.connection.transaction()?;
-            if let Some(key) = append_key(&records)
+            if let Some(key) = key
                 && tx.execute("INSERT OR IGNORE INTO appends (key) VALUES (?1)", [key])? == 0
             {
                 return Ok(());
             }
-            let mut by_shard: BTreeMap<u32, Vec<&AppendRecord>> = BTreeMap::new();
-            for record in &records {
-                let shard = match &record.shard {
-                    ShardChoice::ByKey => shard_of_key(&record.partition_key, shards),
-                    ShardChoice::Index(i) => *i % shards,
-                    ShardChoice::ExplicitHashKey(k) => {
-                        shard_of_hash_key(k, shards).unwrap_or_else(|| shard_of_key(&record.partition_key, shards))
-                    }
-                };
-                by_shard.entry(shard).or_default().push(record);
-            }
-            for (shard, records) in by_shard {
-                insert_chunks(&tx, shard, &records, now)?;
+            {
+                let mut insert = tx.prepare_cached("INSERT INTO chunks (shard, count, body, ts) VALUES (?1, ?2, ?3, ?4)")?;
+                for chunk in chunks {
+                    insert.execute(params![chunk.shard, chunk.count, chunk.body, now])?;
+                }
             }
             tx.commit()
         });
@@ -429,7 +448,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = LocalLogStore::new(dir.path());
         let shards = log.ensure_stream("s", 1).await.expect("create");
-        log.append("s", vec![record("k", b"a", None), record("k", b"b", None), record("k", b"c", None)])
+        log.append("s", &[record("k", b"a", None), record("k", b"b", None), record("k", b"c", None)])
             .await
             .expect("append");
         let (all, next) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
@@ -446,15 +465,15 @@ mod tests {
         let log = LocalLogStore::new(dir.path());
         let shards = log.ensure_stream("s", 1).await.expect("create");
         let batch = || vec![record("k", b"a", Some("x")), record("k", b"b", Some("y"))];
-        log.append("s", batch()).await.expect("append");
-        log.append("s", batch()).await.expect("append again");
+        log.append("s", &batch()).await.expect("append");
+        log.append("s", &batch()).await.expect("append again");
         let (all, _) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
         assert_eq!(all.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"a", b"b"]);
         // Never lost: an append that only overlaps an earlier one is kept whole.
-        log.append("s", vec![record("k", b"b", Some("y")), record("k", b"c", Some("z"))]).await.expect("append");
+        log.append("s", &[record("k", b"b", Some("y")), record("k", b"c", Some("z"))]).await.expect("append");
         // Records without ids are never taken for a repeat.
-        log.append("s", vec![record("k", b"d", None)]).await.expect("append");
-        log.append("s", vec![record("k", b"d", None)]).await.expect("append");
+        log.append("s", &[record("k", b"d", None)]).await.expect("append");
+        log.append("s", &[record("k", b"d", None)]).await.expect("append");
         let (all, _) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
         assert_eq!(all.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"a", b"b", b"b", b"c", b"d", b"d"]);
         assert_eq!(all[3].id.as_deref(), Some("z"));
@@ -468,8 +487,9 @@ mod tests {
         let shards = log.ensure_stream("s", 1).await.expect("create");
         let total = CHUNK_RECORDS * 2 + 5;
         let data = |n: usize| n.to_string().into_bytes();
-        log.append("s", (0..total).map(|n| record("k", &data(n), None)).collect()).await.expect("append");
-        log.append("s", vec![record("k", b"last", None)]).await.expect("append");
+        let records: Vec<_> = (0..total).map(|n| record("k", &data(n), None)).collect();
+        log.append("s", &records).await.expect("append");
+        log.append("s", &[record("k", b"last", None)]).await.expect("append");
         let mut read = Vec::new();
         let mut from = Position::Start;
         // An odd batch size ends reads in the middle of chunks.
@@ -513,7 +533,7 @@ mod tests {
         // A position committed before the conversion: row 1 was `a`.
         let (after_a, _) = log.read("s", &shards[0].id, &Position::After("1".into()), 10).await.expect("read");
         assert_eq!(after_a.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"c"]);
-        log.append("s", vec![AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: b"d".to_vec(), id: None }])
+        log.append("s", &[AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: b"d".to_vec(), id: None }])
             .await
             .expect("append");
         let (rest, _) = log.read("s", &shards[0].id, &Position::After(first[1].sequence.clone()), 10).await.expect("read");
@@ -527,7 +547,7 @@ mod tests {
         let writer = LocalLogStore::new(dir.path());
         writer.ensure_stream("s", 4).await.expect("create");
         writer
-            .append("s", vec![AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(2), data: b"z".to_vec(), id: None }])
+            .append("s", &[AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(2), data: b"z".to_vec(), id: None }])
             .await
             .expect("append");
         let reader = LocalLogStore::new(dir.path());
@@ -559,10 +579,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = LocalLogStore::new(dir.path());
         let shards = log.ensure_stream("s", 1).await.expect("create");
-        log.append("s", vec![record("k", b"old", None)]).await.expect("append");
+        log.append("s", &[record("k", b"old", None)]).await.expect("append");
         let (none, next) = log.read("s", &shards[0].id, &Position::Latest, 10).await.expect("read");
         assert!(none.is_empty());
-        log.append("s", vec![record("k", b"new", None)]).await.expect("append");
+        log.append("s", &[record("k", b"new", None)]).await.expect("append");
         let (records, _) = log.read("s", &shards[0].id, &next, 10).await.expect("read");
         assert_eq!(records.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"new"]);
     }

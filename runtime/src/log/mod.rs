@@ -113,8 +113,9 @@ pub trait LogStore: Send + Sync {
     /// sorted by starting hash key, listed afresh.
     fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>>;
 
-    /// Appends records; records for the same shard keep their order.
-    fn append<'a>(&'a self, stream: &'a str, records: Vec<AppendRecord>) -> BoxFuture<'a, Result<(), LogError>>;
+    /// Appends records; records for the same shard keep their order. Borrowed,
+    /// so a caller that retries keeps them without a copy per attempt.
+    fn append<'a>(&'a self, stream: &'a str, records: &'a [AppendRecord]) -> BoxFuture<'a, Result<(), LogError>>;
 
     /// Up to `max` records of a shard from `from`, and the position to read on
     /// from: [`Position::End`] once a closed shard has been read to its end.

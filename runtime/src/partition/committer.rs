@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use statefun_proto::internal::{
-    DeadLetter, EpochOutbox, ExchangeBatch, ExchangeMessage, PartitionManifest, outbox_entry,
-};
+use statefun_proto::internal::{DeadLetter, EpochOutbox, PartitionManifest, outbox_entry};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, BlobStore};
@@ -25,9 +23,7 @@ use crate::dead_letters::{self, Destination};
 use crate::coordination::{CommitError, CommitStore, Lease};
 use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
 use crate::partition::SealedEpoch;
-
-/// Exchange batches are cut to stay well under Kinesis' 1 MB record limit.
-const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
+use crate::partition::exchange_batches::ExchangeBatches;
 
 /// Streams the committer publishes to.
 #[derive(Clone, Debug)]
@@ -169,11 +165,11 @@ impl Committer {
     async fn publish(&self, outbox: &EpochOutbox) -> Result<(), CommitterEvent> {
         let (exchange, egress, dead_letters) = self.split(outbox);
         if !exchange.is_empty() {
-            self.append(&self.streams.exchange, exchange).await.map_err(|e| self.stop(e))?;
+            self.append(&self.streams.exchange, &exchange).await.map_err(|e| self.stop(e))?;
         }
         let mut dead_letters = dead_letters;
         for (stream, records) in egress {
-            match self.append(&stream, records.clone()).await {
+            match self.append(&stream, &records).await {
                 Ok(()) => {}
                 // A function named a stream that does not exist: its records become
                 // dead letters rather than blocking every later epoch of the partition.
@@ -185,7 +181,7 @@ impl Committer {
         }
         if !dead_letters.is_empty() {
             match &self.streams.dead_letters {
-                Destination::Stream(stream) => self.append(stream, dead_letters).await.map_err(|e| self.stop(e))?,
+                Destination::Stream(stream) => self.append(stream, &dead_letters).await.map_err(|e| self.stop(e))?,
                 Destination::Objects(blobs) => self.put_objects(blobs.as_ref(), dead_letters).await?,
             }
         }
@@ -226,17 +222,17 @@ impl Committer {
         }
     }
 
-    async fn append(&self, stream: &str, records: Vec<AppendRecord>) -> Result<(), Undeliverable> {
+    async fn append(&self, stream: &str, records: &[AppendRecord]) -> Result<(), Undeliverable> {
         let mut delay = Duration::from_millis(50);
         loop {
             if !self.guard.is_valid() {
                 return Err(Undeliverable::LeaseUntrusted);
             }
-            let outcome = match self.log.append(stream, records.clone()).await {
+            let outcome = match self.log.append(stream, records).await {
                 Err(LogError::NoSuchStream { .. }) if self.streams.create_egress_streams.is_some() => {
                     let shards = self.streams.create_egress_streams.unwrap_or(1);
                     match self.log.ensure_stream(stream, shards).await {
-                        Ok(_) => self.log.append(stream, records.clone()).await,
+                        Ok(_) => self.log.append(stream, records).await,
                         Err(e) => Err(e),
                     }
                 }
@@ -262,17 +258,14 @@ impl Committer {
     fn split(&self, outbox: &EpochOutbox) -> (Vec<AppendRecord>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
         let source = self.lease.partition;
         let id = |seq: u64| format!("p{source}.e{}.{seq}", outbox.epoch);
-        let mut exchange: BTreeMap<u32, Vec<ExchangeMessage>> = BTreeMap::new();
+        let mut exchange = ExchangeBatches::new(source, outbox.epoch);
         let mut egress: BTreeMap<String, Vec<AppendRecord>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
         for entry in &outbox.entries {
             match &entry.entry {
                 Some(outbox_entry::Entry::Exchange(envelope)) => {
                     let target = envelope.target.as_ref().map(|t| crate::address::partition_of(t, self.partitions));
-                    exchange
-                        .entry(target.unwrap_or(0))
-                        .or_default()
-                        .push(ExchangeMessage { seq: entry.seq, envelope: Some(envelope.clone()) });
+                    exchange.push(target.unwrap_or(0), entry.seq, envelope);
                 }
                 Some(outbox_entry::Entry::Egress(record)) => {
                     let shard = if record.explicit_hash_key.is_empty() {
@@ -302,18 +295,16 @@ impl Committer {
                 None => {}
             }
         }
-        let mut records = Vec::new();
-        for (target, messages) in exchange {
-            for (chunk, messages) in chunk_by_size(messages).into_iter().enumerate() {
-                let batch = ExchangeBatch { source_partition: source, epoch: outbox.epoch, messages };
-                records.push(AppendRecord {
-                    partition_key: format!("partition-{target}"),
-                    shard: ShardChoice::Index(target),
-                    data: batch.encode_to_vec(),
-                    id: Some(format!("p{source}.e{}.to{target}.{chunk}", outbox.epoch)),
-                });
-            }
-        }
+        let records = exchange
+            .finish()
+            .into_iter()
+            .map(|(target, chunk, data)| AppendRecord {
+                partition_key: format!("partition-{target}"),
+                shard: ShardChoice::Index(target),
+                data,
+                id: Some(format!("p{source}.e{}.to{target}.{chunk}", outbox.epoch)),
+            })
+            .collect();
         (records, egress, dead_letters)
     }
 }
@@ -351,22 +342,4 @@ fn dead_letter_key(letter: &DeadLetter) -> String {
         (None, false) => letter.source.clone(),
         (None, true) => "unroutable".to_owned(),
     }
-}
-
-/// Cuts exchange messages into batches that stay under the exchange record size.
-pub(crate) fn chunk_by_size(messages: Vec<ExchangeMessage>) -> Vec<Vec<ExchangeMessage>> {
-    let mut chunks = vec![Vec::new()];
-    let mut size = 0;
-    for message in messages {
-        let len = message.encoded_len() + 8;
-        if size + len > MAX_EXCHANGE_RECORD_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
-            chunks.push(Vec::new());
-            size = 0;
-        }
-        size += len;
-        if let Some(chunk) = chunks.last_mut() {
-            chunk.push(message);
-        }
-    }
-    chunks
 }

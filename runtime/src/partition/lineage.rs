@@ -188,7 +188,7 @@ mod tests {
                 Ok(vec![shard("parent", &[], 0, false), shard("left", &["parent"], 0, true), shard("right", &["parent"], half, true)])
             })
         }
-        fn append<'a>(&'a self, _: &'a str, _: Vec<crate::log::AppendRecord>) -> crate::log::BoxFuture<'a, Result<(), crate::log::LogError>> {
+        fn append<'a>(&'a self, _: &'a str, _: &'a [crate::log::AppendRecord]) -> crate::log::BoxFuture<'a, Result<(), crate::log::LogError>> {
             Box::pin(async { Ok(()) })
         }
         fn read<'a>(

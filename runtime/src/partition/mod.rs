@@ -13,6 +13,7 @@
 //! ignored by token), everything that changes state recorded in the epoch.
 
 pub mod committer;
+pub(crate) mod exchange_batches;
 pub mod lineage;
 mod record;
 pub mod restore;

@@ -1,0 +1,157 @@
+//! Encodes messages bound for other partitions as `ExchangeBatch` records,
+//! one batch per target partition, cut to stay under the exchange record size.
+//!
+//! Messages are written from borrowed envelopes straight into each batch's
+//! bytes: an epoch's outbox is shared with its checkpoint, and copying every
+//! envelope into owned batch messages cost more than encoding them. This
+//! module only encodes; routing and publishing are the committer's.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use statefun_proto::internal::Envelope;
+
+/// Exchange batches are cut to stay well under Kinesis' 1 MB record limit.
+pub const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
+
+/// `ExchangeBatch` field numbers (internal.proto).
+const BATCH_SOURCE_PARTITION: u32 = 1;
+const BATCH_EPOCH: u32 = 2;
+const BATCH_MESSAGES: u32 = 3;
+/// `ExchangeMessage` field numbers.
+const MESSAGE_SEQ: u32 = 1;
+const MESSAGE_ENVELOPE: u32 = 2;
+
+/// The batches of one source partition and epoch, per target partition.
+pub struct ExchangeBatches {
+    source_partition: u32,
+    epoch: u64,
+    targets: BTreeMap<u32, Target>,
+}
+
+/// The batches of one target partition.
+struct Target {
+    done: Vec<Vec<u8>>,
+    /// The batch being filled, and how many messages it holds.
+    open: Vec<u8>,
+    count: usize,
+}
+
+impl ExchangeBatches {
+    pub fn new(source_partition: u32, epoch: u64) -> Self {
+        Self { source_partition, epoch, targets: BTreeMap::new() }
+    }
+
+    /// Adds a message for partition `target`; a batch that would pass the record size is cut first.
+    pub fn push(&mut self, target: u32, seq: u64, envelope: &Envelope) {
+        let envelope_len = envelope.encoded_len();
+        let seq_len = if seq == 0 { 0 } else { 1 + encoded_len_varint(seq) };
+        let message_len = seq_len + 1 + encoded_len_varint(envelope_len as u64) + envelope_len;
+        let entry_len = 1 + encoded_len_varint(message_len as u64) + message_len;
+        let (source, epoch) = (self.source_partition, self.epoch);
+        let Target { done, open, count } =
+            self.targets.entry(target).or_insert_with(|| Target { done: Vec::new(), open: header(source, epoch), count: 0 });
+        if *count > 0 && open.len() + entry_len > MAX_EXCHANGE_RECORD_BYTES {
+            done.push(std::mem::replace(open, header(source, epoch)));
+            *count = 0;
+        }
+        encode_key(BATCH_MESSAGES, WireType::LengthDelimited, open);
+        encode_varint(message_len as u64, open);
+        if seq != 0 {
+            encode_key(MESSAGE_SEQ, WireType::Varint, open);
+            encode_varint(seq, open);
+        }
+        encode_key(MESSAGE_ENVELOPE, WireType::LengthDelimited, open);
+        encode_varint(envelope_len as u64, open);
+        envelope.encode_raw(open);
+        *count += 1;
+    }
+
+    /// The encoded batches: (target partition, index of the batch for that target, bytes), by target.
+    pub fn finish(self) -> Vec<(u32, usize, Vec<u8>)> {
+        let mut batches = Vec::new();
+        for (target, Target { done, open, count }) in self.targets {
+            let all = done.into_iter().chain((count > 0).then_some(open));
+            batches.extend(all.enumerate().map(|(index, bytes)| (target, index, bytes)));
+        }
+        batches
+    }
+}
+
+/// A batch's own fields, before its messages (a decoder takes fields in any order).
+fn header(source_partition: u32, epoch: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(4096);
+    if source_partition != 0 {
+        encode_key(BATCH_SOURCE_PARTITION, WireType::Varint, &mut bytes);
+        encode_varint(u64::from(source_partition), &mut bytes);
+    }
+    if epoch != 0 {
+        encode_key(BATCH_EPOCH, WireType::Varint, &mut bytes);
+        encode_varint(epoch, &mut bytes);
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statefun_proto::internal::{ExchangeBatch, ExchangeMessage};
+    use statefun_proto::reqreply::{Address, TypedValue};
+
+    fn envelope(id: &str, bytes: usize) -> Envelope {
+        Envelope {
+            target: Some(Address { namespace: "ns".into(), r#type: "t".into(), id: id.into() }),
+            caller: None,
+            argument: Some(TypedValue { typename: "x/y".into(), has_value: true, value: vec![7; bytes] }),
+            id: format!("m-{id}"),
+        }
+    }
+
+    #[test]
+    fn batches_decode_to_what_was_pushed_per_target_in_order() {
+        let mut batches = ExchangeBatches::new(3, 42);
+        let pushed = [(1, 0, envelope("a", 3)), (0, 5, envelope("b", 0)), (1, 6, envelope("c", 10))];
+        for (target, seq, envelope) in &pushed {
+            batches.push(*target, *seq, envelope);
+        }
+        let decoded: Vec<(u32, usize, ExchangeBatch)> = batches
+            .finish()
+            .into_iter()
+            .map(|(target, index, bytes)| (target, index, ExchangeBatch::decode(bytes.as_slice()).expect("a batch")))
+            .collect();
+        let message = |seq: u64, e: &Envelope| ExchangeMessage { seq, envelope: Some(e.clone()) };
+        let expected = [
+            (0, 0, ExchangeBatch { source_partition: 3, epoch: 42, messages: vec![message(5, &pushed[1].2)] }),
+            (
+                1,
+                0,
+                ExchangeBatch { source_partition: 3, epoch: 42, messages: vec![message(0, &pushed[0].2), message(6, &pushed[2].2)] },
+            ),
+        ];
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn a_target_with_more_than_a_record_gets_several_batches_each_under_the_limit() {
+        let mut batches = ExchangeBatches::new(0, 0);
+        let big = envelope("big", 100 * 1024);
+        for seq in 1..=12 {
+            batches.push(2, seq, &big);
+        }
+        let finished = batches.finish();
+        assert!(finished.len() >= 3, "{} batches", finished.len());
+        let mut seqs = Vec::new();
+        for (index, (target, batch_index, bytes)) in finished.iter().enumerate() {
+            assert_eq!((*target, *batch_index), (2, index));
+            assert!(bytes.len() <= MAX_EXCHANGE_RECORD_BYTES, "{} bytes", bytes.len());
+            let batch = ExchangeBatch::decode(bytes.as_slice()).expect("a batch");
+            seqs.extend(batch.messages.iter().map(|m| m.seq));
+        }
+        assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+        // One message over the limit still travels, alone.
+        let mut alone = ExchangeBatches::new(0, 0);
+        alone.push(0, 1, &envelope("huge", MAX_EXCHANGE_RECORD_BYTES));
+        assert_eq!(alone.finish().len(), 1);
+    }
+}
