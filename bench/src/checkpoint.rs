@@ -156,7 +156,7 @@ impl Catalog for BenchCatalog {
     fn batch_limits(&self, _: &FunctionType) -> Option<BatchLimits> {
         Some(BatchLimits { max_messages: 1000, max_bytes: 32 * 1024 * 1024 })
     }
-    fn has_egress(&self, _: &str) -> bool {
+    fn has_egress(&self, _: &str, _: &str) -> bool {
         false
     }
     fn is_internal_stream(&self, _: &str) -> bool {

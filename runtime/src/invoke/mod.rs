@@ -184,8 +184,11 @@ impl Catalog for ModuleCatalog {
         self.invoker.route(function_type).map(|r| r.limits)
     }
 
-    fn has_egress(&self, id: &str) -> bool {
-        self.module.egress(id).is_some()
+    fn has_egress(&self, namespace: &str, name: &str) -> bool {
+        // Every egress message asks: compared in place, without building its id.
+        self.module.egresses.iter().any(|egress| {
+            egress.id.strip_prefix(namespace).and_then(|rest| rest.strip_prefix('/')) == Some(name)
+        })
     }
 
     fn is_internal_stream(&self, stream: &str) -> bool {

@@ -56,7 +56,8 @@ pub struct BatchLimits {
 pub trait Catalog: Send + Sync {
     /// `None` when no endpoint serves the type.
     fn batch_limits(&self, function_type: &FunctionType) -> Option<BatchLimits>;
-    fn has_egress(&self, id: &str) -> bool;
+    /// Whether module.yaml declares the egress `namespace/name`.
+    fn has_egress(&self, namespace: &str, name: &str) -> bool;
     /// Streams of the runtime itself (exchange, dead letters), which functions may not write to.
     fn is_internal_stream(&self, stream: &str) -> bool;
 }
@@ -69,7 +70,7 @@ impl Catalog for NoEndpoints {
     fn batch_limits(&self, _: &FunctionType) -> Option<BatchLimits> {
         None
     }
-    fn has_egress(&self, _: &str) -> bool {
+    fn has_egress(&self, _: &str, _: &str) -> bool {
         false
     }
     fn is_internal_stream(&self, _: &str) -> bool {
@@ -802,8 +803,7 @@ impl Partition {
     }
 
     fn egress(&mut self, address: &Address, message: EgressMessage, now_ms: i64) {
-        let id = format!("{}/{}", message.egress_namespace, message.egress_type);
-        let record = match self.egress_record(&id, message.argument.as_ref()) {
+        let record = match self.egress_record(&message) {
             Ok(record) => record,
             Err(reason) => {
                 let raw = message.encode_to_vec();
@@ -814,15 +814,12 @@ impl Partition {
         self.push_outbox(outbox_entry::Entry::Egress(record));
     }
 
-    fn egress_record(
-        &self,
-        id: &str,
-        argument: Option<&statefun_proto::reqreply::TypedValue>,
-    ) -> Result<EgressRecord, String> {
-        if !self.catalog.has_egress(id) {
-            return Err(format!("egress {id} is not declared in module.yaml"));
+    fn egress_record(&self, message: &EgressMessage) -> Result<EgressRecord, String> {
+        if !self.catalog.has_egress(&message.egress_namespace, &message.egress_type) {
+            return Err(format!("egress {} is not declared in module.yaml", EgressId(message)));
         }
-        let argument = argument.ok_or_else(|| format!("egress message for {id} has no argument"))?;
+        let id = EgressId(message);
+        let argument = message.argument.as_ref().ok_or_else(|| format!("egress message for {id} has no argument"))?;
         if argument.typename != typenames::KINESIS_EGRESS_RECORD {
             return Err(format!(
                 "egress {id} is a Kinesis egress and takes {}, got `{}`",
@@ -859,7 +856,8 @@ impl Partition {
             ));
         }
         Ok(EgressRecord {
-            egress: id.to_owned(),
+            // Never read back: not worth a copy per record.
+            egress: String::new(),
             stream: record.stream,
             partition_key: record.partition_key,
             explicit_hash_key: record.explicit_hash_key,
@@ -881,5 +879,14 @@ fn check_target(target: Option<&Address>, what: &str) -> Result<(), String> {
         Some(t) if !t.namespace.is_empty() && !t.r#type.is_empty() => Ok(()),
         Some(t) => Err(format!("malformed reply: {what} to an address without a function type ({})", address::display(t))),
         None => Err(format!("malformed reply: {what} has no target")),
+    }
+}
+
+/// An egress message's egress id, `namespace/type`, written only when an error names it.
+struct EgressId<'a>(&'a EgressMessage);
+
+impl std::fmt::Display for EgressId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0.egress_namespace, self.0.egress_type)
     }
 }

@@ -27,8 +27,8 @@ impl Catalog for TestCatalog {
         (function_type.namespace == "test")
             .then_some(BatchLimits { max_messages: self.max_messages, max_bytes: self.max_bytes })
     }
-    fn has_egress(&self, id: &str) -> bool {
-        id == "test/out"
+    fn has_egress(&self, namespace: &str, name: &str) -> bool {
+        (namespace, name) == ("test", "out")
     }
     fn is_internal_stream(&self, stream: &str) -> bool {
         stream == "internal"
