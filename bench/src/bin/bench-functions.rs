@@ -12,6 +12,10 @@ use std::io::Write;
 use clap::Parser;
 use statefun_sdk::http::Server;
 
+/// The allocator the runtime uses, so that neither side of a call is slowed by the other's choice.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Serve the benchmark's functions over HTTP")]
 struct Args {
