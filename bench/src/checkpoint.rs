@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
+use bytes::Bytes;
 use prost::Message as _;
 use serde_json::{Value, json};
 use statefun_proto::internal::{Envelope, PartitionManifest};
@@ -276,12 +277,12 @@ async fn checkpoint_epoch(
     partition: &mut Partition,
     store: &FsBlobStore,
     snapshot: bool,
-) -> anyhow::Result<(Value, Vec<u8>)> {
+) -> anyhow::Result<(Value, Bytes)> {
     let started = Instant::now();
     let (record, _outbox) = partition.seal(snapshot);
     let sealed = started.elapsed().as_secs_f64();
     let epoch = record.record.epoch;
-    let bytes = record.encode();
+    let bytes = Bytes::from(record.encode());
     let encoded = started.elapsed().as_secs_f64();
     store.put(&checkpoint::object_key(0, epoch, LEASE, snapshot), bytes.clone()).await?;
     let total = started.elapsed().as_secs_f64();
@@ -296,7 +297,7 @@ async fn checkpoint_epoch(
     Ok((figures, bytes))
 }
 
-async fn upload(prefix: &str, snapshot: Vec<u8>, delta: Vec<u8>) -> anyhow::Result<Value> {
+async fn upload(prefix: &str, snapshot: Bytes, delta: Bytes) -> anyhow::Result<Value> {
     let config = statefun_runtime::aws::aws_sdk_config(None).await;
     let store = S3BlobStore::new(&config, BUCKET, prefix);
     store.create_bucket().await?;

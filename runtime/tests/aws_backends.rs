@@ -129,8 +129,8 @@ async fn delete_bucket(bucket: &str) {
     let _ = s3.delete_bucket().bucket(bucket).send().await;
 }
 
-fn epoch_record(partition: u32, epoch: u64, snapshot: bool) -> Vec<u8> {
-    EpochRecord { partition, epoch, snapshot, ..Default::default() }.encode_to_vec()
+fn epoch_record(partition: u32, epoch: u64, snapshot: bool) -> bytes::Bytes {
+    EpochRecord { partition, epoch, snapshot, ..Default::default() }.encode_to_vec().into()
 }
 
 #[tokio::test]
@@ -146,7 +146,7 @@ async fn checkpoint_objects_round_trip_through_s3_and_garbage_before_a_snapshot_
         }
         store.put(&object_key(1, 1, 1, true), epoch_record(1, 1, true)).await.expect("put other partition");
 
-        assert_eq!(store.get(&object_key(0, 2, 1, false)).await.expect("get"), Some(epoch_record(0, 2, false)));
+        assert_eq!(store.get(&object_key(0, 2, 1, false)).await.expect("get"), Some(epoch_record(0, 2, false).to_vec()));
         assert_eq!(store.get(&object_key(0, 9, 1, false)).await.expect("get missing"), None);
 
         // Five keys in pages of two: three pages, returned without the store's prefix.
@@ -184,12 +184,12 @@ async fn objects_above_the_multipart_threshold_are_uploaded_in_parts_and_read_ba
     let (inner_bucket, key) = (bucket.clone(), object_key(7, 1, 1, true));
     let body = async move {
         let data: Vec<u8> = (0..part + 1000).map(|i| (i % 251) as u8).collect();
-        store.put(&key, data.clone()).await.expect("multipart put");
+        store.put(&key, data.clone().into()).await.expect("multipart put");
         assert_eq!(store.get(&key).await.expect("get"), Some(data));
         let head = s3_client().await.head_object().bucket(&inner_bucket).key(&key).send().await.expect("head");
         assert!(head.e_tag().is_some_and(|t| t.trim_matches('"').ends_with("-2")), "two parts: {:?}", head.e_tag());
         // Small objects still go in one PutObject.
-        store.put("small", vec![1, 2, 3]).await.expect("put");
+        store.put("small", bytes::Bytes::from_static(&[1, 2, 3])).await.expect("put");
         let head = s3_client().await.head_object().bucket(&inner_bucket).key("small").send().await.expect("head");
         assert!(head.e_tag().is_some_and(|t| !t.contains('-')), "one part: {:?}", head.e_tag());
     };
@@ -200,7 +200,7 @@ async fn objects_above_the_multipart_threshold_are_uploaded_in_parts_and_read_ba
 async fn a_missing_bucket_is_a_permanent_error_naming_the_bucket() {
     let bucket = unique("statefun-missing");
     let store = S3BlobStore::new(&sdk_config(&local_aws().endpoint).await, &bucket, "p");
-    for err in [store.get("k").await.expect_err("get"), store.put("k", vec![1]).await.expect_err("put")] {
+    for err in [store.get("k").await.expect_err("get"), store.put("k", bytes::Bytes::from_static(&[1])).await.expect_err("put")] {
         assert!(matches!(err, CheckpointError::Rejected { .. }), "{err}");
         assert!(!err.is_retryable());
         assert!(err.to_string().contains(&format!("bucket `{bucket}` does not exist")), "{err}");
@@ -905,9 +905,9 @@ async fn checkpoint_objects_are_written_and_read_through_s3_throttling_and_error
             retried!(store.put(key, epoch_record(0, epoch, epoch % 10 == 0)));
         }
         let large: Vec<u8> = (0..2 * part + 100).map(|i| (i % 253) as u8).collect();
-        retried!(store.put("large", large.clone()));
+        retried!(store.put("large", large.clone().into()));
         for (epoch, key) in (1..).zip(&keys) {
-            assert_eq!(retried!(store.get(key)), Some(epoch_record(0, epoch, epoch % 10 == 0)), "{key}");
+            assert_eq!(retried!(store.get(key)), Some(epoch_record(0, epoch, epoch % 10 == 0).to_vec()), "{key}");
         }
         assert_eq!(retried!(store.get("large")), Some(large), "the multipart object reads back whole");
         assert_eq!(retried!(store.list("partition-00000/")), keys);

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use super::{BlobStore, CheckpointError, ChunkSink, READ_CHUNK_BYTES};
 use crate::log::BoxFuture;
 
@@ -39,7 +41,7 @@ fn blocking<T: Send + 'static>(
 }
 
 impl BlobStore for FsBlobStore {
-    fn put<'a>(&'a self, key: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), CheckpointError>> {
+    fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<(), CheckpointError>> {
         let path = match self.path(key) {
             Ok(p) => p,
             Err(e) => return Box::pin(async move { Err(e) }),
@@ -138,7 +140,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsBlobStore::new(dir.path());
         for epoch in 1..=4 {
-            store.put(&object_key(0, epoch, 1, epoch == 3), vec![epoch as u8]).await.expect("put");
+            store.put(&object_key(0, epoch, 1, epoch == 3), Bytes::from(vec![epoch as u8])).await.expect("put");
         }
         assert_eq!(store.get(&object_key(0, 2, 1, false)).await.expect("get"), Some(vec![2]));
         assert_eq!(store.get(&object_key(0, 9, 1, false)).await.expect("get"), None);
@@ -151,6 +153,6 @@ mod tests {
     async fn keys_that_escape_the_directory_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsBlobStore::new(dir.path());
-        assert!(store.put("../x", vec![]).await.is_err());
+        assert!(store.put("../x", Bytes::new()).await.is_err());
     }
 }

@@ -20,6 +20,7 @@
 pub mod fs;
 pub mod s3;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message;
 use statefun_proto::internal::{AddressEntry, EpochRecord, PartitionManifest};
@@ -50,7 +51,8 @@ impl CheckpointError {
 
 /// An object store holding checkpoint objects (a directory locally, S3 on AWS).
 pub trait BlobStore: Send + Sync {
-    fn put<'a>(&'a self, key: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), CheckpointError>>;
+    /// Writes a whole object. `Bytes`, so that a retry re-sends the same buffer without copying it.
+    fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<(), CheckpointError>>;
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, CheckpointError>>;
     /// Reads an object piece by piece into `sink`, for objects too large to
     /// hold whole; `false` when there is no such object. An error of the sink

@@ -138,7 +138,7 @@ impl S3BlobStore {
         }
     }
 
-    async fn put_object(&self, key: &str, data: Vec<u8>) -> Result<(), CheckpointError> {
+    async fn put_object(&self, key: &str, data: Bytes) -> Result<(), CheckpointError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -150,7 +150,7 @@ impl S3BlobStore {
         Ok(())
     }
 
-    async fn put_multipart(&self, key: &str, data: Vec<u8>) -> Result<(), CheckpointError> {
+    async fn put_multipart(&self, key: &str, data: Bytes) -> Result<(), CheckpointError> {
         let full_key = self.full_key(key);
         let created = self
             .client
@@ -167,7 +167,7 @@ impl S3BlobStore {
                 detail: format!("s3://{}/{full_key}: CreateMultipartUpload returned no upload id", self.bucket),
             });
         };
-        let uploaded = self.upload_parts(key, upload_id, Bytes::from(data)).await;
+        let uploaded = self.upload_parts(key, upload_id, data).await;
         if uploaded.is_err() {
             // Best effort: an upload left behind holds storage until a lifecycle rule removes it.
             let aborted =
@@ -300,7 +300,7 @@ impl S3BlobStore {
 }
 
 impl BlobStore for S3BlobStore {
-    fn put<'a>(&'a self, key: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), CheckpointError>> {
+    fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<(), CheckpointError>> {
         Box::pin(async move {
             if data.len() > self.multipart_threshold {
                 self.put_multipart(key, data).await

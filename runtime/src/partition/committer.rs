@@ -91,7 +91,7 @@ impl Committer {
         let partition = self.lease.partition;
         let (epoch, snapshot) = (sealed.record.epoch, sealed.record.snapshot);
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
-        let bytes = sealed.encode();
+        let bytes = bytes::Bytes::from(sealed.encode());
         let mut delay = Duration::from_millis(50);
         while let Err(e) = self.blobs.put(&key, bytes.clone()).await {
             if !e.is_retryable() {
@@ -191,6 +191,7 @@ impl Committer {
     /// Writes dead letters as objects named by their deterministic ids (a re-publish rewrites them).
     async fn put_objects(&self, blobs: &dyn BlobStore, letters: Vec<AppendRecord>) -> Result<(), CommitterEvent> {
         for letter in letters {
+            let data = bytes::Bytes::from(letter.data);
             let id = letter.id.unwrap_or_else(|| format!("p{}.unnamed", self.lease.partition));
             let key = dead_letters::object_key(&id);
             let mut delay = Duration::from_millis(50);
@@ -198,7 +199,7 @@ impl Committer {
                 if !self.guard.is_valid() {
                     return Err(self.lease_untrusted());
                 }
-                match blobs.put(&key, letter.data.clone()).await {
+                match blobs.put(&key, data.clone()).await {
                     Ok(()) => break,
                     Err(e) if !e.is_retryable() => {
                         let partition = self.lease.partition;

@@ -61,7 +61,7 @@ pub fn finished_marker_key(stream: &str, shard: &str) -> String {
 pub async fn mark_finished(blobs: Arc<dyn BlobStore>, stream: String, shard: String) {
     let key = finished_marker_key(&stream, &shard);
     let mut delay = Duration::from_millis(100);
-    while let Err(e) = blobs.put(&key, Vec::new()).await {
+    while let Err(e) = blobs.put(&key, bytes::Bytes::new()).await {
         tracing::warn!(stream, shard, "writing the finished marker failed, retrying in {delay:?}: {e}");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));

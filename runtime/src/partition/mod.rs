@@ -447,7 +447,10 @@ impl Partition {
     /// Closes the epoch: returns its checkpoint record (a delta, or a snapshot
     /// of everything) and the outbox to publish once it is committed.
     pub fn seal(&mut self, snapshot: bool) -> (SealedEpoch, Arc<EpochOutbox>) {
-        let outbox = Arc::new(EpochOutbox { epoch: self.epoch, entries: std::mem::take(&mut self.outbox) });
+        // The next epoch likely publishes about as much: making room at once spares copying a growing outbox.
+        let room = self.outbox.len();
+        let entries = std::mem::replace(&mut self.outbox, Vec::with_capacity(room));
+        let outbox = Arc::new(EpochOutbox { epoch: self.epoch, entries });
         let mut record = EpochRecord {
             partition: self.id,
             epoch: self.epoch,

@@ -133,8 +133,8 @@ mod tests {
         let count = 60_000;
         let snapshot = sealed(1, true, (0..count).map(|i| entry(i, 1)).collect());
         assert!(snapshot.len() > 2 * READ_CHUNK_BYTES, "the snapshot spans several chunks");
-        store.put(&object_key(0, 1, 7, true), snapshot).await.expect("put snapshot");
-        store.put(&object_key(0, 2, 7, false), sealed(2, false, vec![entry(5, 2)])).await.expect("put delta");
+        store.put(&object_key(0, 1, 7, true), snapshot.into()).await.expect("put snapshot");
+        store.put(&object_key(0, 2, 7, false), sealed(2, false, vec![entry(5, 2)]).into()).await.expect("put delta");
 
         let manifest = PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 7 };
         let p = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.expect("recovers");
@@ -147,7 +147,7 @@ mod tests {
         assert_eq!(value(count - 1), Some(1));
         assert_eq!(value(5), Some(2), "the delta applied after the snapshot");
 
-        store.put(&object_key(0, 2, 7, false), b"\x0a\xff".to_vec()).await.expect("overwrite the delta");
+        store.put(&object_key(0, 2, 7, false), bytes::Bytes::from_static(b"\x0a\xff")).await.expect("overwrite the delta");
         let broken = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.err().map(|e| e.to_string());
         let named = broken.is_some_and(|e| e.contains("epoch-00000000000000000002") && e.contains("corrupt"));
         assert!(named, "a damaged delta is named");
