@@ -16,6 +16,7 @@ pub mod committer;
 pub(crate) mod exchange_batches;
 pub mod lineage;
 mod record;
+pub mod sealed_entries;
 pub mod restore;
 mod table;
 pub mod worker;
@@ -42,6 +43,7 @@ use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
 use record::State;
+use sealed_entries::SealedEntries;
 use table::{AddressTable, ByType};
 
 /// How large a batch for one function type may grow.
@@ -85,12 +87,14 @@ pub enum Effect {
     Invoke { address: Address, token: u64, request: ToFunction },
 }
 
-/// A sealed epoch's checkpoint record. The outboxes it records are shared with
-/// the partition and the committer, and encoded straight from there.
+/// A sealed epoch's checkpoint record. The address entries the partition
+/// wrote come already encoded; the outboxes it records are shared with the
+/// partition and the committer, and encoded straight from there.
 #[derive(Debug, Clone)]
 pub struct SealedEpoch {
-    /// Everything but the outboxes.
+    /// Everything but the sealed entries and the outboxes (entries given here are written too).
     pub record: EpochRecord,
+    pub entries: SealedEntries,
     pub outboxes: Vec<Arc<EpochOutbox>>,
 }
 
@@ -102,11 +106,13 @@ impl SealedEpoch {
         const ADDRESSES_KEY: u8 = (4 << 3) | 2;
         const OUTBOXES_KEY: u8 = (9 << 3) | 2;
         let addresses = std::mem::take(&mut self.record.addresses);
-        self.record.address_count = addresses.len() as u64;
+        self.record.address_count = addresses.len() as u64 + self.entries.count();
         let mut bytes = self.record.encode_to_vec();
+        bytes.reserve(self.entries.bytes().len());
         for entry in &addresses {
             push_field(&mut bytes, ADDRESSES_KEY, entry);
         }
+        bytes.extend_from_slice(self.entries.bytes());
         for outbox in &self.outboxes {
             push_field(&mut bytes, OUTBOXES_KEY, outbox.as_ref());
         }
@@ -114,8 +120,10 @@ impl SealedEpoch {
     }
 
     /// The whole record, outboxes included, as it decodes.
+    #[cfg(test)]
     pub fn into_record(self) -> EpochRecord {
         let mut record = self.record;
+        record.addresses.extend(sealed_entries::decode(&self.entries));
         record.address_count = record.addresses.len() as u64;
         record.outboxes = self.outboxes.iter().map(|o| o.as_ref().clone()).collect();
         record
@@ -478,25 +486,27 @@ impl Partition {
             next_timer_id: self.next_timer_id,
             ..Default::default()
         };
-        let outboxes;
-        if snapshot {
-            record.addresses = self.addresses.iter_mut().map(|(a, r)| r.seal_entry(a, true)).collect();
-            outboxes = self.unpublished.iter().cloned().chain([outbox.clone()]).collect();
+        let mut entries = SealedEntries::default();
+        let outboxes = if snapshot {
+            for (address, r) in self.addresses.iter_mut() {
+                r.seal_into(&address, true, &mut entries);
+            }
+            self.unpublished.iter().cloned().chain([outbox.clone()]).collect()
         } else {
             for address in &self.dirty {
                 match self.addresses.get_mut(address) {
-                    Some(r) => record.addresses.push(r.seal_entry(address.clone(), false)),
+                    Some(r) => r.seal_into(address, false, &mut entries),
                     None => record.removed.push(address.clone()),
                 }
             }
-            outboxes = vec![outbox.clone()];
-        }
+            vec![outbox.clone()]
+        };
         self.dirty.clear();
         self.unpublished.push_back(outbox.clone());
         self.changed = false;
         self.epoch += 1;
         self.next_seq = 0;
-        (SealedEpoch { record, outboxes }, outbox)
+        (SealedEpoch { record, entries, outboxes }, outbox)
     }
 
     /// Notes that the outbox of `epoch` (and every earlier one) is published.

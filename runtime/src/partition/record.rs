@@ -18,6 +18,8 @@ use statefun_proto::internal::{AddressEntry, DelayedMessage, Envelope, StoredSta
 use statefun_proto::reqreply::from_function::{ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode};
 use statefun_proto::reqreply::{Address, TypedValue};
 
+use super::sealed_entries::{EntryParts, SealedEntries, StateParts};
+
 /// A state's name and its value's typename, kept once per partition: a
 /// million addresses with a `count` state of one type share one of these.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -83,6 +85,17 @@ impl State {
     pub fn value(&self) -> Option<TypedValue> {
         let typename = self.kind.typename.as_ref()?;
         Some(TypedValue { typename: typename.to_string(), has_value: self.has_value, value: self.bytes.to_vec() })
+    }
+
+    fn parts(&self) -> StateParts<'_> {
+        StateParts {
+            name: self.name(),
+            typename: self.kind.typename.as_deref(),
+            has_value: self.has_value,
+            value: &self.bytes,
+            written_at_ms: self.written_at_ms,
+            accessed_at_ms: self.accessed_at_ms,
+        }
     }
 
     pub fn to_stored(&self) -> StoredState {
@@ -233,28 +246,40 @@ impl AddressRecord {
         true
     }
 
-    /// The record's checkpoint entry: everything for a snapshot; for a delta,
-    /// the mailbox as what left its head and what arrived since the last seal.
-    /// Either way the chain now holds this mailbox.
-    pub fn seal_entry(&mut self, address: Address, snapshot: bool) -> AddressEntry {
-        let mut entry = AddressEntry {
-            address: Some(address),
-            states: self.states.iter().map(State::to_stored).collect(),
-            ..Default::default()
+    /// Writes the record's checkpoint entry: everything for a snapshot; for a
+    /// delta, the mailbox as what left its head and what arrived since the last
+    /// seal. Either way the chain now holds this mailbox.
+    pub fn seal_into(&mut self, address: &Address, snapshot: bool, entries: &mut SealedEntries) {
+        static NO_MAILBOX: VecDeque<Envelope> = VecDeque::new();
+        let states = self.states.iter().map(State::parts).collect();
+        let Some(busy) = self.busy.as_deref_mut() else {
+            entries.push(&EntryParts {
+                address,
+                states,
+                mailbox: &NO_MAILBOX,
+                mailbox_from: 0,
+                in_flight: 0,
+                timers: &[],
+                mailbox_appends: false,
+                mailbox_consumed: 0,
+            });
+            return;
         };
-        let Some(busy) = self.busy.as_deref_mut() else { return entry };
-        entry.in_flight = busy.in_flight;
-        entry.timers = busy.timers.clone();
-        match busy.checkpointed {
-            Checkpointed::Head { kept, consumed } if !snapshot => {
-                entry.mailbox_appends = true;
-                entry.mailbox_consumed = consumed;
-                entry.mailbox = busy.mailbox.iter().skip(kept as usize).cloned().collect();
-            }
-            _ => entry.mailbox = busy.mailbox.iter().cloned().collect(),
-        }
+        let (mailbox_appends, mailbox_from, mailbox_consumed) = match busy.checkpointed {
+            Checkpointed::Head { kept, consumed } if !snapshot => (true, kept as usize, consumed),
+            _ => (false, 0, 0),
+        };
+        entries.push(&EntryParts {
+            address,
+            states,
+            mailbox: &busy.mailbox,
+            mailbox_from,
+            in_flight: busy.in_flight,
+            timers: &busy.timers,
+            mailbox_appends,
+            mailbox_consumed,
+        });
         busy.checkpointed = Checkpointed::Head { kept: busy.mailbox.len() as u32, consumed: 0 };
-        entry
     }
 
     /// A record as a snapshot entry (or a delta entry of a new record) describes it.

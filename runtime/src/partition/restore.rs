@@ -123,7 +123,7 @@ mod tests {
 
     fn sealed(epoch: u64, snapshot: bool, addresses: Vec<AddressEntry>) -> Vec<u8> {
         let record = EpochRecord { partition: 0, epoch, snapshot, addresses, ..Default::default() };
-        SealedEpoch { record, outboxes: Vec::new() }.encode()
+        SealedEpoch { record, entries: Default::default(), outboxes: Vec::new() }.encode()
     }
 
     #[tokio::test]

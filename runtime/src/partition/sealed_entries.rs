@@ -1,0 +1,267 @@
+//! Checkpoint address entries encoded straight from the partition's records.
+//!
+//! A sealed epoch used to hold `AddressEntry` messages, built by cloning every
+//! state and every newly queued message of each dirty address, only to be
+//! encoded and dropped by the committer. Here the entries are written as the
+//! `EpochRecord.addresses` fields they become, from borrowed parts, with the
+//! same bytes prost writes for the equivalent messages. This module only
+//! encodes; which addresses go in, and what part of a mailbox, is the record's
+//! and the partition's business.
+
+use std::collections::VecDeque;
+
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len, message};
+use statefun_proto::internal::{DelayedMessage, Envelope};
+use statefun_proto::reqreply::Address;
+
+/// `EpochRecord.addresses`.
+const RECORD_ADDRESSES: u32 = 4;
+/// `AddressEntry` field numbers (internal.proto).
+const ENTRY_ADDRESS: u32 = 1;
+const ENTRY_STATES: u32 = 2;
+const ENTRY_MAILBOX: u32 = 3;
+const ENTRY_IN_FLIGHT: u32 = 4;
+const ENTRY_TIMERS: u32 = 5;
+const ENTRY_MAILBOX_APPENDS: u32 = 6;
+const ENTRY_MAILBOX_CONSUMED: u32 = 7;
+/// `StoredState` field numbers.
+const STATE_NAME: u32 = 1;
+const STATE_VALUE: u32 = 2;
+const STATE_WRITTEN_AT: u32 = 3;
+const STATE_ACCESSED_AT: u32 = 4;
+/// `TypedValue` field numbers (request-reply.proto).
+const VALUE_TYPENAME: u32 = 1;
+const VALUE_HAS_VALUE: u32 = 2;
+const VALUE_BYTES: u32 = 3;
+
+/// Encoded `EpochRecord.addresses` fields, and how many.
+#[derive(Debug, Default, Clone)]
+pub struct SealedEntries {
+    bytes: Vec<u8>,
+    count: u64,
+}
+
+/// A state as `StoredState` encodes it.
+pub struct StateParts<'a> {
+    pub name: &'a str,
+    /// `None` when the state holds no value (the message has no `value`).
+    pub typename: Option<&'a str>,
+    pub has_value: bool,
+    pub value: &'a [u8],
+    pub written_at_ms: i64,
+    pub accessed_at_ms: i64,
+}
+
+/// Everything an `AddressEntry` holds, borrowed.
+pub struct EntryParts<'a> {
+    pub address: &'a Address,
+    pub states: Vec<StateParts<'a>>,
+    /// The mailbox's messages from `mailbox_from` on are the entry's `mailbox`.
+    pub mailbox: &'a VecDeque<Envelope>,
+    pub mailbox_from: usize,
+    pub in_flight: u32,
+    pub timers: &'a [DelayedMessage],
+    pub mailbox_appends: bool,
+    pub mailbox_consumed: u32,
+}
+
+impl SealedEntries {
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Appends one entry as an `EpochRecord.addresses` field.
+    pub fn push(&mut self, entry: &EntryParts<'_>) {
+        let mailbox = || entry.mailbox.range(entry.mailbox_from.min(entry.mailbox.len())..);
+        let states_len: usize = entry.states.iter().map(|s| delimited_len(ENTRY_STATES, s.body_len())).sum();
+        let mailbox_len: usize = mailbox().map(|m| message::encoded_len(ENTRY_MAILBOX, m)).sum();
+        let timers_len: usize = entry.timers.iter().map(|t| message::encoded_len(ENTRY_TIMERS, t)).sum();
+        let body_len = message::encoded_len(ENTRY_ADDRESS, entry.address)
+            + states_len
+            + mailbox_len
+            + varint_len(ENTRY_IN_FLIGHT, u64::from(entry.in_flight))
+            + timers_len
+            + varint_len(ENTRY_MAILBOX_APPENDS, u64::from(entry.mailbox_appends))
+            + varint_len(ENTRY_MAILBOX_CONSUMED, u64::from(entry.mailbox_consumed));
+
+        let out = &mut self.bytes;
+        out.reserve(delimited_len(RECORD_ADDRESSES, body_len));
+        put_header(out, RECORD_ADDRESSES, body_len);
+        message::encode(ENTRY_ADDRESS, entry.address, out);
+        for state in &entry.states {
+            put_header(out, ENTRY_STATES, state.body_len());
+            state.encode(out);
+        }
+        for envelope in mailbox() {
+            message::encode(ENTRY_MAILBOX, envelope, out);
+        }
+        put_varint(out, ENTRY_IN_FLIGHT, u64::from(entry.in_flight));
+        for timer in entry.timers {
+            message::encode(ENTRY_TIMERS, timer, out);
+        }
+        put_varint(out, ENTRY_MAILBOX_APPENDS, u64::from(entry.mailbox_appends));
+        put_varint(out, ENTRY_MAILBOX_CONSUMED, u64::from(entry.mailbox_consumed));
+        self.count += 1;
+    }
+}
+
+impl StateParts<'_> {
+    fn value_len(&self) -> usize {
+        bytes_field_len(VALUE_TYPENAME, self.typename.unwrap_or_default())
+            + varint_len(VALUE_HAS_VALUE, u64::from(self.has_value))
+            + bytes_field_len(VALUE_BYTES, self.value)
+    }
+
+    fn body_len(&self) -> usize {
+        bytes_field_len(STATE_NAME, self.name)
+            + self.typename.map_or(0, |_| delimited_len(STATE_VALUE, self.value_len()))
+            + varint_len(STATE_WRITTEN_AT, self.written_at_ms as u64)
+            + varint_len(STATE_ACCESSED_AT, self.accessed_at_ms as u64)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, STATE_NAME, self.name);
+        if let Some(typename) = self.typename {
+            put_header(out, STATE_VALUE, self.value_len());
+            put_bytes(out, VALUE_TYPENAME, typename);
+            put_varint(out, VALUE_HAS_VALUE, u64::from(self.has_value));
+            put_bytes(out, VALUE_BYTES, self.value);
+        }
+        // int64 fields are varints of the two's complement, as prost writes them.
+        put_varint(out, STATE_WRITTEN_AT, self.written_at_ms as u64);
+        put_varint(out, STATE_ACCESSED_AT, self.accessed_at_ms as u64);
+    }
+}
+
+/// A length-delimited field with a body of `len` bytes, key and length included.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn put_header(out: &mut Vec<u8>, tag: u32, len: usize) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+}
+
+/// A string or bytes field; proto3 leaves an empty one out.
+fn bytes_field_len(tag: u32, value: impl AsRef<[u8]>) -> usize {
+    let len = value.as_ref().len();
+    if len == 0 { 0 } else { delimited_len(tag, len) }
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u32, value: impl AsRef<[u8]>) {
+    let value = value.as_ref();
+    if !value.is_empty() {
+        put_header(out, tag, value.len());
+        out.extend_from_slice(value);
+    }
+}
+
+/// An integer or bool field; proto3 leaves a zero out.
+fn varint_len(tag: u32, value: u64) -> usize {
+    if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(value) }
+}
+
+fn put_varint(out: &mut Vec<u8>, tag: u32, value: u64) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(value, out);
+    }
+}
+
+/// Every entry decodes as the message prost would have written; used by tests
+/// and by [`super::SealedEpoch::into_record`].
+#[cfg(test)]
+pub fn decode(entries: &SealedEntries) -> Vec<statefun_proto::internal::AddressEntry> {
+    use prost::Message as _;
+    statefun_proto::internal::EpochRecord::decode(entries.bytes()).expect("sealed entries decode").addresses
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+    use statefun_proto::internal::{AddressEntry, EpochRecord, StoredState};
+    use statefun_proto::reqreply::TypedValue;
+
+    fn envelope(id: &str, value: &[u8]) -> Envelope {
+        let argument = TypedValue { typename: "t/v".into(), has_value: true, value: value.to_vec() };
+        Envelope { target: None, caller: None, argument: Some(argument), id: id.into() }
+    }
+
+    #[test]
+    fn entries_are_the_bytes_prost_writes_for_the_same_messages() {
+        let address = Address { namespace: "ns".into(), r#type: "f".into(), id: "a-1".into() };
+        let mailbox: VecDeque<Envelope> = ["m0", "m1", "m2"].iter().map(|id| envelope(id, id.as_bytes())).collect();
+        let timer = DelayedMessage {
+            timer_id: 7,
+            fire_at_ms: 1_000,
+            cancellation_token: "tok".into(),
+            envelope: Some(envelope("d", b"later")),
+        };
+        let states = || {
+            vec![
+                StateParts {
+                    name: "count",
+                    typename: Some("io.statefun.types/long"),
+                    has_value: true,
+                    value: &[8, 42],
+                    written_at_ms: 5,
+                    accessed_at_ms: -1,
+                },
+                StateParts { name: "empty", typename: None, has_value: false, value: &[], written_at_ms: 0, accessed_at_ms: 9 },
+            ]
+        };
+        let mut entries = SealedEntries::default();
+        entries.push(&EntryParts {
+            address: &address,
+            states: states(),
+            mailbox: &mailbox,
+            mailbox_from: 1,
+            in_flight: 2,
+            timers: std::slice::from_ref(&timer),
+            mailbox_appends: true,
+            mailbox_consumed: 3,
+        });
+        let idle = Address { id: "a-2".into(), ..address.clone() };
+        entries.push(&EntryParts {
+            address: &idle,
+            states: Vec::new(),
+            mailbox: &VecDeque::new(),
+            mailbox_from: 0,
+            in_flight: 0,
+            timers: &[],
+            mailbox_appends: false,
+            mailbox_consumed: 0,
+        });
+
+        let stored = |s: StateParts<'_>| StoredState {
+            name: s.name.into(),
+            value: s.typename.map(|t| TypedValue { typename: t.into(), has_value: s.has_value, value: s.value.to_vec() }),
+            written_at_ms: s.written_at_ms,
+            accessed_at_ms: s.accessed_at_ms,
+        };
+        let expected = EpochRecord {
+            addresses: vec![
+                AddressEntry {
+                    address: Some(address.clone()),
+                    states: states().into_iter().map(stored).collect(),
+                    mailbox: mailbox.iter().skip(1).cloned().collect(),
+                    in_flight: 2,
+                    timers: vec![timer.clone()],
+                    mailbox_appends: true,
+                    mailbox_consumed: 3,
+                },
+                AddressEntry { address: Some(idle), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(entries.count(), 2);
+        assert_eq!(entries.bytes(), expected.encode_to_vec().as_slice());
+        assert_eq!(decode(&entries), expected.addresses);
+    }
+}
