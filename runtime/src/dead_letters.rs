@@ -119,7 +119,7 @@ pub async fn reinject(
     for envelope in letters.iter().flat_map(|l| l.messages.iter()) {
         let Some(target) = &envelope.target else { continue };
         count += 1;
-        batches.push(crate::address::partition_of(target, partitions), count as u64, envelope);
+        batches.push(crate::address::partition_of(target, partitions), count as u64, &envelope.encode_to_vec());
     }
     let records: Vec<AppendRecord> = batches
         .finish()

@@ -830,7 +830,7 @@ fn lost_commit_plan() -> String {
 
 #[tokio::test]
 async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_settles_it() {
-    use statefun_proto::internal::EpochOutbox;
+    use statefun_runtime::partition::outbox::Outbox;
     use statefun_runtime::coordination::guard::LeaseGuard;
     use statefun_runtime::partition::committer::{Committer, CommitterEvent, OutputStreams, Sealed};
 
@@ -859,7 +859,6 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
             let committer = Committer {
                 lease: lease.clone(),
                 guard: Arc::new(LeaseGuard::new(std::time::Instant::now(), std::time::Duration::from_secs(600))),
-                partitions: 1,
                 log: Arc::new(statefun_runtime::log::local::LocalLogStore::new(dir.path())),
                 blobs: Arc::new(statefun_runtime::checkpoint::fs::FsBlobStore::new(dir.path())),
                 commits: store.clone(),
@@ -872,7 +871,7 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
             let running = tokio::spawn(committer.run(receiver, events));
             let record = EpochRecord { partition: 0, epoch: 2, ..Default::default() };
             let record = statefun_runtime::partition::SealedEpoch { record, entries: Default::default(), outboxes: Vec::new() };
-            sealed.send(Sealed { record, outbox: Arc::new(EpochOutbox::default()) }).await.expect("send");
+            sealed.send(Sealed { record, outbox: Arc::new(Outbox::default()) }).await.expect("send");
             match reports.recv().await {
                 Some(CommitterEvent::Published(2)) => {}
                 other => panic!("epoch 2 should be committed and published, got {other:?}"),

@@ -430,7 +430,6 @@ async fn run_partition(
     let committer = Committer {
         lease,
         guard,
-        partitions: context.partitions,
         log: context.log.clone(),
         blobs: context.blobs.clone(),
         commits: context.commits.clone(),

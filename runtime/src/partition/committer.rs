@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use statefun_proto::internal::{DeadLetter, EpochOutbox, PartitionManifest, outbox_entry};
+use statefun_proto::internal::{DeadLetter, PartitionManifest};
 use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, BlobStore};
@@ -24,6 +24,7 @@ use crate::coordination::{CommitError, CommitStore, Lease};
 use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
 use crate::partition::SealedEpoch;
 use crate::partition::exchange_batches::ExchangeBatches;
+use crate::partition::outbox::{Item, Outbox};
 
 /// Streams the committer publishes to.
 #[derive(Clone, Debug)]
@@ -36,7 +37,7 @@ pub struct OutputStreams {
 
 pub struct Sealed {
     pub record: SealedEpoch,
-    pub outbox: Arc<EpochOutbox>,
+    pub outbox: Arc<Outbox>,
 }
 
 #[derive(Debug)]
@@ -52,8 +53,6 @@ pub enum CommitterEvent {
 pub struct Committer {
     pub lease: Lease,
     pub guard: Arc<LeaseGuard>,
-    /// Partition count, to route exchange messages to their partition's shard.
-    pub partitions: u32,
     pub log: Arc<dyn LogStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub commits: Arc<dyn CommitStore>,
@@ -64,7 +63,7 @@ pub struct Committer {
 
 impl Committer {
     /// Re-publishes outboxes a previous owner may not have published.
-    pub async fn republish(&self, outboxes: &[EpochOutbox]) -> Result<(), CommitterEvent> {
+    pub async fn republish(&self, outboxes: &[Outbox]) -> Result<(), CommitterEvent> {
         for outbox in outboxes {
             self.publish(outbox).await?;
         }
@@ -162,7 +161,7 @@ impl Committer {
 
     /// Publishes an outbox. Its epoch is committed, so transient errors are
     /// retried until they pass; a permanent one stops the partition.
-    async fn publish(&self, outbox: &EpochOutbox) -> Result<(), CommitterEvent> {
+    async fn publish(&self, outbox: &Outbox) -> Result<(), CommitterEvent> {
         let (exchange, egress, dead_letters) = self.split(outbox);
         if !exchange.is_empty() {
             self.append(&self.streams.exchange, &exchange).await.map_err(|e| self.stop(e))?;
@@ -256,19 +255,16 @@ impl Committer {
     }
 
     /// Turns an outbox into records per stream, with deterministic ids.
-    fn split(&self, outbox: &EpochOutbox) -> (Vec<AppendRecord>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
+    fn split(&self, outbox: &Outbox) -> (Vec<AppendRecord>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
         let source = self.lease.partition;
         let id = |seq: u64| format!("p{source}.e{}.{seq}", outbox.epoch);
         let mut exchange = ExchangeBatches::new(source, outbox.epoch);
         let mut egress: BTreeMap<String, Vec<AppendRecord>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
-        for entry in &outbox.entries {
-            match &entry.entry {
-                Some(outbox_entry::Entry::Exchange(envelope)) => {
-                    let target = envelope.target.as_ref().map(|t| crate::address::partition_of(t, self.partitions));
-                    exchange.push(target.unwrap_or(0), entry.seq, envelope);
-                }
-                Some(outbox_entry::Entry::Egress(record)) => {
+        for (seq, item) in outbox.items() {
+            match item {
+                Item::Exchange { partition, envelope } => exchange.push(partition, seq, envelope),
+                Item::Egress(record) => {
                     let shard = if record.explicit_hash_key.is_empty() {
                         ShardChoice::ByKey
                     } else {
@@ -278,7 +274,7 @@ impl Committer {
                         partition_key: record.partition_key.clone(),
                         shard,
                         data: record.data.clone(),
-                        id: Some(id(entry.seq)),
+                        id: Some(id(seq)),
                     };
                     match egress.get_mut(&record.stream) {
                         Some(records) => records.push(append),
@@ -287,13 +283,12 @@ impl Committer {
                         }
                     }
                 }
-                Some(outbox_entry::Entry::DeadLetter(letter)) => dead_letters.push(AppendRecord {
+                Item::DeadLetter(letter) => dead_letters.push(AppendRecord {
                     partition_key: dead_letter_key(letter),
                     shard: ShardChoice::Index(0),
                     data: letter.encode_to_vec(),
-                    id: Some(id(entry.seq)),
+                    id: Some(id(seq)),
                 }),
-                None => {}
             }
         }
         let records = exchange

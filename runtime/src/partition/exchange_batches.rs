@@ -1,16 +1,13 @@
 //! Encodes messages bound for other partitions as `ExchangeBatch` records,
 //! one batch per target partition, cut to stay under the exchange record size.
 //!
-//! Messages are written from borrowed envelopes straight into each batch's
-//! bytes: an epoch's outbox is shared with its checkpoint, and copying every
-//! envelope into owned batch messages cost more than encoding them. This
-//! module only encodes; routing and publishing are the committer's.
+//! Messages come already encoded (an outbox keeps them so) and are copied into
+//! each batch's bytes as they are. This module only encodes; routing and
+//! publishing are the committer's.
 
 use std::collections::BTreeMap;
 
-use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
-use statefun_proto::internal::Envelope;
 
 /// Exchange batches are cut to stay well under Kinesis' 1 MB record limit.
 pub const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
@@ -43,9 +40,10 @@ impl ExchangeBatches {
         Self { source_partition, epoch, targets: BTreeMap::new() }
     }
 
-    /// Adds a message for partition `target`; a batch that would pass the record size is cut first.
-    pub fn push(&mut self, target: u32, seq: u64, envelope: &Envelope) {
-        let envelope_len = envelope.encoded_len();
+    /// Adds a message (an encoded `Envelope`) for partition `target`; a batch
+    /// that would pass the record size is cut first.
+    pub fn push(&mut self, target: u32, seq: u64, envelope: &[u8]) {
+        let envelope_len = envelope.len();
         let seq_len = if seq == 0 { 0 } else { 1 + encoded_len_varint(seq) };
         let message_len = seq_len + 1 + encoded_len_varint(envelope_len as u64) + envelope_len;
         let entry_len = 1 + encoded_len_varint(message_len as u64) + message_len;
@@ -64,7 +62,7 @@ impl ExchangeBatches {
         }
         encode_key(MESSAGE_ENVELOPE, WireType::LengthDelimited, open);
         encode_varint(envelope_len as u64, open);
-        envelope.encode_raw(open);
+        open.extend_from_slice(envelope);
         *count += 1;
     }
 
@@ -96,6 +94,8 @@ fn header(source_partition: u32, epoch: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
+    use statefun_proto::internal::Envelope;
     use statefun_proto::internal::{ExchangeBatch, ExchangeMessage};
     use statefun_proto::reqreply::{Address, TypedValue};
 
@@ -113,7 +113,7 @@ mod tests {
         let mut batches = ExchangeBatches::new(3, 42);
         let pushed = [(1, 0, envelope("a", 3)), (0, 5, envelope("b", 0)), (1, 6, envelope("c", 10))];
         for (target, seq, envelope) in &pushed {
-            batches.push(*target, *seq, envelope);
+            batches.push(*target, *seq, &envelope.encode_to_vec());
         }
         let decoded: Vec<(u32, usize, ExchangeBatch)> = batches
             .finish()
@@ -137,7 +137,7 @@ mod tests {
         let mut batches = ExchangeBatches::new(0, 0);
         let big = envelope("big", 100 * 1024);
         for seq in 1..=12 {
-            batches.push(2, seq, &big);
+            batches.push(2, seq, &big.encode_to_vec());
         }
         let finished = batches.finish();
         assert!(finished.len() >= 3, "{} batches", finished.len());
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
         // One message over the limit still travels, alone.
         let mut alone = ExchangeBatches::new(0, 0);
-        alone.push(0, 1, &envelope("huge", MAX_EXCHANGE_RECORD_BYTES));
+        alone.push(0, 1, &envelope("huge", MAX_EXCHANGE_RECORD_BYTES).encode_to_vec());
         assert_eq!(alone.finish().len(), 1);
     }
 }

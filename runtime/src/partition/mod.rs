@@ -15,8 +15,10 @@
 pub mod committer;
 pub(crate) mod exchange_batches;
 pub mod lineage;
+pub mod outbox;
 mod record;
 pub mod sealed_entries;
+mod wire;
 pub mod restore;
 mod table;
 pub mod worker;
@@ -30,8 +32,8 @@ use std::sync::Arc;
 use prost::Message as _;
 use statefun_proto::egress::KinesisEgressRecord;
 use statefun_proto::internal::{
-    DeadLetter, DedupMark, DelayedMessage, EgressRecord, Envelope, EpochOutbox, EpochRecord, ExchangeBatch,
-    FunctionSpecs, InputPosition, OutboxEntry, StoredState, outbox_entry,
+    DeadLetter, DedupMark, DelayedMessage, EgressRecord, Envelope, EpochRecord, ExchangeBatch, FunctionSpecs,
+    InputPosition, StoredState,
 };
 use statefun_proto::reqreply::from_function::{
     self, DelayedInvocation, EgressMessage, InvocationResponse, PersistedValueSpec,
@@ -42,6 +44,7 @@ use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
 use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
+use outbox::Outbox;
 use record::State;
 use sealed_entries::SealedEntries;
 use table::{AddressTable, ByType};
@@ -95,7 +98,7 @@ pub struct SealedEpoch {
     /// Everything but the sealed entries and the outboxes (entries given here are written too).
     pub record: EpochRecord,
     pub entries: SealedEntries,
-    pub outboxes: Vec<Arc<EpochOutbox>>,
+    pub outboxes: Vec<Arc<Outbox>>,
 }
 
 impl SealedEpoch {
@@ -104,7 +107,7 @@ impl SealedEpoch {
     /// come in pieces), so a reader streaming a large object knows what follows.
     pub fn encode(mut self) -> Vec<u8> {
         const ADDRESSES_KEY: u8 = (4 << 3) | 2;
-        const OUTBOXES_KEY: u8 = (9 << 3) | 2;
+        const OUTBOXES_TAG: u32 = 9;
         let addresses = std::mem::take(&mut self.record.addresses);
         self.record.address_count = addresses.len() as u64 + self.entries.count();
         let mut bytes = self.record.encode_to_vec();
@@ -114,7 +117,7 @@ impl SealedEpoch {
         }
         bytes.extend_from_slice(self.entries.bytes());
         for outbox in &self.outboxes {
-            push_field(&mut bytes, OUTBOXES_KEY, outbox.as_ref());
+            outbox.encode_field(OUTBOXES_TAG, &mut bytes);
         }
         bytes
     }
@@ -125,7 +128,7 @@ impl SealedEpoch {
         let mut record = self.record;
         record.addresses.extend(sealed_entries::decode(&self.entries));
         record.address_count = record.addresses.len() as u64;
-        record.outboxes = self.outboxes.iter().map(|o| o.as_ref().clone()).collect();
+        record.outboxes = self.outboxes.iter().map(|o| o.to_record()).collect();
         record
     }
 }
@@ -173,9 +176,9 @@ pub struct Partition {
     dedup: BTreeMap<u32, (u64, u64)>,
     dirty: HashSet<Address>,
     changed: bool,
-    outbox: Vec<OutboxEntry>,
+    outbox: Outbox,
     /// Shared with the committer, which publishes them, and with the snapshots that record them.
-    unpublished: VecDeque<Arc<EpochOutbox>>,
+    unpublished: VecDeque<Arc<Outbox>>,
     published_through: u64,
     effects: Vec<Effect>,
     queued: usize,
@@ -200,7 +203,7 @@ impl Partition {
             dedup: BTreeMap::new(),
             dirty: HashSet::new(),
             changed: false,
-            outbox: Vec::new(),
+            outbox: Outbox::default(),
             unpublished: VecDeque::new(),
             published_through: 0,
             effects: Vec::new(),
@@ -285,7 +288,7 @@ impl Partition {
     }
 
     /// Outboxes of sealed epochs not yet known to be published, oldest first.
-    pub fn unpublished(&self) -> impl Iterator<Item = &EpochOutbox> {
+    pub fn unpublished(&self) -> impl Iterator<Item = &Outbox> {
         self.unpublished.iter().map(Arc::as_ref)
     }
 
@@ -311,8 +314,11 @@ impl Partition {
             self.dead_letter(None, "message has no target address".into(), vec![envelope], "", Vec::new(), now_ms);
             return;
         };
-        if address::partition_of(target, self.partitions) != self.id {
-            self.push_outbox(outbox_entry::Entry::Exchange(envelope));
+        let partition = address::partition_of(target, self.partitions);
+        if partition != self.id {
+            let seq = self.next_seq();
+            self.outbox.push_exchange(seq, partition, &envelope);
+            self.changed = true;
             return;
         }
         if self.limits_of(target).is_none() {
@@ -454,11 +460,11 @@ impl Partition {
 
     /// Closes the epoch: returns its checkpoint record (a delta, or a snapshot
     /// of everything) and the outbox to publish once it is committed.
-    pub fn seal(&mut self, snapshot: bool) -> (SealedEpoch, Arc<EpochOutbox>) {
-        // The next epoch likely publishes about as much: making room at once spares copying a growing outbox.
-        let room = self.outbox.len();
-        let entries = std::mem::replace(&mut self.outbox, Vec::with_capacity(room));
-        let outbox = Arc::new(EpochOutbox { epoch: self.epoch, entries });
+    pub fn seal(&mut self, snapshot: bool) -> (SealedEpoch, Arc<Outbox>) {
+        let next = Outbox::sized_like(&self.outbox);
+        let mut outbox = std::mem::replace(&mut self.outbox, next);
+        outbox.epoch = self.epoch;
+        let outbox = Arc::new(outbox);
         let mut record = EpochRecord {
             partition: self.id,
             epoch: self.epoch,
@@ -514,7 +520,7 @@ impl Partition {
     /// nothing else changes, so a restart does not publish it all again.
     pub fn mark_published(&mut self, epoch: u64) {
         while let Some(outbox) = self.unpublished.front().filter(|o| o.epoch <= epoch) {
-            self.changed |= !outbox.entries.is_empty();
+            self.changed |= !outbox.is_empty();
             self.unpublished.pop_front();
         }
         self.published_through = self.published_through.max(epoch);
@@ -532,11 +538,6 @@ impl Partition {
         format!("p{}.e{}.{}", self.id, self.epoch, seq)
     }
 
-    fn push_outbox(&mut self, entry: outbox_entry::Entry) {
-        let seq = self.next_seq();
-        self.outbox.push(OutboxEntry { seq, entry: Some(entry) });
-        self.changed = true;
-    }
 
     fn dead_letter(
         &mut self,
@@ -553,14 +554,10 @@ impl Partition {
             source,
             "dead letter: {reason}"
         );
-        self.push_outbox(outbox_entry::Entry::DeadLetter(DeadLetter {
-            address,
-            reason,
-            messages,
-            at_ms: now_ms,
-            source: source.to_owned(),
-            raw,
-        }));
+        let seq = self.next_seq();
+        let letter = DeadLetter { address, reason, messages, at_ms: now_ms, source: source.to_owned(), raw };
+        self.outbox.push_dead_letter(seq, letter);
+        self.changed = true;
     }
 
     /// Records that an address changed in this epoch (cloning it only the first time).
@@ -824,7 +821,9 @@ impl Partition {
                 return;
             }
         };
-        self.push_outbox(outbox_entry::Entry::Egress(record));
+        let seq = self.next_seq();
+        self.outbox.push_egress(seq, record);
+        self.changed = true;
     }
 
     fn egress_record(&self, message: &EgressMessage) -> Result<EgressRecord, String> {

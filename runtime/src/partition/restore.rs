@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use statefun_proto::internal::{AddressEntry, EpochOutbox, EpochRecord, PartitionManifest};
+use statefun_proto::internal::{AddressEntry, Envelope, EpochOutbox, EpochRecord, PartitionManifest};
 
+use super::outbox::Outbox;
 use super::record::AddressRecord;
 use super::{Catalog, Partition};
 use crate::address::{self, FunctionType};
@@ -39,7 +40,13 @@ impl Restorer {
     /// The partition as the history left it.
     pub fn finish(self) -> Partition {
         let Self { partition: mut p, outboxes } = self;
-        p.unpublished = outboxes.into_iter().filter(|o| o.epoch > p.published_through).map(Arc::new).collect();
+        let partitions = p.partitions;
+        let partition_of = |e: &Envelope| e.target.as_ref().map_or(0, |t| address::partition_of(t, partitions));
+        p.unpublished = outboxes
+            .into_iter()
+            .filter(|o| o.epoch > p.published_through)
+            .map(|o| Arc::new(Outbox::from_record(o, partition_of)))
+            .collect();
         for (address, record) in p.addresses.iter() {
             p.queued += record.mailbox().len();
             for timer in &record.busy().timers {

@@ -10,9 +10,11 @@
 
 use std::collections::VecDeque;
 
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len, message};
+use prost::encoding::message;
 use statefun_proto::internal::{DelayedMessage, Envelope};
 use statefun_proto::reqreply::Address;
+
+use super::wire::{bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
 
 /// `EpochRecord.addresses`.
 const RECORD_ADDRESSES: u32 = 4;
@@ -131,45 +133,8 @@ impl StateParts<'_> {
             put_varint(out, VALUE_HAS_VALUE, u64::from(self.has_value));
             put_bytes(out, VALUE_BYTES, self.value);
         }
-        // int64 fields are varints of the two's complement, as prost writes them.
         put_varint(out, STATE_WRITTEN_AT, self.written_at_ms as u64);
         put_varint(out, STATE_ACCESSED_AT, self.accessed_at_ms as u64);
-    }
-}
-
-/// A length-delimited field with a body of `len` bytes, key and length included.
-fn delimited_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
-}
-
-fn put_header(out: &mut Vec<u8>, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
-}
-
-/// A string or bytes field; proto3 leaves an empty one out.
-fn bytes_field_len(tag: u32, value: impl AsRef<[u8]>) -> usize {
-    let len = value.as_ref().len();
-    if len == 0 { 0 } else { delimited_len(tag, len) }
-}
-
-fn put_bytes(out: &mut Vec<u8>, tag: u32, value: impl AsRef<[u8]>) {
-    let value = value.as_ref();
-    if !value.is_empty() {
-        put_header(out, tag, value.len());
-        out.extend_from_slice(value);
-    }
-}
-
-/// An integer or bool field; proto3 leaves a zero out.
-fn varint_len(tag: u32, value: u64) -> usize {
-    if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(value) }
-}
-
-fn put_varint(out: &mut Vec<u8>, tag: u32, value: u64) {
-    if value != 0 {
-        encode_key(tag, WireType::Varint, out);
-        encode_varint(value, out);
     }
 }
 

@@ -90,7 +90,7 @@ fn modify(name: &str, v: TypedValue) -> PersistedValueMutation {
 }
 
 fn outbox(p: &mut Partition) -> Vec<outbox_entry::Entry> {
-    p.seal(false).1.entries.iter().filter_map(|e| e.entry.clone()).collect()
+    p.seal(false).1.to_record().entries.into_iter().filter_map(|e| e.entry).collect()
 }
 
 /// Registers `specs` through a negotiation round and returns the re-sent batch.
@@ -423,6 +423,7 @@ fn messages_for_other_partitions_go_through_the_exchange_and_duplicates_are_drop
     let reply = InvocationResponse { outgoing_messages: vec![Invocation { target: Some(remote.clone()), argument: Some(value(5)) }], ..Default::default() };
     sender.on_invocation_result(&address, token, respond(reply), 0);
     let (record, outbox) = sender.seal(false);
+    let outbox = outbox.to_record();
     let envelope = match &outbox.entries[0].entry {
         Some(outbox_entry::Entry::Exchange(e)) => e.clone(),
         other => panic!("expected an exchange entry, got {other:?}"),

@@ -1,0 +1,215 @@
+//! An epoch's outbox: what a partition publishes once the epoch commits
+//! (messages for other partitions, egress records, dead letters), each with its
+//! sequence number in the epoch.
+//!
+//! A message for another partition is kept as its encoded `Envelope`, an
+//! epoch's all in one buffer: the checkpoint and the exchange batches copy those
+//! bytes as they are, so a forwarded message is encoded once and holds no
+//! allocation of its own while it waits for the commit. This module keeps the
+//! outbox and writes it in its checkpoint form (`EpochOutbox`); what is
+//! published where is the committer's.
+
+use std::ops::Range;
+
+use prost::Message;
+use prost::encoding::message;
+use statefun_proto::internal::{DeadLetter, EgressRecord, Envelope, EpochOutbox, outbox_entry};
+
+use super::wire::{delimited_len, put_header, put_varint, varint_len};
+
+/// `EpochOutbox` field numbers (internal.proto).
+const OUTBOX_EPOCH: u32 = 1;
+const OUTBOX_ENTRIES: u32 = 2;
+/// `OutboxEntry` field numbers.
+const ENTRY_SEQ: u32 = 1;
+const ENTRY_EXCHANGE: u32 = 2;
+const ENTRY_EGRESS: u32 = 3;
+const ENTRY_DEAD_LETTER: u32 = 4;
+
+#[derive(Debug, Default, Clone)]
+pub struct Outbox {
+    /// The epoch whose outbox this is (set when the epoch is sealed).
+    pub epoch: u64,
+    entries: Vec<(u64, Entry)>,
+    /// The encoded envelopes of the exchange entries, one after another.
+    envelopes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    /// An encoded `Envelope` for `partition`, at `bytes` of the outbox's buffer.
+    Exchange { partition: u32, bytes: Range<usize> },
+    Egress(EgressRecord),
+    DeadLetter(DeadLetter),
+}
+
+/// An outbox entry, as the committer publishes it.
+pub enum Item<'a> {
+    /// A message for another partition, as an encoded `Envelope`.
+    Exchange { partition: u32, envelope: &'a [u8] },
+    Egress(&'a EgressRecord),
+    DeadLetter(&'a DeadLetter),
+}
+
+impl Outbox {
+    /// An empty outbox with room for as much as `previous` held: an epoch
+    /// likely publishes about as much as the last, and a growing outbox is
+    /// copied each time it outgrows its room.
+    pub fn sized_like(previous: &Outbox) -> Self {
+        Self {
+            epoch: 0,
+            entries: Vec::with_capacity(previous.entries.len()),
+            envelopes: Vec::with_capacity(previous.envelopes.len()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn push_exchange(&mut self, seq: u64, partition: u32, envelope: &Envelope) {
+        let start = self.envelopes.len();
+        envelope.encode_raw(&mut self.envelopes);
+        self.entries.push((seq, Entry::Exchange { partition, bytes: start..self.envelopes.len() }));
+    }
+
+    pub fn push_egress(&mut self, seq: u64, record: EgressRecord) {
+        self.entries.push((seq, Entry::Egress(record)));
+    }
+
+    pub fn push_dead_letter(&mut self, seq: u64, letter: DeadLetter) {
+        self.entries.push((seq, Entry::DeadLetter(letter)));
+    }
+
+    /// The entries in order, with their sequence numbers.
+    pub fn items(&self) -> impl Iterator<Item = (u64, Item<'_>)> {
+        self.entries.iter().map(|(seq, entry)| {
+            let item = match entry {
+                Entry::Exchange { partition, bytes } => {
+                    Item::Exchange { partition: *partition, envelope: &self.envelopes[bytes.clone()] }
+                }
+                Entry::Egress(record) => Item::Egress(record),
+                Entry::DeadLetter(letter) => Item::DeadLetter(letter),
+            };
+            (*seq, item)
+        })
+    }
+
+    /// Appends the outbox, as an `EpochOutbox`, as field `tag` of the enclosing message.
+    pub fn encode_field(&self, tag: u32, out: &mut Vec<u8>) {
+        let entry_lens: Vec<usize> = self.entries.iter().map(|(seq, entry)| self.entry_len(*seq, entry)).collect();
+        let body = varint_len(OUTBOX_EPOCH, self.epoch)
+            + entry_lens.iter().map(|len| delimited_len(OUTBOX_ENTRIES, *len)).sum::<usize>();
+        out.reserve(delimited_len(tag, body));
+        put_header(out, tag, body);
+        put_varint(out, OUTBOX_EPOCH, self.epoch);
+        for ((seq, entry), len) in self.entries.iter().zip(entry_lens) {
+            put_header(out, OUTBOX_ENTRIES, len);
+            put_varint(out, ENTRY_SEQ, *seq);
+            match entry {
+                Entry::Exchange { bytes, .. } => {
+                    put_header(out, ENTRY_EXCHANGE, bytes.len());
+                    out.extend_from_slice(&self.envelopes[bytes.clone()]);
+                }
+                Entry::Egress(record) => message::encode(ENTRY_EGRESS, record, out),
+                Entry::DeadLetter(letter) => message::encode(ENTRY_DEAD_LETTER, letter, out),
+            }
+        }
+    }
+
+    /// An `OutboxEntry`'s length (a oneof member is written even when empty).
+    fn entry_len(&self, seq: u64, entry: &Entry) -> usize {
+        varint_len(ENTRY_SEQ, seq)
+            + match entry {
+                Entry::Exchange { bytes, .. } => delimited_len(ENTRY_EXCHANGE, bytes.len()),
+                Entry::Egress(record) => message::encoded_len(ENTRY_EGRESS, record),
+                Entry::DeadLetter(letter) => message::encoded_len(ENTRY_DEAD_LETTER, letter),
+            }
+    }
+
+    /// An outbox a checkpoint recorded; `partition_of` says where a message goes
+    /// (a message without a target goes to partition 0, which dead-letters it).
+    pub fn from_record(record: EpochOutbox, partition_of: impl Fn(&Envelope) -> u32) -> Self {
+        let mut outbox = Self { epoch: record.epoch, ..Self::default() };
+        for entry in record.entries {
+            match entry.entry {
+                Some(outbox_entry::Entry::Exchange(envelope)) => {
+                    outbox.push_exchange(entry.seq, partition_of(&envelope), &envelope)
+                }
+                Some(outbox_entry::Entry::Egress(record)) => outbox.push_egress(entry.seq, record),
+                Some(outbox_entry::Entry::DeadLetter(letter)) => outbox.push_dead_letter(entry.seq, letter),
+                None => {}
+            }
+        }
+        outbox
+    }
+
+    /// The outbox as its checkpoint form decodes.
+    #[cfg(test)]
+    pub fn to_record(&self) -> EpochOutbox {
+        const RECORD_OUTBOXES: u32 = 9;
+        let mut bytes = Vec::new();
+        self.encode_field(RECORD_OUTBOXES, &mut bytes);
+        let record = statefun_proto::internal::EpochRecord::decode(bytes.as_slice()).expect("an encoded outbox decodes");
+        record.outboxes.into_iter().next().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statefun_proto::internal::{EpochRecord, OutboxEntry};
+    use statefun_proto::reqreply::{Address, TypedValue};
+
+    fn envelope(id: &str) -> Envelope {
+        Envelope {
+            target: Some(Address { namespace: "ns".into(), r#type: "f".into(), id: id.into() }),
+            caller: None,
+            argument: Some(TypedValue { typename: "t/v".into(), has_value: true, value: id.as_bytes().to_vec() }),
+            id: format!("m-{id}"),
+        }
+    }
+
+    #[test]
+    fn an_outbox_is_written_as_prost_writes_its_checkpoint_form_and_read_back_from_it() {
+        let record = EpochOutbox {
+            epoch: 12,
+            entries: vec![
+                OutboxEntry { seq: 0, entry: Some(outbox_entry::Entry::Exchange(envelope("a"))) },
+                OutboxEntry {
+                    seq: 1,
+                    entry: Some(outbox_entry::Entry::Egress(EgressRecord {
+                        stream: "out".into(),
+                        partition_key: "k".into(),
+                        data: b"v".to_vec(),
+                        ..Default::default()
+                    })),
+                },
+                OutboxEntry { seq: 2, entry: Some(outbox_entry::Entry::Exchange(Envelope::default())) },
+                OutboxEntry {
+                    seq: 3,
+                    entry: Some(outbox_entry::Entry::DeadLetter(DeadLetter { reason: "why".into(), ..Default::default() })),
+                },
+            ],
+        };
+        let outbox = Outbox::from_record(record.clone(), |e| if e.target.is_some() { 3 } else { 0 });
+        let partitions: Vec<u32> = outbox
+            .items()
+            .filter_map(|(_, item)| match item {
+                Item::Exchange { partition, .. } => Some(partition),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(partitions, [3, 0]);
+
+        let mut written = Vec::new();
+        outbox.encode_field(9, &mut written);
+        let expected = EpochRecord { outboxes: vec![record.clone()], ..Default::default() }.encode_to_vec();
+        assert_eq!(written, expected);
+        assert_eq!(outbox.to_record(), record);
+    }
+}

@@ -1,0 +1,44 @@
+//! Protobuf field writing for the partition's hand-encoded records (checkpoint
+//! entries, outboxes), which are written from borrowed or pre-encoded parts
+//! rather than built as messages first. Only the field layer: what goes in
+//! which field is the callers'.
+
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+/// A length-delimited field with a body of `len` bytes, key and length included.
+pub fn delimited_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// The key and length of a length-delimited field, before its body.
+pub fn put_header(out: &mut Vec<u8>, tag: u32, len: usize) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+}
+
+/// A string or bytes field; proto3 leaves an empty one out.
+pub fn bytes_field_len(tag: u32, value: impl AsRef<[u8]>) -> usize {
+    let len = value.as_ref().len();
+    if len == 0 { 0 } else { delimited_len(tag, len) }
+}
+
+pub fn put_bytes(out: &mut Vec<u8>, tag: u32, value: impl AsRef<[u8]>) {
+    let value = value.as_ref();
+    if !value.is_empty() {
+        put_header(out, tag, value.len());
+        out.extend_from_slice(value);
+    }
+}
+
+/// An integer or bool field; proto3 leaves a zero out. Signed integers are
+/// passed as their two's complement, as prost writes `int64`.
+pub fn varint_len(tag: u32, value: u64) -> usize {
+    if value == 0 { 0 } else { key_len(tag) + encoded_len_varint(value) }
+}
+
+pub fn put_varint(out: &mut Vec<u8>, tag: u32, value: u64) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(value, out);
+    }
+}
