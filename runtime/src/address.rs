@@ -55,7 +55,12 @@ pub fn display(address: &Address) -> String {
 
 /// The key group of an address: xxh3-64 of `namespace 0x1f type 0x1f id`, modulo [`KEY_GROUPS`].
 pub fn key_group(address: &Address) -> u32 {
-    let parts = [address.namespace.as_bytes(), b"\x1f", address.r#type.as_bytes(), b"\x1f", address.id.as_bytes()];
+    key_group_of(&address.namespace, &address.r#type, &address.id)
+}
+
+/// [`key_group`] of the address these parts make, without making it.
+pub fn key_group_of(namespace: &str, name: &str, id: &str) -> u32 {
+    let parts = [namespace.as_bytes(), b"\x1f", name.as_bytes(), b"\x1f", id.as_bytes()];
     let len: usize = parts.iter().map(|p| p.len()).sum();
     // Every message is routed: most keys fit on the stack.
     let mut small = [0u8; 128];

@@ -40,11 +40,11 @@ use statefun_proto::reqreply::from_function::{
     persisted_value_mutation::MutationType,
 };
 use statefun_proto::reqreply::to_function::{self, InvocationBatchRequest, PersistedValue};
-use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
+use statefun_proto::reqreply::{Address, FromFunction, ToFunction, TypedValue};
 use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
-use outbox::Outbox;
+use outbox::{IngressMessage, Outbox};
 use record::State;
 use sealed_entries::SealedEntries;
 use table::{AddressTable, ByType};
@@ -337,6 +337,23 @@ impl Partition {
         if idle {
             self.dispatch(&target, now_ms);
         }
+    }
+
+    /// Delivers a message from an ingress record. One for another partition is
+    /// written to the outbox from its parts, without building its envelope.
+    pub fn deliver_ingress(&mut self, message: &IngressMessage<'_>, now_ms: i64) {
+        let key_group = address::key_group_of(message.namespace, message.name, message.key);
+        let partition = address::partition_of_key_group(key_group, self.partitions);
+        if partition != self.id {
+            let seq = self.next_seq();
+            self.outbox.push_ingress_exchange(seq, partition, message);
+            self.changed = true;
+            return;
+        }
+        let target = Address { namespace: message.namespace.into(), r#type: message.name.into(), id: message.key.into() };
+        let argument = TypedValue { typename: message.typename.into(), has_value: true, value: message.value.to_vec() };
+        let envelope = Envelope { target: Some(target), caller: None, argument: Some(argument), id: message.id.into() };
+        self.deliver(envelope, now_ms);
     }
 
     /// Accepts a batch from another partition, dropping what was already accepted.

@@ -15,7 +15,7 @@ use prost::Message;
 use prost::encoding::message;
 use statefun_proto::internal::{DeadLetter, EgressRecord, Envelope, EpochOutbox, outbox_entry};
 
-use super::wire::{delimited_len, put_header, put_varint, varint_len};
+use super::wire::{bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
 
 /// `EpochOutbox` field numbers (internal.proto).
 const OUTBOX_EPOCH: u32 = 1;
@@ -41,6 +41,28 @@ enum Entry {
     Exchange { partition: u32, bytes: Range<usize> },
     Egress(EgressRecord),
     DeadLetter(DeadLetter),
+}
+
+/// `Envelope`, `Address` and `TypedValue` field numbers (internal.proto, request-reply.proto).
+const ENVELOPE_TARGET: u32 = 1;
+const ENVELOPE_ARGUMENT: u32 = 3;
+const ENVELOPE_ID: u32 = 4;
+const ADDRESS_NAMESPACE: u32 = 1;
+const ADDRESS_TYPE: u32 = 2;
+const ADDRESS_ID: u32 = 3;
+const VALUE_TYPENAME: u32 = 1;
+const VALUE_HAS_VALUE: u32 = 2;
+const VALUE_BYTES: u32 = 3;
+
+/// A message from an ingress record, as the parts its `Envelope` would be made
+/// of: no caller, an argument that has a value.
+pub struct IngressMessage<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub key: &'a str,
+    pub typename: &'a str,
+    pub value: &'a [u8],
+    pub id: &'a str,
 }
 
 /// An outbox entry, as the committer publishes it.
@@ -74,6 +96,29 @@ impl Outbox {
     pub fn push_exchange(&mut self, seq: u64, partition: u32, envelope: &Envelope) {
         let start = self.envelopes.len();
         envelope.encode_raw(&mut self.envelopes);
+        self.entries.push((seq, Entry::Exchange { partition, bytes: start..self.envelopes.len() }));
+    }
+
+    /// Adds a message from an ingress for another partition, written as
+    /// [`Outbox::push_exchange`] writes the envelope its parts make.
+    pub fn push_ingress_exchange(&mut self, seq: u64, partition: u32, message: &IngressMessage<'_>) {
+        let target_len = bytes_field_len(ADDRESS_NAMESPACE, message.namespace)
+            + bytes_field_len(ADDRESS_TYPE, message.name)
+            + bytes_field_len(ADDRESS_ID, message.key);
+        let argument_len = bytes_field_len(VALUE_TYPENAME, message.typename)
+            + varint_len(VALUE_HAS_VALUE, 1)
+            + bytes_field_len(VALUE_BYTES, message.value);
+        let out = &mut self.envelopes;
+        let start = out.len();
+        put_header(out, ENVELOPE_TARGET, target_len);
+        put_bytes(out, ADDRESS_NAMESPACE, message.namespace);
+        put_bytes(out, ADDRESS_TYPE, message.name);
+        put_bytes(out, ADDRESS_ID, message.key);
+        put_header(out, ENVELOPE_ARGUMENT, argument_len);
+        put_bytes(out, VALUE_TYPENAME, message.typename);
+        put_varint(out, VALUE_HAS_VALUE, 1);
+        put_bytes(out, VALUE_BYTES, message.value);
+        put_bytes(out, ENVELOPE_ID, message.id);
         self.entries.push((seq, Entry::Exchange { partition, bytes: start..self.envelopes.len() }));
     }
 
@@ -211,5 +256,25 @@ mod tests {
         let expected = EpochRecord { outboxes: vec![record.clone()], ..Default::default() }.encode_to_vec();
         assert_eq!(written, expected);
         assert_eq!(outbox.to_record(), record);
+    }
+
+    #[test]
+    fn an_ingress_message_is_written_as_the_envelope_its_parts_make() {
+        let message = IngressMessage { namespace: "ns", name: "f", key: "k-1", typename: "t/v", value: b"\x08\x2a", id: "in/0/7" };
+        let envelope = Envelope {
+            target: Some(Address { namespace: "ns".into(), r#type: "f".into(), id: "k-1".into() }),
+            caller: None,
+            argument: Some(TypedValue { typename: "t/v".into(), has_value: true, value: b"\x08\x2a".to_vec() }),
+            id: "in/0/7".into(),
+        };
+        let (mut from_parts, mut from_envelope) = (Outbox::default(), Outbox::default());
+        from_parts.push_ingress_exchange(4, 2, &message);
+        from_envelope.push_exchange(4, 2, &envelope);
+        let bytes = |o: &Outbox| match o.items().next() {
+            Some((4, Item::Exchange { partition: 2, envelope })) => envelope.to_vec(),
+            _ => panic!("one exchange entry"),
+        };
+        assert_eq!(bytes(&from_parts), bytes(&from_envelope));
+        assert_eq!(Envelope::decode(bytes(&from_parts).as_slice()).expect("decodes"), envelope);
     }
 }

@@ -9,17 +9,19 @@
 //! (resharding: see [`super::lineage`]); a shard read to its end is marked
 //! finished once the epoch recording its end is published.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use statefun_proto::internal::{Envelope, ExchangeBatch};
-use statefun_proto::reqreply::{Address, FromFunction, TypedValue};
+use statefun_proto::internal::ExchangeBatch;
+use statefun_proto::reqreply::{Address, FromFunction};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::committer::{Committer, CommitterEvent, Sealed};
 use super::lineage::{self, Discovery, IngressStream, ReadyShard};
+use super::outbox::IngressMessage;
 use super::{Effect, Partition};
 use crate::address::FunctionType;
 use crate::checkpoint::BlobStore;
@@ -362,41 +364,45 @@ fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>
     let now = now_ms();
     // Records of a batch are read from one shard in order: the last one's position stands for them all.
     let mut last_position: Option<(String, String)> = None;
+    // A record's source, `stream/shard/sequence`, is its message's id: written here, not allocated per record.
+    let mut source = String::new();
     for record in records {
-        let mut source = format!("{}/{}/{}", input.stream, record.shard, record.sequence);
+        source.clear();
+        let _ = write!(source, "{}/{}/{}", input.stream, record.shard, record.sequence);
         match &input.kind {
             InputKind::Exchange => match ExchangeBatch::decode(record.data.as_slice()) {
                 Ok(batch) => partition.accept_exchange(batch, now),
                 Err(e) => partition.dead_letter_input(
                     format!("exchange record is not a valid ExchangeBatch: {e}"),
-                    source,
+                    source.clone(),
                     record.data,
                     now,
                 ),
             },
+            InputKind::Ingress { .. } if record.partition_key.is_empty() => partition.dead_letter_input(
+                format!("ingress record has an empty partition key, so it has no target id (stream {})", input.stream),
+                source.clone(),
+                record.data,
+                now,
+            ),
             InputKind::Ingress { value_type, targets } => {
-                if record.partition_key.is_empty() {
-                    partition.dead_letter_input(
-                        format!("ingress record has an empty partition key, so it has no target id (stream {})", input.stream),
-                        source,
-                        record.data,
-                        now,
-                    );
-                } else {
-                    let mut data = Some(record.data);
-                    for (index, target) in targets.iter().enumerate() {
-                        let last = index + 1 == targets.len();
-                        let id = if targets.len() == 1 { std::mem::take(&mut source) } else { format!("{source}/{index}") };
-                        let value = if last { data.take().unwrap_or_default() } else { data.clone().unwrap_or_default() };
-                        let argument = TypedValue { typename: value_type.clone(), has_value: true, value };
-                        let envelope = Envelope {
-                            target: Some(target.address(record.partition_key.as_str())),
-                            caller: None,
-                            argument: Some(argument),
-                            id,
-                        };
-                        partition.deliver(envelope, now);
-                    }
+                for (index, target) in targets.iter().enumerate() {
+                    let indexed;
+                    let id = if targets.len() == 1 {
+                        source.as_str()
+                    } else {
+                        indexed = format!("{source}/{index}");
+                        indexed.as_str()
+                    };
+                    let message = IngressMessage {
+                        namespace: &target.namespace,
+                        name: &target.name,
+                        key: &record.partition_key,
+                        typename: value_type,
+                        value: &record.data,
+                        id,
+                    };
+                    partition.deliver_ingress(&message, now);
                 }
             }
         }
