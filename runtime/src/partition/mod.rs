@@ -555,7 +555,6 @@ impl Partition {
         format!("p{}.e{}.{}", self.id, self.epoch, seq)
     }
 
-
     fn dead_letter(
         &mut self,
         address: Option<Address>,
