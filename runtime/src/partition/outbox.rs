@@ -15,7 +15,7 @@ use prost::Message;
 use prost::encoding::message;
 use statefun_proto::internal::{DeadLetter, EgressRecord, Envelope, EpochOutbox, outbox_entry};
 
-use super::wire::{bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
+use super::wire::{TypedValueParts, bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
 
 /// `EpochOutbox` field numbers (internal.proto).
 const OUTBOX_EPOCH: u32 = 1;
@@ -43,16 +43,13 @@ enum Entry {
     DeadLetter(DeadLetter),
 }
 
-/// `Envelope`, `Address` and `TypedValue` field numbers (internal.proto, request-reply.proto).
+/// `Envelope` and `Address` field numbers (internal.proto, request-reply.proto).
 const ENVELOPE_TARGET: u32 = 1;
 const ENVELOPE_ARGUMENT: u32 = 3;
 const ENVELOPE_ID: u32 = 4;
 const ADDRESS_NAMESPACE: u32 = 1;
 const ADDRESS_TYPE: u32 = 2;
 const ADDRESS_ID: u32 = 3;
-const VALUE_TYPENAME: u32 = 1;
-const VALUE_HAS_VALUE: u32 = 2;
-const VALUE_BYTES: u32 = 3;
 
 /// A message from an ingress record, as the parts its `Envelope` would be made
 /// of: no caller, an argument that has a value.
@@ -105,19 +102,14 @@ impl Outbox {
         let target_len = bytes_field_len(ADDRESS_NAMESPACE, message.namespace)
             + bytes_field_len(ADDRESS_TYPE, message.name)
             + bytes_field_len(ADDRESS_ID, message.key);
-        let argument_len = bytes_field_len(VALUE_TYPENAME, message.typename)
-            + varint_len(VALUE_HAS_VALUE, 1)
-            + bytes_field_len(VALUE_BYTES, message.value);
+        let argument = TypedValueParts { typename: message.typename, has_value: true, value: message.value };
         let out = &mut self.envelopes;
         let start = out.len();
         put_header(out, ENVELOPE_TARGET, target_len);
         put_bytes(out, ADDRESS_NAMESPACE, message.namespace);
         put_bytes(out, ADDRESS_TYPE, message.name);
         put_bytes(out, ADDRESS_ID, message.key);
-        put_header(out, ENVELOPE_ARGUMENT, argument_len);
-        put_bytes(out, VALUE_TYPENAME, message.typename);
-        put_varint(out, VALUE_HAS_VALUE, 1);
-        put_bytes(out, VALUE_BYTES, message.value);
+        argument.put_field(out, ENVELOPE_ARGUMENT);
         put_bytes(out, ENVELOPE_ID, message.id);
         self.entries.push((seq, Entry::Exchange { partition, bytes: start..self.envelopes.len() }));
     }

@@ -14,7 +14,7 @@ use prost::encoding::message;
 use statefun_proto::internal::{DelayedMessage, Envelope};
 use statefun_proto::reqreply::Address;
 
-use super::wire::{bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
+use super::wire::{TypedValueParts, bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
 
 /// `EpochRecord.addresses`.
 const RECORD_ADDRESSES: u32 = 4;
@@ -31,10 +31,6 @@ const STATE_NAME: u32 = 1;
 const STATE_VALUE: u32 = 2;
 const STATE_WRITTEN_AT: u32 = 3;
 const STATE_ACCESSED_AT: u32 = 4;
-/// `TypedValue` field numbers (request-reply.proto).
-const VALUE_TYPENAME: u32 = 1;
-const VALUE_HAS_VALUE: u32 = 2;
-const VALUE_BYTES: u32 = 3;
 
 /// Encoded `EpochRecord.addresses` fields, and how many.
 #[derive(Debug, Default, Clone)]
@@ -112,26 +108,23 @@ impl SealedEntries {
 }
 
 impl StateParts<'_> {
-    fn value_len(&self) -> usize {
-        bytes_field_len(VALUE_TYPENAME, self.typename.unwrap_or_default())
-            + varint_len(VALUE_HAS_VALUE, u64::from(self.has_value))
-            + bytes_field_len(VALUE_BYTES, self.value)
+    /// The state's `value`: absent when it has no typename.
+    fn value(&self) -> Option<TypedValueParts<'_>> {
+        let typename = self.typename?;
+        Some(TypedValueParts { typename, has_value: self.has_value, value: self.value })
     }
 
     fn body_len(&self) -> usize {
         bytes_field_len(STATE_NAME, self.name)
-            + self.typename.map_or(0, |_| delimited_len(STATE_VALUE, self.value_len()))
+            + self.value().map_or(0, |v| v.field_len(STATE_VALUE))
             + varint_len(STATE_WRITTEN_AT, self.written_at_ms as u64)
             + varint_len(STATE_ACCESSED_AT, self.accessed_at_ms as u64)
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
         put_bytes(out, STATE_NAME, self.name);
-        if let Some(typename) = self.typename {
-            put_header(out, STATE_VALUE, self.value_len());
-            put_bytes(out, VALUE_TYPENAME, typename);
-            put_varint(out, VALUE_HAS_VALUE, u64::from(self.has_value));
-            put_bytes(out, VALUE_BYTES, self.value);
+        if let Some(value) = self.value() {
+            value.put_field(out, STATE_VALUE);
         }
         put_varint(out, STATE_WRITTEN_AT, self.written_at_ms as u64);
         put_varint(out, STATE_ACCESSED_AT, self.accessed_at_ms as u64);

@@ -42,3 +42,35 @@ pub fn put_varint(out: &mut Vec<u8>, tag: u32, value: u64) {
         encode_varint(value, out);
     }
 }
+
+/// `TypedValue` field numbers (request-reply.proto).
+const VALUE_TYPENAME: u32 = 1;
+const VALUE_HAS_VALUE: u32 = 2;
+const VALUE_BYTES: u32 = 3;
+
+/// A `TypedValue`, from its parts.
+pub struct TypedValueParts<'a> {
+    pub typename: &'a str,
+    pub has_value: bool,
+    pub value: &'a [u8],
+}
+
+impl TypedValueParts<'_> {
+    /// The value as field `tag`, key and length included.
+    pub fn field_len(&self, tag: u32) -> usize {
+        delimited_len(tag, self.body_len())
+    }
+
+    pub fn put_field(&self, out: &mut Vec<u8>, tag: u32) {
+        put_header(out, tag, self.body_len());
+        put_bytes(out, VALUE_TYPENAME, self.typename);
+        put_varint(out, VALUE_HAS_VALUE, u64::from(self.has_value));
+        put_bytes(out, VALUE_BYTES, self.value);
+    }
+
+    fn body_len(&self) -> usize {
+        bytes_field_len(VALUE_TYPENAME, self.typename)
+            + varint_len(VALUE_HAS_VALUE, u64::from(self.has_value))
+            + bytes_field_len(VALUE_BYTES, self.value)
+    }
+}
