@@ -40,7 +40,8 @@ enum Entry {
     /// An encoded `Envelope` for `partition`, at `bytes` of the outbox's buffer.
     Exchange { partition: u32, bytes: Range<usize> },
     Egress(EgressRecord),
-    DeadLetter(DeadLetter),
+    /// Boxed: dead letters are rare and large, and every entry is as large as the largest kind.
+    DeadLetter(Box<DeadLetter>),
 }
 
 /// `Envelope` and `Address` field numbers (internal.proto, request-reply.proto).
@@ -119,7 +120,7 @@ impl Outbox {
     }
 
     pub fn push_dead_letter(&mut self, seq: u64, letter: DeadLetter) {
-        self.entries.push((seq, Entry::DeadLetter(letter)));
+        self.entries.push((seq, Entry::DeadLetter(Box::new(letter))));
     }
 
     /// The entries in order, with their sequence numbers.
@@ -153,7 +154,7 @@ impl Outbox {
                     out.extend_from_slice(&self.envelopes[bytes.clone()]);
                 }
                 Entry::Egress(record) => message::encode(ENTRY_EGRESS, record, out),
-                Entry::DeadLetter(letter) => message::encode(ENTRY_DEAD_LETTER, letter, out),
+                Entry::DeadLetter(letter) => message::encode(ENTRY_DEAD_LETTER, letter.as_ref(), out),
             }
         }
     }
@@ -164,7 +165,7 @@ impl Outbox {
             + match entry {
                 Entry::Exchange { bytes, .. } => delimited_len(ENTRY_EXCHANGE, bytes.len()),
                 Entry::Egress(record) => message::encoded_len(ENTRY_EGRESS, record),
-                Entry::DeadLetter(letter) => message::encoded_len(ENTRY_DEAD_LETTER, letter),
+                Entry::DeadLetter(letter) => message::encoded_len(ENTRY_DEAD_LETTER, letter.as_ref()),
             }
     }
 
