@@ -67,11 +67,11 @@ mod tests {
     #[test]
     fn egress_with_only_an_id_uses_defaults() {
         let config = loads("kind: io.statefun.kinesis.v1/egress\nspec:\n  id: shop/results\n");
-        let egress = config.egress("shop/results").expect("declared");
+        let egress = config.egress("shop", "results").expect("declared");
         assert_eq!(egress.max_outstanding_records, None);
         assert_eq!(egress.region, AwsRegion::Default);
         assert!(egress.client_properties.is_empty());
-        assert!(config.egress("shop/other").is_none());
+        assert!(config.egress("shop", "other").is_none());
     }
 
     #[test]

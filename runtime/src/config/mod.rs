@@ -231,9 +231,12 @@ impl ModuleConfig {
         self.ingresses.iter().flat_map(|ingress| ingress.streams.iter().map(move |stream| (ingress, stream)))
     }
 
-    /// The egress with this id (`namespace/name`, i.e. a function's `egress_namespace/egress_type`).
-    pub fn egress(&self, id: &str) -> Option<&EgressConfig> {
-        self.egresses.iter().find(|egress| egress.id == id)
+    /// The egress with the id `namespace/name` (a function's `egress_namespace/egress_type`).
+    /// Every egress message asks, so the id is compared in place rather than built.
+    pub fn egress(&self, namespace: &str, name: &str) -> Option<&EgressConfig> {
+        self.egresses
+            .iter()
+            .find(|egress| egress.id.strip_prefix(namespace).and_then(|rest| rest.strip_prefix('/')) == Some(name))
     }
 
     /// Declarations that collide across (or within) documents: the later one is reported.
@@ -460,7 +463,7 @@ spec:
             )]
         );
 
-        let egress = config.egress("shoppingcart/results").expect("declared");
+        let egress = config.egress("shoppingcart", "results").expect("declared");
         assert_eq!(egress.max_outstanding_records, Some(9999));
         assert_eq!(egress.region, AwsRegion::Specific("us-east-1".into()));
         assert_eq!(egress.document, 3);

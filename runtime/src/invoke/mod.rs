@@ -185,10 +185,7 @@ impl Catalog for ModuleCatalog {
     }
 
     fn has_egress(&self, namespace: &str, name: &str) -> bool {
-        // Every egress message asks: compared in place, without building its id.
-        self.module.egresses.iter().any(|egress| {
-            egress.id.strip_prefix(namespace).and_then(|rest| rest.strip_prefix('/')) == Some(name)
-        })
+        self.module.egress(namespace, name).is_some()
     }
 
     fn is_internal_stream(&self, stream: &str) -> bool {
