@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use super::wire::{delimited_len, put_header, put_varint, varint_len};
 
 /// Exchange batches are cut to stay well under Kinesis' 1 MB record limit.
 pub const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
@@ -43,10 +43,8 @@ impl ExchangeBatches {
     /// Adds a message (an encoded `Envelope`) for partition `target`; a batch
     /// that would pass the record size is cut first.
     pub fn push(&mut self, target: u32, seq: u64, envelope: &[u8]) {
-        let envelope_len = envelope.len();
-        let seq_len = if seq == 0 { 0 } else { 1 + encoded_len_varint(seq) };
-        let message_len = seq_len + 1 + encoded_len_varint(envelope_len as u64) + envelope_len;
-        let entry_len = 1 + encoded_len_varint(message_len as u64) + message_len;
+        let message_len = varint_len(MESSAGE_SEQ, seq) + delimited_len(MESSAGE_ENVELOPE, envelope.len());
+        let entry_len = delimited_len(BATCH_MESSAGES, message_len);
         let (source, epoch) = (self.source_partition, self.epoch);
         let Target { done, open, count } =
             self.targets.entry(target).or_insert_with(|| Target { done: Vec::new(), open: header(source, epoch), count: 0 });
@@ -54,14 +52,9 @@ impl ExchangeBatches {
             done.push(std::mem::replace(open, header(source, epoch)));
             *count = 0;
         }
-        encode_key(BATCH_MESSAGES, WireType::LengthDelimited, open);
-        encode_varint(message_len as u64, open);
-        if seq != 0 {
-            encode_key(MESSAGE_SEQ, WireType::Varint, open);
-            encode_varint(seq, open);
-        }
-        encode_key(MESSAGE_ENVELOPE, WireType::LengthDelimited, open);
-        encode_varint(envelope_len as u64, open);
+        put_header(open, BATCH_MESSAGES, message_len);
+        put_varint(open, MESSAGE_SEQ, seq);
+        put_header(open, MESSAGE_ENVELOPE, envelope.len());
         open.extend_from_slice(envelope);
         *count += 1;
     }
@@ -80,14 +73,8 @@ impl ExchangeBatches {
 /// A batch's own fields, before its messages (a decoder takes fields in any order).
 fn header(source_partition: u32, epoch: u64) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(4096);
-    if source_partition != 0 {
-        encode_key(BATCH_SOURCE_PARTITION, WireType::Varint, &mut bytes);
-        encode_varint(u64::from(source_partition), &mut bytes);
-    }
-    if epoch != 0 {
-        encode_key(BATCH_EPOCH, WireType::Varint, &mut bytes);
-        encode_varint(epoch, &mut bytes);
-    }
+    put_varint(&mut bytes, BATCH_SOURCE_PARTITION, u64::from(source_partition));
+    put_varint(&mut bytes, BATCH_EPOCH, epoch);
     bytes
 }
 

@@ -1,5 +1,5 @@
 //! Protobuf field writing for the partition's hand-encoded records (checkpoint
-//! entries, outboxes), which are written from borrowed or pre-encoded parts
+//! entries, outboxes, exchange batches), which are written from borrowed or pre-encoded parts
 //! rather than built as messages first. Only the field layer: what goes in
 //! which field is the callers'.
 
