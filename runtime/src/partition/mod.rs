@@ -316,9 +316,8 @@ impl Partition {
         };
         let partition = address::partition_of(target, self.partitions);
         if partition != self.id {
-            let seq = self.next_seq();
+            let seq = self.outbox_seq();
             self.outbox.push_exchange(seq, partition, &envelope);
-            self.changed = true;
             return;
         }
         if self.limits_of(target).is_none() {
@@ -345,9 +344,8 @@ impl Partition {
         let key_group = address::key_group_of(message.namespace, message.name, message.key);
         let partition = address::partition_of_key_group(key_group, self.partitions);
         if partition != self.id {
-            let seq = self.next_seq();
+            let seq = self.outbox_seq();
             self.outbox.push_ingress_exchange(seq, partition, message);
-            self.changed = true;
             return;
         }
         let target = Address { namespace: message.namespace.into(), r#type: message.name.into(), id: message.key.into() };
@@ -549,6 +547,12 @@ impl Partition {
         self.next_seq - 1
     }
 
+    /// The position of an entry about to join the outbox, which changes the epoch.
+    fn outbox_seq(&mut self) -> u64 {
+        self.changed = true;
+        self.next_seq()
+    }
+
     /// A new message's deterministic id.
     fn next_id(&mut self) -> String {
         let seq = self.next_seq();
@@ -570,10 +574,9 @@ impl Partition {
             source,
             "dead letter: {reason}"
         );
-        let seq = self.next_seq();
+        let seq = self.outbox_seq();
         let letter = DeadLetter { address, reason, messages, at_ms: now_ms, source: source.to_owned(), raw };
         self.outbox.push_dead_letter(seq, letter);
-        self.changed = true;
     }
 
     /// Records that an address changed in this epoch (cloning it only the first time).
@@ -837,9 +840,8 @@ impl Partition {
                 return;
             }
         };
-        let seq = self.next_seq();
+        let seq = self.outbox_seq();
         self.outbox.push_egress(seq, record);
-        self.changed = true;
     }
 
     fn egress_record(&self, message: &EgressMessage) -> Result<EgressRecord, String> {
