@@ -340,16 +340,16 @@ impl Partition {
 
     /// Delivers a message from an ingress record. One for another partition is
     /// written to the outbox from its parts, without building its envelope.
-    pub fn deliver_ingress(&mut self, message: &IngressMessage<'_>, now_ms: i64) {
+    pub fn deliver_ingress(&mut self, message: IngressMessage<'_>, now_ms: i64) {
         let key_group = address::key_group_of(message.namespace, message.name, message.key);
         let partition = address::partition_of_key_group(key_group, self.partitions);
         if partition != self.id {
             let seq = self.outbox_seq();
-            self.outbox.push_ingress_exchange(seq, partition, message);
+            self.outbox.push_ingress_exchange(seq, partition, &message);
             return;
         }
         let target = Address { namespace: message.namespace.into(), r#type: message.name.into(), id: message.key.into() };
-        let argument = TypedValue { typename: message.typename.into(), has_value: true, value: message.value.to_vec() };
+        let argument = TypedValue { typename: message.typename.into(), has_value: true, value: message.value.into_owned() };
         let envelope = Envelope { target: Some(target), caller: None, argument: Some(argument), id: message.id.into() };
         self.deliver(envelope, now_ms);
     }

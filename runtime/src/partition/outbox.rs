@@ -9,6 +9,7 @@
 //! outbox and writes it in its checkpoint form (`EpochOutbox`); what is
 //! published where is the committer's.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use prost::Message;
@@ -59,7 +60,8 @@ pub struct IngressMessage<'a> {
     pub name: &'a str,
     pub key: &'a str,
     pub typename: &'a str,
-    pub value: &'a [u8],
+    /// Owned when the caller can give it up: a message kept in this partition then moves it.
+    pub value: Cow<'a, [u8]>,
     pub id: &'a str,
 }
 
@@ -103,7 +105,7 @@ impl Outbox {
         let target_len = bytes_field_len(ADDRESS_NAMESPACE, message.namespace)
             + bytes_field_len(ADDRESS_TYPE, message.name)
             + bytes_field_len(ADDRESS_ID, message.key);
-        let argument = TypedValueParts { typename: message.typename, has_value: true, value: message.value };
+        let argument = TypedValueParts { typename: message.typename, has_value: true, value: &message.value };
         let out = &mut self.envelopes;
         let start = out.len();
         put_header(out, ENVELOPE_TARGET, target_len);
@@ -253,7 +255,7 @@ mod tests {
 
     #[test]
     fn an_ingress_message_is_written_as_the_envelope_its_parts_make() {
-        let message = IngressMessage { namespace: "ns", name: "f", key: "k-1", typename: "t/v", value: b"\x08\x2a", id: "in/0/7" };
+        let message = IngressMessage { namespace: "ns", name: "f", key: "k-1", typename: "t/v", value: Cow::Borrowed(b"\x08\x2a"), id: "in/0/7" };
         let envelope = Envelope {
             target: Some(Address { namespace: "ns".into(), r#type: "f".into(), id: "k-1".into() }),
             caller: None,

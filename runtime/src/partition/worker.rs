@@ -9,6 +9,7 @@
 //! (resharding: see [`super::lineage`]); a shard read to its end is marked
 //! finished once the epoch recording its end is published.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -386,7 +387,11 @@ fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>
                 now,
             ),
             InputKind::Ingress { value_type, targets } => {
+                let mut data = record.data;
                 for (index, target) in targets.iter().enumerate() {
+                    // The last target may take the record's bytes; the others borrow them.
+                    let value =
+                        if index + 1 == targets.len() { Cow::Owned(std::mem::take(&mut data)) } else { Cow::Borrowed(&data[..]) };
                     let indexed;
                     let id = if targets.len() == 1 {
                         source.as_str()
@@ -399,10 +404,10 @@ fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>
                         name: &target.name,
                         key: &record.partition_key,
                         typename: value_type,
-                        value: &record.data,
+                        value,
                         id,
                     };
-                    partition.deliver_ingress(&message, now);
+                    partition.deliver_ingress(message, now);
                 }
             }
         }
