@@ -60,3 +60,62 @@ fn sigkill_mid_run_then_restart_matches_an_uninterrupted_run() {
     assert_eq!(report.results, reference.results, "the same result for every request");
     assert_eq!(report.state, reference.state, "the same carts and inventory levels");
 }
+
+/// A worker stopped right after it took the partitions over (a rolling deploy,
+/// a scale-in) commits, on its way out, an epoch the next owner recovers: a
+/// new owner's first commit is a snapshot on the stop path too, so every
+/// lease's chain in the checkpoint store starts with one.
+#[test]
+fn a_stop_right_after_a_take_over_leaves_a_history_the_next_owner_recovers() {
+    let server = FunctionServer::start(shopping_cart::functions());
+    let workload = cart::workload(4, 12, 11);
+    let (first, rest) = workload.orders.split_at(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let module = shopping_cart_module(dir.path(), server.addr.port());
+
+    let mut runtime = Runtime::start(&data, &module, &[]);
+    restock(&data, &module, &workload);
+    assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
+
+    // Takes every partition over, handles one order, and stops long before its commit interval is up.
+    let mut taker = Runtime::start(&data, &module, &["--commit-interval", "60s"]);
+    send_lines(&data, &module, "add-to-cart", &workload.order_records(first));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(taker.terminate().success(), "runtime log:\n{}", taker.log_text());
+    assert_eq!(workload.results(&data).len(), 1, "the order's result, published by the last commit of the stop");
+    assert_every_lease_starts_with_a_snapshot(&data.join("checkpoints"));
+
+    let mut next = Runtime::start(&data, &module, &[]);
+    send_lines(&data, &module, "add-to-cart", &workload.order_records(rest));
+    wait_for_all_results(&data, &workload);
+    assert!(next.terminate().success(), "runtime log:\n{}", next.log_text());
+    let report = cart::check(&data, &workload);
+    assert_eq!(report.redelivered, 0, "no result delivered twice");
+}
+
+/// In each partition's checkpoint objects, the earliest object of every lease is a snapshot.
+fn assert_every_lease_starts_with_a_snapshot(checkpoints: &Path) {
+    let mut partitions = 0;
+    for partition in std::fs::read_dir(checkpoints).expect("checkpoint directory").flatten() {
+        if !partition.file_name().to_string_lossy().starts_with("partition-") {
+            continue;
+        }
+        partitions += 1;
+        let mut names: Vec<String> = std::fs::read_dir(partition.path())
+            .expect("partition directory")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut leases_seen = std::collections::HashSet::new();
+        for name in names {
+            // epoch-<epoch>.lease-<lease>.<kind>.pb, sorted by epoch
+            let parts: Vec<&str> = name.split('.').collect();
+            if leases_seen.insert(parts[1].to_owned()) {
+                assert_eq!(parts[2], "snapshot", "{}: the first object of {} is {name}", partition.path().display(), parts[1]);
+            }
+        }
+    }
+    assert!(partitions > 0, "no partition committed anything under {}", checkpoints.display());
+}

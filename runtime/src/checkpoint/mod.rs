@@ -13,12 +13,19 @@
 //! object of the current owner, even for the same epoch. Recovery reads the
 //! manifest's snapshot, then every delta after it up to the committed epoch,
 //! all written under the manifest's lease (a new owner's first commit is a
-//! snapshot). Objects older than a committed snapshot are garbage. Recovery
+//! snapshot). A history written by earlier releases may break that rule (a
+//! stop right after a take-over committed a delta on top of the previous
+//! owner's chain): when the snapshot is not found under the manifest's lease,
+//! each epoch's object is found by listing instead, so such a history still
+//! recovers, and the new owner's first commit, a snapshot, mends it.
+//! Objects older than a committed snapshot are garbage. Recovery
 //! hands the history to a [`HistorySink`] one address entry at a time, the
 //! snapshot streamed from the store, so a large partition is never held twice.
 
 pub mod fs;
 pub mod s3;
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -78,10 +85,67 @@ pub fn object_key(partition: u32, epoch: u64, lease: u64, snapshot: bool) -> Str
     format!("{}epoch-{epoch:020}.lease-{lease:010}.{kind}.pb", partition_prefix(partition))
 }
 
+/// What an object key names, if it is one of ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectName {
+    pub epoch: u64,
+    pub lease: u64,
+    pub snapshot: bool,
+}
+
+impl ObjectName {
+    pub fn parse(key: &str) -> Option<Self> {
+        let name = key.rsplit('/').next()?;
+        let mut parts = name.split('.');
+        let epoch = parts.next()?.strip_prefix("epoch-")?.parse().ok()?;
+        let lease = parts.next()?.strip_prefix("lease-")?.parse().ok()?;
+        let snapshot = match parts.next()? {
+            "snapshot" => true,
+            "delta" => false,
+            _ => return None,
+        };
+        (parts.next() == Some("pb") && parts.next().is_none()).then_some(Self { epoch, lease, snapshot })
+    }
+}
+
 /// The epoch an object key names, if it is one of ours.
 pub fn epoch_of_key(key: &str) -> Option<u64> {
-    let name = key.rsplit('/').next()?;
-    name.strip_prefix("epoch-")?.split('.').next()?.parse().ok()
+    ObjectName::parse(key).map(|name| name.epoch)
+}
+
+/// Where each epoch of a committed history is stored.
+enum Chain {
+    /// Every object under the manifest's lease: the rule since a new owner's first commit is a snapshot.
+    ManifestLease,
+    /// Found by listing: for each epoch, the object of the right kind with
+    /// the highest lease not above the manifest's (a later lease starts from
+    /// the epoch the earlier one committed, so that is the committed one).
+    Listed(BTreeMap<u64, String>),
+}
+
+impl Chain {
+    async fn list(store: &dyn BlobStore, partition: u32, manifest: &PartitionManifest) -> Result<Self, CheckpointError> {
+        let mut chain: BTreeMap<u64, (u64, String)> = BTreeMap::new();
+        for key in store.list(&partition_prefix(partition)).await? {
+            let Some(name) = ObjectName::parse(&key) else { continue };
+            let wanted = name.epoch <= manifest.epoch
+                && name.epoch >= manifest.snapshot_epoch
+                && name.lease <= manifest.lease
+                && name.snapshot == (name.epoch == manifest.snapshot_epoch);
+            if wanted && chain.get(&name.epoch).is_none_or(|(lease, _)| *lease < name.lease) {
+                chain.insert(name.epoch, (name.lease, key));
+            }
+        }
+        Ok(Chain::Listed(chain.into_iter().map(|(epoch, (_, key))| (epoch, key)).collect()))
+    }
+
+    fn key(&self, partition: u32, manifest: &PartitionManifest, epoch: u64) -> String {
+        let expected = || object_key(partition, epoch, manifest.lease, epoch == manifest.snapshot_epoch);
+        match self {
+            Chain::ManifestLease => expected(),
+            Chain::Listed(keys) => keys.get(&epoch).cloned().unwrap_or_else(expected),
+        }
+    }
 }
 
 /// Where a replayed history goes, piece by piece: for each object, oldest
@@ -109,21 +173,30 @@ pub async fn replay_history(
     manifest: &PartitionManifest,
     sink: &mut dyn HistorySink,
 ) -> Result<(), CheckpointError> {
-    let key = |epoch: u64| object_key(partition, epoch, manifest.lease, epoch == manifest.snapshot_epoch);
     let first = manifest.snapshot_epoch.max(1);
     if first > manifest.epoch {
         return Ok(());
     }
-    let first_key = key(first);
+    let mut chain = Chain::ManifestLease;
+    let mut first_key = chain.key(partition, manifest, first);
     let mut parser = ObjectParser::new(partition, first, first == manifest.snapshot_epoch, sink);
-    let found = store.read(&first_key, &mut |chunk: &[u8]| parser.feed(chunk)).await?;
+    let mut found = store.read(&first_key, &mut |chunk: &[u8]| parser.feed(chunk)).await?;
+    if !found {
+        chain = Chain::list(store, partition, manifest).await?;
+        first_key = chain.key(partition, manifest, first);
+        found = store.read(&first_key, &mut |chunk: &[u8]| parser.feed(chunk)).await?;
+        if found {
+            tracing::warn!(partition, "the committed history spans leases (written by an earlier release); recovered from a listing");
+        }
+    }
     if !found {
         return Err(CheckpointError::Missing { partition, key: first_key });
     }
     parser.finish().map_err(|detail| CheckpointError::Corrupt { key: first_key.clone(), detail })?;
 
+    let chain = &chain;
     let fetch = |epoch: u64| async move {
-        let key = key(epoch);
+        let key = chain.key(partition, manifest, epoch);
         match store.get(&key).await? {
             Some(bytes) => Ok((epoch, key, bytes)),
             None => Err(CheckpointError::Missing { partition, key }),
@@ -375,6 +448,46 @@ mod tests {
         parser.feed(&bytes).expect("feeds");
         let elsewhere = parser.finish().expect_err("another partition's object");
         assert!(elsewhere.contains("holds partition 2 epoch 9"), "{elsewhere}");
+    }
+
+    /// A history as a stop right after a take-over used to commit it: the new
+    /// owner's delta (lease 2) on top of the previous owner's chain (lease 1),
+    /// beside objects no commit names (a fenced writer's, an owner's that never committed).
+    #[tokio::test]
+    async fn a_history_whose_last_delta_is_under_a_newer_lease_replays_from_a_listing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = fs::FsBlobStore::new(dir.path());
+        let put = |epoch: u64, lease: u64, snapshot: bool| {
+            let record = EpochRecord { partition: 2, epoch, snapshot, next_timer_id: lease, ..Default::default() };
+            let key = object_key(2, epoch, lease, snapshot);
+            let store = &store;
+            async move { store.put(&key, record.encode_to_vec().into()).await.expect("put") }
+        };
+        put(1, 1, true).await;
+        put(2, 1, false).await;
+        put(3, 1, false).await; // the first owner's, fenced before it committed
+        put(3, 2, false).await;
+        put(4, 3, true).await; // a later owner's, never committed
+        let manifest = PartitionManifest { epoch: 3, snapshot_epoch: 1, lease: 2 };
+
+        let mut sink = Collected::default();
+        replay_history(&store, 2, &manifest, &mut sink).await.expect("the history replays");
+        assert_eq!(sink.epochs, [(1, true), (2, false), (3, false)]);
+        let leases: Vec<u64> = sink.records.iter().map(|r| r.next_timer_id).collect();
+        assert_eq!(leases, [1, 1, 2], "each epoch from the lease that committed it");
+
+        store.delete(&object_key(2, 2, 1, false)).await.expect("delete");
+        let missing = replay_history(&store, 2, &manifest, &mut Collected::default()).await.expect_err("a gap");
+        assert!(matches!(missing, CheckpointError::Missing { .. }), "{missing}");
+        assert!(missing.to_string().contains("epoch-00000000000000000002"), "names the missing epoch: {missing}");
+    }
+
+    #[test]
+    fn object_names_parse_back() {
+        let name = ObjectName::parse(&object_key(1, 77, 3, true));
+        assert_eq!(name, Some(ObjectName { epoch: 77, lease: 3, snapshot: true }));
+        assert_eq!(ObjectName::parse("partition-00001/epoch-1.lease-2.other.pb"), None);
+        assert_eq!(ObjectName::parse("partition-00001/epoch-1.lease-x.delta.pb"), None);
     }
 
     #[test]

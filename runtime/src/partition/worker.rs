@@ -11,9 +11,11 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use prost::Message;
 use statefun_proto::internal::ExchangeBatch;
 use statefun_proto::reqreply::{Address, FromFunction};
@@ -163,13 +165,15 @@ impl PartitionWorker {
         // carries the same lease counter (see the checkpoint module).
         let mut sealing = Sealing { epochs_since_snapshot: settings.snapshot_every, ..Default::default() };
 
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<InvocationDone>();
+        // Owned here: a stop or hand-over cancels what is in flight, so an address is
+        // never invoked by this worker while its next owner re-sends the same batch.
+        let mut invocations: JoinSet<InvocationDone> = JoinSet::new();
         let mut commit_tick = tokio::time::interval(settings.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep_tick = tokio::time::interval(settings.expiry_sweep);
 
         partition.resume(now_ms());
-        start_invocations(&mut partition, &invoker, &done_tx);
+        start_invocations(&mut partition, &invoker, &mut invocations);
         tracing::info!(partition = id, epoch = partition.epoch(), addresses = partition.address_count(), "partition running");
 
         let result = loop {
@@ -209,10 +213,14 @@ impl PartitionWorker {
                         }
                     }
                 }
-                Some(done) = done_rx.recv() => {
-                    let start = &mut |effects| spawn_invocations(effects, &invoker, &done_tx);
-                    partition.on_invocation_result_starting(&done.address, done.token, done.outcome, now_ms(), start);
-                }
+                Some(joined) = invocations.join_next() => match joined {
+                    Ok(done) => {
+                        let start = &mut |effects| spawn_invocations(effects, &invoker, &mut invocations);
+                        partition.on_invocation_result_starting(&done.address, done.token, done.outcome, now_ms(), start);
+                    }
+                    // Panics are caught in the task, and nothing aborts one task alone.
+                    Err(e) => tracing::error!(partition = id, "an invocation task ended without its result: {e}"),
+                },
                 _ = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
                     partition.fire_due_timers(now_ms());
                 }
@@ -231,8 +239,10 @@ impl PartitionWorker {
                         commit_tick.reset();
                     }
                 }
-                Some(event) = events_rx.recv() => match event {
-                    CommitterEvent::Published(epoch) => {
+                event = events_rx.recv() => match event {
+                    // The committer's task ended without saying why: it panicked.
+                    None => break Err(WorkerError::Failed { partition: id, reason: "the committer ended unexpectedly".into() }),
+                    Some(CommitterEvent::Published(epoch)) => {
                         partition.mark_published(epoch);
                         let (published, waiting) = sealing.ended_sealed.drain(..).partition(|(sealed, ..)| *sealed <= epoch);
                         sealing.ended_sealed = waiting;
@@ -246,8 +256,8 @@ impl PartitionWorker {
                             });
                         }
                     }
-                    CommitterEvent::Fenced(reason) => break Err(WorkerError::Fenced { partition: id, reason }),
-                    CommitterEvent::Failed(reason) => break Err(WorkerError::Failed { partition: id, reason }),
+                    Some(CommitterEvent::Fenced(reason)) => break Err(WorkerError::Fenced { partition: id, reason }),
+                    Some(CommitterEvent::Failed(reason)) => break Err(WorkerError::Failed { partition: id, reason }),
                 },
                 // Lost, or not renewed in time: stop at once, drop what is not committed.
                 _ = lease_revoked.changed() => {
@@ -255,8 +265,9 @@ impl PartitionWorker {
                 }
                 _ = shutdown.changed() => break Ok(()),
             }
-            start_invocations(&mut partition, &invoker, &done_tx);
+            start_invocations(&mut partition, &invoker, &mut invocations);
         };
+        invocations.abort_all();
 
         readers.abort_all();
         side_tasks.abort_all();
@@ -264,8 +275,8 @@ impl PartitionWorker {
             // Commit what was done; in-flight invocations are in the record and re-sent on restart.
             let last_commit = async {
                 if partition.has_changes() {
-                    let (record, outbox) = partition.seal(false);
-                    let _ = sealed_tx.send(Sealed { record, outbox }).await;
+                    // Sealed as every other epoch: a new owner's first is a snapshot on this path too.
+                    let _ = sealed_tx.send(sealing.seal(&mut partition, &settings)).await;
                 }
                 drop(sealed_tx);
                 committer_task.await
@@ -344,20 +355,33 @@ fn start_position(partition: &mut Partition, input: &Input) -> Position {
     Position::AtTimestamp(pinned)
 }
 
-fn start_invocations(partition: &mut Partition, invoker: &Arc<Invoker>, done: &mpsc::UnboundedSender<InvocationDone>) {
-    spawn_invocations(partition.take_effects(), invoker, done);
+fn start_invocations(partition: &mut Partition, invoker: &Arc<Invoker>, invocations: &mut JoinSet<InvocationDone>) {
+    spawn_invocations(partition.take_effects(), invoker, invocations);
 }
 
-fn spawn_invocations(effects: Vec<Effect>, invoker: &Arc<Invoker>, done: &mpsc::UnboundedSender<InvocationDone>) {
+/// Starts each invocation as a task of `invocations`. A panic in one becomes
+/// its failure (retried, then dead-lettered), so its address never waits forever.
+fn spawn_invocations(effects: Vec<Effect>, invoker: &Arc<Invoker>, invocations: &mut JoinSet<InvocationDone>) {
     for effect in effects {
         let Effect::Invoke { address, token, request } = effect;
         let invoker = invoker.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let outcome = invoker.invoke(&address, request).await;
-            let _ = done.send(InvocationDone { address, token, outcome });
+        invocations.spawn(async move {
+            let outcome = match AssertUnwindSafe(invoker.invoke(&address, request)).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(format!("the invocation panicked: {}", panic_message(panic.as_ref()))),
+            };
+            InvocationDone { address, token, outcome }
         });
     }
+}
+
+/// What a panic said, when it said it as text.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 /// Turns input records into messages (ingress) or accepts exchange batches.
