@@ -55,6 +55,38 @@ pub fn object_key(id: &str) -> String {
     format!("{OBJECT_PREFIX}{id}.pb")
 }
 
+/// How much of a letter's reason and source a stub keeps.
+const STUB_TEXT_BYTES: usize = 16 * 1024;
+/// A stub keeps the letter's address up to this size (an address is the function's choice).
+const STUB_ADDRESS_BYTES: usize = 64 * 1024;
+
+/// What the stream carries of a letter too large for one record: its address,
+/// reason, source and time, and the key of the object holding it whole.
+/// Bounded whatever the letter, so it always fits a record.
+pub fn stub(letter: &DeadLetter, stored_as: String, stored_bytes: usize) -> DeadLetter {
+    DeadLetter {
+        address: letter.address.clone().filter(|a| a.encoded_len() <= STUB_ADDRESS_BYTES),
+        reason: truncated(&letter.reason),
+        messages: Vec::new(),
+        at_ms: letter.at_ms,
+        source: truncated(&letter.source),
+        raw: Vec::new(),
+        stored_as,
+        stored_bytes: stored_bytes as u64,
+    }
+}
+
+fn truncated(text: &str) -> String {
+    if text.len() <= STUB_TEXT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = STUB_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
 /// A dead letter as read back, with where it was found.
 #[derive(Clone, Debug)]
 pub struct Stored {
@@ -64,9 +96,11 @@ pub struct Stored {
 }
 
 /// Every dead letter held by `destination`, oldest first; undecodable entries are reported as errors.
+/// A stub read from a stream is replaced by the whole letter from `blobs`.
 pub async fn read_all(
     destination: &Destination,
     log: &dyn LogStore,
+    blobs: &dyn BlobStore,
 ) -> anyhow::Result<Vec<Result<Stored, String>>> {
     let mut found = Vec::new();
     match destination {
@@ -81,11 +115,12 @@ pub async fn read_all(
                     position = next;
                     for record in records {
                         let id = record.id.clone().unwrap_or_else(|| format!("{}/{}", record.shard, record.sequence));
-                        found.push(
-                            DeadLetter::decode(record.data.as_slice())
-                                .map(|letter| Stored { id: id.clone(), letter })
-                                .map_err(|e| format!("{id}: not a dead letter record: {e}")),
-                        );
+                        let letter = match DeadLetter::decode(record.data.as_slice()) {
+                            Ok(letter) if !letter.stored_as.is_empty() => whole(blobs, &id, letter).await?,
+                            Ok(letter) => Ok(letter),
+                            Err(e) => Err(format!("{id}: not a dead letter record: {e}")),
+                        };
+                        found.push(letter.map(|letter| Stored { id, letter }));
                     }
                 }
             }
@@ -103,6 +138,14 @@ pub async fn read_all(
     }
     found.sort_by_key(|entry| entry.as_ref().map_or(i64::MIN, |s| s.letter.at_ms));
     Ok(found)
+}
+
+/// The whole letter a stub names.
+async fn whole(blobs: &dyn BlobStore, id: &str, stub: DeadLetter) -> anyhow::Result<Result<DeadLetter, String>> {
+    let Some(bytes) = blobs.get(&stub.stored_as).await? else {
+        return Ok(Err(format!("{id}: the whole letter, object {}, is missing (reason: {})", stub.stored_as, stub.reason)));
+    };
+    Ok(DeadLetter::decode(bytes.as_slice()).map_err(|e| format!("{id}: object {} is not a dead letter: {e}", stub.stored_as)))
 }
 
 /// Appends the messages of `letters` to the exchange shards of their targets'

@@ -1,7 +1,7 @@
 //! Bad input never crashes the runtime nor blocks other addresses: a malformed
-//! ingress record, a record without a key, an unknown function type and a
-//! function answering HTTP 500, garbage or too late each end as a dead letter with a
-//! clear reason, while the shopping cart keeps being served.
+//! ingress record, an unknown function type, a function answering HTTP 500,
+//! garbage or too late, and records at Kinesis' limits each end as a dead
+//! letter with a clear reason, while the shopping cart keeps being served.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -16,7 +16,7 @@ use prost::Message;
 use serde_json::{Value, json};
 use statefun_proto::reqreply::ToFunction;
 use statefun_proto::reqreply::to_function::Request;
-use statefun_runtime::log::{AppendRecord, LogStore, ShardChoice, local::LocalLogStore};
+use statefun_runtime::log::{AppendRecord, LogError, LogStore, MAX_RECORD_BYTES, ShardChoice, local::LocalLogStore};
 use statefun_tests::cart;
 use statefun_tests::{FunctionServer, Runtime, dead_letters_json, send_lines, shopping_cart_module, wait_until};
 
@@ -64,9 +64,13 @@ fn start_broken_endpoint() -> u16 {
 }
 
 fn append_raw(data_dir: &Path, stream: &str, key: &str, data: &[u8]) {
+    try_append_raw(data_dir, stream, key, data).expect("append");
+}
+
+fn try_append_raw(data_dir: &Path, stream: &str, key: &str, data: &[u8]) -> Result<(), LogError> {
     let log = LocalLogStore::new(data_dir);
     let record = AppendRecord { partition_key: key.into(), shard: ShardChoice::ByKey, data: data.to_vec(), id: None };
-    tokio::runtime::Runtime::new().expect("tokio").block_on(log.append(stream, &[record])).expect("append");
+    tokio::runtime::Runtime::new().expect("tokio").block_on(log.append(stream, &[record]))
 }
 
 fn letter_for<'a>(letters: &'a [Value], address: &str) -> &'a Value {
@@ -112,25 +116,20 @@ spec:
     wait_until(TIMEOUT, "restocks", || workload.restocks_applied(&data) == workload.restocks.len());
 
     append_raw(&data, "add-to-cart", "mallory", b"\xff\xff\xff not an AddToCart");
-    append_raw(&data, "add-to-cart", "", b"no key at all");
     send_lines(&data, &module, "bad-input", &[json!({"key": "x", "value": "hello"})]);
     send_lines(&data, &module, "add-to-cart", &workload.order_records(&workload.orders));
 
     wait_until(TIMEOUT, "every order's result", || cart::results(&data).len() >= workload.orders.len());
-    wait_until(TIMEOUT, "six dead letters", || dead_letters_json(&data).len() >= 6);
+    wait_until(TIMEOUT, "five dead letters", || dead_letters_json(&data).len() >= 5);
     assert!(runtime.terminate().success(), "the runtime survived; log:\n{}", runtime.log_text());
     assert_eq!(cart::check(&data, &workload).redelivered, 0);
 
     let letters = dead_letters_json(&data);
-    assert_eq!(letters.len(), 6, "{letters:#?}");
+    assert_eq!(letters.len(), 5, "{letters:#?}");
     let mallory = letter_for(&letters, "shoppingcart/cart/mallory");
     let reason = mallory["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("failed after 2 attempts") && reason.contains("HTTP 500"), "{reason}");
     assert_eq!(mallory["messages"].as_array().map(Vec::len), Some(1));
-
-    let keyless = letters.iter().find(|l| l["address"] == json!("")).expect("a dead letter for the keyless record");
-    assert!(keyless["reason"].as_str().unwrap_or_default().contains("empty partition key"), "{keyless}");
-    assert!(keyless["source"].as_str().unwrap_or_default().starts_with("add-to-cart/"), "{keyless}");
 
     let fail = letter_for(&letters, "bad/fail/x")["reason"].as_str().unwrap_or_default().to_owned();
     assert!(fail.contains("HTTP 500") && fail.contains("boom: the function crashed"), "{fail}");
@@ -140,4 +139,65 @@ spec:
     assert!(slow.contains("no answer within 300ms"), "{slow}");
     let unknown = letter_for(&letters, "nowhere/unknown/x")["reason"].as_str().unwrap_or_default().to_owned();
     assert!(unknown.contains("no endpoint serves function type nowhere/unknown"), "{unknown}");
+}
+
+/// Records at Kinesis' limits, which the local log enforces as Kinesis does:
+/// a 250-character key for a type no endpoint serves (its dead letter's key
+/// would be longer than Kinesis takes), and a record of 1 MiB for an address
+/// of another partition (its message is larger than an exchange record
+/// carries, so it is dead-lettered whole, stored beside its stub). Both end as
+/// dead letters, and the partitions that read them keep publishing.
+#[test]
+fn records_at_kinesis_limits_end_as_dead_letters_and_their_partitions_keep_publishing() {
+    let server = FunctionServer::start(shopping_cart::functions());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let module = shopping_cart_module(dir.path(), server.addr.port());
+    let extra = "---
+kind: io.statefun.kinesis.v1/ingress
+spec:
+  id: edge/ingress
+  startupPosition:
+    type: earliest
+  streams:
+    - stream: edge-input
+      valueType: io.statefun.types/string
+      targets: [nowhere/unknown]
+";
+    let text = std::fs::read_to_string(&module).expect("module") + extra;
+    std::fs::write(&module, text).expect("module");
+
+    let mut runtime = Runtime::start(&data, &module, &[]);
+    let workload = cart::workload(5, 30, 5);
+    send_lines(&data, &module, "restock", &workload.restock_records());
+    wait_until(TIMEOUT, "restocks", || workload.restocks_applied(&data) == workload.restocks.len());
+
+    let refused = try_append_raw(&data, "add-to-cart", "", b"no key").expect_err("Kinesis takes no empty key");
+    assert!(refused.to_string().contains("partition key must have 1 to 256 characters, has 0"), "{refused}");
+    let long_key = "k".repeat(250);
+    send_lines(&data, &module, "edge-input", &[json!({"key": long_key, "value": "hello"})]);
+    // 4 partitions, 4 local shards: shard i is read by partition i. A user whose cart lives elsewhere:
+    let user = (0..)
+        .map(|n| format!("big-{n}"))
+        .find(|user| {
+            let cart = statefun_proto::reqreply::Address { namespace: "shoppingcart".into(), r#type: "cart".into(), id: user.clone() };
+            statefun_runtime::address::shard_of_key(user, 4) != statefun_runtime::address::partition_of(&cart, 4)
+        })
+        .expect("some user");
+    append_raw(&data, "add-to-cart", &user, &vec![b'x'; MAX_RECORD_BYTES - user.len()]);
+    send_lines(&data, &module, "add-to-cart", &workload.order_records(&workload.orders));
+
+    wait_until(TIMEOUT, "every order's result", || cart::results(&data).len() >= workload.orders.len());
+    wait_until(TIMEOUT, "two dead letters", || dead_letters_json(&data).len() >= 2);
+    assert!(runtime.terminate().success(), "the runtime survived; log:\n{}", runtime.log_text());
+    assert_eq!(cart::check(&data, &workload).redelivered, 0);
+
+    let letters = dead_letters_json(&data);
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    let unknown = letter_for(&letters, &format!("nowhere/unknown/{long_key}"))["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(unknown.contains("no endpoint serves function type nowhere/unknown"), "{unknown}");
+    let big = letter_for(&letters, &format!("shoppingcart/cart/{user}"));
+    let reason = big["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("larger than an exchange record carries"), "{reason}");
+    assert_eq!(big["messages"].as_array().map(Vec::len), Some(1), "the message is kept whole: {big}");
 }

@@ -111,7 +111,7 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
         DeadLetterDestination::Stream => Destination::Stream(args.stream.clone()),
         DeadLetterDestination::Objects => Destination::Objects(backends.blobs.clone()),
     };
-    let entries = match dead_letters::read_all(&destination, backends.log.as_ref()).await {
+    let entries = match dead_letters::read_all(&destination, backends.log.as_ref(), backends.blobs.as_ref()).await {
         Ok(entries) => entries,
         // Nothing was ever dead-lettered.
         Err(e) if e.downcast_ref::<LogError>().is_some_and(|e| matches!(e, LogError::NoSuchStream { .. })) => Vec::new(),

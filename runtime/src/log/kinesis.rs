@@ -82,8 +82,6 @@ use crate::aws::{self, FailureKind};
 pub const MAX_RECORDS_PER_REQUEST: usize = 500;
 /// Bytes (data + partition keys) per `PutRecords` request.
 pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
-/// Bytes (data + partition key) per record.
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Rounds of re-sending refused records before an append fails.
 pub const PARTIAL_FAILURE_ROUNDS: u32 = 10;
 /// Kinesis allows 5 `GetRecords` calls per second and shard.
@@ -291,14 +289,8 @@ impl KinesisLogStore {
     /// Checks a record against Kinesis' limits and resolves its hash key.
     fn prepare(&self, stream: &str, record: &AppendRecord, shards: Option<&[ShardRange]>) -> Result<Pending, LogError> {
         let rejected = |detail: String| LogError::Rejected { stream: stream.to_owned(), detail };
-        let key_chars = record.partition_key.chars().count();
-        if !(1..=256).contains(&key_chars) {
-            return Err(rejected(format!("a partition key must have 1 to 256 characters, has {key_chars}")));
-        }
+        record.check().map_err(rejected)?;
         let size = record.data.len() + record.partition_key.len();
-        if size > MAX_RECORD_BYTES {
-            return Err(rejected(format!("a record of {size} bytes (data + partition key) exceeds Kinesis' 1 MiB")));
-        }
         let shards = shards.unwrap_or_default();
         let (hash_key, shard, exclusive) = match &record.shard {
             // Kinesis places a keyed record by the MD5 of its key: knowing the shard keeps a
@@ -721,10 +713,10 @@ mod tests {
     fn requests_stay_within_count_and_byte_limits() {
         let small = vec![(10, None); 1200];
         assert_eq!(request_len(small.iter().copied()), MAX_RECORDS_PER_REQUEST);
-        let big = [(MAX_RECORD_BYTES, None); 7];
+        let big = [(crate::log::MAX_RECORD_BYTES, None); 7];
         assert_eq!(request_len(big.iter().copied()), 5);
-        let mut mixed = vec![(MAX_RECORD_BYTES, None); 4];
-        mixed.extend([(10, None), (MAX_RECORD_BYTES, None)]);
+        let mut mixed = vec![(crate::log::MAX_RECORD_BYTES, None); 4];
+        mixed.extend([(10, None), (crate::log::MAX_RECORD_BYTES, None)]);
         assert_eq!(request_len(mixed.iter().copied()), 5);
         assert_eq!(request_len(std::iter::empty()), 1);
     }

@@ -311,6 +311,11 @@ impl LogStore for LocalLogStore {
     }
 
     fn append<'a>(&'a self, stream: &'a str, records: &'a [AppendRecord]) -> BoxFuture<'a, Result<(), LogError>> {
+        // Kinesis refuses such a request whole (a validation error): so does the local log.
+        if let Some((index, problem)) = records.iter().enumerate().find_map(|(i, r)| r.check().err().map(|e| (i, e))) {
+            let rejected = LogError::Rejected { stream: stream.to_owned(), detail: format!("record {index} of the append: {problem}") };
+            return Box::pin(async move { Err(rejected) });
+        }
         let name = stream.to_owned();
         let key = append_key(records);
         // Encoded here, from the borrowed records, so the blocking task needs no copy of them;

@@ -10,10 +10,12 @@
 mod leases;
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures_util::FutureExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -32,7 +34,7 @@ use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogSt
 use crate::partition::{Partition, restore};
 use crate::partition::lineage::IngressStream;
 use crate::partition::committer::{Committer, OutputStreams};
-use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings};
+use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings, panic_message};
 
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
@@ -287,7 +289,8 @@ async fn hold_leases(
                             let guard = Arc::new(LeaseGuard::new(started, leases.validity()));
                             let (stop, stopped) = watch::channel(false);
                             tracing::info!(partition, counter = lease.counter, "took the lease");
-                            running.spawn(run_partition(context.clone(), lease.clone(), guard.clone(), stopped));
+                            let task = run_partition(context.clone(), lease.clone(), guard.clone(), stopped);
+                            running.spawn(without_panics(partition, task));
                             held.insert(partition, Held { lease, guard, stop });
                         }
                         Ok(None) => tracing::debug!(partition, "another worker moved the lease first"),
@@ -409,6 +412,22 @@ async fn release(commits: &dyn CommitStore, lease: &Lease) {
     }
 }
 
+/// A partition task that panics fails like any other failure: its lease is
+/// released and the partition taken again after a rest (here or by another
+/// worker), instead of staying held and renewed with nothing running it.
+async fn without_panics(
+    partition: u32,
+    task: impl Future<Output = (u32, Result<(), WorkerError>)>,
+) -> (u32, Result<(), WorkerError>) {
+    match AssertUnwindSafe(task).catch_unwind().await {
+        Ok(ended) => ended,
+        Err(panic) => {
+            let reason = format!("the partition's task panicked: {}", panic_message(panic.as_ref()));
+            (partition, Err(WorkerError::Failed { partition, reason }))
+        }
+    }
+}
+
 /// Recovers a partition from its checkpoint and runs it until it stops.
 async fn run_partition(
     context: Arc<PartitionContext>,
@@ -456,3 +475,6 @@ async fn run_partition(
     };
     (id, worker.run(stop).await)
 }
+
+#[cfg(test)]
+mod tests;

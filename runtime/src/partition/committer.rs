@@ -160,65 +160,84 @@ impl Committer {
     }
 
     /// Publishes an outbox. Its epoch is committed, so transient errors are
-    /// retried until they pass; a permanent one stops the partition.
+    /// retried until they pass. An egress stream that refuses records for good
+    /// (no such stream, access denied) gets them dead-lettered instead; a
+    /// permanent error of the runtime's own streams stops the partition.
     async fn publish(&self, outbox: &Outbox) -> Result<(), CommitterEvent> {
-        let (exchange, egress, dead_letters) = self.split(outbox);
+        let (exchange, egress, mut dead_letters) = self.split(outbox);
         if !exchange.is_empty() {
             self.append(&self.streams.exchange, &exchange).await.map_err(|e| self.stop(e))?;
         }
-        let mut dead_letters = dead_letters;
         for (stream, records) in egress {
             match self.append(&stream, &records).await {
                 Ok(()) => {}
-                // A function named a stream that does not exist: its records become
-                // dead letters rather than blocking every later epoch of the partition.
-                Err(Undeliverable::NoSuchStream(reason)) => {
-                    dead_letters.extend(records.into_iter().map(|record| undeliverable(record, &reason)));
+                Err(Undeliverable::Refused(reason)) => {
+                    dead_letters.extend(records.into_iter().map(|record| undeliverable(record, &stream, &reason)));
                 }
                 Err(other) => return Err(self.stop(other)),
             }
         }
         if !dead_letters.is_empty() {
             match &self.streams.dead_letters {
-                Destination::Stream(stream) => self.append(stream, &dead_letters).await.map_err(|e| self.stop(e))?,
-                Destination::Objects(blobs) => self.put_objects(blobs.as_ref(), dead_letters).await?,
+                Destination::Stream(stream) => {
+                    self.store_oversized(&mut dead_letters).await?;
+                    self.append(stream, &dead_letters).await.map_err(|e| self.stop(e))?
+                }
+                Destination::Objects(blobs) => {
+                    for letter in dead_letters {
+                        let key = dead_letters::object_key(&letter_id(&letter, self.lease.partition));
+                        self.put_letter(blobs.as_ref(), &key, letter.data.into()).await?;
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// Writes dead letters as objects named by their deterministic ids (a re-publish rewrites them).
-    async fn put_objects(&self, blobs: &dyn BlobStore, letters: Vec<AppendRecord>) -> Result<(), CommitterEvent> {
-        for letter in letters {
-            let data = bytes::Bytes::from(letter.data);
-            let id = letter.id.unwrap_or_else(|| format!("p{}.unnamed", self.lease.partition));
-            let key = dead_letters::object_key(&id);
-            let mut delay = Duration::from_millis(50);
-            loop {
-                if !self.guard.is_valid() {
-                    return Err(self.lease_untrusted());
+    /// Letters too large for one stream record are stored whole in the
+    /// checkpoint store, under their deterministic ids; the stream carries a
+    /// stub that names the object (see [`dead_letters::stub`]).
+    async fn store_oversized(&self, letters: &mut [AppendRecord]) -> Result<(), CommitterEvent> {
+        for record in letters.iter_mut().filter(|record| record.check().is_err()) {
+            let key = dead_letters::object_key(&letter_id(record, self.lease.partition));
+            let whole = std::mem::take(&mut record.data);
+            let size = whole.len();
+            // Our own encoding: it decodes; were it not to, the stub still names the object.
+            let letter = DeadLetter::decode(whole.as_slice()).unwrap_or_default();
+            self.put_letter(self.blobs.as_ref(), &key, whole.into()).await?;
+            record.data = dead_letters::stub(&letter, key, size).encode_to_vec();
+        }
+        Ok(())
+    }
+
+    /// Writes a dead letter object (a re-publish rewrites the same object).
+    async fn put_letter(&self, blobs: &dyn BlobStore, key: &str, data: bytes::Bytes) -> Result<(), CommitterEvent> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            if !self.guard.is_valid() {
+                return Err(self.lease_untrusted());
+            }
+            match blobs.put(key, data.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if !e.is_retryable() => {
+                    let partition = self.lease.partition;
+                    return Err(CommitterEvent::Failed(format!("partition {partition}: writing dead letter {key}: {e}")));
                 }
-                match blobs.put(&key, data.clone()).await {
-                    Ok(()) => break,
-                    Err(e) if !e.is_retryable() => {
-                        let partition = self.lease.partition;
-                        return Err(CommitterEvent::Failed(format!("partition {partition}: writing dead letter {key}: {e}")));
-                    }
-                    Err(e) => {
-                        tracing::warn!("writing dead letter {key}: {e}; retrying in {delay:?}");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
+                Err(e) => {
+                    tracing::warn!("writing dead letter {key}: {e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        Ok(())
     }
 
     fn stop(&self, undeliverable: Undeliverable) -> CommitterEvent {
         match undeliverable {
             Undeliverable::LeaseUntrusted => self.lease_untrusted(),
-            Undeliverable::NoSuchStream(reason) | Undeliverable::Other(reason) => CommitterEvent::Failed(reason),
+            Undeliverable::Refused(reason) => {
+                CommitterEvent::Failed(format!("partition {}: publishing failed for good: {reason}", self.lease.partition))
+            }
         }
     }
 
@@ -240,11 +259,7 @@ impl Committer {
             };
             match outcome {
                 Ok(()) => return Ok(()),
-                Err(e @ LogError::NoSuchStream { .. }) => return Err(Undeliverable::NoSuchStream(e.to_string())),
-                Err(e) if !e.is_retryable() => {
-                    let reason = format!("partition {}: publishing to {stream} failed for good: {e}", self.lease.partition);
-                    return Err(Undeliverable::Other(reason));
-                }
+                Err(e) if !e.is_retryable() => return Err(Undeliverable::Refused(e.to_string())),
                 Err(e) => {
                     tracing::warn!("publishing to {stream}: {e}; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
@@ -307,21 +322,25 @@ impl Committer {
 
 /// Why records could not be appended, for good.
 enum Undeliverable {
-    NoSuchStream(String),
-    Other(String),
+    /// The stream refused them, and would again (it does not exist, access is denied).
+    Refused(String),
     /// The lease may no longer be trusted: publish nothing more.
     LeaseUntrusted,
 }
 
-/// The dead letter for an egress record whose stream does not exist (same deterministic id).
-fn undeliverable(record: AppendRecord, reason: &str) -> AppendRecord {
+/// A dead letter's deterministic id (every outbox entry has one).
+fn letter_id(letter: &AppendRecord, partition: u32) -> String {
+    letter.id.clone().unwrap_or_else(|| format!("p{partition}.unnamed"))
+}
+
+/// The dead letter for an egress record its stream refused for good (same deterministic id).
+fn undeliverable(record: AppendRecord, stream: &str, reason: &str) -> AppendRecord {
     let letter = DeadLetter {
-        address: None,
         reason: format!("egress record not delivered: {reason}"),
-        messages: Vec::new(),
         at_ms: crate::now_ms(),
-        source: format!("egress, partition key `{}`", record.partition_key),
+        source: format!("egress to stream `{stream}`, partition key `{}`", record.partition_key),
         raw: record.data,
+        ..Default::default()
     };
     AppendRecord {
         partition_key: dead_letter_key(&letter),
@@ -331,11 +350,12 @@ fn undeliverable(record: AppendRecord, reason: &str) -> AppendRecord {
     }
 }
 
-/// The address, else the source, else a fixed word: a stream record needs a key.
+/// The address, else the source, else a fixed word: a stream record needs a
+/// key, of at most 256 characters (a longer one is hashed; the letter holds it whole).
 fn dead_letter_key(letter: &DeadLetter) -> String {
     match (&letter.address, letter.source.is_empty()) {
-        (Some(address), _) => crate::address::display(address),
-        (None, false) => letter.source.clone(),
+        (Some(address), _) => crate::log::bounded_key(&crate::address::display(address)),
+        (None, false) => crate::log::bounded_key(&letter.source),
         (None, true) => "unroutable".to_owned(),
     }
 }

@@ -12,6 +12,13 @@ use super::wire::{delimited_len, put_header, put_varint, varint_len};
 /// Exchange batches are cut to stay well under Kinesis' 1 MB record limit.
 pub const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
 
+/// The largest message (encoded `Envelope`) an exchange record carries: a
+/// batch of it alone, with the batch's framing (at most 40 bytes: source,
+/// epoch, the message's seq and length prefixes) and the record's partition
+/// key (`partition-<n>`, at most 14 bytes), stays within a Kinesis record.
+/// A larger message is dead-lettered where it is made.
+pub const MAX_ENVELOPE_BYTES: usize = crate::log::MAX_RECORD_BYTES - 64;
+
 /// `ExchangeBatch` field numbers (internal.proto).
 const BATCH_SOURCE_PARTITION: u32 = 1;
 const BATCH_EPOCH: u32 = 2;
@@ -140,5 +147,19 @@ mod tests {
         let mut alone = ExchangeBatches::new(0, 0);
         alone.push(0, 1, &envelope("huge", MAX_EXCHANGE_RECORD_BYTES).encode_to_vec());
         assert_eq!(alone.finish().len(), 1);
+    }
+
+    #[test]
+    fn the_largest_message_makes_a_record_kinesis_takes_with_the_longest_framing() {
+        let mut envelope = envelope("m", MAX_ENVELOPE_BYTES);
+        while envelope.encoded_len() > MAX_ENVELOPE_BYTES {
+            envelope.argument.as_mut().expect("argument").value.pop();
+        }
+        let encoded = envelope.encode_to_vec();
+        assert!(encoded.len() <= MAX_ENVELOPE_BYTES && encoded.len() > MAX_ENVELOPE_BYTES - 8, "{}", encoded.len());
+        let mut batches = ExchangeBatches::new(4095, u64::MAX);
+        batches.push(4095, u64::MAX, &encoded);
+        let [(_, _, record)] = batches.finish().try_into().expect("one record");
+        crate::log::check_record("partition-4095", record.len(), None).expect("within Kinesis' limits");
     }
 }

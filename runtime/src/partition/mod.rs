@@ -40,7 +40,7 @@ use statefun_proto::reqreply::from_function::{
     persisted_value_mutation::MutationType,
 };
 use statefun_proto::reqreply::to_function::{self, InvocationBatchRequest, PersistedValue};
-use statefun_proto::reqreply::{Address, FromFunction, ToFunction, TypedValue};
+use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
 use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
@@ -151,8 +151,6 @@ pub struct CorruptHistory {
 
 /// How many times a function may answer `incomplete_invocation_context` for one batch.
 const MAX_NEGOTIATION_ROUNDS: u32 = 3;
-/// A Kinesis record's data limit.
-const MAX_EGRESS_RECORD_BYTES: usize = 1024 * 1024;
 /// Protobuf framing per message, added to the encoded sizes when cutting batches.
 const PER_MESSAGE_OVERHEAD: usize = 16;
 
@@ -317,7 +315,9 @@ impl Partition {
         let partition = address::partition_of(target, self.partitions);
         if partition != self.id {
             let seq = self.outbox_seq();
-            self.outbox.push_exchange(seq, partition, &envelope);
+            if let Err(size) = self.outbox.push_exchange(seq, partition, &envelope) {
+                self.dead_letter_whole(outbox::too_large_for_exchange(envelope, size, partition, now_ms));
+            }
             return;
         }
         if self.limits_of(target).is_none() {
@@ -345,13 +345,13 @@ impl Partition {
         let partition = address::partition_of_key_group(key_group, self.partitions);
         if partition != self.id {
             let seq = self.outbox_seq();
-            self.outbox.push_ingress_exchange(seq, partition, &message);
+            if let Err(size) = self.outbox.push_ingress_exchange(seq, partition, &message) {
+                let envelope = message.into_envelope();
+                self.dead_letter_whole(outbox::too_large_for_exchange(envelope, size, partition, now_ms));
+            }
             return;
         }
-        let target = Address { namespace: message.namespace.into(), r#type: message.name.into(), id: message.key.into() };
-        let argument = TypedValue { typename: message.typename.into(), has_value: true, value: message.value.into_owned() };
-        let envelope = Envelope { target: Some(target), caller: None, argument: Some(argument), id: message.id.into() };
-        self.deliver(envelope, now_ms);
+        self.deliver(message.into_envelope(), now_ms);
     }
 
     /// Accepts a batch from another partition, dropping what was already accepted.
@@ -568,14 +568,19 @@ impl Partition {
         raw: Vec<u8>,
         now_ms: i64,
     ) {
+        let letter = DeadLetter { address, reason, messages, at_ms: now_ms, source: source.to_owned(), raw, ..Default::default() };
+        self.dead_letter_whole(letter);
+    }
+
+    fn dead_letter_whole(&mut self, letter: DeadLetter) {
         tracing::warn!(
-            address = address.as_ref().map(address::display).unwrap_or_default(),
-            messages = messages.len(),
-            source,
-            "dead letter: {reason}"
+            address = letter.address.as_ref().map(address::display).unwrap_or_default(),
+            messages = letter.messages.len(),
+            source = letter.source,
+            "dead letter: {}",
+            letter.reason
         );
         let seq = self.outbox_seq();
-        let letter = DeadLetter { address, reason, messages, at_ms: now_ms, source: source.to_owned(), raw };
         self.outbox.push_dead_letter(seq, letter);
     }
 
@@ -867,23 +872,9 @@ impl Partition {
         if self.catalog.is_internal_stream(&record.stream) {
             return Err(format!("egress {id}: stream `{}` belongs to the runtime itself", record.stream));
         }
-        if record.partition_key.is_empty() || record.partition_key.chars().count() > 256 {
-            return Err(format!(
-                "egress {id}: KinesisEgressRecord.partition_key must have 1 to 256 characters, has {}",
-                record.partition_key.chars().count()
-            ));
-        }
-        if !record.explicit_hash_key.is_empty() && record.explicit_hash_key.parse::<u128>().is_err() {
-            return Err(format!(
-                "egress {id}: KinesisEgressRecord.explicit_hash_key `{}` is not a decimal number from 0 to 2^128-1",
-                record.explicit_hash_key
-            ));
-        }
-        if record.value_bytes.len() + record.partition_key.len() > MAX_EGRESS_RECORD_BYTES {
-            return Err(format!(
-                "egress {id}: record of {} bytes (with its partition key) exceeds the 1 MiB limit of a Kinesis record",
-                record.value_bytes.len() + record.partition_key.len()
-            ));
+        let hash_key = Some(record.explicit_hash_key.as_str()).filter(|k| !k.is_empty());
+        if let Err(e) = crate::log::check_record(&record.partition_key, record.value_bytes.len(), hash_key) {
+            return Err(format!("egress {id}: KinesisEgressRecord: {e}"));
         }
         Ok(EgressRecord {
             // Never read back: not worth a copy per record.

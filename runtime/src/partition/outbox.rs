@@ -15,7 +15,9 @@ use std::ops::Range;
 use prost::Message;
 use prost::encoding::message;
 use statefun_proto::internal::{DeadLetter, EgressRecord, Envelope, EpochOutbox, outbox_entry};
+use statefun_proto::reqreply::{Address, TypedValue};
 
+use super::exchange_batches::MAX_ENVELOPE_BYTES;
 use super::wire::{TypedValueParts, bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
 
 /// `EpochOutbox` field numbers (internal.proto).
@@ -65,6 +67,29 @@ pub struct IngressMessage<'a> {
     pub id: &'a str,
 }
 
+/// The dead letter of a message too large for an exchange record (`size` bytes encoded).
+pub fn too_large_for_exchange(envelope: Envelope, size: usize, partition: u32, at_ms: i64) -> DeadLetter {
+    DeadLetter {
+        address: envelope.target.clone(),
+        reason: format!(
+            "message of {size} bytes for partition {partition} is larger than an exchange record carries \
+             ({MAX_ENVELOPE_BYTES} bytes); it is kept whole in this dead letter"
+        ),
+        messages: vec![envelope],
+        at_ms,
+        ..Default::default()
+    }
+}
+
+impl IngressMessage<'_> {
+    /// The envelope its parts make.
+    pub fn into_envelope(self) -> Envelope {
+        let target = Address { namespace: self.namespace.into(), r#type: self.name.into(), id: self.key.into() };
+        let argument = TypedValue { typename: self.typename.into(), has_value: true, value: self.value.into_owned() };
+        Envelope { target: Some(target), caller: None, argument: Some(argument), id: self.id.into() }
+    }
+}
+
 /// An outbox entry, as the committer publishes it.
 pub enum Item<'a> {
     /// A message for another partition, as an encoded `Envelope`.
@@ -93,15 +118,17 @@ impl Outbox {
         self.entries.is_empty()
     }
 
-    pub fn push_exchange(&mut self, seq: u64, partition: u32, envelope: &Envelope) {
+    /// Adds a message for another partition. `Err` with the envelope's size
+    /// when it is larger than an exchange record carries: nothing is added.
+    pub fn push_exchange(&mut self, seq: u64, partition: u32, envelope: &Envelope) -> Result<(), usize> {
         let start = self.envelopes.len();
         envelope.encode_raw(&mut self.envelopes);
-        self.entries.push((seq, Entry::Exchange { partition, bytes: start..self.envelopes.len() }));
+        self.close_exchange(seq, partition, start)
     }
 
     /// Adds a message from an ingress for another partition, written as
-    /// [`Outbox::push_exchange`] writes the envelope its parts make.
-    pub fn push_ingress_exchange(&mut self, seq: u64, partition: u32, message: &IngressMessage<'_>) {
+    /// [`Outbox::push_exchange`] writes the envelope its parts make (and refused as it refuses one).
+    pub fn push_ingress_exchange(&mut self, seq: u64, partition: u32, message: &IngressMessage<'_>) -> Result<(), usize> {
         let target_len = bytes_field_len(ADDRESS_NAMESPACE, message.namespace)
             + bytes_field_len(ADDRESS_TYPE, message.name)
             + bytes_field_len(ADDRESS_ID, message.key);
@@ -114,7 +141,18 @@ impl Outbox {
         put_bytes(out, ADDRESS_ID, message.key);
         argument.put_field(out, ENVELOPE_ARGUMENT);
         put_bytes(out, ENVELOPE_ID, message.id);
+        self.close_exchange(seq, partition, start)
+    }
+
+    /// Keeps the envelope written from `start` on as an entry, if an exchange record can carry it.
+    fn close_exchange(&mut self, seq: u64, partition: u32, start: usize) -> Result<(), usize> {
+        let len = self.envelopes.len() - start;
+        if len > MAX_ENVELOPE_BYTES {
+            self.envelopes.truncate(start);
+            return Err(len);
+        }
         self.entries.push((seq, Entry::Exchange { partition, bytes: start..self.envelopes.len() }));
+        Ok(())
     }
 
     pub fn push_egress(&mut self, seq: u64, record: EgressRecord) {
@@ -178,7 +216,12 @@ impl Outbox {
         for entry in record.entries {
             match entry.entry {
                 Some(outbox_entry::Entry::Exchange(envelope)) => {
-                    outbox.push_exchange(entry.seq, partition_of(&envelope), &envelope)
+                    // Earlier releases let such a message in, and its epoch could never be published.
+                    let partition = partition_of(&envelope);
+                    if let Err(size) = outbox.push_exchange(entry.seq, partition, &envelope) {
+                        let letter = too_large_for_exchange(envelope, size, partition, crate::now_ms());
+                        outbox.push_dead_letter(entry.seq, letter);
+                    }
                 }
                 Some(outbox_entry::Entry::Egress(record)) => outbox.push_egress(entry.seq, record),
                 Some(outbox_entry::Entry::DeadLetter(letter)) => outbox.push_dead_letter(entry.seq, letter),
@@ -203,7 +246,7 @@ impl Outbox {
 mod tests {
     use super::*;
     use statefun_proto::internal::{EpochRecord, OutboxEntry};
-    use statefun_proto::reqreply::{Address, TypedValue};
+
 
     fn envelope(id: &str) -> Envelope {
         Envelope {
@@ -263,8 +306,8 @@ mod tests {
             id: "in/0/7".into(),
         };
         let (mut from_parts, mut from_envelope) = (Outbox::default(), Outbox::default());
-        from_parts.push_ingress_exchange(4, 2, &message);
-        from_envelope.push_exchange(4, 2, &envelope);
+        from_parts.push_ingress_exchange(4, 2, &message).expect("fits");
+        from_envelope.push_exchange(4, 2, &envelope).expect("fits");
         let bytes = |o: &Outbox| match o.items().next() {
             Some((4, Item::Exchange { partition: 2, envelope })) => envelope.to_vec(),
             _ => panic!("one exchange entry"),

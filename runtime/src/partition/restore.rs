@@ -27,6 +27,9 @@ pub async fn recover(
     Ok(restorer.finish())
 }
 
+/// The most addresses reserved for on a snapshot's count alone.
+const MAX_RESERVED_ENTRIES: usize = 1 << 22;
+
 pub struct Restorer {
     partition: Partition,
     outboxes: Vec<EpochOutbox>,
@@ -67,9 +70,12 @@ impl HistorySink for Restorer {
 
     fn expect_entries(&mut self, count: usize) {
         // Exactly, for the snapshot that fills an empty table; a delta's entries
-        // are mostly addresses already there, and new ones grow it as usual.
+        // are mostly addresses already there, and new ones grow it as usual. The
+        // count is read from a file: a claim, not a fact, so only so much is
+        // reserved on its word (a corrupt count must not take the memory, or
+        // overflow the table's capacity); a larger table grows as entries come.
         if self.partition.addresses.len() == 0 {
-            self.partition.addresses.reserve(count);
+            self.partition.addresses.reserve(count.min(MAX_RESERVED_ENTRIES));
         }
     }
 
@@ -158,5 +164,19 @@ mod tests {
         let broken = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.err().map(|e| e.to_string());
         let named = broken.is_some_and(|e| e.contains("epoch-00000000000000000002") && e.contains("corrupt"));
         assert!(named, "a damaged delta is named");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_whose_count_is_corrupt_recovers_what_it_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::new(dir.path());
+        // A count that claims 2^40 addresses, then one address entry (the record's field 4).
+        let record = EpochRecord { partition: 0, epoch: 1, snapshot: true, address_count: 1 << 40, ..Default::default() };
+        let mut bytes = prost::Message::encode_to_vec(&record);
+        prost::encoding::message::encode(4, &entry(3, 9), &mut bytes);
+        store.put(&object_key(0, 1, 7, true), bytes.into()).await.expect("put snapshot");
+        let manifest = PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 7 };
+        let p = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.expect("recovers");
+        assert_eq!(p.address_count(), 1);
     }
 }

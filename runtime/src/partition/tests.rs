@@ -405,9 +405,9 @@ fn egress_records_go_to_the_outbox_and_bad_ones_are_dead_lettered() {
     assert!(matches!(&entries[0], outbox_entry::Entry::Egress(e) if e.stream == "out" && e.data == b"v" && e.partition_key == "k"));
     assert!(matches!(&entries[1], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("egress test/nope is not declared")));
     assert!(matches!(&entries[2], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("invalid stream name `no spaces allowed`")));
-    assert!(matches!(&entries[3], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("partition_key must have 1 to 256 characters")));
+    assert!(matches!(&entries[3], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("partition key must have 1 to 256 characters")));
     assert!(matches!(&entries[4], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("belongs to the runtime itself")));
-    assert!(matches!(&entries[5], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("explicit_hash_key `-1` is not a decimal number")));
+    assert!(matches!(&entries[5], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("explicit hash key `-1` is not a decimal number")));
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! The lease loop of one process, on the local backends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use prost::Message as _;
+use statefun_proto::internal::{EpochRecord, PartitionManifest};
+
+use super::*;
+use crate::checkpoint::{CheckpointError, ChunkSink, object_key};
+use crate::log::BoxFuture;
+
+/// The local checkpoint store, except that the first read of a partition's object panics.
+struct PanicsOnce {
+    inner: FsBlobStore,
+    panicked: AtomicBool,
+}
+
+impl BlobStore for PanicsOnce {
+    fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        self.inner.put(key, data)
+    }
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, CheckpointError>> {
+        self.inner.get(key)
+    }
+    fn read<'a>(&'a self, key: &'a str, sink: &'a mut ChunkSink<'_>) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        if key.starts_with("partition-") && !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("injected: a bug met while reading {key}");
+        }
+        self.inner.read(key, sink)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        self.inner.delete(key)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, CheckpointError>> {
+        self.inner.list(prefix)
+    }
+}
+
+fn settings() -> NodeSettings {
+    NodeSettings {
+        partitions: 1,
+        owner: "this-worker".into(),
+        exchange_stream: "exchange".into(),
+        dead_letter_stream: "dead-letters".into(),
+        dead_letters_as_objects: false,
+        stream_shards: 1,
+        worker: WorkerSettings {
+            commit_interval: Duration::from_millis(50),
+            snapshot_every: 10,
+            max_queued: 1000,
+            max_epoch_entries: 1000,
+            poll_interval: Duration::from_millis(10),
+            read_batch: 100,
+            expiry_sweep: Duration::from_secs(1),
+            shard_discovery: Duration::from_secs(10),
+        },
+        retry: RetryPolicy::default(),
+        leases: LeaseSettings { renew_every: Duration::from_millis(100), failover: Duration::from_secs(2), take_over_at_once: true },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_task_panics_gives_its_lease_up_and_is_taken_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+    // A committed history, so that taking the partition reads a checkpoint object.
+    let earlier = commits.acquire(0, "an-earlier-worker").await.expect("acquire");
+    let record = EpochRecord { partition: 0, epoch: 1, snapshot: true, ..Default::default() };
+    let blobs = FsBlobStore::new(dir.path());
+    blobs.put(&object_key(0, 1, earlier.counter, true), record.encode_to_vec().into()).await.expect("put");
+    let manifest = PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: earlier.counter };
+    commits.commit(&earlier, 0, manifest).await.expect("commit");
+    commits.release(&earlier).await.expect("release");
+
+    let backends = Backends {
+        log: Arc::new(LocalLogStore::new(dir.path())),
+        blobs: Arc::new(PanicsOnce { inner: blobs, panicked: AtomicBool::new(false) }),
+        commits: commits.clone(),
+        lambda: None,
+        create_streams: true,
+    };
+    let module = ModuleConfig::parse(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: http://127.0.0.1:9/{function.name}\n",
+        "module.yaml",
+    )
+    .expect("module");
+    let (stop, shutdown) = watch::channel(false);
+    let node = tokio::spawn(run(module, settings(), backends, shutdown));
+
+    // Taken (counter + 1), panicked while recovering, released, taken again after a rest (counter + 2).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let record = commits.lease(0).await.expect("lease record").expect("taken");
+        if record.counter >= earlier.counter + 2 && record.owner == "this-worker" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the partition was not taken again after its task panicked: {record:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
+    assert!(commits.lease(0).await.expect("lease record").is_some_and(|r| r.is_free()), "released on shutdown");
+}
