@@ -274,7 +274,7 @@ async fn hold_leases(
 
         let now = Instant::now();
         resting.retain(|_, until| *until > now);
-        let Some(records) = read_leases(&commits, context.partitions).await else { continue };
+        let Some(records) = read_leases(&commits, context.partitions, leases.renew_every).await else { continue };
         for (partition, record) in records.iter().enumerate() {
             table.observe(partition as u32, record.as_ref(), now);
         }
@@ -342,16 +342,20 @@ async fn hold_leases(
     failure.map_or(Ok(()), Err)
 }
 
-/// Renews every held lease, all at once (one slow call must not delay the
-/// others past their deadlines): a rejected renewal revokes the partition's
-/// lease at once, a requested hand-over asks the partition to commit and stop.
+/// Renews every held lease, all at once, each call given one renewal
+/// interval: one slow call must not hold up this round, nor the next rounds
+/// of every other partition, past their deadlines (a late renewal that lands
+/// after all only bumps the heartbeat). A rejected renewal revokes the
+/// partition's lease at once, a requested hand-over asks the partition to
+/// commit and stop.
 async fn renew_all(commits: &Arc<dyn CommitStore>, held: &HashMap<u32, Held>, leases: &LeaseSettings) {
+    let renew_every = leases.renew_every;
     let mut renewals = JoinSet::new();
     for (&partition, holding) in held {
         let (commits, lease) = (commits.clone(), holding.lease.clone());
         renewals.spawn(async move {
             let started = Instant::now();
-            (partition, started, commits.renew(&lease).await)
+            (partition, started, within(renew_every, commits.renew(&lease)).await)
         });
     }
     while let Some(joined) = renewals.join_next().await {
@@ -380,11 +384,11 @@ async fn renew_all(commits: &Arc<dyn CommitStore>, held: &HashMap<u32, Held>, le
 }
 
 /// Every partition's lease record, read all at once; `None` if any read failed (the round is skipped).
-async fn read_leases(commits: &Arc<dyn CommitStore>, partitions: u32) -> Option<Vec<Option<Committed>>> {
+async fn read_leases(commits: &Arc<dyn CommitStore>, partitions: u32, limit: Duration) -> Option<Vec<Option<Committed>>> {
     let mut reads = JoinSet::new();
     for partition in 0..partitions {
         let commits = commits.clone();
-        reads.spawn(async move { (partition, commits.lease(partition).await) });
+        reads.spawn(async move { (partition, within(limit, commits.lease(partition)).await) });
     }
     let mut records = vec![None; partitions as usize];
     let mut complete = true;
@@ -402,6 +406,13 @@ async fn read_leases(commits: &Arc<dyn CommitStore>, partitions: u32) -> Option<
         }
     }
     complete.then_some(records)
+}
+
+/// A call to the commit store that gives up after `limit`.
+async fn within<T>(limit: Duration, call: impl Future<Output = Result<T, CommitError>>) -> Result<T, CommitError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(CommitError::Backend(format!("no answer within {limit:?}"))))
 }
 
 async fn release(commits: &dyn CommitStore, lease: &Lease) {

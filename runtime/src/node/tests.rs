@@ -8,6 +8,7 @@ use statefun_proto::internal::{EpochRecord, PartitionManifest};
 
 use super::*;
 use crate::checkpoint::{CheckpointError, ChunkSink, object_key};
+use crate::coordination::Committed;
 use crate::log::BoxFuture;
 
 /// The local checkpoint store, except that the first read of a partition's object panics.
@@ -101,4 +102,92 @@ async fn a_partition_whose_task_panics_gives_its_lease_up_and_is_taken_again() {
     stop.send_replace(true);
     node.await.expect("the node's task").expect("the node stops cleanly");
     assert!(commits.lease(0).await.expect("lease record").is_some_and(|r| r.is_free()), "released on shutdown");
+}
+
+/// The local commit store, except that renewing partition 0's lease never answers.
+struct HangingRenewal {
+    inner: LocalCommitStore,
+}
+
+impl CommitStore for HangingRenewal {
+    fn lease<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<Committed>, CommitError>> {
+        self.inner.lease(partition)
+    }
+    fn take<'a>(
+        &'a self,
+        partition: u32,
+        owner: &'a str,
+        seen: Option<&'a Committed>,
+    ) -> BoxFuture<'a, Result<Option<Lease>, CommitError>> {
+        self.inner.take(partition, owner, seen)
+    }
+    fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<crate::coordination::Renewal, CommitError>> {
+        if lease.partition == 0 {
+            return Box::pin(std::future::pending());
+        }
+        self.inner.renew(lease)
+    }
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), CommitError>> {
+        self.inner.release(lease)
+    }
+    fn request_handover<'a>(
+        &'a self,
+        partition: u32,
+        requester: &'a str,
+        seen: &'a Committed,
+    ) -> BoxFuture<'a, Result<(), CommitError>> {
+        self.inner.request_handover(partition, requester, seen)
+    }
+    fn commit<'a>(
+        &'a self,
+        lease: &'a Lease,
+        previous_epoch: u64,
+        manifest: PartitionManifest,
+    ) -> BoxFuture<'a, Result<(), CommitError>> {
+        self.inner.commit(lease, previous_epoch, manifest)
+    }
+    fn committed<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<Committed>, CommitError>> {
+        self.inner.committed(partition)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_never_answers_does_not_hold_up_the_other_partitions_renewals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let commits = Arc::new(HangingRenewal { inner: LocalCommitStore::open(dir.path()).expect("commit store") });
+    let backends = Backends {
+        log: Arc::new(LocalLogStore::new(dir.path())),
+        blobs: Arc::new(FsBlobStore::new(dir.path())),
+        commits: commits.clone(),
+        lambda: None,
+        create_streams: true,
+    };
+    let module = ModuleConfig::parse(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: http://127.0.0.1:9/{function.name}\n",
+        "module.yaml",
+    )
+    .expect("module");
+    let (stop, shutdown) = watch::channel(false);
+    let node = tokio::spawn(run(module, NodeSettings { partitions: 2, ..settings() }, backends, shutdown));
+
+    let heartbeat = |record: Option<Committed>| record.filter(|r| r.owner == "this-worker").map(|r| r.heartbeat);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(beat) = heartbeat(commits.lease(1).await.expect("lease record")) {
+            break beat;
+        }
+        assert!(Instant::now() < deadline, "partition 1 was never taken");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Renewed every 100 ms: ten renewals of partition 1 while partition 0's first renewal still hangs.
+    loop {
+        let beat = heartbeat(commits.lease(1).await.expect("lease record")).expect("still held");
+        if beat >= first + 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partition 1's heartbeat stood at {beat} (taken at {first})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
 }
