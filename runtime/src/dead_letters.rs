@@ -157,7 +157,7 @@ pub async fn reinject(
     letters: &[DeadLetter],
     now_ms: i64,
 ) -> anyhow::Result<usize> {
-    let mut batches = ExchangeBatches::new(REINJECTION_SOURCE, now_ms as u64);
+    let mut batches = ExchangeBatches::new(REINJECTION_SOURCE, 0, now_ms as u64);
     let mut count = 0;
     for envelope in letters.iter().flat_map(|l| l.messages.iter()) {
         let Some(target) = &envelope.target else { continue };

@@ -865,6 +865,7 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
                 streams: OutputStreams { exchange: "exchange".into(), dead_letters: statefun_runtime::dead_letters::Destination::Stream("dead-letters".into()), create_egress_streams: Some(1) },
                 committed_epoch: 1,
                 snapshot_epoch: 1,
+                incarnation: 1,
             };
             let (sealed, receiver) = tokio::sync::mpsc::channel(1);
             let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();

@@ -439,6 +439,25 @@ async fn without_panics(
     }
 }
 
+/// Refuses to begin a partition's history afresh when the checkpoint store
+/// shows it had one: an object of epoch 2 or later exists only once epoch 1
+/// was committed, so its commit record was lost (the table deleted or
+/// recreated). Starting from nothing would silently drop the partition's
+/// state. An object of epoch 1 alone may be a first epoch that was never
+/// committed, and does not count.
+async fn history_without_commit_record(blobs: &dyn BlobStore, partition: u32) -> Result<(), String> {
+    let keys = blobs.list(&checkpoint::partition_prefix(partition)).await.map_err(|e| format!("checking for a lost history: {e}"))?;
+    match keys.iter().find(|key| checkpoint::epoch_of_key(key).is_some_and(|epoch| epoch >= 2)) {
+        None => Ok(()),
+        Some(key) => Err(format!(
+            "partition {partition} has no commit record, but the checkpoint store holds its history ({key}): the commit \
+             record was lost (the table deleted or recreated?). Refusing to start it empty. Restore the record, or \
+             delete the objects under {} to start the partition empty on purpose",
+            checkpoint::partition_prefix(partition)
+        )),
+    }
+}
+
 /// Recovers a partition from its checkpoint and runs it until it stops.
 async fn run_partition(
     context: Arc<PartitionContext>,
@@ -450,12 +469,17 @@ async fn run_partition(
     let manifest = lease.manifest.unwrap_or_default();
     let catalog = context.catalog.clone();
     let recovered = match &lease.manifest {
-        Some(manifest) => restore::recover(context.blobs.as_ref(), id, context.partitions, catalog, manifest).await,
-        None => Ok(Partition::new(id, context.partitions, catalog, 1)),
+        Some(manifest) => restore::recover(context.blobs.as_ref(), id, context.partitions, catalog, manifest)
+            .await
+            .map_err(|e| format!("cannot recover: {e}")),
+        None => match history_without_commit_record(context.blobs.as_ref(), id).await {
+            Ok(()) => Ok(Partition::new(id, context.partitions, catalog, 1).with_incarnation(rand::random::<u64>().max(1))),
+            Err(refusal) => Err(refusal),
+        },
     };
     let partition = match recovered {
         Ok(partition) => partition,
-        Err(e) => return (id, Err(WorkerError::Failed { partition: id, reason: format!("cannot recover: {e}") })),
+        Err(reason) => return (id, Err(WorkerError::Failed { partition: id, reason })),
     };
     let committer = Committer {
         lease,
@@ -466,6 +490,7 @@ async fn run_partition(
         streams: context.streams.clone(),
         committed_epoch: manifest.epoch,
         snapshot_epoch: manifest.snapshot_epoch,
+        incarnation: partition.incarnation(),
     };
     let exchange = Input {
         stream: context.streams.exchange.clone(),

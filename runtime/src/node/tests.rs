@@ -191,3 +191,16 @@ async fn a_renewal_that_never_answers_does_not_hold_up_the_other_partitions_rene
     stop.send_replace(true);
     node.await.expect("the node's task").expect("the node stops cleanly");
 }
+
+#[tokio::test]
+async fn a_history_whose_commit_record_was_lost_is_refused_and_an_uncommitted_first_epoch_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::new(dir.path());
+    history_without_commit_record(&blobs, 3).await.expect("no objects: a new partition");
+    blobs.put(&object_key(3, 1, 1, true), Bytes::from_static(b"")).await.expect("put");
+    history_without_commit_record(&blobs, 3).await.expect("a first epoch may never have been committed");
+    blobs.put(&object_key(3, 2, 1, false), Bytes::from_static(b"")).await.expect("put");
+    let refusal = history_without_commit_record(&blobs, 3).await.expect_err("epoch 2 was written after epoch 1 committed");
+    assert!(refusal.contains("no commit record") && refusal.contains("epoch-00000000000000000002"), "{refusal}");
+    history_without_commit_record(&blobs, 2).await.expect("another partition's objects do not count");
+}

@@ -59,6 +59,8 @@ pub struct Committer {
     pub streams: OutputStreams,
     pub committed_epoch: u64,
     pub snapshot_epoch: u64,
+    /// The partition's history, named in its exchange batches.
+    pub incarnation: u64,
 }
 
 impl Committer {
@@ -273,7 +275,7 @@ impl Committer {
     fn split(&self, outbox: &Outbox) -> (Vec<AppendRecord>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
         let source = self.lease.partition;
         let id = |seq: u64| format!("p{source}.e{}.{seq}", outbox.epoch);
-        let mut exchange = ExchangeBatches::new(source, outbox.epoch);
+        let mut exchange = ExchangeBatches::new(source, self.incarnation, outbox.epoch);
         let mut egress: BTreeMap<String, Vec<AppendRecord>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
         for (seq, item) in outbox.items() {

@@ -13,8 +13,8 @@ use super::wire::{delimited_len, put_header, put_varint, varint_len};
 pub const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
 
 /// The largest message (encoded `Envelope`) an exchange record carries: a
-/// batch of it alone, with the batch's framing (at most 40 bytes: source,
-/// epoch, the message's seq and length prefixes) and the record's partition
+/// batch of it alone, with the batch's framing (at most 51 bytes: source,
+/// epoch, incarnation, the message's seq and length prefixes) and the record's partition
 /// key (`partition-<n>`, at most 14 bytes), stays within a Kinesis record.
 /// A larger message is dead-lettered where it is made.
 pub const MAX_ENVELOPE_BYTES: usize = crate::log::MAX_RECORD_BYTES - 64;
@@ -23,6 +23,7 @@ pub const MAX_ENVELOPE_BYTES: usize = crate::log::MAX_RECORD_BYTES - 64;
 const BATCH_SOURCE_PARTITION: u32 = 1;
 const BATCH_EPOCH: u32 = 2;
 const BATCH_MESSAGES: u32 = 3;
+const BATCH_INCARNATION: u32 = 4;
 /// `ExchangeMessage` field numbers.
 const MESSAGE_SEQ: u32 = 1;
 const MESSAGE_ENVELOPE: u32 = 2;
@@ -30,6 +31,7 @@ const MESSAGE_ENVELOPE: u32 = 2;
 /// The batches of one source partition and epoch, per target partition.
 pub struct ExchangeBatches {
     source_partition: u32,
+    incarnation: u64,
     epoch: u64,
     targets: BTreeMap<u32, Target>,
 }
@@ -43,8 +45,8 @@ struct Target {
 }
 
 impl ExchangeBatches {
-    pub fn new(source_partition: u32, epoch: u64) -> Self {
-        Self { source_partition, epoch, targets: BTreeMap::new() }
+    pub fn new(source_partition: u32, incarnation: u64, epoch: u64) -> Self {
+        Self { source_partition, incarnation, epoch, targets: BTreeMap::new() }
     }
 
     /// Adds a message (an encoded `Envelope`) for partition `target`; a batch
@@ -52,11 +54,12 @@ impl ExchangeBatches {
     pub fn push(&mut self, target: u32, seq: u64, envelope: &[u8]) {
         let message_len = varint_len(MESSAGE_SEQ, seq) + delimited_len(MESSAGE_ENVELOPE, envelope.len());
         let entry_len = delimited_len(BATCH_MESSAGES, message_len);
-        let (source, epoch) = (self.source_partition, self.epoch);
+        let (source, incarnation, epoch) = (self.source_partition, self.incarnation, self.epoch);
+        let header = || header(source, incarnation, epoch);
         let Target { done, open, count } =
-            self.targets.entry(target).or_insert_with(|| Target { done: Vec::new(), open: header(source, epoch), count: 0 });
+            self.targets.entry(target).or_insert_with(|| Target { done: Vec::new(), open: header(), count: 0 });
         if *count > 0 && open.len() + entry_len > MAX_EXCHANGE_RECORD_BYTES {
-            done.push(std::mem::replace(open, header(source, epoch)));
+            done.push(std::mem::replace(open, header()));
             *count = 0;
         }
         put_header(open, BATCH_MESSAGES, message_len);
@@ -78,10 +81,11 @@ impl ExchangeBatches {
 }
 
 /// A batch's own fields, before its messages (a decoder takes fields in any order).
-fn header(source_partition: u32, epoch: u64) -> Vec<u8> {
+fn header(source_partition: u32, incarnation: u64, epoch: u64) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(4096);
     put_varint(&mut bytes, BATCH_SOURCE_PARTITION, u64::from(source_partition));
     put_varint(&mut bytes, BATCH_EPOCH, epoch);
+    put_varint(&mut bytes, BATCH_INCARNATION, incarnation);
     bytes
 }
 
@@ -104,7 +108,7 @@ mod tests {
 
     #[test]
     fn batches_decode_to_what_was_pushed_per_target_in_order() {
-        let mut batches = ExchangeBatches::new(3, 42);
+        let mut batches = ExchangeBatches::new(3, 9, 42);
         let pushed = [(1, 0, envelope("a", 3)), (0, 5, envelope("b", 0)), (1, 6, envelope("c", 10))];
         for (target, seq, envelope) in &pushed {
             batches.push(*target, *seq, &envelope.encode_to_vec());
@@ -116,11 +120,11 @@ mod tests {
             .collect();
         let message = |seq: u64, e: &Envelope| ExchangeMessage { seq, envelope: Some(e.clone()) };
         let expected = [
-            (0, 0, ExchangeBatch { source_partition: 3, epoch: 42, messages: vec![message(5, &pushed[1].2)] }),
+            (0, 0, ExchangeBatch { source_partition: 3, epoch: 42, incarnation: 9, messages: vec![message(5, &pushed[1].2)] }),
             (
                 1,
                 0,
-                ExchangeBatch { source_partition: 3, epoch: 42, messages: vec![message(0, &pushed[0].2), message(6, &pushed[2].2)] },
+                ExchangeBatch { source_partition: 3, epoch: 42, incarnation: 9, messages: vec![message(0, &pushed[0].2), message(6, &pushed[2].2)] },
             ),
         ];
         assert_eq!(decoded, expected);
@@ -128,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_target_with_more_than_a_record_gets_several_batches_each_under_the_limit() {
-        let mut batches = ExchangeBatches::new(0, 0);
+        let mut batches = ExchangeBatches::new(0, 0, 0);
         let big = envelope("big", 100 * 1024);
         for seq in 1..=12 {
             batches.push(2, seq, &big.encode_to_vec());
@@ -144,7 +148,7 @@ mod tests {
         }
         assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
         // One message over the limit still travels, alone.
-        let mut alone = ExchangeBatches::new(0, 0);
+        let mut alone = ExchangeBatches::new(0, 0, 0);
         alone.push(0, 1, &envelope("huge", MAX_EXCHANGE_RECORD_BYTES).encode_to_vec());
         assert_eq!(alone.finish().len(), 1);
     }
@@ -157,7 +161,7 @@ mod tests {
         }
         let encoded = envelope.encode_to_vec();
         assert!(encoded.len() <= MAX_ENVELOPE_BYTES && encoded.len() > MAX_ENVELOPE_BYTES - 8, "{}", encoded.len());
-        let mut batches = ExchangeBatches::new(4095, u64::MAX);
+        let mut batches = ExchangeBatches::new(4095, u64::MAX, u64::MAX);
         batches.push(4095, u64::MAX, &encoded);
         let [(_, _, record)] = batches.finish().try_into().expect("one record");
         crate::log::check_record("partition-4095", record.len(), None).expect("within Kinesis' limits");

@@ -171,7 +171,10 @@ pub struct Partition {
     timers: BTreeMap<(i64, u64), Address>,
     next_timer_id: u64,
     positions: BTreeMap<(String, String), String>,
-    dedup: BTreeMap<u32, (u64, u64)>,
+    /// The history this partition continues (see `EpochRecord.incarnation`).
+    incarnation: u64,
+    /// The last (epoch, seq) applied from each source partition's incarnation.
+    dedup: BTreeMap<(u32, u64), (u64, u64)>,
     dirty: HashSet<Address>,
     changed: bool,
     outbox: Outbox,
@@ -198,6 +201,7 @@ impl Partition {
             timers: BTreeMap::new(),
             next_timer_id: 0,
             positions: BTreeMap::new(),
+            incarnation: 0,
             dedup: BTreeMap::new(),
             dirty: HashSet::new(),
             changed: false,
@@ -230,6 +234,16 @@ impl Partition {
             restorer.end_epoch(record).map_err(corrupt)?;
         }
         Ok(restorer.finish())
+    }
+
+    /// A partition that begins a history of its own, named `incarnation`.
+    pub fn with_incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = incarnation;
+        self
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// After a restore: re-sends every queued and in-flight batch.
@@ -358,11 +372,12 @@ impl Partition {
     pub fn accept_exchange(&mut self, batch: ExchangeBatch, now_ms: i64) {
         for message in batch.messages {
             let id = (batch.epoch, message.seq);
-            let mark = self.dedup.get(&batch.source_partition).copied();
+            let source = (batch.source_partition, batch.incarnation);
+            let mark = self.dedup.get(&source).copied();
             if mark.is_some_and(|mark| id <= mark) {
                 continue;
             }
-            self.dedup.insert(batch.source_partition, id);
+            self.dedup.insert(source, id);
             self.changed = true;
             match message.envelope {
                 Some(envelope) => self.deliver(envelope, now_ms),
@@ -501,8 +516,9 @@ impl Partition {
             dedup: self
                 .dedup
                 .iter()
-                .map(|(source, (epoch, seq))| DedupMark { source_partition: *source, epoch: *epoch, seq: *seq })
+                .map(|(&(source_partition, incarnation), &(epoch, seq))| DedupMark { source_partition, epoch, seq, incarnation })
                 .collect(),
+            incarnation: self.incarnation,
             published_through: self.published_through,
             next_timer_id: self.next_timer_id,
             ..Default::default()

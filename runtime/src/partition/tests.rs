@@ -433,6 +433,7 @@ fn messages_for_other_partitions_go_through_the_exchange_and_duplicates_are_drop
         source_partition: 0,
         epoch: record.record.epoch,
         messages: vec![ExchangeMessage { seq: outbox.entries[0].seq, envelope: Some(envelope) }],
+        incarnation: 0,
     };
     receiver.accept_exchange(batch.clone(), 0);
     receiver.accept_exchange(batch, 0);
@@ -440,6 +441,28 @@ fn messages_for_other_partitions_go_through_the_exchange_and_duplicates_are_drop
     assert_eq!(received.len(), 1);
     assert_eq!(arguments(&received[0].2), [5]);
     assert_eq!(receiver.queued_messages(), 1, "the duplicate was dropped");
+}
+
+/// A source partition whose history was lost and began again numbers its
+/// epochs from 1 again: under a new incarnation its messages are new, not
+/// taken for duplicates of the old history's, whose marks survive a restore.
+#[test]
+fn a_source_whose_history_began_again_is_not_taken_for_its_old_self() {
+    let mut receiver = Partition::new(1, 2, catalog(), 1);
+    let target = (0..100).map(|i| addr(&format!("x{i}"))).find(|a| address::partition_of(a, 2) == 1).expect("an address in partition 1");
+    let batch = |incarnation: u64, epoch: u64, n: u32| {
+        let mut m = message("?", n);
+        m.target = Some(target.clone());
+        ExchangeBatch { source_partition: 0, epoch, incarnation, messages: vec![ExchangeMessage { seq: 0, envelope: Some(m) }] }
+    };
+    receiver.accept_exchange(batch(7, 50, 1), 0);
+    let mut restored = Partition::restore(1, 2, catalog(), vec![receiver.seal(true).0.into_record()]).expect("restores");
+    restored.accept_exchange(batch(7, 3, 2), 0); // the old history's, already applied
+    restored.accept_exchange(batch(8, 1, 3), 0); // the new history's first
+    restored.accept_exchange(batch(8, 1, 3), 0); // and its duplicate
+    restored.resume(0);
+    let sent: Vec<u32> = invocations(&mut restored).iter().flat_map(|(_, _, request)| arguments(request)).collect();
+    assert_eq!(sent, [1, 3], "the old history's duplicate dropped, the new history's message taken once");
 }
 
 #[test]
