@@ -361,3 +361,119 @@ fn dead_letter_key(letter: &DeadLetter) -> String {
         (None, true) => "unroutable".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use statefun_proto::internal::EgressRecord;
+
+    use super::*;
+    use crate::checkpoint::fs::FsBlobStore;
+    use crate::coordination::local::LocalCommitStore;
+    use crate::log::local::LocalLogStore;
+    use crate::log::{BoxFuture, LogRecord, Position, ShardInfo};
+
+    /// The local log, except that the stream `forbidden` refuses every append as
+    /// Kinesis does for a role without `kinesis:PutRecords` on it.
+    struct Forbidden(LocalLogStore);
+
+    impl LogStore for Forbidden {
+        fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
+            self.0.ensure_stream(stream, shards)
+        }
+        fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
+            self.0.shards(stream)
+        }
+        fn append<'a>(&'a self, stream: &'a str, records: &'a [AppendRecord]) -> BoxFuture<'a, Result<(), LogError>> {
+            if stream == "forbidden" {
+                let detail = "AccessDeniedException: not authorized to perform kinesis:PutRecords".to_owned();
+                return Box::pin(async move { Err(LogError::Rejected { stream: "forbidden".into(), detail }) });
+            }
+            self.0.append(stream, records)
+        }
+        fn read<'a>(
+            &'a self,
+            stream: &'a str,
+            shard: &'a str,
+            from: &'a Position,
+            max: usize,
+        ) -> BoxFuture<'a, Result<(Vec<LogRecord>, Position), LogError>> {
+            self.0.read(stream, shard, from, max)
+        }
+    }
+
+    fn committer(dir: &std::path::Path, log: Arc<dyn LogStore>, commits: Arc<LocalCommitStore>, lease: Lease) -> Committer {
+        Committer {
+            lease,
+            guard: Arc::new(LeaseGuard::new(Instant::now(), Duration::from_secs(600))),
+            log,
+            blobs: Arc::new(FsBlobStore::new(dir)),
+            commits,
+            streams: OutputStreams {
+                exchange: "exchange".into(),
+                dead_letters: Destination::Stream("dead-letters".into()),
+                create_egress_streams: Some(1),
+            },
+            committed_epoch: 0,
+            snapshot_epoch: 0,
+            incarnation: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_too_large_for_a_record_is_stored_whole_beside_a_stub_with_a_bounded_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+        let lease = commits.acquire(0, "worker").await.expect("lease");
+        let log = Arc::new(LocalLogStore::new(dir.path()));
+        log.ensure_stream("dead-letters", 1).await.expect("stream");
+        let committer = committer(dir.path(), log.clone(), commits, lease);
+        let address = crate::address::FunctionType::new("ns", "f").address("a".repeat(300));
+        let letter = DeadLetter { address: Some(address), reason: "r".repeat(100_000), raw: vec![7; 2 << 20], ..Default::default() };
+        let mut outbox = Outbox::default();
+        outbox.epoch = 9;
+        outbox.push_dead_letter(3, letter.clone());
+        committer.publish(&outbox).await.expect("published");
+
+        let (records, _) = log.read("dead-letters", "shard-0000", &Position::Start, 10).await.expect("read");
+        let [record] = records.as_slice() else { panic!("one record: {records:?}") };
+        assert!(record.partition_key.chars().count() <= 256, "{}", record.partition_key);
+        let stub = DeadLetter::decode(record.data.as_slice()).expect("a letter");
+        assert_eq!(stub.stored_as, dead_letters::object_key("p0.e9.3"));
+        assert!(stub.raw.is_empty() && stub.reason.len() < 20_000, "a stub, bounded");
+        let read = dead_letters::read_all(&committer.streams.dead_letters, log.as_ref(), committer.blobs.as_ref()).await.expect("read");
+        let [Ok(whole)] = read.as_slice() else { panic!("one dead letter: {read:?}") };
+        assert_eq!(whole.letter, letter, "read back whole");
+    }
+
+    #[tokio::test]
+    async fn egress_records_a_stream_refuses_for_good_become_dead_letters_and_the_rest_is_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+        let lease = commits.acquire(0, "worker").await.expect("lease");
+        let log = Arc::new(Forbidden(LocalLogStore::new(dir.path())));
+        let committer = committer(dir.path(), log.clone(), commits, lease);
+        let record = |stream: &str| EgressRecord {
+            stream: stream.into(),
+            partition_key: "k".into(),
+            data: stream.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let mut outbox = Outbox::default();
+        outbox.epoch = 4;
+        outbox.push_egress(0, record("forbidden"));
+        outbox.push_egress(1, record("allowed"));
+        committer.publish(&outbox).await.expect("published: nothing stops the partition");
+
+        let (allowed, _) = log.read("allowed", "shard-0000", &Position::Start, 10).await.expect("read");
+        assert_eq!(allowed.iter().map(|r| r.data.as_slice()).collect::<Vec<_>>(), [b"allowed".as_slice()]);
+        let letters =
+            dead_letters::read_all(&committer.streams.dead_letters, log.as_ref(), committer.blobs.as_ref()).await.expect("read");
+        let [Ok(letter)] = letters.as_slice() else { panic!("one dead letter: {letters:?}") };
+        assert_eq!(letter.id, "p0.e4.0", "the egress record's own deterministic id");
+        assert!(letter.letter.reason.contains("AccessDeniedException"), "{}", letter.letter.reason);
+        assert!(letter.letter.source.contains("stream `forbidden`"), "{}", letter.letter.source);
+        assert_eq!(letter.letter.raw, b"forbidden");
+    }
+}
