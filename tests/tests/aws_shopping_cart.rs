@@ -208,3 +208,77 @@ fn events_sent_across_a_split_and_a_merge_of_the_ingress_each_get_exactly_one_re
     );
     assert_eq!(report.redelivered, 0, "no crash, so no result is delivered twice");
 }
+
+/// A function that appends every value it receives to its state: the state of
+/// a key is the order in which that key's records were applied.
+fn sequence_log() -> statefun_sdk::Functions {
+    use statefun_sdk::{Context, FunctionType, Message, StringType, ValueSpec};
+    let seen = ValueSpec::new("seen", StringType);
+    statefun_sdk::Functions::new().with(FunctionType::new("order", "log"), &[&seen], {
+        let seen = seen.clone();
+        move |ctx: &mut Context, message: Message| {
+            let value = message.as_value(&StringType)?;
+            let mut log = ctx.get(&seen)?.unwrap_or_default();
+            log.push_str(&value);
+            log.push(' ');
+            ctx.set(&seen, &log)?;
+            Ok(())
+        }
+    })
+}
+
+#[test]
+fn records_of_one_key_are_applied_in_order_across_a_split_and_a_merge_of_the_ingress() {
+    let server = FunctionServer::start(sequence_log());
+    let deployment = AwsDeployment::new();
+    let stream = deployment.ingress("sequence");
+    let module = deployment.scratch().join("sequence.yaml");
+    let text = format!(
+        "kind: io.statefun.endpoints.v2/http
+spec:
+  functions: order/*
+  urlPathTemplate: http://{}/statefun
+---
+kind: io.statefun.kinesis.v1/ingress
+spec:
+  id: order/ingress
+  startupPosition:
+    type: earliest
+  streams:
+    - stream: {stream}
+      valueType: io.statefun.types/string
+      targets: [order/log]
+",
+        server.addr
+    );
+    std::fs::write(&module, text).expect("module");
+    deployment.setup(&module, PARTITIONS);
+    let partitions = PARTITIONS.to_string();
+    let mut runtime = Runtime::start(&deployment, &module, &["--partitions", &partitions, "--shard-discovery", "1s"]);
+
+    let keys: Vec<String> = (0..12).map(|k| format!("key-{k}")).collect();
+    let per_phase = 30;
+    let expected = |phases: usize| -> serde_json::Value {
+        let log = |key: &str| (0..phases * per_phase).map(|n| format!("{key}.{n} ")).collect::<String>();
+        keys.iter().map(|key| (format!("order/log/{key}"), serde_json::json!({"seen": log(key)}))).collect()
+    };
+    // 2 shards, then 4 (each split in two), then 2 again (merged in pairs): each phase's
+    // records are sent, then the stream is resharded while they are still being read.
+    for (phase, shards_after) in [Some(4), Some(2), None].into_iter().enumerate() {
+        let records: Vec<serde_json::Value> = (phase * per_phase..(phase + 1) * per_phase)
+            .flat_map(|n| keys.iter().map(move |key| serde_json::json!({"key": key, "value": format!("{key}.{n}")})))
+            .collect();
+        send_lines(&deployment, &module, &stream, &records);
+        if let Some(shards) = shards_after {
+            reshard(&stream, shards);
+        }
+    }
+    let mut state = serde_json::Value::Null;
+    wait_until(TIMEOUT, "every record applied", || {
+        state = statefun_tests::state_json(&deployment);
+        let applied = |v: &serde_json::Value| v["seen"].as_str().map_or(0, |s| s.split_whitespace().count());
+        state.as_object().is_some_and(|o| o.len() == keys.len() && o.values().all(|v| applied(v) >= 3 * per_phase))
+    });
+    assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
+    assert_eq!(statefun_tests::state_json(&deployment), expected(3), "each key's records applied once each, in the order sent");
+}
