@@ -735,3 +735,45 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever a damaged checkpoint object holds (bytes flipped, cut short),
+    /// recovering from it ends in the history or in an error: never a panic.
+    #[test]
+    fn a_damaged_checkpoint_object_is_an_error_never_a_panic(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        cut in any::<prop::sample::Index>(),
+        cut_it in any::<bool>(),
+    ) {
+        let mut p = partition();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            p.deliver(message(id, i as u32), 0);
+        }
+        let (address, token, _) = invocations(&mut p).remove(0);
+        let reply = InvocationResponse { delayed_invocations: vec![delayed("b", 9, 500, "t")], ..Default::default() };
+        p.on_invocation_result(&address, token, respond(reply), 0);
+        p.deliver(message("a", 7), 0);
+        p.advance_position("in", "shard-0000", "42");
+        let mut bytes = p.seal(true).0.encode();
+        for (at, byte) in &flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= byte;
+        }
+        if cut_it {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::checkpoint::fs::FsBlobStore::new(dir.path());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("tokio");
+        let manifest = statefun_proto::internal::PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 1 };
+        let outcome = runtime.block_on(async {
+            crate::checkpoint::BlobStore::put(&store, &crate::checkpoint::object_key(0, 1, 1, true), bytes.into()).await.expect("put");
+            restore::recover(&store, 0, 1, catalog(), &manifest).await.map(|p| p.address_count())
+        });
+        if let Err(e) = outcome {
+            prop_assert!(e.to_string().contains("epoch-00000000000000000001"), "the error names the object: {}", e);
+        }
+    }
+}
