@@ -29,8 +29,8 @@
 pub mod checkpoint;
 pub mod counter;
 pub mod pipeline;
-pub mod procfs;
 pub mod processes;
+pub mod procfs;
 pub mod profile;
 pub mod raw;
 pub mod report;

@@ -152,8 +152,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pick = |given: Option<usize>, full: usize, small: usize| given.unwrap_or(if quick { small } else { full });
     let latency_secs = args.latency_secs.unwrap_or(if quick { 4.0 } else { 10.0 });
     let duration = Duration::from_secs_f64(args.duration.unwrap_or(if quick { 5.0 } else { 15.0 }));
-    let work_dir = std::path::absolute(&args.work_dir)?
-        .join(format!("run-{}-{}", statefun_bench::now_ms() / 1000, std::process::id()));
+    let work_dir = std::path::absolute(&args.work_dir)?.join(format!(
+        "run-{}-{}",
+        statefun_bench::now_ms() / 1000,
+        std::process::id()
+    ));
     std::fs::create_dir_all(&work_dir)?;
     let aws_configured = std::env::var_os("AWS_ENDPOINT_URL").is_some();
 

@@ -117,7 +117,10 @@ pub fn checks(rows: &[Row]) -> Vec<Check> {
         // commits the results leave in two or three bursts, too few for a rate.
         at_least(
             "commit every 100 ms / every 5 s (msg/s processed)",
-            ratio(detail(rows, "unique", "function_side_msgs_per_sec"), detail(rows, "commit-5s", "function_side_msgs_per_sec")),
+            ratio(
+                detail(rows, "unique", "function_side_msgs_per_sec"),
+                detail(rows, "commit-5s", "function_side_msgs_per_sec"),
+            ),
             0.9,
         ),
         at_most(&recovery_label(rows), detail(rows, "checkpoint", "recovery_local_s"), 3.0),

@@ -81,7 +81,11 @@ pub fn crossing_rate(samples: &[(i64, u64)], low: u64, high: u64) -> Option<f64>
 
 /// `concurrency` tasks each calling `call(n)` in a loop, `n` counting up across
 /// them, until `duration` is over; the latency of every call in milliseconds.
-pub async fn closed_loop<F, Fut>(concurrency: usize, duration: std::time::Duration, call: F) -> anyhow::Result<Latencies>
+pub async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    duration: std::time::Duration,
+    call: F,
+) -> anyhow::Result<Latencies>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,

@@ -28,8 +28,7 @@ pub mod typenames {
     pub const DOUBLE: &str = "io.statefun.types/double";
     pub const STRING: &str = "io.statefun.types/string";
     /// The argument type of messages for a Kinesis egress.
-    pub const KINESIS_EGRESS_RECORD: &str =
-        "type.googleapis.com/io.statefun.sdk.egress.KinesisEgressRecord";
+    pub const KINESIS_EGRESS_RECORD: &str = "type.googleapis.com/io.statefun.sdk.egress.KinesisEgressRecord";
 }
 
 /// The typename StateFun gives a protobuf message: `type.googleapis.com/<full name>`.
@@ -62,10 +61,7 @@ mod tests {
 
     #[test]
     fn protobuf_typename_uses_googleapis_prefix() {
-        assert_eq!(
-            protobuf_typename::<egress::KinesisEgressRecord>(),
-            typenames::KINESIS_EGRESS_RECORD
-        );
+        assert_eq!(protobuf_typename::<egress::KinesisEgressRecord>(), typenames::KINESIS_EGRESS_RECORD);
     }
 
     #[test]

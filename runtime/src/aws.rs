@@ -127,7 +127,8 @@ const RETRYABLE_CODES: &[&str] = &[
     "PriorRequestNotComplete",
 ];
 
-const NOT_FOUND_CODES: &[&str] = &["ResourceNotFoundException", "NoSuchBucket", "NoSuchKey", "NoSuchUpload", "NotFound"];
+const NOT_FOUND_CODES: &[&str] =
+    &["ResourceNotFoundException", "NoSuchBucket", "NoSuchKey", "NoSuchUpload", "NotFound"];
 
 const CONDITION_FAILED_CODES: &[&str] = &["ConditionalCheckFailedException", "PreconditionFailed"];
 

@@ -143,9 +143,13 @@ pub async fn read_all(
 /// The whole letter a stub names.
 async fn whole(blobs: &dyn BlobStore, id: &str, stub: DeadLetter) -> anyhow::Result<Result<DeadLetter, String>> {
     let Some(bytes) = blobs.get(&stub.stored_as).await? else {
-        return Ok(Err(format!("{id}: the whole letter, object {}, is missing (reason: {})", stub.stored_as, stub.reason)));
+        return Ok(Err(format!(
+            "{id}: the whole letter, object {}, is missing (reason: {})",
+            stub.stored_as, stub.reason
+        )));
     };
-    Ok(DeadLetter::decode(bytes.as_slice()).map_err(|e| format!("{id}: object {} is not a dead letter: {e}", stub.stored_as)))
+    Ok(DeadLetter::decode(bytes.as_slice())
+        .map_err(|e| format!("{id}: object {} is not a dead letter: {e}", stub.stored_as)))
 }
 
 /// Appends the messages of `letters` to the exchange shards of their targets'

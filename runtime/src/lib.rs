@@ -39,8 +39,5 @@ pub mod values;
 /// Wall-clock milliseconds: the clock of timers and state expiry, which are
 /// checkpointed as absolute times and so survive restarts.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

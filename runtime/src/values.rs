@@ -28,10 +28,8 @@ const PROTOBUF_PREFIX: &str = "type.googleapis.com/";
 impl ValueCodec {
     /// The built-in pool plus the given `FileDescriptorSet` files.
     pub fn new(descriptor_sets: &[std::path::PathBuf]) -> Result<Self, ValueError> {
-        let mut pool = DescriptorPool::decode(statefun_proto::FILE_DESCRIPTOR_SET).map_err(|e| ValueError::Descriptors {
-            path: "(built in)".into(),
-            detail: e.to_string(),
-        })?;
+        let mut pool = DescriptorPool::decode(statefun_proto::FILE_DESCRIPTOR_SET)
+            .map_err(|e| ValueError::Descriptors { path: "(built in)".into(), detail: e.to_string() })?;
         for path in descriptor_sets {
             let describe = |detail: String| ValueError::Descriptors { path: path.display().to_string(), detail };
             let bytes = std::fs::read(path).map_err(|e| describe(e.to_string()))?;
@@ -46,12 +44,13 @@ impl ValueCodec {
         let number = || json.as_f64().ok_or_else(|| invalid(format!("expected a number, got {json}")));
         let integer = || json.as_i64().ok_or_else(|| invalid(format!("expected an integer, got {json}")));
         Ok(match typename {
-            typenames::BOOL => {
-                types::BooleanWrapper { value: json.as_bool().ok_or_else(|| invalid(format!("expected true or false, got {json}")))? }
-                    .encode_to_vec()
+            typenames::BOOL => types::BooleanWrapper {
+                value: json.as_bool().ok_or_else(|| invalid(format!("expected true or false, got {json}")))?,
             }
+            .encode_to_vec(),
             typenames::INT => {
-                let value = i32::try_from(integer()?).map_err(|_| invalid(format!("{json} does not fit in 32 bits")))?;
+                let value =
+                    i32::try_from(integer()?).map_err(|_| invalid(format!("{json} does not fit in 32 bits")))?;
                 types::IntWrapper { value }.encode_to_vec()
             }
             typenames::LONG => types::LongWrapper { value: integer()? }.encode_to_vec(),
@@ -64,9 +63,12 @@ impl ValueCodec {
             _ => match typename.strip_prefix(PROTOBUF_PREFIX) {
                 Some(name) => {
                     let descriptor = self.pool.get_message_by_name(name).ok_or_else(|| {
-                        invalid(format!("unknown protobuf message `{name}`; pass its descriptor set with --descriptor-set"))
+                        invalid(format!(
+                            "unknown protobuf message `{name}`; pass its descriptor set with --descriptor-set"
+                        ))
                     })?;
-                    let message = DynamicMessage::deserialize(descriptor, json.clone()).map_err(|e| invalid(e.to_string()))?;
+                    let message =
+                        DynamicMessage::deserialize(descriptor, json.clone()).map_err(|e| invalid(e.to_string()))?;
                     message.encode_to_vec()
                 }
                 None => serde_json::to_vec(json).map_err(|e| invalid(e.to_string()))?,

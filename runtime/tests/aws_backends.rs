@@ -146,7 +146,10 @@ async fn checkpoint_objects_round_trip_through_s3_and_garbage_before_a_snapshot_
         }
         store.put(&object_key(1, 1, 1, true), epoch_record(1, 1, true)).await.expect("put other partition");
 
-        assert_eq!(store.get(&object_key(0, 2, 1, false)).await.expect("get"), Some(epoch_record(0, 2, false).to_vec()));
+        assert_eq!(
+            store.get(&object_key(0, 2, 1, false)).await.expect("get"),
+            Some(epoch_record(0, 2, false).to_vec())
+        );
         assert_eq!(store.get(&object_key(0, 9, 1, false)).await.expect("get missing"), None);
 
         // Five keys in pages of two: three pages, returned without the store's prefix.
@@ -155,7 +158,9 @@ async fn checkpoint_objects_round_trip_through_s3_and_garbage_before_a_snapshot_
         assert_eq!(listed, expected);
         let raw = s3_client().await.list_objects_v2().bucket(&inner_bucket).send().await.expect("raw list");
         assert!(
-            raw.contents().iter().all(|o| o.key().is_some_and(|k| k.starts_with("tenant-a/checkpoints/partition-0000"))),
+            raw.contents()
+                .iter()
+                .all(|o| o.key().is_some_and(|k| k.starts_with("tenant-a/checkpoints/partition-0000"))),
             "objects live under the configured prefix"
         );
 
@@ -200,7 +205,10 @@ async fn objects_above_the_multipart_threshold_are_uploaded_in_parts_and_read_ba
 async fn a_missing_bucket_is_a_permanent_error_naming_the_bucket() {
     let bucket = unique("statefun-missing");
     let store = S3BlobStore::new(&sdk_config(&local_aws().endpoint).await, &bucket, "p");
-    for err in [store.get("k").await.expect_err("get"), store.put("k", bytes::Bytes::from_static(&[1])).await.expect_err("put")] {
+    for err in [
+        store.get("k").await.expect_err("get"),
+        store.put("k", bytes::Bytes::from_static(&[1])).await.expect_err("put"),
+    ] {
         assert!(matches!(err, CheckpointError::Rejected { .. }), "{err}");
         assert!(!err.is_retryable());
         assert!(err.to_string().contains(&format!("bucket `{bucket}` does not exist")), "{err}");
@@ -368,7 +376,9 @@ async fn a_missing_table_is_a_permanent_error_naming_table_region_and_endpoint()
     assert!(matches!(err, CommitError::Rejected(_)), "{err}");
     assert!(!err.is_retryable());
     let message = err.to_string();
-    for part in [format!("table `{table}` does not exist"), local_aws().region.clone(), local_aws().dynamodb_endpoint.clone()] {
+    for part in
+        [format!("table `{table}` does not exist"), local_aws().region.clone(), local_aws().dynamodb_endpoint.clone()]
+    {
         assert!(message.contains(&part), "`{part}` missing from: {message}");
     }
 }
@@ -424,7 +434,8 @@ async fn records_read_back_in_order_from_start_after_a_sequence_and_latest() {
         assert!(all.iter().all(|r| r.id.is_none() && r.partition_key == "k" && r.shard == shard));
         assert!(all[0].appended_at_ms >= before - 5_000, "arrival time {} vs {before}", all[0].appended_at_ms);
 
-        let (rest, _) = log.read(stream, shard, &Position::After(all[0].sequence.clone()), 10).await.expect("read after");
+        let (rest, _) =
+            log.read(stream, shard, &Position::After(all[0].sequence.clone()), 10).await.expect("read after");
         assert_eq!(data(&rest), ["b", "c"]);
         let (two, after_two) = log.read(stream, shard, &Position::Start, 2).await.expect("read two");
         assert_eq!(data(&two), ["a", "b"]);
@@ -502,7 +513,11 @@ async fn after_a_split_and_a_merge_parents_end_and_children_name_them_and_take_t
         wait_active(stream).await;
         let shards = log.shards(stream).await.expect("list shards");
         // Routing follows the open shards as last listed: Index(1) is the upper child now.
-        let after_split = vec![record("k", "c", low.clone()), record("k", "d", high.clone()), record("k", "e", ShardChoice::Index(1))];
+        let after_split = vec![
+            record("k", "c", low.clone()),
+            record("k", "d", high.clone()),
+            record("k", "e", ShardChoice::Index(1)),
+        ];
         log.append(stream, &after_split).await.expect("append after the split");
 
         assert_eq!(shards.len(), 3, "{shards:?}");
@@ -524,7 +539,9 @@ async fn after_a_split_and_a_merge_parents_end_and_children_name_them_and_take_t
             .expect("merge the children");
         wait_active(stream).await;
         let shards = log.shards(stream).await.expect("list shards");
-        log.append(stream, &[record("k", "f", high.clone()), record("k", "g", ShardChoice::Index(0))]).await.expect("append");
+        log.append(stream, &[record("k", "f", high.clone()), record("k", "g", ShardChoice::Index(0))])
+            .await
+            .expect("append");
 
         assert_eq!(shards.len(), 4, "{shards:?}");
         let merged = shards.iter().find(|s| s.open).expect("one open shard");
@@ -552,8 +569,10 @@ async fn index_routing_puts_each_record_on_the_chosen_shard_of_four() {
     let inner = stream.clone();
     let body = async move {
         let stream = inner.as_str();
-        let mut records: Vec<AppendRecord> =
-            (0..4).rev().map(|i| record(&format!("partition-{i}"), &format!("to-{i}"), ShardChoice::Index(i))).collect();
+        let mut records: Vec<AppendRecord> = (0..4)
+            .rev()
+            .map(|i| record(&format!("partition-{i}"), &format!("to-{i}"), ShardChoice::Index(i)))
+            .collect();
         // Indexes wrap around the shard count, as in the local log.
         records.push(record("p", "wrapped-to-1", ShardChoice::Index(5)));
         // The starting hash key of the third quarter of the key space is the third shard's.
@@ -569,7 +588,10 @@ async fn index_routing_puts_each_record_on_the_chosen_shard_of_four() {
             assert!(records.iter().all(|r| r.shard == shard.id));
             found.push(data(&records));
         }
-        assert_eq!(found, [vec!["to-0", "to-0-again"], vec!["to-1", "wrapped-to-1"], vec!["to-2", "hash-to-2"], vec!["to-3"]]);
+        assert_eq!(
+            found,
+            [vec!["to-0", "to-0-again"], vec!["to-1", "wrapped-to-1"], vec!["to-2", "hash-to-2"], vec!["to-3"]]
+        );
     };
     with_cleanup(body, delete_stream(&stream)).await;
 }
@@ -619,14 +641,13 @@ async fn records_beyond_kinesis_limits_are_refused_before_anything_is_sent() {
     let inner = stream.clone();
     let body = async move {
         let stream = inner.as_str();
-        let too_big = AppendRecord {
-            partition_key: "k".into(),
-            shard: ShardChoice::ByKey,
-            data: vec![0; 1024 * 1024],
-            id: None,
-        };
-        for bad in [too_big, record("", "empty key", ShardChoice::ByKey), record(&"x".repeat(257), "long key", ShardChoice::ByKey)]
-        {
+        let too_big =
+            AppendRecord { partition_key: "k".into(), shard: ShardChoice::ByKey, data: vec![0; 1024 * 1024], id: None };
+        for bad in [
+            too_big,
+            record("", "empty key", ShardChoice::ByKey),
+            record(&"x".repeat(257), "long key", ShardChoice::ByKey),
+        ] {
             let err = log.append(stream, &[record("k", "fine", ShardChoice::ByKey), bad]).await.expect_err("refused");
             assert!(matches!(err, LogError::Rejected { .. }) && !err.is_retryable(), "{err}");
         }
@@ -642,7 +663,8 @@ async fn a_missing_stream_is_reported_unless_the_store_may_create_it() {
     let log = kinesis(false).await;
     let err = log.ensure_stream(&stream, 1).await.expect_err("may not create");
     assert!(matches!(err, LogError::NoSuchStream { .. }) && !err.is_retryable(), "{err}");
-    for part in [format!("stream `{stream}` does not exist"), local_aws().region.clone(), local_aws().endpoint.clone()] {
+    for part in [format!("stream `{stream}` does not exist"), local_aws().region.clone(), local_aws().endpoint.clone()]
+    {
         assert!(err.to_string().contains(&part), "`{part}` missing from: {err}");
     }
     assert!(matches!(log.shards(&stream).await, Err(LogError::NoSuchStream { .. })));
@@ -807,10 +829,17 @@ async fn appends_under_partial_failures_arrive_whole_and_each_shard_keeps_their_
         }
         let missing: Vec<&String> = appended.iter().filter(|r| !seen.contains_key(*r)).collect();
         assert!(missing.is_empty(), "records that never arrived: {missing:?}");
-        assert!(held > appended.len(), "refused records were sent again with later ones ({held} held, {} appended)", appended.len());
+        assert!(
+            held > appended.len(),
+            "refused records were sent again with later ones ({held} held, {} appended)",
+            appended.len()
+        );
         let refusals = captured.count("records of PutRecords refused");
         assert!(refusals >= 6, "partial failures were injected: {refusals}");
-        eprintln!("{} records appended, {held} held, {refusals} partial failures, {failed_appends} appends repeated", appended.len());
+        eprintln!(
+            "{} records appended, {held} held, {refusals} partial failures, {failed_appends} appends repeated",
+            appended.len()
+        );
     };
     with_cleanup(body, delete_stream(&stream)).await;
 }
@@ -830,9 +859,9 @@ fn lost_commit_plan() -> String {
 
 #[tokio::test]
 async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_settles_it() {
-    use statefun_runtime::partition::outbox::Outbox;
     use statefun_runtime::coordination::guard::LeaseGuard;
     use statefun_runtime::partition::committer::{Committer, CommitterEvent, OutputStreams, Sealed};
+    use statefun_runtime::partition::outbox::Outbox;
 
     const TEST: &str = "a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_settles_it";
     if !in_child_under_faults(TEST, &lost_commit_plan()) {
@@ -847,9 +876,15 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
             let lease = store.acquire(0, "a").await.expect("acquire");
             // UpdateItem attempt 0: applied, answer lost. One attempt, so no SDK retry hides it.
             let err = store.commit(&lease, 0, manifest(1, 1, 1)).await.expect_err("the answer is lost");
-            assert!(matches!(err, CommitError::Backend(_)) && err.is_retryable(), "an unknown outcome, not fenced: {err}");
+            assert!(
+                matches!(err, CommitError::Backend(_)) && err.is_retryable(),
+                "an unknown outcome, not fenced: {err}"
+            );
             let committed = store.committed(0).await.expect("read").expect("committed");
-            assert_eq!((committed.owner.as_str(), committed.counter, committed.manifest), ("a", lease.counter, manifest(1, 1, 1)));
+            assert_eq!(
+                (committed.owner.as_str(), committed.counter, committed.manifest),
+                ("a", lease.counter, manifest(1, 1, 1))
+            );
             // Attempt 1: trying again finds the condition gone, because it was applied.
             let err = store.commit(&lease, 0, manifest(1, 1, 1)).await.expect_err("fenced by its own commit");
             assert!(matches!(err, CommitError::Fenced { .. }), "{err}");
@@ -862,7 +897,11 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
                 log: Arc::new(statefun_runtime::log::local::LocalLogStore::new(dir.path())),
                 blobs: Arc::new(statefun_runtime::checkpoint::fs::FsBlobStore::new(dir.path())),
                 commits: store.clone(),
-                streams: OutputStreams { exchange: "exchange".into(), dead_letters: statefun_runtime::dead_letters::Destination::Stream("dead-letters".into()), create_egress_streams: Some(1) },
+                streams: OutputStreams {
+                    exchange: "exchange".into(),
+                    dead_letters: statefun_runtime::dead_letters::Destination::Stream("dead-letters".into()),
+                    create_egress_streams: Some(1),
+                },
                 committed_epoch: 1,
                 snapshot_epoch: 1,
                 incarnation: 1,
@@ -871,7 +910,8 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
             let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
             let running = tokio::spawn(committer.run(receiver, events));
             let record = EpochRecord { partition: 0, epoch: 2, ..Default::default() };
-            let record = statefun_runtime::partition::SealedEpoch { record, entries: Default::default(), outboxes: Vec::new() };
+            let record =
+                statefun_runtime::partition::SealedEpoch { record, entries: Default::default(), outboxes: Vec::new() };
             sealed.send(Sealed { record, outbox: Arc::new(Outbox::default()) }).await.expect("send");
             match reports.recv().await {
                 Some(CommitterEvent::Published(2)) => {}
@@ -911,7 +951,8 @@ async fn checkpoint_objects_are_written_and_read_through_s3_throttling_and_error
         }
         assert_eq!(retried!(store.get("large")), Some(large), "the multipart object reads back whole");
         assert_eq!(retried!(store.list("partition-00000/")), keys);
-        let (throttled, failed) = (captured.count("injected fault: throttling"), captured.count("injected fault: error"));
+        let (throttled, failed) =
+            (captured.count("injected fault: throttling"), captured.count("injected fault: error"));
         assert!(throttled > 0 && failed > 0, "faults were injected: {throttled} throttled, {failed} failed");
         eprintln!("S3 under faults: {throttled} calls throttled and {failed} failed, all retried through");
     };

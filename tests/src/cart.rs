@@ -12,8 +12,20 @@ use serde_json::{Value, json};
 
 use crate::{Deployment, state_json, tail_json};
 
-const ITEMS: &[&str] =
-    &["apple", "banana", "cherry", "durian", "elderberry", "fig", "grape", "honeydew", "kiwi", "lemon", "mango", "nectarine"];
+const ITEMS: &[&str] = &[
+    "apple",
+    "banana",
+    "cherry",
+    "durian",
+    "elderberry",
+    "fig",
+    "grape",
+    "honeydew",
+    "kiwi",
+    "lemon",
+    "mango",
+    "nectarine",
+];
 
 #[derive(Clone, Debug)]
 pub struct Order {
@@ -165,7 +177,10 @@ pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> Rep
         if let Some(expected) = workload.expected_status(order) {
             assert_eq!(status, expected, "{value}");
         }
-        results.insert(order.request_id.clone(), (order.user.clone(), order.item.clone(), i64::from(order.quantity), status));
+        results.insert(
+            order.request_id.clone(),
+            (order.user.clone(), order.item.clone(), i64::from(order.quantity), status),
+        );
     }
     assert_eq!(by_request.len(), workload.orders.len(), "results for requests nobody sent");
 
@@ -175,7 +190,8 @@ pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> Rep
         let in_stock = inventory["in_stock"].as_i64().unwrap_or(0);
         let reserved = inventory["reserved"].as_i64().unwrap_or(0);
         assert_eq!(in_stock + reserved, i64::from(*restocked), "inventory of {item}: {inventory}");
-        let granted: i64 = results.values().filter(|(_, i, _, s)| i == item && s == "reserved").map(|(_, _, q, _)| q).sum();
+        let granted: i64 =
+            results.values().filter(|(_, i, _, s)| i == item && s == "reserved").map(|(_, _, q, _)| q).sum();
         assert_eq!(reserved, granted, "reservations of {item} match the reserved results");
     }
     let mut carts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
@@ -186,8 +202,8 @@ pub fn check<D: Deployment + ?Sized>(deployment: &D, workload: &Workload) -> Rep
     }
     for (user, expected) in &carts {
         let items = &state[format!("shoppingcart/cart/{user}")]["items"];
-        let actual: BTreeMap<String, i64> =
-            serde_json::from_value(items.clone()).unwrap_or_else(|e| panic!("cart of {user} is not a map ({e}): {items}"));
+        let actual: BTreeMap<String, i64> = serde_json::from_value(items.clone())
+            .unwrap_or_else(|e| panic!("cart of {user} is not a map ({e}): {items}"));
         assert_eq!(&actual, expected, "cart of {user}");
     }
     let prefix = format!("shoppingcart/cart/{}", workload.prefix);
@@ -222,13 +238,20 @@ pub fn check_dead_lettered<D: Deployment + ?Sized>(
     failing: &BTreeMap<String, String>,
 ) -> usize {
     // Which request each ingress record carried.
-    let records = crate::statefun(deployment, &["tail", "--stream", ingress, "--json", "--type", "type.googleapis.com/shoppingcart.AddToCart"]);
+    let records = crate::statefun(
+        deployment,
+        &["tail", "--stream", ingress, "--json", "--type", "type.googleapis.com/shoppingcart.AddToCart"],
+    );
     let mut request_of: BTreeMap<String, String> = BTreeMap::new();
     for line in records.lines().filter(|l| !l.trim().is_empty()) {
         let record: Value = serde_json::from_str(line).expect("tail JSON line");
         let value = &record["value"];
         let request = value["request_id"].as_str().or_else(|| value["requestId"].as_str()).unwrap_or_default();
-        let id = format!("{ingress}/{}/{}", record["shard"].as_str().unwrap_or_default(), record["sequence"].as_str().unwrap_or_default());
+        let id = format!(
+            "{ingress}/{}/{}",
+            record["shard"].as_str().unwrap_or_default(),
+            record["sequence"].as_str().unwrap_or_default()
+        );
         request_of.insert(id, request.to_owned());
     }
     let mut dead: BTreeMap<String, String> = BTreeMap::new();
@@ -237,11 +260,23 @@ pub fn check_dead_lettered<D: Deployment + ?Sized>(
         let reason = letter["reason"].as_str().unwrap_or_default();
         for message in letter["messages"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let id = message.as_str().unwrap_or_default();
-            let Some(request) = request_of.get(id) else { panic!("dead letter of a message that is no order of this run: {letter}") };
-            let order = workload.orders.iter().find(|o| &o.request_id == request).unwrap_or_else(|| panic!("no order {request}: {letter}"));
+            let Some(request) = request_of.get(id) else {
+                panic!("dead letter of a message that is no order of this run: {letter}")
+            };
+            let order = workload
+                .orders
+                .iter()
+                .find(|o| &o.request_id == request)
+                .unwrap_or_else(|| panic!("no order {request}: {letter}"));
             assert_eq!(address, format!("shoppingcart/cart/{}", order.user), "{letter}");
-            let expected = failing.get(&order.user).unwrap_or_else(|| panic!("{} of {} was dead-lettered: {letter}", order.request_id, order.user));
-            assert!(reason.contains(expected.as_str()), "reason of {}: `{reason}` lacks `{expected}`", order.request_id);
+            let expected = failing
+                .get(&order.user)
+                .unwrap_or_else(|| panic!("{} of {} was dead-lettered: {letter}", order.request_id, order.user));
+            assert!(
+                reason.contains(expected.as_str()),
+                "reason of {}: `{reason}` lacks `{expected}`",
+                order.request_id
+            );
             dead.insert(request.clone(), order.user.clone());
         }
     }

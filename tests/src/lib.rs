@@ -18,7 +18,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target directory");
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} is missing: build the binaries first (`cargo build --bins`; scripts/test.sh does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`; scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
@@ -200,11 +204,16 @@ impl FunctionServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
             runtime.block_on(async move {
                 let server = statefun_sdk::http::Server::bind("127.0.0.1:0").await.expect("bind");
                 addr_tx.send(server.local_addr()).expect("report address");
-                let _ = server.serve_with_shutdown(functions, async { let _ = stopped.await; }).await;
+                let _ = server
+                    .serve_with_shutdown(functions, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
             });
         });
         let addr = addr_rx.recv().expect("server address");

@@ -145,7 +145,8 @@ fn run_with_dead_letters(
         messages.map(|m| m.to_string()).collect::<BTreeSet<_>>().len()
     };
     wait_until(TIMEOUT, "every other order's result and a dead letter for each failing one", || {
-        workload.results(deployment).len() >= workload.orders.len() - failing_orders && dead_messages() >= failing_orders
+        workload.results(deployment).len() >= workload.orders.len() - failing_orders
+            && dead_messages() >= failing_orders
     });
     let seconds = started.elapsed().as_secs_f64();
     assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
@@ -160,7 +161,8 @@ fn run_with_dead_letters(
 
 /// The workload's users, those with the fewest orders first.
 fn users_by_orders(workload: &Workload) -> Vec<String> {
-    let mut users: Vec<String> = workload.orders.iter().map(|o| o.user.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut users: Vec<String> =
+        workload.orders.iter().map(|o| o.user.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     users.sort_by_key(|u| workload.orders_of(u).len());
     users
 }
@@ -217,11 +219,14 @@ fn through_lambda_throttling_errors_and_lost_answers_are_retried_and_failing_car
         failing.insert(user.clone(), reason);
     }
     let (log, dead, seconds) = run_with_dead_letters(&deployment, &module, &workload, rules.join("; "), &failing);
-    let injected: Vec<(&str, usize)> =
-        ["fault: throttling (lambda.Invoke", "fault: error (lambda.Invoke", "lost response (HTTP 200 dropped) (lambda.Invoke"]
-            .into_iter()
-            .map(|what| (what, count(&log, what)))
-            .collect();
+    let injected: Vec<(&str, usize)> = [
+        "fault: throttling (lambda.Invoke",
+        "fault: error (lambda.Invoke",
+        "lost response (HTTP 200 dropped) (lambda.Invoke",
+    ]
+    .into_iter()
+    .map(|what| (what, count(&log, what)))
+    .collect();
     assert!(injected.iter().all(|(_, n)| *n > 0), "every Lambda fault was injected: {injected:?}");
     eprintln!(
         "invoke faults through Lambda: {} events; {dead} dead-lettered (2 users erring), the others served in {seconds:.1} s; {injected:?}",

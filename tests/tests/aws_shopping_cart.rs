@@ -23,7 +23,10 @@ spec:
     call: 30s";
 
 fn http_endpoint(server: &FunctionServer) -> String {
-    format!("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun", server.addr)
+    format!(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun",
+        server.addr
+    )
 }
 
 fn shape(seed: u64) -> Shape {
@@ -107,8 +110,17 @@ spec:
     let workload = cart::generate(&format!("python-{}-", deployment.suffix), shape(14));
     let seconds = run_workload(&deployment, &module, &workload);
     let report = cart::check(&deployment, &workload);
-    eprintln!("python inventory: {} events, {} results checked in {seconds:.1} s", workload.orders.len(), report.results.len());
-    assert_eq!(report.redelivered, 0, "no crash, so no result is delivered twice; python stderr:\n{}", inventory.stderr_text());
+    eprintln!(
+        "python inventory: {} events, {} results checked in {seconds:.1} s",
+        workload.orders.len(),
+        report.results.len()
+    );
+    assert_eq!(
+        report.redelivered,
+        0,
+        "no crash, so no result is delivered twice; python stderr:\n{}",
+        inventory.stderr_text()
+    );
 }
 
 #[test]
@@ -157,7 +169,8 @@ fn reshard(stream: &str, shards: i32) {
             .await
             .expect("UpdateShardCount");
         for _ in 0..600 {
-            let summary = client.describe_stream_summary().stream_name(stream).send().await.expect("DescribeStreamSummary");
+            let summary =
+                client.describe_stream_summary().stream_name(stream).send().await.expect("DescribeStreamSummary");
             let summary = summary.stream_description_summary().expect("a summary");
             if *summary.stream_status() == aws_sdk_kinesis::types::StreamStatus::Active
                 && summary.open_shard_count() == shards
@@ -280,5 +293,9 @@ spec:
         state.as_object().is_some_and(|o| o.len() == keys.len() && o.values().all(|v| applied(v) >= 3 * per_phase))
     });
     assert!(runtime.terminate().success(), "runtime log:\n{}", runtime.log_text());
-    assert_eq!(statefun_tests::state_json(&deployment), expected(3), "each key's records applied once each, in the order sent");
+    assert_eq!(
+        statefun_tests::state_json(&deployment),
+        expected(3),
+        "each key's records applied once each, in the order sent"
+    );
 }

@@ -48,7 +48,8 @@ fn start_broken_endpoint() -> u16 {
                         let response = match kind.as_str() {
                             "garbage" => hyper::Response::new(Full::new(Bytes::from_static(b"\xff\xffnot a reply"))),
                             _ => {
-                                let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"boom: the function crashed")));
+                                let mut response =
+                                    hyper::Response::new(Full::new(Bytes::from_static(b"boom: the function crashed")));
                                 *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
                                 response
                             }
@@ -180,7 +181,11 @@ spec:
     let user = (0..)
         .map(|n| format!("big-{n}"))
         .find(|user| {
-            let cart = statefun_proto::reqreply::Address { namespace: "shoppingcart".into(), r#type: "cart".into(), id: user.clone() };
+            let cart = statefun_proto::reqreply::Address {
+                namespace: "shoppingcart".into(),
+                r#type: "cart".into(),
+                id: user.clone(),
+            };
             statefun_runtime::address::shard_of_key(user, 4) != statefun_runtime::address::partition_of(&cart, 4)
         })
         .expect("some user");
@@ -194,7 +199,8 @@ spec:
 
     let letters = dead_letters_json(&data);
     assert_eq!(letters.len(), 2, "{letters:#?}");
-    let unknown = letter_for(&letters, &format!("nowhere/unknown/{long_key}"))["reason"].as_str().unwrap_or_default().to_owned();
+    let unknown =
+        letter_for(&letters, &format!("nowhere/unknown/{long_key}"))["reason"].as_str().unwrap_or_default().to_owned();
     assert!(unknown.contains("no endpoint serves function type nowhere/unknown"), "{unknown}");
     let big = letter_for(&letters, &format!("shoppingcart/cart/{user}"));
     let reason = big["reason"].as_str().unwrap_or_default();

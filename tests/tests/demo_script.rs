@@ -38,7 +38,11 @@ fn the_demo_tells_the_shopping_cart_story_from_restock_to_summary() {
     let results: Vec<&str> = stdout.lines().filter(|l| l.contains(": OK ") || l.contains(": FAIL ")).collect();
     assert_eq!(results.len(), 8, "one result per order:\n{stdout}");
     for order in 1..=8 {
-        assert_eq!(results.iter().filter(|l| l.trim_start().starts_with(&format!("order-{order}:"))).count(), 1, "{stdout}");
+        assert_eq!(
+            results.iter().filter(|l| l.trim_start().starts_with(&format!("order-{order}:"))).count(),
+            1,
+            "{stdout}"
+        );
     }
     assert!(results.iter().any(|l| l.contains("FAIL  carol wanted 1 x durian")), "durian was never stocked:\n{stdout}");
     assert!(stdout.contains("carts:") && stdout.contains("inventory:"), "{stdout}");

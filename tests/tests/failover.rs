@@ -25,7 +25,10 @@ fn run_args(extra: &[&'static str]) -> Vec<&'static str> {
 }
 
 fn http_endpoint(server: &FunctionServer) -> String {
-    format!("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun", server.addr)
+    format!(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shoppingcart/*\n  urlPathTemplate: http://{}/statefun",
+        server.addr
+    )
 }
 
 /// A pseudo-random delay in `[low, high)` milliseconds (deterministic per seed, no extra dependency).
@@ -172,9 +175,17 @@ fn a_frozen_worker_whose_leases_were_taken_over_publishes_nothing_when_it_wakes(
         log.matches("lost its lease").count() >= 4
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(count(&deployment), before_waking, "the woken zombie published nothing; its log:\n{}", zombie.log_text());
+    assert_eq!(
+        count(&deployment),
+        before_waking,
+        "the woken zombie published nothing; its log:\n{}",
+        zombie.log_text()
+    );
     let zombie_log = zombie.log_text();
-    assert!(!zombie_log.contains("partition stopped after its last commit"), "no last commit from a zombie:\n{zombie_log}");
+    assert!(
+        !zombie_log.contains("partition stopped after its last commit"),
+        "no last commit from a zombie:\n{zombie_log}"
+    );
     assert!(successor.terminate().success(), "successor log:\n{}", successor.log_text());
     let report = cart::check(&deployment, &workload);
     eprintln!(

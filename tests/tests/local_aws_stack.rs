@@ -134,12 +134,7 @@ fn parse_exports(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|line| line.trim().strip_prefix("export "))
         .filter_map(|assignment| assignment.split_once('='))
-        .map(|(name, value)| {
-            (
-                name.to_owned(),
-                value.trim_matches(|c| c == '\'' || c == '"').to_owned(),
-            )
-        })
+        .map(|(name, value)| (name.to_owned(), value.trim_matches(|c| c == '\'' || c == '"').to_owned()))
         .collect()
 }
 
@@ -158,22 +153,11 @@ fn the_local_stack_serves_kinesis_s3_dynamodb_and_the_cart_lambda_to_sdks_config
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
     ] {
-        assert!(
-            env.get(name).is_some_and(|v| !v.is_empty()),
-            "`env` sets {name}: {env:?}"
-        );
+        assert!(env.get(name).is_some_and(|v| !v.is_empty()), "`env` sets {name}: {env:?}");
     }
     assert_eq!(env["AWS_REGION"], "us-east-1");
-    for name in [
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_DYNAMODB",
-        "AWS_ENDPOINT_URL_LAMBDA",
-    ] {
-        assert!(
-            env[name].starts_with("http://127.0.0.1:"),
-            "{name} is on loopback: {}",
-            env[name]
-        );
+    for name in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_LAMBDA"] {
+        assert!(env[name].starts_with("http://127.0.0.1:"), "{name} is on loopback: {}", env[name]);
     }
 
     // The stack's boto3 with nothing but `env`'s variables (no inherited AWS_* settings).
@@ -185,32 +169,17 @@ fn the_local_stack_serves_kinesis_s3_dynamodb_and_the_cart_lambda_to_sdks_config
             command.env_remove(name);
         }
     }
-    let output = command
-        .envs(&env)
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    let output = command.envs(&env).output().unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the boto3 checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let results: Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert!(output.status.success(), "the boto3 checks failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let results: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
     for service in ["kinesis", "s3", "dynamodb", "lambda"] {
-        assert_eq!(
-            results[service]["ok"], true,
-            "{service}: {}",
-            results[service]
-        );
+        assert_eq!(results[service]["ok"], true, "{service}: {}", results[service]);
     }
 
     let kinesis = &results["kinesis"];
-    assert_eq!(
-        kinesis["endpoint"],
-        env["AWS_ENDPOINT_URL"].as_str(),
-        "{kinesis}"
-    );
+    assert_eq!(kinesis["endpoint"], env["AWS_ENDPOINT_URL"].as_str(), "{kinesis}");
     assert_eq!(
         kinesis["records"],
         serde_json::json!([{"data": "hello from the local stack", "key": "key-1"}]),
@@ -219,32 +188,18 @@ fn the_local_stack_serves_kinesis_s3_dynamodb_and_the_cart_lambda_to_sdks_config
 
     let s3 = &results["s3"];
     assert_eq!(s3["endpoint"], env["AWS_ENDPOINT_URL"].as_str(), "{s3}");
-    assert_eq!(
-        s3["body_hex"], "00736e617073686f74ff",
-        "the object put is read back byte for byte: {s3}"
-    );
+    assert_eq!(s3["body_hex"], "00736e617073686f74ff", "the object put is read back byte for byte: {s3}");
 
     let dynamodb = &results["dynamodb"];
-    assert_eq!(
-        dynamodb["endpoint"],
-        env["AWS_ENDPOINT_URL_DYNAMODB"].as_str(),
-        "{dynamodb}"
-    );
+    assert_eq!(dynamodb["endpoint"], env["AWS_ENDPOINT_URL_DYNAMODB"].as_str(), "{dynamodb}");
     assert_eq!(
         dynamodb["rejected_with"], "ConditionalCheckFailedException",
         "a PutItem whose condition fails is rejected: {dynamodb}"
     );
-    assert_eq!(
-        dynamodb["owner"], "node-a",
-        "the rejected PutItem changed nothing: {dynamodb}"
-    );
+    assert_eq!(dynamodb["owner"], "node-a", "the rejected PutItem changed nothing: {dynamodb}");
 
     let lambda = &results["lambda"];
-    assert_eq!(
-        lambda["endpoint"],
-        env["AWS_ENDPOINT_URL_LAMBDA"].as_str(),
-        "{lambda}"
-    );
+    assert_eq!(lambda["endpoint"], env["AWS_ENDPOINT_URL_LAMBDA"].as_str(), "{lambda}");
     assert_eq!(lambda["status"], 200, "{lambda}");
     assert_eq!(lambda["function_error"], Value::Null, "{lambda}");
     assert!(

@@ -87,7 +87,10 @@ fn a_stop_right_after_a_take_over_leaves_a_history_the_next_owner_recovers() {
     let after = lease_chains(&data.join("checkpoints"));
     assert!(after.keys().any(|chain| !before.contains_key(chain)), "the stop committed under a new lease: {after:?}");
     for ((partition, lease), first_object) in &after {
-        assert!(first_object.ends_with(".snapshot.pb"), "partition {partition}: the first object of lease {lease} is {first_object}");
+        assert!(
+            first_object.ends_with(".snapshot.pb"),
+            "partition {partition}: the first object of lease {lease} is {first_object}"
+        );
     }
 
     let mut next = Runtime::start(&data, &module, &[]);

@@ -81,11 +81,7 @@ fn official_statefun_python_sdk_functions_negotiate_state_message_each_other_and
     let module = write_module(dir.path(), server.port);
     let mut runtime = Runtime::start(&data, &module, &[]);
     let diagnostics = |runtime: &Runtime| {
-        format!(
-            "\n--- runtime log ---\n{}\n--- greeter.py stderr ---\n{}",
-            runtime.log_text(),
-            server.stderr_text()
-        )
+        format!("\n--- runtime log ---\n{}\n--- greeter.py stderr ---\n{}", runtime.log_text(), server.stderr_text())
     };
 
     // Two waves: the first makes the SDK negotiate state for every greeter (the runtime
@@ -121,8 +117,10 @@ fn official_statefun_python_sdk_functions_negotiate_state_message_each_other_and
     eprintln!("all egress records after {:?} of processing", wait_start.elapsed());
 
     let greeted = values_by_key(&tail_json(&data, "greetings"));
-    let expected: BTreeMap<String, Vec<Value>> =
-        [("alice", 3), ("bob", 2), ("carol", 1)].into_iter().map(|(name, n)| (name.to_owned(), greetings(name, n))).collect();
+    let expected: BTreeMap<String, Vec<Value>> = [("alice", 3), ("bob", 2), ("carol", 1)]
+        .into_iter()
+        .map(|(name, n)| (name.to_owned(), greetings(name, n)))
+        .collect();
     assert_eq!(greeted, expected, "greetings per key, in order, each exactly once{}", diagnostics(&runtime));
 
     let totals = values_by_key(&tail_json(&data, "totals"));
@@ -159,11 +157,7 @@ fn official_statefun_python_sdk_functions_negotiate_state_message_each_other_and
         "no greeter request carried both registered states with values{}",
         diagnostics(&runtime)
     );
-    assert!(
-        !log.contains("failed:"),
-        "greeter.py rejected a request{}",
-        diagnostics(&runtime)
-    );
+    assert!(!log.contains("failed:"), "greeter.py rejected a request{}", diagnostics(&runtime));
 
     let status = runtime.terminate();
     assert!(status.success(), "runtime exited with {status} after SIGTERM{}", diagnostics(&runtime));

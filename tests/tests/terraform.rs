@@ -102,7 +102,11 @@ impl Workspace {
     fn run(&self, config: &Path, args: &[&str]) -> Result<String, String> {
         let output = self.command(config, args).output().unwrap_or_else(|e| panic!("run terraform {args:?}: {e}"));
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if output.status.success() { Ok(stdout) } else { Err(format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr))) }
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+        }
     }
 
     /// Runs `terraform <args>` in `config`; panics with its output on failure.
@@ -129,7 +133,11 @@ fn copy_tree(from: &Path, to: &Path) {
         let entry = entry.expect("directory entry");
         let name = entry.file_name().to_string_lossy().into_owned();
         // A user's own working data stays where it is.
-        if name == ".terraform" || name == ".terraform.lock.hcl" || name.contains(".tfstate") || name.ends_with(".tfvars") {
+        if name == ".terraform"
+            || name == ".terraform.lock.hcl"
+            || name.contains(".tfstate")
+            || name.ends_with(".tfvars")
+        {
             continue;
         }
         let path = entry.path();
@@ -170,7 +178,8 @@ fn every_terraform_configuration_is_formatted_and_validates_offline() {
         let config = workspace.config(relative);
         workspace.init(&config, false);
         // Exits non-zero when invalid, with the JSON report on stdout either way.
-        let output = workspace.command(&config, &["validate", "-json", "-no-color"]).output().expect("run terraform validate");
+        let output =
+            workspace.command(&config, &["validate", "-json", "-no-color"]).output().expect("run terraform validate");
         let text = String::from_utf8_lossy(&output.stdout);
         let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
             panic!("terraform validate -json in {relative}: {e}:\n{text}\n{}", String::from_utf8_lossy(&output.stderr))

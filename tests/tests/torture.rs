@@ -55,7 +55,8 @@ use statefun_runtime::log::MAX_RECORD_BYTES;
 use statefun_tests::aws::{AwsDeployment, kinesis_client};
 use statefun_tests::cart::{self, Order, Shape, Workload};
 use statefun_tests::{
-    Deployment, Runtime, dead_letters_json, send_lines, shopping_cart_module, statefun, statefun_result, tail_json, wait_until,
+    Deployment, Runtime, dead_letters_json, send_lines, shopping_cart_module, statefun, statefun_result, tail_json,
+    wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -104,7 +105,8 @@ fn run_local(plan: &Plan, dir: &Path, data: &Path, logs: &RefCell<Vec<PathBuf>>)
     let mut functions = FunctionHost::start(0);
     let module = shopping_cart_module(dir, functions.addr.port());
     append_bad_input_ingress(&module, "torture-input");
-    let streams = Streams { add_to_cart: "add-to-cart".into(), restock: "restock".into(), bad_input: "torture-input".into() };
+    let streams =
+        Streams { add_to_cart: "add-to-cart".into(), restock: "restock".into(), bad_input: "torture-input".into() };
     let mut args: Vec<&str> = vec!["--partitions", "4"];
     args.extend(INVOKE);
     let mut cluster = Cluster { deployment: data, module: &module, args, workers: BTreeMap::new(), logs };
@@ -165,7 +167,12 @@ fn torture<D: Deployment + ?Sized>(
 
     for (n, step) in plan.steps.iter().enumerate() {
         eprintln!("[torture seed {}] step {n}: {step}", plan.seed);
-        send_lines(deployment, module, &streams.add_to_cart, &workload.order_records(&workload.orders[step.orders.clone()]));
+        send_lines(
+            deployment,
+            module,
+            &streams.add_to_cart,
+            &workload.order_records(&workload.orders[step.orders.clone()]),
+        );
         for &index in &step.bad {
             send_bad(deployment, module, &corpus[index]);
         }
@@ -173,7 +180,11 @@ fn torture<D: Deployment + ?Sized>(
         cluster.inject(step.fault, functions);
     }
 
-    eprintln!("[torture seed {}] schedule done after {:.1} s; one clean worker finishes", plan.seed, started.elapsed().as_secs_f64());
+    eprintln!(
+        "[torture seed {}] schedule done after {:.1} s; one clean worker finishes",
+        plan.seed,
+        started.elapsed().as_secs_f64()
+    );
     cluster.stop_all();
     cluster.start(Who::First, &[]);
     wait_until(TIMEOUT, "a result for every order", || workload.results(deployment).len() >= workload.orders.len());
@@ -299,11 +310,16 @@ impl fmt::Display for Fault {
             Fault::Term(who) => write!(f, "SIGTERM the {who:?} worker, restart it"),
             Fault::Freeze(who, ms) => write!(f, "freeze the {who:?} worker for {ms} ms"),
             Fault::StopAfterTakeOver(who, ms) => {
-                write!(f, "replace the {who:?} worker by a 60s-commit one, SIGTERM it {ms} ms after its take-over, restart")
+                write!(
+                    f,
+                    "replace the {who:?} worker by a 60s-commit one, SIGTERM it {ms} ms after its take-over, restart"
+                )
             }
             Fault::RestartFunctions(ms) => write!(f, "restart the function server, down for {ms} ms"),
             Fault::Join => write!(f, "a Second worker joins"),
-            Fault::Leave { kill } => write!(f, "the Second worker leaves by {}", if *kill { "SIGKILL" } else { "SIGTERM" }),
+            Fault::Leave { kill } => {
+                write!(f, "the Second worker leaves by {}", if *kill { "SIGKILL" } else { "SIGTERM" })
+            }
         }
     }
 }
@@ -514,7 +530,9 @@ impl<D: Deployment + ?Sized> Cluster<'_, D> {
                 self.stop(who);
                 self.start(who, &["--commit-interval", "60s"]);
                 let taker = self.worker(who);
-                wait_until(TIMEOUT, "the stand-in worker to take a lease", || taker.runtime.log_text().contains("took the lease"));
+                wait_until(TIMEOUT, "the stand-in worker to take a lease", || {
+                    taker.runtime.log_text().contains("took the lease")
+                });
                 std::thread::sleep(Duration::from_millis(ms));
                 self.stop(who);
                 self.start(who, &[]);
@@ -541,7 +559,8 @@ impl FunctionHost {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
             runtime.block_on(async move {
                 let address = format!("127.0.0.1:{port}");
                 let started = Instant::now();
@@ -557,7 +576,11 @@ impl FunctionHost {
                     }
                 };
                 addr_tx.send(server.local_addr()).expect("report address");
-                let _ = server.serve_with_shutdown(shopping_cart::functions(), async { let _ = stopped.await; }).await;
+                let _ = server
+                    .serve_with_shutdown(shopping_cart::functions(), async {
+                        let _ = stopped.await;
+                    })
+                    .await;
             });
         });
         let addr = addr_rx.recv().expect("function server address");
@@ -632,8 +655,10 @@ fn probe_workload(prefix: &str) -> Workload {
     let first_in = |partition: u32, name: &dyn Fn(usize) -> String, address: &dyn Fn(&str) -> Address| {
         (0..).map(name).find(|n| partition_of(&address(n), PARTITIONS) == partition).expect("a name in every partition")
     };
-    let users: Vec<String> = (0..PARTITIONS).map(|p| first_in(p, &|n| format!("{prefix}user-{n}"), &cart_address)).collect();
-    let items: Vec<String> = (0..PARTITIONS).map(|p| first_in(p, &|n| format!("{prefix}item-{n}"), &inventory_address)).collect();
+    let users: Vec<String> =
+        (0..PARTITIONS).map(|p| first_in(p, &|n| format!("{prefix}user-{n}"), &cart_address)).collect();
+    let items: Vec<String> =
+        (0..PARTITIONS).map(|p| first_in(p, &|n| format!("{prefix}item-{n}"), &inventory_address)).collect();
     let orders = (0..PARTITIONS as usize)
         .flat_map(|p| [(p, p), (p, (p + 1) % PARTITIONS as usize)])
         .enumerate()
@@ -651,7 +676,8 @@ fn probe_workload(prefix: &str) -> Workload {
 /// (items are counted, not records: Kinesis may hold a record twice).
 fn restocked<D: Deployment + ?Sized>(deployment: &D, workloads: &[&Workload]) -> bool {
     let updates = tail_json(deployment, "inventory-updates");
-    let items: std::collections::BTreeSet<&str> = updates.iter().filter_map(|r| r["value"]["item_id"].as_str()).collect();
+    let items: std::collections::BTreeSet<&str> =
+        updates.iter().filter_map(|r| r["value"]["item_id"].as_str()).collect();
     workloads.iter().flat_map(|w| w.restocks.keys()).all(|item| items.contains(item.as_str()))
 }
 
@@ -709,7 +735,8 @@ fn corpus(backend: Backend, base: &str, streams: &Streams) -> Vec<BadRecord> {
             value: json!(format!("zz not an AddToCart ({n})")),
             reason: "HTTP 500",
         });
-        let big = (0..).map(|i| format!("{base}bad-big-{n}-{i}")).find(|u| read_elsewhere(backend, u)).expect("some user");
+        let big =
+            (0..).map(|i| format!("{base}bad-big-{n}-{i}")).find(|u| read_elsewhere(backend, u)).expect("some user");
         // The JSON text adds two quotes: data and key make exactly 1 MiB.
         let filler = "x".repeat(MAX_RECORD_BYTES - big.len() - 2);
         records.push(BadRecord {
@@ -746,7 +773,10 @@ fn send_bad<D: Deployment + ?Sized>(deployment: &D, module: &Path, record: &BadR
             let file = deployment.scratch().join(format!("bad-{}.jsonl", record.key));
             std::fs::write(&file, format!("{line}\n")).expect("write the bad record");
             let (module, file) = (module.to_string_lossy(), file.to_string_lossy());
-            statefun(deployment, &["send", "--module", &module, "--stream", &record.stream, "--type", RAW_JSON_TEXT, "--lines", &file]);
+            statefun(
+                deployment,
+                &["send", "--module", &module, "--stream", &record.stream, "--type", RAW_JSON_TEXT, "--lines", &file],
+            );
         }
     }
 }
@@ -777,11 +807,23 @@ fn check_dead_letters<D: Deployment + ?Sized>(deployment: &D, corpus: &[BadRecor
         copies += letters.len() - 1;
     }
     for record in corpus {
-        let theirs: Vec<&Vec<Value>> = distinct.iter().filter(|((a, _), _)| *a == record.address).map(|(_, l)| l).collect();
-        assert_eq!(theirs.len(), 1, "one dead letter for the {:?} record keyed {}: {theirs:#?}", record.kind, record.key);
+        let theirs: Vec<&Vec<Value>> =
+            distinct.iter().filter(|((a, _), _)| *a == record.address).map(|(_, l)| l).collect();
+        assert_eq!(
+            theirs.len(),
+            1,
+            "one dead letter for the {:?} record keyed {}: {theirs:#?}",
+            record.kind,
+            record.key
+        );
         let letter = &theirs[0][0];
         let reason = letter["reason"].as_str().unwrap_or_default();
-        assert!(reason.contains(record.reason), "the {:?} record's letter says `{}`: {letter}", record.kind, record.reason);
+        assert!(
+            reason.contains(record.reason),
+            "the {:?} record's letter says `{}`: {letter}",
+            record.kind,
+            record.reason
+        );
         let messages = letter["messages"].as_array().map_or(0, Vec::len);
         assert_eq!(messages, 1, "the {:?} record's letter holds its one message: {letter}", record.kind);
     }

@@ -28,10 +28,7 @@ impl FunctionType {
     /// assert_eq!(cart.to_string(), "shoppingcart/cart");
     /// ```
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: Arc::from(namespace.into()),
-            name: Arc::from(name.into()),
-        }
+        Self { namespace: Arc::from(namespace.into()), name: Arc::from(name.into()) }
     }
 
     /// The namespace.
@@ -78,10 +75,7 @@ pub struct Address {
 impl Address {
     /// The address of instance `id` of `function_type`.
     pub fn new(function_type: FunctionType, id: impl Into<String>) -> Self {
-        Self {
-            function_type,
-            id: Arc::from(id.into()),
-        }
+        Self { function_type, id: Arc::from(id.into()) }
     }
 
     /// The function type.
@@ -131,10 +125,7 @@ mod tests {
     #[test]
     fn function_type_without_slash_is_an_error() {
         let err = "cart".parse::<FunctionType>().err().map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("invalid typename `cart`: expected `namespace/name`")
-        );
+        assert_eq!(err.as_deref(), Some("invalid typename `cart`: expected `namespace/name`"));
     }
 
     #[test]

@@ -42,14 +42,7 @@ pub struct Context {
 
 impl Context {
     pub(crate) fn new(self_address: Address, storage: Storage) -> Self {
-        Self {
-            self_address,
-            caller: None,
-            storage,
-            outgoing: Vec::new(),
-            delayed: Vec::new(),
-            egress: Vec::new(),
-        }
+        Self { self_address, caller: None, storage, outgoing: Vec::new(), delayed: Vec::new(), egress: Vec::new() }
     }
 
     pub(crate) fn set_caller(&mut self, caller: Option<Address>) {
@@ -85,10 +78,7 @@ impl Context {
     /// Sends a message to another function (or to this one).
     pub fn send(&mut self, message: Message) {
         let (target, argument) = message.into_parts();
-        self.outgoing.push(Invocation {
-            target: Some(target.to_proto()),
-            argument: Some(argument),
-        });
+        self.outgoing.push(Invocation { target: Some(target.to_proto()), argument: Some(argument) });
     }
 
     /// Sends a message after `delay`.
@@ -98,12 +88,7 @@ impl Context {
 
     /// Sends a message after `delay`, cancellable with
     /// [`cancel_delayed_message`](Self::cancel_delayed_message) and `token`.
-    pub fn send_after_with_token(
-        &mut self,
-        delay: Duration,
-        token: impl Into<String>,
-        message: Message,
-    ) {
+    pub fn send_after_with_token(&mut self, delay: Duration, token: impl Into<String>, message: Message) {
         self.push_delayed(delay, token.into(), message);
     }
 
@@ -140,11 +125,7 @@ impl Context {
             state_mutations: self.storage.into_mutations(),
             outgoing_messages: self.outgoing,
             delayed_invocations: self.delayed,
-            outgoing_egresses: self
-                .egress
-                .into_iter()
-                .map(EgressMessage::into_proto)
-                .collect(),
+            outgoing_egresses: self.egress.into_iter().map(EgressMessage::into_proto).collect(),
         }
     }
 }
@@ -184,10 +165,7 @@ mod tests {
     fn send_after_without_token_leaves_the_token_empty() -> Result<(), Error> {
         let mut ctx = context();
         let to = FunctionType::new("t", "g").address("x");
-        ctx.send_after(
-            Duration::from_secs(1),
-            Message::new(to, &StringType, &"a".into())?,
-        );
+        ctx.send_after(Duration::from_secs(1), Message::new(to, &StringType, &"a".into())?);
         let delayed = ctx.into_response().delayed_invocations;
         assert_eq!(delayed.len(), 1);
         assert_eq!(delayed[0].delay_in_ms, 1000);
@@ -221,19 +199,8 @@ mod tests {
             ctx.send(Message::new(to.clone(), &StringType, &s.to_owned())?);
         }
         let out = ctx.into_response().outgoing_messages;
-        let values: Vec<_> = out
-            .iter()
-            .filter_map(|i| i.argument.as_ref())
-            .map(|a| a.value.clone())
-            .collect();
-        assert_eq!(
-            values,
-            vec![
-                b"\x0a\x01a".to_vec(),
-                b"\x0a\x01b".to_vec(),
-                b"\x0a\x01c".to_vec()
-            ]
-        );
+        let values: Vec<_> = out.iter().filter_map(|i| i.argument.as_ref()).map(|a| a.value.clone()).collect();
+        assert_eq!(values, vec![b"\x0a\x01a".to_vec(), b"\x0a\x01b".to_vec(), b"\x0a\x01c".to_vec()]);
         Ok(())
     }
 }

@@ -28,10 +28,7 @@ pub struct EgressIdentifier {
 impl EgressIdentifier {
     /// The egress `namespace/name`.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { namespace: namespace.into(), name: name.into() }
     }
 
     /// The namespace.
@@ -72,15 +69,8 @@ pub struct EgressMessage {
 
 impl EgressMessage {
     /// A record for `egress` carrying `value` of type `ty`.
-    pub fn new<T: Type + ?Sized>(
-        egress: EgressIdentifier,
-        ty: &T,
-        value: &T::Value,
-    ) -> Result<Self, Error> {
-        Ok(Self {
-            egress,
-            value: encode(ty, value)?,
-        })
+    pub fn new<T: Type + ?Sized>(egress: EgressIdentifier, ty: &T, value: &T::Value) -> Result<Self, Error> {
+        Ok(Self { egress, value: encode(ty, value)? })
     }
 
     /// A record for a Kinesis egress: write `value_bytes` to `stream` under

@@ -58,9 +58,7 @@ pub enum Error {
     },
 
     /// A function used a state with a type other than the one it declared.
-    #[error(
-        "state `{state}` of {function_type}: declared with typename {declared}, used with typename {used}"
-    )]
+    #[error("state `{state}` of {function_type}: declared with typename {declared}, used with typename {used}")]
     StateTypeMismatch {
         /// The state name.
         state: String,

@@ -80,12 +80,7 @@ impl Functions {
     /// Serves `function_type` with `handler`, declaring the states `specs`.
     /// Registering a type again replaces it; a state name declared twice keeps
     /// its last declaration.
-    pub fn with<F>(
-        mut self,
-        function_type: FunctionType,
-        specs: &[&dyn AnyValueSpec],
-        handler: F,
-    ) -> Self
+    pub fn with<F>(mut self, function_type: FunctionType, specs: &[&dyn AnyValueSpec], handler: F) -> Self
     where
         F: Fn(&mut Context, Message) -> Result<(), BoxError> + Send + Sync + 'static,
     {
@@ -94,13 +89,7 @@ impl Functions {
             declared.retain(|d| d.name() != spec.name());
             declared.push(spec);
         }
-        self.registered.insert(
-            function_type,
-            Registration {
-                specs: declared,
-                handler: Arc::new(handler),
-            },
-        );
+        self.registered.insert(function_type, Registration { specs: declared, handler: Arc::new(handler) });
         self
     }
 
@@ -111,9 +100,7 @@ impl Functions {
 
     /// The states declared for `function_type`, `None` if it is not served.
     pub fn specs(&self, function_type: &FunctionType) -> Option<&[StateSpec]> {
-        self.registered
-            .get(function_type)
-            .map(|r| r.specs.as_slice())
+        self.registered.get(function_type).map(|r| r.specs.as_slice())
     }
 
     /// Handles one request: `ToFunction` bytes in, `FromFunction` bytes out.
@@ -142,40 +129,28 @@ impl Functions {
         if !missing.is_empty() {
             tracing::debug!(%target, missing = missing.len(), "incomplete invocation context");
             return Ok(FromFunction {
-                response: Some(Response::IncompleteInvocationContext(
-                    IncompleteInvocationContext {
-                        missing_values: missing,
-                    },
-                )),
+                response: Some(Response::IncompleteInvocationContext(IncompleteInvocationContext {
+                    missing_values: missing,
+                })),
             });
         }
 
-        let storage = Storage::new(
-            target.function_type().clone(),
-            &registration.specs,
-            &batch.state,
-        );
+        let storage = Storage::new(target.function_type().clone(), &registration.specs, &batch.state);
         let mut ctx = Context::new(target.clone(), storage);
         for (index, invocation) in batch.invocations.into_iter().enumerate() {
-            let argument = invocation.argument.ok_or_else(|| Error::MissingArgument {
-                target: target.clone(),
-                index,
-            })?;
+            let argument =
+                invocation.argument.ok_or_else(|| Error::MissingArgument { target: target.clone(), index })?;
             ctx.set_caller(invocation.caller.map(Address::from));
             let message = Message::from_typed_value(target.clone(), argument);
             let typename = message.typename().to_owned();
-            call(registration.handler.as_ref(), &mut ctx, message).map_err(|source| {
-                Error::Function {
-                    address: target.clone(),
-                    index,
-                    typename,
-                    source,
-                }
+            call(registration.handler.as_ref(), &mut ctx, message).map_err(|source| Error::Function {
+                address: target.clone(),
+                index,
+                typename,
+                source,
             })?;
         }
-        Ok(FromFunction {
-            response: Some(Response::InvocationResult(ctx.into_response())),
-        })
+        Ok(FromFunction { response: Some(Response::InvocationResult(ctx.into_response())) })
     }
 }
 

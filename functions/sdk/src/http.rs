@@ -61,10 +61,7 @@ impl Server {
     pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        Ok(Self {
-            listener,
-            local_addr,
-        })
+        Ok(Self { listener, local_addr })
     }
 
     /// The address bound.
@@ -74,17 +71,12 @@ impl Server {
 
     /// Serves `functions` forever.
     pub async fn serve(self, functions: Functions) -> io::Result<()> {
-        self.serve_with_shutdown(functions, std::future::pending())
-            .await
+        self.serve_with_shutdown(functions, std::future::pending()).await
     }
 
     /// Serves `functions` until `shutdown` resolves, then stops accepting and
     /// waits (up to 10 s) for the requests in flight.
-    pub async fn serve_with_shutdown(
-        self,
-        functions: Functions,
-        shutdown: impl Future<Output = ()>,
-    ) -> io::Result<()> {
+    pub async fn serve_with_shutdown(self, functions: Functions, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let functions = Arc::new(functions);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -128,24 +120,13 @@ impl Server {
 }
 
 /// Answers one HTTP request.
-async fn respond(
-    functions: Arc<Functions>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(functions: Arc<Functions>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() != Method::POST {
-        let mut response = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only POST is supported\n".into(),
-        );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only POST is supported\n".into());
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
         return Ok(response);
     }
-    let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<LengthLimitError>() => {
             return Ok(text(
@@ -154,19 +135,13 @@ async fn respond(
             ));
         }
         Err(error) => {
-            return Ok(text(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {error}\n"),
-            ));
+            return Ok(text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {error}\n")));
         }
     };
     Ok(match functions.handle(&body) {
         Ok(bytes) => {
             let mut response = Response::new(Full::new(Bytes::from(bytes)));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             response
         }
         Err(error) => {
@@ -179,10 +154,7 @@ async fn respond(
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -215,8 +187,7 @@ mod tests {
         sender: &mut client::SendRequest<Full<Bytes>>,
         method: Method,
         body: Vec<u8>,
-    ) -> Result<(StatusCode, Option<HeaderValue>, Bytes), Box<dyn std::error::Error + Send + Sync>>
-    {
+    ) -> Result<(StatusCode, Option<HeaderValue>, Bytes), Box<dyn std::error::Error + Send + Sync>> {
         let request = Request::builder()
             .method(method)
             .uri("/statefun")
@@ -249,20 +220,13 @@ mod tests {
             .with_state(&seen, Some(&41))?
             .with_invocation(None, &IntType, &0)?;
         for _ in 0..2 {
-            let (status, content_type, body) =
-                post(&mut sender, Method::POST, request.to_bytes()).await?;
+            let (status, content_type, body) = post(&mut sender, Method::POST, request.to_bytes()).await?;
             assert_eq!(status, StatusCode::OK);
-            assert_eq!(
-                content_type.as_ref().map(|v| v.as_bytes()),
-                Some(&b"application/octet-stream"[..])
-            );
+            assert_eq!(content_type.as_ref().map(|v| v.as_bytes()), Some(&b"application/octet-stream"[..]));
             let result = invocation_result(FromFunction::decode(body)?).unwrap_or_default();
             assert_eq!(result.state_mutations.len(), 1);
             assert_eq!(
-                result.state_mutations[0]
-                    .state_value
-                    .as_ref()
-                    .map(|v| v.value.clone()),
+                result.state_mutations[0].state_value.as_ref().map(|v| v.value.clone()),
                 Some(vec![0x0d, 42, 0, 0, 0])
             );
         }
@@ -271,17 +235,10 @@ mod tests {
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 
         let unknown = TestRequest::new(FunctionType::new("t", "nope").address("a"));
-        let (status, content_type, body) =
-            post(&mut sender, Method::POST, unknown.to_bytes()).await?;
+        let (status, content_type, body) = post(&mut sender, Method::POST, unknown.to_bytes()).await?;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(
-            content_type.as_ref().map(|v| v.as_bytes()),
-            Some(&b"text/plain; charset=utf-8"[..])
-        );
-        assert_eq!(
-            body,
-            Bytes::from_static(b"function type t/nope is not registered with this endpoint\n")
-        );
+        assert_eq!(content_type.as_ref().map(|v| v.as_bytes()), Some(&b"text/plain; charset=utf-8"[..]));
+        assert_eq!(body, Bytes::from_static(b"function type t/nope is not registered with this endpoint\n"));
 
         drop(sender);
         let _ = stop.send(());

@@ -120,11 +120,7 @@ pub fn request_body(event: &Value) -> Result<Vec<u8>, EventError> {
         Some(Value::Bool(flag)) => *flag,
         Some(_) => return Err(EventError::Base64FlagNotABool),
     };
-    if is_base64 {
-        BASE64.decode(body).map_err(EventError::BadBase64)
-    } else {
-        Ok(body.as_bytes().to_vec())
-    }
+    if is_base64 { BASE64.decode(body).map_err(EventError::BadBase64) } else { Ok(body.as_bytes().to_vec()) }
 }
 
 fn text_response(status: u16, message: &str) -> Value {
@@ -188,16 +184,10 @@ mod tests {
         let missing = request_body(&json!({"httpMethod": "POST"})).map_err(|e| e.to_string());
         assert_eq!(
             missing.err().as_deref(),
-            Some(
-                "the Lambda event has no `body`; expected an API Gateway or Function URL proxy event"
-            )
+            Some("the Lambda event has no `body`; expected an API Gateway or Function URL proxy event")
         );
-        let bad = request_body(&json!({"body": "***", "isBase64Encoded": true}))
-            .map_err(|e| e.to_string());
-        assert!(
-            bad.err()
-                .is_some_and(|e| e.starts_with("the Lambda event's `body` is not valid base64"))
-        );
+        let bad = request_body(&json!({"body": "***", "isBase64Encoded": true})).map_err(|e| e.to_string());
+        assert!(bad.err().is_some_and(|e| e.starts_with("the Lambda event's `body` is not valid base64")));
     }
 
     #[test]
@@ -219,9 +209,11 @@ mod tests {
                 Ok(())
             }
         });
-        let request = TestRequest::new(ft.address("1"))
-            .with_state(&greeting, None)?
-            .with_invocation(None, &StringType, &"bob".to_owned())?;
+        let request = TestRequest::new(ft.address("1")).with_state(&greeting, None)?.with_invocation(
+            None,
+            &StringType,
+            &"bob".to_owned(),
+        )?;
         let event = json!({
             "httpMethod": "POST",
             "headers": {"content-type": "application/octet-stream"},
@@ -231,16 +223,10 @@ mod tests {
         let response = handle_event(&functions, &event);
         assert_eq!(response["statusCode"], 200);
         assert_eq!(response["isBase64Encoded"], true);
-        assert_eq!(
-            response["headers"]["content-type"],
-            "application/octet-stream"
-        );
+        assert_eq!(response["headers"]["content-type"], "application/octet-stream");
         let body = BASE64.decode(response["body"].as_str().unwrap_or_default())?;
         let result = invocation_result(FromFunction::decode(body.as_slice())?).unwrap_or_default();
-        let value = result
-            .state_mutations
-            .first()
-            .and_then(|m| m.state_value.clone());
+        let value = result.state_mutations.first().and_then(|m| m.state_value.clone());
         assert_eq!(value.map(|v| v.value), Some(b"\x0a\x09hello bob".to_vec()));
         Ok(())
     }
@@ -251,9 +237,6 @@ mod tests {
         let response = handle_event(&Functions::new(), &event);
         assert_eq!(response["statusCode"], 500);
         assert_eq!(response["isBase64Encoded"], false);
-        assert_eq!(
-            response["body"],
-            "the ToFunction request holds no invocation batch\n"
-        );
+        assert_eq!(response["body"], "the ToFunction request holds no invocation batch\n");
     }
 }

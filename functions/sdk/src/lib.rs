@@ -61,8 +61,7 @@ pub use functions::{Functions, Handler};
 pub use message::Message;
 pub use spec::{AnyValueSpec, Expiration, StateSpec, ValueSpec};
 pub use types::{
-    BoolType, DoubleType, FloatType, IntType, JsonType, LongType, ProtobufType, RawType,
-    StringType, Type,
+    BoolType, DoubleType, FloatType, IntType, JsonType, LongType, ProtobufType, RawType, StringType, Type,
 };
 
 /// The generated protocol messages, for reading responses in tests and tools.

@@ -32,22 +32,12 @@ pub struct Message {
 impl Message {
     /// A message to `target` carrying `value` of type `ty`.
     pub fn new<T: Type + ?Sized>(target: Address, ty: &T, value: &T::Value) -> Result<Self, Error> {
-        Ok(Self {
-            target,
-            value: encode(ty, value)?,
-        })
+        Ok(Self { target, value: encode(ty, value)? })
     }
 
     /// A message to `target` carrying the protobuf message `value`.
     pub fn proto<M: prost::Message + prost::Name>(target: Address, value: &M) -> Self {
-        Self {
-            target,
-            value: TypedValue {
-                typename: M::type_url(),
-                has_value: true,
-                value: value.encode_to_vec(),
-            },
-        }
+        Self { target, value: TypedValue { typename: M::type_url(), has_value: true, value: value.encode_to_vec() } }
     }
 
     /// A message to `target` carrying an already encoded value.
@@ -90,10 +80,7 @@ impl Message {
             });
         }
         ty.decode(&self.value.value)
-            .map_err(|source| Error::MessageDecode {
-                typename: self.value.typename.clone(),
-                source,
-            })
+            .map_err(|source| Error::MessageDecode { typename: self.value.typename.clone(), source })
     }
 
     /// Whether the value is the protobuf message `M`.
@@ -102,9 +89,7 @@ impl Message {
     }
 
     /// The value decoded as the protobuf message `M`.
-    pub fn as_proto<M: prost::Message + prost::Name + Default + 'static>(
-        &self,
-    ) -> Result<M, Error> {
+    pub fn as_proto<M: prost::Message + prost::Name + Default + 'static>(&self) -> Result<M, Error> {
         self.as_value(&ProtobufType::<M>::new())
     }
 
@@ -115,15 +100,8 @@ impl Message {
 
 /// Encodes `value` as a present `TypedValue` of `ty`.
 pub(crate) fn encode<T: Type + ?Sized>(ty: &T, value: &T::Value) -> Result<TypedValue, Error> {
-    let bytes = ty.encode(value).map_err(|source| Error::Encode {
-        typename: ty.typename().to_owned(),
-        source,
-    })?;
-    Ok(TypedValue {
-        typename: ty.typename().to_owned(),
-        has_value: true,
-        value: bytes,
-    })
+    let bytes = ty.encode(value).map_err(|source| Error::Encode { typename: ty.typename().to_owned(), source })?;
+    Ok(TypedValue { typename: ty.typename().to_owned(), has_value: true, value: bytes })
 }
 
 #[cfg(test)]
@@ -149,12 +127,7 @@ mod tests {
 
     #[test]
     fn protobuf_messages_round_trip_with_their_type_url() -> Result<(), Error> {
-        let add = AddToCart {
-            user_id: "u".into(),
-            item_id: "i".into(),
-            quantity: 2,
-            request_id: "r".into(),
-        };
+        let add = AddToCart { user_id: "u".into(), item_id: "i".into(), quantity: 2, request_id: "r".into() };
         let msg = Message::proto(to(), &add);
         assert_eq!(msg.typename(), "type.googleapis.com/shoppingcart.AddToCart");
         assert!(msg.is_proto::<AddToCart>());
@@ -166,15 +139,9 @@ mod tests {
     fn garbage_bytes_are_a_decode_error_naming_the_typename() {
         let msg = Message::from_typed_value(
             to(),
-            TypedValue {
-                typename: IntType.typename().into(),
-                has_value: true,
-                value: vec![0x0d, 0x01],
-            },
+            TypedValue { typename: IntType.typename().into(), has_value: true, value: vec![0x0d, 0x01] },
         );
         let err = msg.as_value(&IntType).err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| {
-            e.starts_with("cannot decode a message of typename io.statefun.types/int:")
-        }));
+        assert!(err.is_some_and(|e| { e.starts_with("cannot decode a message of typename io.statefun.types/int:") }));
     }
 }

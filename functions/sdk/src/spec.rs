@@ -10,9 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use statefun_proto::reqreply::from_function::{
-    ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode,
-};
+use statefun_proto::reqreply::from_function::{ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode};
 
 use crate::types::Type;
 
@@ -121,11 +119,7 @@ impl<T: 'static> ValueSpec<T> {
     /// A state named `name` holding values of `ty`, never expiring.
     pub fn new(name: impl Into<String>, ty: impl Type<Value = T>) -> Self {
         Self {
-            spec: StateSpec {
-                name: name.into(),
-                typename: ty.typename().to_owned(),
-                expiration: Expiration::none(),
-            },
+            spec: StateSpec { name: name.into(), typename: ty.typename().to_owned(), expiration: Expiration::none() },
             ty: Arc::new(ty),
         }
     }
@@ -166,10 +160,7 @@ impl<T> ValueSpec<T> {
 
 impl<T> Clone for ValueSpec<T> {
     fn clone(&self) -> Self {
-        Self {
-            spec: self.spec.clone(),
-            ty: Arc::clone(&self.ty),
-        }
+        Self { spec: self.spec.clone(), ty: Arc::clone(&self.ty) }
     }
 }
 
@@ -219,23 +210,14 @@ mod tests {
             .to_proto();
         assert_eq!(
             spec.expiration_spec,
-            Some(ExpirationSpec {
-                mode: ExpireMode::AfterWrite as i32,
-                expire_after_millis: 5000
-            })
+            Some(ExpirationSpec { mode: ExpireMode::AfterWrite as i32, expire_after_millis: 5000 })
         );
     }
 
     #[test]
     fn after_invoke_is_encoded_with_mode_and_millis() {
         let exp = Expiration::after_invoke(Duration::from_millis(1500)).to_proto();
-        assert_eq!(
-            exp,
-            Some(ExpirationSpec {
-                mode: ExpireMode::AfterInvoke as i32,
-                expire_after_millis: 1500
-            })
-        );
+        assert_eq!(exp, Some(ExpirationSpec { mode: ExpireMode::AfterInvoke as i32, expire_after_millis: 1500 }));
         assert_eq!(ExpireMode::AfterInvoke as i32, 2);
         assert_eq!(ExpireMode::AfterWrite as i32, 1);
     }

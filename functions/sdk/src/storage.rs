@@ -7,9 +7,7 @@
 //! yields nothing. Values stay encoded (`TypedValue`) between invocations, so a
 //! state is decoded only when read and its typename is checked every time.
 
-use statefun_proto::reqreply::from_function::{
-    PersistedValueMutation, persisted_value_mutation::MutationType,
-};
+use statefun_proto::reqreply::from_function::{PersistedValueMutation, persisted_value_mutation::MutationType};
 use statefun_proto::reqreply::{TypedValue, to_function::PersistedValue};
 
 use crate::address::FunctionType;
@@ -34,11 +32,7 @@ struct Cell {
 impl Storage {
     /// The declared states with the values received; states received but not
     /// declared are ignored, as StateFun's SDKs do.
-    pub(crate) fn new(
-        function_type: FunctionType,
-        specs: &[StateSpec],
-        received: &[PersistedValue],
-    ) -> Self {
+    pub(crate) fn new(function_type: FunctionType, specs: &[StateSpec], received: &[PersistedValue]) -> Self {
         let cells = specs
             .iter()
             .map(|spec| {
@@ -47,25 +41,15 @@ impl Storage {
                     .find(|v| v.state_name == spec.name())
                     .and_then(|v| v.state_value.clone())
                     .filter(|v| v.has_value);
-                Cell {
-                    spec: spec.clone(),
-                    value,
-                    modified: false,
-                }
+                Cell { spec: spec.clone(), value, modified: false }
             })
             .collect();
-        Self {
-            function_type,
-            cells,
-        }
+        Self { function_type, cells }
     }
 
     /// The current value of `spec`, `None` if it has none.
     pub(crate) fn get<T: 'static>(&self, spec: &ValueSpec<T>) -> Result<Option<T>, Error> {
-        let cell = self
-            .cells
-            .get(self.index(spec)?)
-            .ok_or_else(|| self.undeclared(spec))?;
+        let cell = self.cells.get(self.index(spec)?).ok_or_else(|| self.undeclared(spec))?;
         let Some(value) = &cell.value else {
             return Ok(None);
         };
@@ -77,15 +61,12 @@ impl Storage {
                 actual: value.typename.clone(),
             });
         }
-        spec.value_type()
-            .decode(&value.value)
-            .map(Some)
-            .map_err(|source| Error::StateDecode {
-                state: spec.name().to_owned(),
-                function_type: self.function_type.clone(),
-                typename: spec.typename().to_owned(),
-                source,
-            })
+        spec.value_type().decode(&value.value).map(Some).map_err(|source| Error::StateDecode {
+            state: spec.name().to_owned(),
+            function_type: self.function_type.clone(),
+            typename: spec.typename().to_owned(),
+            source,
+        })
     }
 
     /// Sets the value of `spec`.
@@ -135,11 +116,8 @@ impl Storage {
 
     /// The cell of `spec`, checking it was declared with the same typename.
     fn index<T>(&self, spec: &ValueSpec<T>) -> Result<usize, Error> {
-        let index = self
-            .cells
-            .iter()
-            .position(|c| c.spec.name() == spec.name())
-            .ok_or_else(|| self.undeclared(spec))?;
+        let index =
+            self.cells.iter().position(|c| c.spec.name() == spec.name()).ok_or_else(|| self.undeclared(spec))?;
         let declared = self.cells[index].spec.typename();
         if declared != spec.typename() {
             return Err(Error::StateTypeMismatch {
@@ -153,10 +131,7 @@ impl Storage {
     }
 
     fn undeclared<T>(&self, spec: &ValueSpec<T>) -> Error {
-        Error::UndeclaredState {
-            state: spec.name().to_owned(),
-            function_type: self.function_type.clone(),
-        }
+        Error::UndeclaredState { state: spec.name().to_owned(), function_type: self.function_type.clone() }
     }
 }
 
@@ -167,19 +142,12 @@ mod tests {
 
     fn storage(received: &[PersistedValue]) -> (Storage, ValueSpec<i32>) {
         let spec = ValueSpec::new("n", IntType);
-        let storage = Storage::new(
-            FunctionType::new("t", "f"),
-            &[spec.state_spec().clone()],
-            received,
-        );
+        let storage = Storage::new(FunctionType::new("t", "f"), &[spec.state_spec().clone()], received);
         (storage, spec)
     }
 
     fn int(value: i32) -> PersistedValue {
-        PersistedValue {
-            state_name: "n".into(),
-            state_value: encode(&IntType, &value).ok(),
-        }
+        PersistedValue { state_name: "n".into(), state_value: encode(&IntType, &value).ok() }
     }
 
     #[test]
@@ -223,11 +191,7 @@ mod tests {
     fn a_value_without_has_value_reads_as_no_value() -> Result<(), Error> {
         let absent = PersistedValue {
             state_name: "n".into(),
-            state_value: Some(TypedValue {
-                typename: IntType.typename().to_owned(),
-                has_value: false,
-                value: vec![],
-            }),
+            state_value: Some(TypedValue { typename: IntType.typename().to_owned(), has_value: false, value: vec![] }),
         };
         let (storage, spec) = storage(&[absent]);
         assert_eq!(storage.get(&spec)?, None);
@@ -236,17 +200,12 @@ mod tests {
 
     #[test]
     fn a_stored_value_of_another_typename_is_a_clear_error() {
-        let wrong = PersistedValue {
-            state_name: "n".into(),
-            state_value: encode(&StringType, &"x".to_owned()).ok(),
-        };
+        let wrong = PersistedValue { state_name: "n".into(), state_value: encode(&StringType, &"x".to_owned()).ok() };
         let (storage, spec) = storage(&[wrong]);
         let err = storage.get(&spec).err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some(
-                "state `n` of t/f: expected typename io.statefun.types/int, got io.statefun.types/string"
-            )
+            Some("state `n` of t/f: expected typename io.statefun.types/int, got io.statefun.types/string")
         );
     }
 
@@ -255,10 +214,7 @@ mod tests {
         let (mut storage, _) = storage(&[]);
         let other = ValueSpec::new("other", IntType);
         let err = storage.set(&other, &1).err().map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("state `other` is not declared for function type t/f")
-        );
+        assert_eq!(err.as_deref(), Some("state `other` is not declared for function type t/f"));
     }
 
     #[test]

@@ -7,9 +7,7 @@
 
 use prost::Message as _;
 use statefun_proto::reqreply::from_function::{InvocationResponse, PersistedValueSpec, Response};
-use statefun_proto::reqreply::to_function::{
-    Invocation, InvocationBatchRequest, PersistedValue, Request,
-};
+use statefun_proto::reqreply::to_function::{Invocation, InvocationBatchRequest, PersistedValue, Request};
 use statefun_proto::reqreply::{FromFunction, ToFunction, TypedValue};
 
 use crate::address::Address;
@@ -37,21 +35,14 @@ impl TestRequest {
     }
 
     /// Adds the state `spec` with `value` (`None`: registered but empty).
-    pub fn with_state<T: 'static>(
-        self,
-        spec: &ValueSpec<T>,
-        value: Option<&T>,
-    ) -> Result<Self, Error> {
+    pub fn with_state<T: 'static>(self, spec: &ValueSpec<T>, value: Option<&T>) -> Result<Self, Error> {
         let value = value.map(|v| encode(spec.value_type(), v)).transpose()?;
         Ok(self.with_state_value(spec.name(), value))
     }
 
     /// Adds a state with a raw value (`None`: registered but empty).
     pub fn with_state_value(mut self, name: &str, value: Option<TypedValue>) -> Self {
-        self.batch.state.push(PersistedValue {
-            state_name: name.to_owned(),
-            state_value: value,
-        });
+        self.batch.state.push(PersistedValue { state_name: name.to_owned(), state_value: value });
         self
     }
 
@@ -66,35 +57,22 @@ impl TestRequest {
     }
 
     /// Adds a protobuf message from `caller` (`None`: from an ingress).
-    pub fn with_proto_invocation<M: prost::Message + prost::Name>(
-        self,
-        caller: Option<Address>,
-        value: &M,
-    ) -> Self {
+    pub fn with_proto_invocation<M: prost::Message + prost::Name>(self, caller: Option<Address>, value: &M) -> Self {
         self.with_invocation_value(
             caller,
-            TypedValue {
-                typename: M::type_url(),
-                has_value: true,
-                value: value.encode_to_vec(),
-            },
+            TypedValue { typename: M::type_url(), has_value: true, value: value.encode_to_vec() },
         )
     }
 
     /// Adds a message with a raw value.
     pub fn with_invocation_value(mut self, caller: Option<Address>, value: TypedValue) -> Self {
-        self.batch.invocations.push(Invocation {
-            caller: caller.map(|c| c.to_proto()),
-            argument: Some(value),
-        });
+        self.batch.invocations.push(Invocation { caller: caller.map(|c| c.to_proto()), argument: Some(value) });
         self
     }
 
     /// The request.
     pub fn to_function(&self) -> ToFunction {
-        ToFunction {
-            request: Some(Request::Invocation(self.batch.clone())),
-        }
+        ToFunction { request: Some(Request::Invocation(self.batch.clone())) }
     }
 
     /// The request's bytes, as a runtime would POST them.

@@ -12,10 +12,7 @@ use statefun_proto::reqreply::from_function::{
 };
 
 use crate::testing::{TestRequest, invocation_result, missing_values};
-use crate::{
-    Context, Error, Expiration, FunctionType, Functions, IntType, JsonType, Message, StringType,
-    ValueSpec,
-};
+use crate::{Context, Error, Expiration, FunctionType, Functions, IntType, JsonType, Message, StringType, ValueSpec};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -77,10 +74,7 @@ fn missing_state_answers_incomplete_context_with_exact_specs_and_runs_no_code() 
         missing,
         Some(vec![PersistedValueSpec {
             state_name: "log".into(),
-            expiration_spec: Some(ExpirationSpec {
-                mode: ExpireMode::AfterInvoke as i32,
-                expire_after_millis: 60_000,
-            }),
+            expiration_spec: Some(ExpirationSpec { mode: ExpireMode::AfterInvoke as i32, expire_after_millis: 60_000 }),
             type_typename: "test/Log".into(),
         }])
     );
@@ -91,11 +85,9 @@ fn missing_state_answers_incomplete_context_with_exact_specs_and_runs_no_code() 
 #[test]
 fn no_state_at_all_lists_every_declared_spec() -> TestResult {
     let calls = Arc::new(AtomicUsize::new(0));
-    let request =
-        TestRequest::new(counter_type().address("a")).with_invocation(None, &IntType, &5)?;
+    let request = TestRequest::new(counter_type().address("a")).with_invocation(None, &IntType, &5)?;
     let missing =
-        missing_values(counter(Arc::clone(&calls)).handle_request(request.to_function())?)
-            .unwrap_or_default();
+        missing_values(counter(Arc::clone(&calls)).handle_request(request.to_function())?).unwrap_or_default();
     let names: Vec<_> = missing.iter().map(|s| s.state_name.as_str()).collect();
     assert_eq!(names, ["total", "log"]);
     assert_eq!(missing[0].expiration_spec, None);
@@ -114,8 +106,7 @@ fn three_messages_in_one_batch_apply_in_order_with_one_net_mutation_each() -> Te
         .with_invocation(None, &IntType, &2)?
         .with_invocation(None, &IntType, &3)?;
     let result =
-        invocation_result(counter(Arc::clone(&calls)).handle_request(request.to_function())?)
-            .unwrap_or_default();
+        invocation_result(counter(Arc::clone(&calls)).handle_request(request.to_function())?).unwrap_or_default();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(
         result.state_mutations,
@@ -146,8 +137,7 @@ fn a_value_set_then_removed_in_a_batch_is_one_delete() -> TestResult {
         .with_state(&log(), Some(&vec![]))?
         .with_invocation(None, &IntType, &5)?
         .with_invocation(None, &IntType, &0)?;
-    let result = invocation_result(counter(Arc::default()).handle_request(request.to_function())?)
-        .unwrap_or_default();
+    let result = invocation_result(counter(Arc::default()).handle_request(request.to_function())?).unwrap_or_default();
     assert_eq!(
         result.state_mutations.first(),
         Some(&PersistedValueMutation {
@@ -161,21 +151,14 @@ fn a_value_set_then_removed_in_a_batch_is_one_delete() -> TestResult {
 
 #[test]
 fn unset_state_value_and_has_value_false_both_read_as_no_value() -> TestResult {
-    for absent in [
-        None,
-        Some(TypedValue {
-            typename: "io.statefun.types/int".into(),
-            has_value: false,
-            value: vec![],
-        }),
-    ] {
+    for absent in [None, Some(TypedValue { typename: "io.statefun.types/int".into(), has_value: false, value: vec![] })]
+    {
         let request = TestRequest::new(counter_type().address("a"))
             .with_state_value("total", absent)
             .with_state(&log(), None)?
             .with_invocation(None, &IntType, &7)?;
         let result =
-            invocation_result(counter(Arc::default()).handle_request(request.to_function())?)
-                .unwrap_or_default();
+            invocation_result(counter(Arc::default()).handle_request(request.to_function())?).unwrap_or_default();
         assert_eq!(result.state_mutations[0].state_value, int(7));
     }
     Ok(())
@@ -188,9 +171,8 @@ fn a_function_that_only_reads_answers_no_mutations() -> TestResult {
         ctx.get(&total())?;
         Ok(())
     });
-    let request = TestRequest::new(ft.address("a"))
-        .with_state(&total(), Some(&3))?
-        .with_invocation(None, &IntType, &1)?;
+    let request =
+        TestRequest::new(ft.address("a")).with_state(&total(), Some(&3))?.with_invocation(None, &IntType, &1)?;
     let result = invocation_result(functions.handle_request(request.to_function())?);
     assert_eq!(result.map(|r| r.state_mutations), Some(vec![]));
     Ok(())
@@ -205,15 +187,10 @@ fn a_failing_message_fails_the_whole_batch_with_its_reason() -> TestResult {
         .with_invocation(None, &IntType, &1)?
         .with_invocation(None, &IntType, &-1)?
         .with_invocation(None, &IntType, &1)?;
-    let err = counter(Arc::clone(&calls))
-        .handle_request(request.to_function())
-        .err()
-        .map(|e| e.to_string());
+    let err = counter(Arc::clone(&calls)).handle_request(request.to_function()).err().map(|e| e.to_string());
     assert_eq!(
         err.as_deref(),
-        Some(
-            "function test/counter/a failed on message #1 (io.statefun.types/int): negative amount -1"
-        )
+        Some("function test/counter/a failed on message #1 (io.statefun.types/int): negative amount -1")
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     Ok(())
@@ -224,10 +201,7 @@ fn a_panicking_function_is_an_error_not_a_crash() -> TestResult {
     let ft = FunctionType::new("test", "panics");
     let functions = Functions::new().with(ft.clone(), &[], |_ctx, _msg| panic!("boom"));
     let request = TestRequest::new(ft.address("a")).with_invocation(None, &IntType, &1)?;
-    let err = functions
-        .handle_request(request.to_function())
-        .err()
-        .map(|e| e.to_string());
+    let err = functions.handle_request(request.to_function()).err().map(|e| e.to_string());
     assert_eq!(
         err.as_deref(),
         Some("function test/panics/a failed on message #0 (io.statefun.types/int): panicked: boom")
@@ -238,14 +212,8 @@ fn a_panicking_function_is_an_error_not_a_crash() -> TestResult {
 #[test]
 fn an_unregistered_function_type_is_an_error_naming_it() {
     let request = TestRequest::new(FunctionType::new("test", "ghost").address("a"));
-    let err = counter(Arc::default())
-        .handle(&request.to_bytes())
-        .err()
-        .map(|e| e.to_string());
-    assert_eq!(
-        err.as_deref(),
-        Some("function type test/ghost is not registered with this endpoint")
-    );
+    let err = counter(Arc::default()).handle(&request.to_bytes()).err().map(|e| e.to_string());
+    assert_eq!(err.as_deref(), Some("function type test/ghost is not registered with this endpoint"));
 }
 
 #[test]
@@ -259,18 +227,11 @@ fn a_state_of_the_wrong_type_names_state_function_and_typenames() -> TestResult 
     let request = TestRequest::new(counter_type().address("a"))
         .with_state_value(
             "total",
-            Some(TypedValue {
-                typename: "io.statefun.types/long".into(),
-                has_value: true,
-                value: vec![],
-            }),
+            Some(TypedValue { typename: "io.statefun.types/long".into(), has_value: true, value: vec![] }),
         )
         .with_state(&log(), None)?
         .with_invocation(None, &IntType, &1)?;
-    let err = counter(Arc::default())
-        .handle_request(request.to_function())
-        .err()
-        .map(|e| e.to_string());
+    let err = counter(Arc::default()).handle_request(request.to_function()).err().map(|e| e.to_string());
     assert_eq!(
         err.as_deref(),
         Some(
@@ -286,11 +247,7 @@ fn caller_is_set_per_message_and_replies_reach_it() -> TestResult {
     let ft = FunctionType::new("test", "echo");
     let functions = Functions::new().with(ft.clone(), &[], |ctx: &mut Context, msg: Message| {
         if let Some(caller) = ctx.caller().cloned() {
-            ctx.send(Message::new(
-                caller,
-                &StringType,
-                &msg.as_value(&StringType)?,
-            )?);
+            ctx.send(Message::new(caller, &StringType, &msg.as_value(&StringType)?)?);
         }
         Ok(())
     });
@@ -298,8 +255,7 @@ fn caller_is_set_per_message_and_replies_reach_it() -> TestResult {
     let request = TestRequest::new(ft.address("e"))
         .with_invocation(Some(caller.clone()), &StringType, &"one".to_owned())?
         .with_invocation(None, &StringType, &"ingress".to_owned())?;
-    let result =
-        invocation_result(functions.handle_request(request.to_function())?).unwrap_or_default();
+    let result = invocation_result(functions.handle_request(request.to_function())?).unwrap_or_default();
     assert_eq!(result.outgoing_messages.len(), 1);
     assert_eq!(result.outgoing_messages[0].target, Some(caller.to_proto()));
     Ok(())

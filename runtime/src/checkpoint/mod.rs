@@ -124,7 +124,11 @@ enum Chain {
 }
 
 impl Chain {
-    async fn list(store: &dyn BlobStore, partition: u32, manifest: &PartitionManifest) -> Result<Self, CheckpointError> {
+    async fn list(
+        store: &dyn BlobStore,
+        partition: u32,
+        manifest: &PartitionManifest,
+    ) -> Result<Self, CheckpointError> {
         let mut chain: BTreeMap<u64, (u64, String)> = BTreeMap::new();
         for key in store.list(&partition_prefix(partition)).await? {
             let Some(name) = ObjectName::parse(&key) else { continue };
@@ -186,7 +190,10 @@ pub async fn replay_history(
         first_key = chain.key(partition, manifest, first);
         found = store.read(&first_key, &mut |chunk: &[u8]| parser.feed(chunk)).await?;
         if found {
-            tracing::warn!(partition, "the committed history spans leases (written by an earlier release); recovered from a listing");
+            tracing::warn!(
+                partition,
+                "the committed history spans leases (written by an earlier release); recovered from a listing"
+            );
         }
     }
     if !found {
@@ -206,7 +213,10 @@ pub async fn replay_history(
     while let Some(loaded) = deltas.next().await {
         let (epoch, key, bytes) = loaded?;
         let mut parser = ObjectParser::new(partition, epoch, epoch == manifest.snapshot_epoch, sink);
-        parser.feed(&bytes).and_then(|()| parser.finish()).map_err(|detail| CheckpointError::Corrupt { key, detail })?;
+        parser
+            .feed(&bytes)
+            .and_then(|()| parser.finish())
+            .map_err(|detail| CheckpointError::Corrupt { key, detail })?;
     }
     Ok(())
 }
@@ -359,7 +369,11 @@ fn incomplete_or_bad_varint(bytes: &[u8]) -> Result<Option<Field>, String> {
 }
 
 /// Deletes a partition's objects older than its committed snapshot.
-pub async fn collect_garbage(store: &dyn BlobStore, partition: u32, snapshot_epoch: u64) -> Result<usize, CheckpointError> {
+pub async fn collect_garbage(
+    store: &dyn BlobStore,
+    partition: u32,
+    snapshot_epoch: u64,
+) -> Result<usize, CheckpointError> {
     let mut deleted = 0;
     for key in store.list(&partition_prefix(partition)).await? {
         if epoch_of_key(&key).is_some_and(|e| e < snapshot_epoch) {

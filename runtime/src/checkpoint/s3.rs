@@ -170,8 +170,14 @@ impl S3BlobStore {
         let uploaded = self.upload_parts(key, upload_id, data).await;
         if uploaded.is_err() {
             // Best effort: an upload left behind holds storage until a lifecycle rule removes it.
-            let aborted =
-                self.client.abort_multipart_upload().bucket(&self.bucket).key(&full_key).upload_id(upload_id).send().await;
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full_key)
+                .upload_id(upload_id)
+                .send()
+                .await;
             if let Err(e) = aborted {
                 let e = self.error("AbortMultipartUpload", key, &e);
                 tracing::warn!(bucket = %self.bucket, key = %full_key, "aborting a failed multipart upload failed: {e}");

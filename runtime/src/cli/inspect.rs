@@ -60,7 +60,9 @@ pub struct DeadLetterArgs {
 
 pub async fn state(args: StateArgs) -> anyhow::Result<()> {
     let filter = match &args.function {
-        Some(text) => Some(FunctionType::parse(text).with_context(|| format!("--function `{text}` is not namespace/name"))?),
+        Some(text) => {
+            Some(FunctionType::parse(text).with_context(|| format!("--function `{text}` is not namespace/name"))?)
+        }
         None => None,
     };
     let codec = ValueCodec::new(&args.descriptor_set)?;
@@ -75,7 +77,8 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
     for partition in 0..partitions {
         // A partition that never committed has no state.
         let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else { continue };
-        let restored = restore::recover(backends.blobs.as_ref(), partition, 1, Arc::new(NoEndpoints), &manifest).await?;
+        let restored =
+            restore::recover(backends.blobs.as_ref(), partition, 1, Arc::new(NoEndpoints), &manifest).await?;
         for address in restored.addresses() {
             if filter.as_ref().is_some_and(|f| *f != FunctionType::of(&address)) {
                 continue;
@@ -87,7 +90,8 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
             let values = states
                 .iter()
                 .map(|s| {
-                    let value = s.value.as_ref().map(|v| codec.decode(Some(&v.typename), &v.value)).unwrap_or(Value::Null);
+                    let value =
+                        s.value.as_ref().map(|v| codec.decode(Some(&v.typename), &v.value)).unwrap_or(Value::Null);
                     (s.name.clone(), value)
                 })
                 .collect();
@@ -114,7 +118,9 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
     let entries = match dead_letters::read_all(&destination, backends.log.as_ref(), backends.blobs.as_ref()).await {
         Ok(entries) => entries,
         // Nothing was ever dead-lettered.
-        Err(e) if e.downcast_ref::<LogError>().is_some_and(|e| matches!(e, LogError::NoSuchStream { .. })) => Vec::new(),
+        Err(e) if e.downcast_ref::<LogError>().is_some_and(|e| matches!(e, LogError::NoSuchStream { .. })) => {
+            Vec::new()
+        }
         Err(e) => return Err(e.context(format!("reading dead letters from {destination:?}"))),
     };
     let mut selected = Vec::new();

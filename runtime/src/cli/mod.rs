@@ -113,7 +113,8 @@ impl Storage {
         match self.backend {
             BackendKind::Local => Backends::local(&self.data_dir),
             BackendKind::Aws => {
-                let bucket = self.bucket.as_deref().context("--bucket (STATEFUN_BUCKET) is required with --backend aws")?;
+                let bucket =
+                    self.bucket.as_deref().context("--bucket (STATEFUN_BUCKET) is required with --backend aws")?;
                 Ok(Backends::aws(&self.sdk_config().await, &self.table, bucket, &self.prefix))
             }
         }

@@ -78,7 +78,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             initial_backoff: args.invoke_backoff,
             max_backoff: args.invoke_max_backoff,
         },
-        leases: LeaseSettings { renew_every: args.lease_renew, failover: args.lease_failover, take_over_at_once: false },
+        leases: LeaseSettings {
+            renew_every: args.lease_renew,
+            failover: args.lease_failover,
+            take_over_at_once: false,
+        },
     };
     settings.leases.validate().map_err(anyhow::Error::msg)?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);

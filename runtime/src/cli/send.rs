@@ -65,7 +65,10 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 }
                 let at = || format!("{}, line {}", path.display(), n + 1);
                 let record: Value = serde_json::from_str(&line).with_context(|| format!("{}: not JSON", at()))?;
-                let key = record.get("key").and_then(Value::as_str).with_context(|| format!("{}: missing string field `key`", at()))?;
+                let key = record
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .with_context(|| format!("{}: missing string field `key`", at()))?;
                 let value = record.get("value").with_context(|| format!("{}: missing field `value`", at()))?;
                 inputs.push((key.to_owned(), value.clone()));
             }
@@ -81,7 +84,12 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         if key.is_empty() {
             bail!("empty partition key: every record needs a key (it is the target's id)");
         }
-        records.push(AppendRecord { partition_key: key, shard: ShardChoice::ByKey, data: codec.encode(&typename, &value)?, id: None });
+        records.push(AppendRecord {
+            partition_key: key,
+            shard: ShardChoice::ByKey,
+            data: codec.encode(&typename, &value)?,
+            id: None,
+        });
     }
     let log = args.storage.log().await?;
     patiently(|| log.ensure_stream(&args.stream, args.shards)).await?;
@@ -92,8 +100,9 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
 }
 
 fn stream_value_type(module: &std::path::Path, stream: &str) -> anyhow::Result<String> {
-    let config = ModuleConfig::load(module)
-        .with_context(|| format!("no --type given, so the valueType of `{stream}` is read from {}", module.display()))?;
+    let config = ModuleConfig::load(module).with_context(|| {
+        format!("no --type given, so the valueType of `{stream}` is read from {}", module.display())
+    })?;
     config
         .ingress_streams()
         .find(|(_, s)| s.stream == stream)

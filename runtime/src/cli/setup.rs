@@ -33,7 +33,8 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         BackendKind::Local => Box::new(LocalLogStore::new(&args.storage.data_dir)),
         BackendKind::Aws => {
             let config = statefun_runtime::aws::aws_sdk_config(args.storage.region.as_deref()).await;
-            let bucket = args.storage.bucket.as_deref().context("--bucket (STATEFUN_BUCKET) is required with --backend aws")?;
+            let bucket =
+                args.storage.bucket.as_deref().context("--bucket (STATEFUN_BUCKET) is required with --backend aws")?;
             DynamoCommitStore::new(&config, &args.storage.table).create_table().await?;
             println!("table {}: ready", args.storage.table);
             S3BlobStore::new(&config, bucket, &args.storage.prefix).create_bucket().await?;
@@ -41,7 +42,8 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
             Box::new(KinesisLogStore::new(&config, true))
         }
     };
-    let mut streams = vec![(topology.exchange_stream.clone(), topology.partitions), (topology.dead_letter_stream.clone(), 1)];
+    let mut streams =
+        vec![(topology.exchange_stream.clone(), topology.partitions), (topology.dead_letter_stream.clone(), 1)];
     streams.extend(module.ingress_streams().map(|(_, s)| (s.stream.clone(), shards)));
     streams.extend(args.egress_streams.iter().map(|s| (s.clone(), shards)));
     for (stream, count) in streams {

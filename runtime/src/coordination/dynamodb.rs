@@ -381,7 +381,9 @@ impl CommitStore for DynamoCommitStore {
                 .update_item()
                 .table_name(&self.table)
                 .key("partition", number(lease.partition))
-                .update_expression("SET #epoch = :epoch, #snapshot_epoch = :snapshot_epoch, #chain_lease = :chain_lease")
+                .update_expression(
+                    "SET #epoch = :epoch, #snapshot_epoch = :snapshot_epoch, #chain_lease = :chain_lease",
+                )
                 .condition_expression("#owner = :owner AND #lease = :lease AND #epoch = :previous")
                 .expression_attribute_names("#owner", "owner")
                 .expression_attribute_names("#lease", "lease")
@@ -401,15 +403,13 @@ impl CommitStore for DynamoCommitStore {
                 .await;
             match written {
                 Ok(_) => Ok(()),
-                Err(e) if condition_failed(&e) => {
-                    Err(CommitError::Fenced {
-                        partition: lease.partition,
-                        epoch: manifest.epoch,
-                        owner: lease.owner.clone(),
-                        counter: lease.counter,
-                        previous: previous_epoch,
-                    })
-                }
+                Err(e) if condition_failed(&e) => Err(CommitError::Fenced {
+                    partition: lease.partition,
+                    epoch: manifest.epoch,
+                    owner: lease.owner.clone(),
+                    counter: lease.counter,
+                    previous: previous_epoch,
+                }),
                 Err(e) => Err(self.error("UpdateItem (commit)", &e)),
             }
         })

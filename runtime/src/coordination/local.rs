@@ -84,7 +84,6 @@ fn read(c: &Connection, partition: u32) -> Result<Option<Committed>, CommitError
     .map_err(backend)
 }
 
-
 impl CommitStore for LocalCommitStore {
     fn lease<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<Committed>, CommitError>> {
         self.blocking(move |c| read(c, partition))
@@ -219,9 +218,15 @@ mod tests {
         store.commit(&old, 0, PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 1 }).await.expect("commit");
         let new = store.acquire(0, "b").await.expect("acquire");
         assert_eq!(new.manifest, Some(PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 1 }));
-        let err = store.commit(&old, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 1 }).await.expect_err("fenced");
+        let err = store
+            .commit(&old, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 1 })
+            .await
+            .expect_err("fenced");
         assert!(matches!(err, CommitError::Fenced { .. }), "{err}");
-        store.commit(&new, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 1 }).await.expect("new owner commits");
+        store
+            .commit(&new, 1, PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 1 })
+            .await
+            .expect("new owner commits");
     }
 
     #[tokio::test]
@@ -249,7 +254,10 @@ mod tests {
         let taken = store.take(2, "b", Some(&after)).await.expect("take").expect("taken");
         assert_eq!((taken.owner.as_str(), taken.counter), ("b", lease.counter + 1));
         assert!(matches!(store.renew(&lease).await, Err(CommitError::LeaseLost { .. })));
-        assert!(matches!(store.release(&lease).await, Err(CommitError::LeaseLost { .. })), "a stale holder cannot release");
+        assert!(
+            matches!(store.release(&lease).await, Err(CommitError::LeaseLost { .. })),
+            "a stale holder cannot release"
+        );
         assert_eq!(store.lease(2).await.expect("read").expect("leased").owner, "b");
     }
 

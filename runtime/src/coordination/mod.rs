@@ -66,7 +66,9 @@ pub struct Renewal {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    #[error("partition {partition}: commit of epoch {epoch} rejected, the lease is no longer {owner}#{counter} at epoch {previous}")]
+    #[error(
+        "partition {partition}: commit of epoch {epoch} rejected, the lease is no longer {owner}#{counter} at epoch {previous}"
+    )]
     Fenced { partition: u32, epoch: u64, owner: String, counter: u64, previous: u64 },
     #[error("partition {partition}: the lease is no longer {owner}#{counter}")]
     LeaseLost { partition: u32, owner: String, counter: u64 },

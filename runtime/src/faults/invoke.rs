@@ -19,11 +19,18 @@ use crate::invoke::{FunctionClient, InvokeError};
 use crate::log::BoxFuture;
 
 /// `inner` with the invoke rules of `plan` applied; `inner` itself without a plan or rules.
-pub fn wrap(inner: Arc<dyn FunctionClient>, plan: Option<&Arc<FaultPlan>>, call_timeout: Duration) -> Arc<dyn FunctionClient> {
+pub fn wrap(
+    inner: Arc<dyn FunctionClient>,
+    plan: Option<&Arc<FaultPlan>>,
+    call_timeout: Duration,
+) -> Arc<dyn FunctionClient> {
     match plan {
-        Some(plan) if plan.has_invoke_faults() => {
-            Arc::new(FaultyFunctionClient { inner, plan: plan.clone(), call_timeout, calls: Mutex::new(HashMap::new()) })
-        }
+        Some(plan) if plan.has_invoke_faults() => Arc::new(FaultyFunctionClient {
+            inner,
+            plan: plan.clone(),
+            call_timeout,
+            calls: Mutex::new(HashMap::new()),
+        }),
         _ => inner,
     }
 }
@@ -54,7 +61,11 @@ fn target(request: &[u8]) -> Option<Address> {
 }
 
 impl FunctionClient for FaultyFunctionClient {
-    fn call<'a>(&'a self, function_type: &'a FunctionType, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+    fn call<'a>(
+        &'a self,
+        function_type: &'a FunctionType,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
         Box::pin(async move {
             if let Some(address) = target(&request) {
                 let shown = address::display(&address);
@@ -63,7 +74,9 @@ impl FunctionClient for FaultyFunctionClient {
                     tracing::info!(address = %shown, call = n, "injected fault: invocation {} (`{rule}`)", fault.name());
                     match fault {
                         InvokeFault::Error => {
-                            return Err(InvokeError::Function(format!("{shown}: injected by STATEFUN_FAULTS (`{rule}`)")));
+                            return Err(InvokeError::Function(format!(
+                                "{shown}: injected by STATEFUN_FAULTS (`{rule}`)"
+                            )));
                         }
                         InvokeFault::Timeout => {
                             tokio::time::sleep(self.call_timeout).await;

@@ -114,7 +114,8 @@ pub enum AwsFault {
 }
 
 impl AwsFault {
-    const ALL: [AwsFault; 5] = [AwsFault::Error, AwsFault::Throttle, AwsFault::Lost, AwsFault::Latency, AwsFault::Partial];
+    const ALL: [AwsFault; 5] =
+        [AwsFault::Error, AwsFault::Throttle, AwsFault::Lost, AwsFault::Latency, AwsFault::Partial];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -286,7 +287,9 @@ impl FaultPlan {
             "aws" if operation.is_none() => None,
             "aws" => return Err("`aws` stands for every service and takes no operation".into()),
             name => Some(Service::parse(name).ok_or_else(|| {
-                format!("unknown service `{name}` (expected s3, kinesis, dynamodb, lambda, aws, invoke or invoke:<address>)")
+                format!(
+                    "unknown service `{name}` (expected s3, kinesis, dynamodb, lambda, aws, invoke or invoke:<address>)"
+                )
             })?),
         };
         if let Some(operation) = operation {
@@ -296,9 +299,10 @@ impl FaultPlan {
                 return Err(format!("operation `{operation}` is not an API operation name such as PutRecords"));
             }
         }
-        let fault = AwsFault::ALL.into_iter().find(|f| f.name() == fault).ok_or_else(|| {
-            format!("unknown fault `{fault}` (expected error, throttle, lost, latency or partial)")
-        })?;
+        let fault = AwsFault::ALL
+            .into_iter()
+            .find(|f| f.name() == fault)
+            .ok_or_else(|| format!("unknown fault `{fault}` (expected error, throttle, lost, latency or partial)"))?;
         if fault == AwsFault::Partial
             && (service != Some(Service::Kinesis) || operation.is_some_and(|op| op != "PutRecords"))
         {
@@ -326,11 +330,12 @@ impl FaultPlan {
     fn rule(&self, service: Service, operation: &str, fault: AwsFault) -> Option<&AwsRule> {
         let candidates = self.aws.iter().filter(|r| r.fault == fault);
         let scored = candidates.filter_map(|r| Some((r.specificity(service, operation)?, r)));
-        scored.fold(None, |best: Option<(u8, &AwsRule)>, (score, rule)| match best {
-            Some((best_score, _)) if best_score > score => best,
-            _ => Some((score, rule)),
-        })
-        .map(|(_, rule)| rule)
+        scored
+            .fold(None, |best: Option<(u8, &AwsRule)>, (score, rule)| match best {
+                Some((best_score, _)) if best_score > score => best,
+                _ => Some((score, rule)),
+            })
+            .map(|(_, rule)| rule)
     }
 
     /// A number in [0, 1) for `what` of the `n`-th attempt: the plan's dice.
@@ -351,7 +356,8 @@ impl FaultPlan {
         });
         let mut fault = [AwsFault::Error, AwsFault::Throttle, AwsFault::Lost].into_iter().find(|f| fires(*f).is_some());
         if fault.is_none() && service == Service::Kinesis && operation == "PutRecords" {
-            fault = self.rule(service, operation, AwsFault::Partial).filter(|r| r.rate > 0.0).map(|_| AwsFault::Partial);
+            fault =
+                self.rule(service, operation, AwsFault::Partial).filter(|r| r.rate > 0.0).map(|_| AwsFault::Partial);
         }
         Attempt { delay, fault }
     }

@@ -189,8 +189,14 @@ impl Intercept for FaultInterceptor {
         let operation = cfg.load::<Metadata>().map(|m| m.name().to_owned()).unwrap_or_default();
         let attempt = self.next_attempt(&operation);
         let decided = plan.attempt(self.service, &operation, attempt);
-        let mut decision =
-            Decision { service: self.service, operation, attempt, delay: decided.delay, fault: decided.fault, refused: None };
+        let mut decision = Decision {
+            service: self.service,
+            operation,
+            attempt,
+            delay: decided.delay,
+            fault: decided.fault,
+            refused: None,
+        };
         if decision.fault == Some(AwsFault::Partial) {
             decision.refused = refuse_records(plan, attempt, context.request_mut());
             if decision.refused.is_none() {
@@ -207,7 +213,8 @@ impl Intercept for FaultInterceptor {
 /// Takes the refused records out of a `PutRecords` body; `None` when none is refused.
 fn refuse_records(plan: &FaultPlan, attempt: u64, request: &mut HttpRequest) -> Option<Refused> {
     let mut body: Value = serde_json::from_slice(request.body().bytes()?).ok()?;
-    let stream = body.get("StreamName").or_else(|| body.get("StreamARN")).and_then(Value::as_str).unwrap_or("?").to_owned();
+    let stream =
+        body.get("StreamName").or_else(|| body.get("StreamARN")).and_then(Value::as_str).unwrap_or("?").to_owned();
     let records = body.get_mut("Records")?.as_array_mut()?;
     let total = records.len();
     let indices = plan.refused_records(attempt, total);
@@ -239,7 +246,11 @@ impl HttpClient for FaultHttpClient {
         FaultConnector { service: self.service, inner }.into_shared()
     }
 
-    fn validate_base_client_config(&self, components: &RuntimeComponentsBuilder, cfg: &ConfigBag) -> Result<(), BoxError> {
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
         self.inner.as_ref().map_or(Ok(()), |inner| inner.validate_base_client_config(components, cfg))
     }
 
@@ -295,7 +306,9 @@ impl Decision {
             (Some(AwsFault::Lost), _) => {
                 let answer = inner.call(request).await?;
                 self.log(&format!("lost response (HTTP {} dropped)", answer.status()));
-                Err(ConnectorError::timeout(format!("no response: the connection broke after the request was sent ({NOTE})").into()))
+                Err(ConnectorError::timeout(
+                    format!("no response: the connection broke after the request was sent ({NOTE})").into(),
+                ))
             }
             (Some(AwsFault::Partial), Some(refused)) if refused.indices.len() == refused.total => {
                 self.log(&format!("all {} records of PutRecords refused", refused.total));
@@ -318,7 +331,8 @@ impl Decision {
 /// has nothing to do.
 fn answered_without_a_connection(request: &HttpRequest) {
     if let Some(capture) = request.extension::<CaptureSmithyConnection>() {
-        capture.set_connection_retriever(|| Some(ConnectionMetadata::builder().proxied(false).poison_fn(|| {}).build()));
+        capture
+            .set_connection_retriever(|| Some(ConnectionMetadata::builder().proxied(false).poison_fn(|| {}).build()));
     }
 }
 
@@ -369,7 +383,12 @@ async fn put_refused_back(mut answer: HttpResponse, refused: &Refused) -> Result
 }
 
 /// The service's own answer to a throttled or failed request.
-fn service_error(service: Service, operation: &str, method: &str, throttle: bool) -> Result<HttpResponse, ConnectorError> {
+fn service_error(
+    service: Service,
+    operation: &str,
+    method: &str,
+    throttle: bool,
+) -> Result<HttpResponse, ConnectorError> {
     const JSON_10: &str = "application/x-amz-json-1.0";
     const JSON_11: &str = "application/x-amz-json-1.1";
     let (status, content_type, headers, body): (u16, &str, Vec<(&str, &str)>, Value) = match (service, throttle) {
@@ -379,9 +398,12 @@ fn service_error(service: Service, operation: &str, method: &str, throttle: bool
             vec![],
             json!({"__type": "ProvisionedThroughputExceededException", "message": format!("Rate exceeded ({NOTE})")}),
         ),
-        (Service::Kinesis, false) => {
-            (500, JSON_11, vec![], json!({"__type": "InternalFailure", "message": format!("Internal service failure ({NOTE})")}))
-        }
+        (Service::Kinesis, false) => (
+            500,
+            JSON_11,
+            vec![],
+            json!({"__type": "InternalFailure", "message": format!("Internal service failure ({NOTE})")}),
+        ),
         (Service::DynamoDb, true) if is_item_operation(operation) => (
             400,
             JSON_10,
@@ -453,7 +475,12 @@ fn is_item_operation(operation: &str) -> bool {
     )
 }
 
-fn response(status: u16, content_type: &str, headers: &[(&str, &str)], body: String) -> Result<HttpResponse, ConnectorError> {
+fn response(
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Result<HttpResponse, ConnectorError> {
     let status = StatusCode::try_from(status).map_err(|e| ConnectorError::other(e.into(), None))?;
     let mut response = HttpResponse::new(status, SdkBody::from(body.clone()));
     response.headers_mut().insert("content-type", content_type.to_owned());

@@ -42,7 +42,16 @@ fn a_plan_reads_seed_services_operations_rates_latencies_and_invoke_rules() {
     .expect("a valid plan");
     assert_eq!(plan.seed, 42);
     assert_eq!(plan.aws.len(), 6);
-    assert_eq!(plan.aws[0], AwsRule { service: None, operation: None, fault: AwsFault::Throttle, rate: 0.05, delay: (Duration::ZERO, Duration::ZERO) });
+    assert_eq!(
+        plan.aws[0],
+        AwsRule {
+            service: None,
+            operation: None,
+            fault: AwsFault::Throttle,
+            rate: 0.05,
+            delay: (Duration::ZERO, Duration::ZERO)
+        }
+    );
     assert_eq!(plan.aws[2].operation.as_deref(), Some("UpdateItem"));
     assert_eq!(plan.aws[4].delay, (Duration::from_millis(10), Duration::from_millis(20)));
     assert_eq!(plan.aws[4].rate, 0.5);
@@ -109,7 +118,8 @@ fn globs_match_runs_and_single_characters() {
 
 #[test]
 fn the_most_specific_rule_wins_and_the_later_among_equals() {
-    let plan = FaultPlan::parse("aws.error=1; kinesis.error=0; kinesis.PutRecords.error=1; s3.error=0; s3.error=1").expect("valid");
+    let plan = FaultPlan::parse("aws.error=1; kinesis.error=0; kinesis.PutRecords.error=1; s3.error=0; s3.error=1")
+        .expect("valid");
     assert_eq!(plan.attempt(Service::Kinesis, "PutRecords", 0).fault, Some(AwsFault::Error));
     assert_eq!(plan.attempt(Service::Kinesis, "GetRecords", 0).fault, None, "kinesis.error=0 overrides aws.error=1");
     assert_eq!(plan.attempt(Service::DynamoDb, "GetItem", 0).fault, Some(AwsFault::Error), "aws.error applies");
@@ -118,7 +128,8 @@ fn the_most_specific_rule_wins_and_the_later_among_equals() {
 
 #[test]
 fn error_comes_before_throttle_before_lost_and_partial_only_when_nothing_else_fires() {
-    let all = FaultPlan::parse("kinesis.error=1; kinesis.throttle=1; kinesis.lost=1; kinesis.partial=1").expect("valid");
+    let all =
+        FaultPlan::parse("kinesis.error=1; kinesis.throttle=1; kinesis.lost=1; kinesis.partial=1").expect("valid");
     assert_eq!(all.attempt(Service::Kinesis, "PutRecords", 3).fault, Some(AwsFault::Error));
     let no_error = FaultPlan::parse("kinesis.throttle=1; kinesis.lost=1; kinesis.partial=1").expect("valid");
     assert_eq!(no_error.attempt(Service::Kinesis, "PutRecords", 3).fault, Some(AwsFault::Throttle));
@@ -147,7 +158,8 @@ fn decisions_follow_the_rate_and_repeat_with_the_seed() {
 #[test]
 fn latency_lies_in_its_range() {
     let plan = FaultPlan::parse("kinesis.latency=10ms..20ms").expect("valid");
-    let delays: Vec<Duration> = (0..200).filter_map(|n| plan.attempt(Service::Kinesis, "GetRecords", n).delay).collect();
+    let delays: Vec<Duration> =
+        (0..200).filter_map(|n| plan.attempt(Service::Kinesis, "GetRecords", n).delay).collect();
     assert_eq!(delays.len(), 200, "a latency without a rate applies to every attempt");
     assert!(delays.iter().all(|d| (Duration::from_millis(10)..=Duration::from_millis(20)).contains(d)), "{delays:?}");
     assert!(delays.iter().any(|d| *d != delays[0]), "delays spread over the range");
@@ -167,11 +179,16 @@ fn refused_records_follow_the_per_record_rate() {
 
 #[test]
 fn invoke_rules_match_type_and_id_patterns_and_the_first_that_fires_decides() {
-    let plan = FaultPlan::parse("invoke:shop/cart/bad-*.error=1; invoke:shop/*/slow-?.timeout=1; invoke:shop/inventory.error=0")
-        .expect("valid");
+    let plan = FaultPlan::parse(
+        "invoke:shop/cart/bad-*.error=1; invoke:shop/*/slow-?.timeout=1; invoke:shop/inventory.error=0",
+    )
+    .expect("valid");
     let fault = |a: &Address| plan.invoke_fault(a, 0).map(|(f, _)| f);
     assert_eq!(fault(&address("shop", "cart", "bad-1")), Some(InvokeFault::Error));
-    assert_eq!(plan.invoke_fault(&address("shop", "cart", "bad-1"), 9).map(|(_, rule)| rule), Some("invoke:shop/cart/bad-*.error=1"));
+    assert_eq!(
+        plan.invoke_fault(&address("shop", "cart", "bad-1"), 9).map(|(_, rule)| rule),
+        Some("invoke:shop/cart/bad-*.error=1")
+    );
     assert_eq!(fault(&address("shop", "cart", "good-1")), None);
     assert_eq!(fault(&address("shop", "inventory", "slow-2")), Some(InvokeFault::Timeout));
     assert_eq!(fault(&address("shop", "inventory", "slow-22")), None);
@@ -222,7 +239,9 @@ fn stored_all(request: &HttpRequest) -> (u16, String) {
     let body: Value = serde_json::from_slice(request.body().bytes().unwrap_or_default()).unwrap_or_default();
     let records: Vec<Value> = body["Records"]
         .as_array()
-        .map(|records| records.iter().map(|r| json!({"SequenceNumber": r["Data"], "ShardId": "shardId-000000000000"})).collect())
+        .map(|records| {
+            records.iter().map(|r| json!({"SequenceNumber": r["Data"], "ShardId": "shardId-000000000000"})).collect()
+        })
         .unwrap_or_default();
     (200, json!({"FailedRecordCount": 0, "Records": records}).to_string())
 }
@@ -262,7 +281,8 @@ fn entries(n: usize) -> Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry> {
 async fn throttling_and_errors_answer_in_the_services_place_without_sending() {
     let fake = FakeService::new(stored_all);
     let kinesis = client_with_layer!(aws_sdk_kinesis, Service::Kinesis, "kinesis.PutRecords.throttle=1", fake);
-    let error = kinesis.put_records().stream_name("s").set_records(Some(entries(2))).send().await.expect_err("throttled");
+    let error =
+        kinesis.put_records().stream_name("s").set_records(Some(entries(2))).send().await.expect_err("throttled");
     let service = error.as_service_error().expect("a service error");
     assert!(service.is_provisioned_throughput_exceeded_exception(), "{service:?}");
     assert_eq!(crate::aws::classify("PutRecords", &error).kind, crate::aws::FailureKind::Retryable);
@@ -273,7 +293,10 @@ async fn throttling_and_errors_answer_in_the_services_place_without_sending() {
     let fake = FakeService::new(ok_empty);
     let dynamo = client_with_layer!(aws_sdk_dynamodb, Service::DynamoDb, "dynamodb.throttle=1", fake);
     let error = dynamo.update_item().table_name("t").send().await.expect_err("throttled");
-    assert_eq!(aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&error), Some("ProvisionedThroughputExceededException"));
+    assert_eq!(
+        aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&error),
+        Some("ProvisionedThroughputExceededException")
+    );
     let error = dynamo.describe_table().table_name("t").send().await.expect_err("throttled");
     assert_eq!(aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&error), Some("ThrottlingException"));
     let dynamo = client_with_layer!(aws_sdk_dynamodb, Service::DynamoDb, "aws.error=1", fake);
@@ -324,7 +347,12 @@ async fn refused_records_are_not_sent_and_come_back_failed_at_their_indices() {
     let sent = fake.sent();
     assert_eq!(sent.len(), 1);
     let body: Value = serde_json::from_slice(&sent[0]).expect("JSON");
-    let sent_data: Vec<String> = body["Records"].as_array().expect("records").iter().map(|r| r["Data"].as_str().unwrap_or("").to_owned()).collect();
+    let sent_data: Vec<String> = body["Records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["Data"].as_str().unwrap_or("").to_owned())
+        .collect();
     assert_eq!(sent_data.len(), 20 - expected.len(), "refused records are taken out of the request");
     let mut kept = sent_data.iter();
     for (i, result) in output.records().iter().enumerate() {
@@ -388,7 +416,8 @@ fn request_for(target: Address) -> Vec<u8> {
 #[tokio::test]
 async fn chosen_addresses_fail_or_time_out_and_the_others_reach_the_function() {
     let echo = Arc::new(EchoFunction { calls: Mutex::new(0) });
-    let plan = Arc::new(FaultPlan::parse("invoke:shop/cart/bad-*.error=1; invoke:shop/cart/slow.timeout=1").expect("valid"));
+    let plan =
+        Arc::new(FaultPlan::parse("invoke:shop/cart/bad-*.error=1; invoke:shop/cart/slow.timeout=1").expect("valid"));
     let client = invoke::wrap(echo.clone(), Some(&plan), Duration::from_millis(20));
     let function_type = FunctionType { namespace: "shop".into(), name: "cart".into() };
 

@@ -59,13 +59,17 @@ impl HttpClient {
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| InvokeError::Transport(format!("{url}: {e}")))?;
-        let response = self.client.request(request).await.map_err(|e| InvokeError::Transport(format!("{url}: {e:?}")))?;
+        let response =
+            self.client.request(request).await.map_err(|e| InvokeError::Transport(format!("{url}: {e:?}")))?;
         let status = response.status();
         let limit = self.reply_max_bytes;
         let too_large = || {
-            InvokeError::Malformed(format!("{url}: the reply is larger than the endpoint's payload_max_bytes ({limit} bytes)"))
+            InvokeError::Malformed(format!(
+                "{url}: the reply is larger than the endpoint's payload_max_bytes ({limit} bytes)"
+            ))
         };
-        let announced = response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let announced =
+            response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if announced.is_some_and(|length| length > limit as u64) {
             return Err(too_large());
         }
@@ -86,7 +90,11 @@ impl HttpClient {
 }
 
 impl FunctionClient for HttpClient {
-    fn call<'a>(&'a self, function_type: &'a FunctionType, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+    fn call<'a>(
+        &'a self,
+        function_type: &'a FunctionType,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
         let url = self.url_template.replace("{function.name}", &function_type.name);
         Box::pin(async move {
             // The call timeout runs from when the request may go out, not while it waits its turn.
@@ -151,7 +159,8 @@ mod tests {
         }
         let mut small = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n".to_vec();
         small.extend(b"abc");
-        let reply = client(serve(small).await).call(&function_type, b"request".to_vec()).await.expect("within the limit");
+        let reply =
+            client(serve(small).await).call(&function_type, b"request".to_vec()).await.expect("within the limit");
         assert_eq!(reply, b"abc");
     }
 }

@@ -67,7 +67,11 @@ impl LambdaClient {
 }
 
 impl FunctionClient for LambdaClient {
-    fn call<'a>(&'a self, function_type: &'a FunctionType, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+    fn call<'a>(
+        &'a self,
+        function_type: &'a FunctionType,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
         Box::pin(async move {
             let event = proxy_event(function_type, &request);
             match tokio::time::timeout(self.call_timeout, self.invoke(event)).await {
@@ -78,7 +82,8 @@ impl FunctionClient for LambdaClient {
     }
 }
 
-type InvokeSdkError = SdkError<aws_sdk_lambda::operation::invoke::InvokeError, aws_sdk_lambda::config::http::HttpResponse>;
+type InvokeSdkError =
+    SdkError<aws_sdk_lambda::operation::invoke::InvokeError, aws_sdk_lambda::config::http::HttpResponse>;
 
 fn classify(target: &str, error: InvokeSdkError) -> InvokeError {
     let status = error.raw_response().map(|r| r.status().as_u16());
@@ -89,7 +94,9 @@ fn classify(target: &str, error: InvokeSdkError) -> InvokeError {
             return InvokeError::Throttled(format!("Lambda {target}: {code}: {message}"));
         }
         if service.is_request_too_large_exception() {
-            return InvokeError::Function(format!("Lambda {target}: request larger than the Invoke payload limit: {message}"));
+            return InvokeError::Function(format!(
+                "Lambda {target}: request larger than the Invoke payload limit: {message}"
+            ));
         }
     }
     match status {
@@ -118,8 +125,12 @@ pub fn proxy_event(function_type: &FunctionType, request: &[u8]) -> Vec<u8> {
 /// The `FromFunction` bytes inside a proxy response, or why there are none.
 pub fn proxy_response_body(payload: &[u8]) -> Result<Vec<u8>, InvokeError> {
     let malformed = |detail: String| InvokeError::Malformed(format!("Lambda answer is not a proxy response: {detail}"));
-    let response: Value = serde_json::from_slice(payload).map_err(|e| malformed(format!("{e}: {}", snippet(payload))))?;
-    let status = response.get("statusCode").and_then(Value::as_u64).ok_or_else(|| malformed(format!("no statusCode in {}", snippet(payload))))?;
+    let response: Value =
+        serde_json::from_slice(payload).map_err(|e| malformed(format!("{e}: {}", snippet(payload))))?;
+    let status = response
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| malformed(format!("no statusCode in {}", snippet(payload))))?;
     let body = response.get("body").and_then(Value::as_str).unwrap_or_default();
     let is_base64 = response.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false);
     if !(200..300).contains(&status) {
@@ -131,7 +142,11 @@ pub fn proxy_response_body(payload: &[u8]) -> Result<Vec<u8>, InvokeError> {
         let status = status as u16;
         return Err(InvokeError::Status { status, body: text.chars().take(500).collect() });
     }
-    if is_base64 { BASE64.decode(body).map_err(|e| malformed(format!("body is not base64: {e}"))) } else { Ok(body.as_bytes().to_vec()) }
+    if is_base64 {
+        BASE64.decode(body).map_err(|e| malformed(format!("body is not base64: {e}")))
+    } else {
+        Ok(body.as_bytes().to_vec())
+    }
 }
 
 fn snippet(bytes: &[u8]) -> String {
@@ -144,7 +159,8 @@ mod tests {
 
     #[test]
     fn the_request_travels_base64_in_a_post_proxy_event() {
-        let event: Value = serde_json::from_slice(&proxy_event(&FunctionType::new("shop", "cart"), &[1, 2, 255])).expect("json");
+        let event: Value =
+            serde_json::from_slice(&proxy_event(&FunctionType::new("shop", "cart"), &[1, 2, 255])).expect("json");
         assert_eq!(event["httpMethod"], "POST");
         assert_eq!(event["isBase64Encoded"], true);
         assert_eq!(event["headers"]["content-type"], "application/octet-stream");

@@ -39,7 +39,11 @@ pub enum InvokeError {
 
 /// One attempt to call a function over some transport.
 pub trait FunctionClient: Send + Sync {
-    fn call<'a>(&'a self, function_type: &'a FunctionType, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>>;
+    fn call<'a>(
+        &'a self,
+        function_type: &'a FunctionType,
+        request: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>>;
 }
 
 /// A function type's transport and limits.
@@ -126,8 +130,9 @@ impl Invoker {
         loop {
             attempt += 1;
             let outcome = route.client.call(&function_type, body.clone()).await.and_then(|reply| {
-                FromFunction::decode(reply.as_slice())
-                    .map_err(|e| InvokeError::Malformed(format!("not a FromFunction message ({} bytes): {e}", reply.len())))
+                FromFunction::decode(reply.as_slice()).map_err(|e| {
+                    InvokeError::Malformed(format!("not a FromFunction message ({} bytes): {e}", reply.len()))
+                })
             });
             match outcome {
                 Ok(reply) => return Ok(reply),
@@ -151,9 +156,9 @@ fn client_for(
     lambda: Option<&aws_sdk_lambda::Client>,
 ) -> Result<Arc<dyn FunctionClient>, EndpointError> {
     match &endpoint.target {
-        EndpointTarget::Http { .. } => Ok(Arc::new(http::HttpClient::new(endpoint).map_err(|detail| {
-            EndpointError { document: endpoint.document, detail }
-        })?)),
+        EndpointTarget::Http { .. } => Ok(Arc::new(
+            http::HttpClient::new(endpoint).map_err(|detail| EndpointError { document: endpoint.document, detail })?,
+        )),
         EndpointTarget::Lambda { function_name, qualifier } => match lambda {
             Some(client) => Ok(Arc::new(lambda::LambdaClient::new(
                 client.clone(),

@@ -75,7 +75,9 @@ use aws_sdk_kinesis::types::{
     PutRecordsRequestEntry, PutRecordsResultEntry, ShardIteratorType, StreamMode, StreamModeDetails, StreamStatus,
 };
 
-use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name};
+use super::{
+    AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name,
+};
 use crate::aws::{self, FailureKind};
 
 /// Records per `PutRecords` request.
@@ -170,7 +172,9 @@ impl KinesisLogStore {
         let failure = aws::classify(operation, error);
         match failure.kind {
             FailureKind::Retryable => LogError::Backend { stream: stream.to_owned(), detail: failure.detail },
-            FailureKind::NotFound => LogError::NoSuchStream { stream: stream.to_owned(), hint: format!(" ({})", self.target) },
+            FailureKind::NotFound => {
+                LogError::NoSuchStream { stream: stream.to_owned(), hint: format!(" ({})", self.target) }
+            }
             FailureKind::ConditionFailed | FailureKind::Permanent => LogError::Rejected {
                 stream: stream.to_owned(),
                 detail: format!("{} ({})", failure.detail, self.target),
@@ -192,7 +196,8 @@ impl KinesisLogStore {
             let page = request.send().await.map_err(|e| self.error(stream, "ListShards", &e))?;
             for shard in page.shards() {
                 let range = shard.hash_key_range();
-                let parsed = range.and_then(|r| Some((r.starting_hash_key().parse().ok()?, r.ending_hash_key().parse().ok()?)));
+                let parsed =
+                    range.and_then(|r| Some((r.starting_hash_key().parse().ok()?, r.ending_hash_key().parse().ok()?)));
                 let (Some(range), Some((start, end))) = (range, parsed) else {
                     return Err(LogError::Rejected {
                         stream: stream.to_owned(),
@@ -242,9 +247,10 @@ impl KinesisLogStore {
     }
 
     async fn create_stream(&self, stream: &str, shards: u32) -> Result<(), LogError> {
-        let mode = StreamModeDetails::builder().stream_mode(StreamMode::Provisioned).build().map_err(|e| {
-            LogError::Rejected { stream: stream.to_owned(), detail: format!("CreateStream: {e}") }
-        })?;
+        let mode = StreamModeDetails::builder()
+            .stream_mode(StreamMode::Provisioned)
+            .build()
+            .map_err(|e| LogError::Rejected { stream: stream.to_owned(), detail: format!("CreateStream: {e}") })?;
         let created = self
             .client
             .create_stream()
@@ -270,7 +276,10 @@ impl KinesisLogStore {
                 // Reads and writes work while a stream is updating.
                 Some(StreamStatus::Active | StreamStatus::Updating) => return Ok(()),
                 Some(StreamStatus::Deleting) => {
-                    return Err(LogError::Backend { stream: stream.to_owned(), detail: "the stream is being deleted".into() });
+                    return Err(LogError::Backend {
+                        stream: stream.to_owned(),
+                        detail: "the stream is being deleted".into(),
+                    });
                 }
                 // Creating, or not visible yet right after CreateStream.
                 _ => {}
@@ -299,7 +308,10 @@ impl KinesisLogStore {
                 (None, shard_of_hash_key(shards, key_hash(&record.partition_key)).map(str::to_owned), false)
             }
             ShardChoice::Index(_) | ShardChoice::ExplicitHashKey(_) if shards.is_empty() => {
-                return Err(LogError::Backend { stream: stream.to_owned(), detail: "the stream lists no shards".into() });
+                return Err(LogError::Backend {
+                    stream: stream.to_owned(),
+                    detail: "the stream lists no shards".into(),
+                });
             }
             ShardChoice::Index(i) => {
                 let target = &shards[*i as usize % shards.len()];
@@ -326,14 +338,13 @@ impl KinesisLogStore {
         }
         let open: Option<Vec<ShardRange>> =
             Some(self.shard_ranges(stream).await?.iter().filter(|s| s.open).cloned().collect());
-        let mut pending = records
-            .iter()
-            .map(|r| self.prepare(stream, r, open.as_deref()))
-            .collect::<Result<VecDeque<_>, _>>()?;
+        let mut pending =
+            records.iter().map(|r| self.prepare(stream, r, open.as_deref())).collect::<Result<VecDeque<_>, _>>()?;
         let mut failed_rounds = 0;
         let mut pause = Duration::from_millis(100);
         while !pending.is_empty() {
-            let count = request_len(pending.iter().map(|p| (p.size, p.exclusive.then_some(p.shard.as_deref()).flatten())));
+            let count =
+                request_len(pending.iter().map(|p| (p.size, p.exclusive.then_some(p.shard.as_deref()).flatten())));
             let request: Vec<Pending> = pending.drain(..count).collect();
             let output = self
                 .client
@@ -475,9 +486,7 @@ impl KinesisLogStore {
         };
         self.pace(&key).await;
         let mut result = self.client.get_records().shard_iterator(iterator).limit(limit).send().await;
-        let expired = |r: &Result<_, SdkError<GetRecordsError, HttpResponse>>| {
-            matches!(r, Err(e) if e.as_service_error().is_some_and(GetRecordsError::is_expired_iterator_exception))
-        };
+        let expired = |r: &Result<_, SdkError<GetRecordsError, HttpResponse>>| matches!(r, Err(e) if e.as_service_error().is_some_and(GetRecordsError::is_expired_iterator_exception));
         if from_cache && expired(&result) {
             // Iterators live 5 minutes: a reader that paused longer starts again from its position.
             self.remember(&key, None);
@@ -693,7 +702,8 @@ mod tests {
 
     #[test]
     fn a_refused_record_is_resent_with_every_later_record_of_its_shard() {
-        let outcomes = [stored("a"), refused(Some("a")), stored("b"), stored("a"), refused(Some("b")), stored("b"), stored("c")];
+        let outcomes =
+            [stored("a"), refused(Some("a")), stored("b"), stored("a"), refused(Some("b")), stored("b"), stored("c")];
         assert_eq!(records_to_resend(&outcomes), vec![1, 3, 4, 5]);
     }
 
@@ -747,7 +757,14 @@ mod tests {
     #[test]
     fn hash_keys_find_the_shard_whose_range_holds_them() {
         let shards = [
-            ShardRange { id: "s0".into(), starting_hash_key: "0".into(), start: 0, end: 99, parents: vec![], open: true },
+            ShardRange {
+                id: "s0".into(),
+                starting_hash_key: "0".into(),
+                start: 0,
+                end: 99,
+                parents: vec![],
+                open: true,
+            },
             ShardRange {
                 id: "s1".into(),
                 starting_hash_key: "100".into(),

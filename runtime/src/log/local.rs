@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name};
+use super::{
+    AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name,
+};
 use crate::address::shard_of_key;
 
 /// The most records in one chunk: a read of a few hundred records skips through at most one chunk's head.
@@ -51,7 +53,13 @@ struct Stream {
 impl LocalLogStore {
     pub fn new(data_dir: &Path) -> Self {
         let dir = data_dir.join("streams");
-        Self { inner: Arc::new(Streams { dir, open: Mutex::new(HashMap::new()), shard_counts: Mutex::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(Streams {
+                dir,
+                open: Mutex::new(HashMap::new()),
+                shard_counts: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
     /// Runs `work` on the stream's connection on a blocking thread (opening,
@@ -74,7 +82,9 @@ impl LocalLogStore {
                 work(&mut guard).map_err(|e| LogError::Backend { stream: task_name, detail: e.to_string() })
             })
             .await;
-            joined.unwrap_or_else(|e| Err(LogError::Backend { stream: name, detail: format!("storage task failed: {e}") }))
+            joined.unwrap_or_else(|e| {
+                Err(LogError::Backend { stream: name, detail: format!("storage task failed: {e}") })
+            })
         })
     }
 }
@@ -91,11 +101,16 @@ impl Streams {
         }
         let path = self.dir.join(format!("{stream}.sqlite"));
         if create.is_none() && !path.exists() {
-            return Err(LogError::NoSuchStream { stream: stream.to_owned(), hint: format!(" (no file {})", path.display()) });
+            return Err(LogError::NoSuchStream {
+                stream: stream.to_owned(),
+                hint: format!(" (no file {})", path.display()),
+            });
         }
         let backend = |e: rusqlite::Error| LogError::Backend { stream: stream.to_owned(), detail: e.to_string() };
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| LogError::Backend { stream: stream.to_owned(), detail: format!("{}: {e}", self.dir.display()) })?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| LogError::Backend {
+            stream: stream.to_owned(),
+            detail: format!("{}: {e}", self.dir.display()),
+        })?;
         let mut connection = Connection::open(&path).map_err(backend)?;
         connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
         connection
@@ -120,10 +135,15 @@ impl Streams {
             tx.execute("INSERT OR IGNORE INTO meta (id, shards) VALUES (0, ?1)", [shards.max(1)]).map_err(backend)?;
             tx.commit().map_err(backend)?;
         }
-        let shards: Option<u32> =
-            connection.query_row("SELECT shards FROM meta WHERE id = 0", [], |r| r.get(0)).optional().map_err(backend)?;
+        let shards: Option<u32> = connection
+            .query_row("SELECT shards FROM meta WHERE id = 0", [], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
         let Some(shards) = shards.filter(|s| *s >= 1) else {
-            return Err(LogError::NoSuchStream { stream: stream.to_owned(), hint: " (file has no shard count)".into() });
+            return Err(LogError::NoSuchStream {
+                stream: stream.to_owned(),
+                hint: " (file has no shard count)".into(),
+            });
         };
         let stream_handle = Arc::new(Mutex::new(Stream { connection, shards }));
         open.insert(stream.to_owned(), stream_handle.clone());
@@ -149,7 +169,8 @@ fn convert_row_per_record(connection: &mut Connection) -> Result<(), rusqlite::E
     if has_rows_table(&tx)? {
         {
             let mut rows = tx.prepare("SELECT seq, shard, id, key, data, ts FROM records ORDER BY seq")?;
-            let mut insert = tx.prepare("INSERT INTO chunks (seq, shard, count, body, ts) VALUES (?1, ?2, 1, ?3, ?4)")?;
+            let mut insert =
+                tx.prepare("INSERT INTO chunks (seq, shard, count, body, ts) VALUES (?1, ?2, 1, ?3, ?4)")?;
             let mut cursor = rows.query([])?;
             while let Some(row) = cursor.next()? {
                 let (id, key, data): (Option<String>, String, Vec<u8>) = (row.get(2)?, row.get(3)?, row.get(4)?);
@@ -313,7 +334,10 @@ impl LogStore for LocalLogStore {
     fn append<'a>(&'a self, stream: &'a str, records: &'a [AppendRecord]) -> BoxFuture<'a, Result<(), LogError>> {
         // Kinesis refuses such a request whole (a validation error): so does the local log.
         if let Some((index, problem)) = records.iter().enumerate().find_map(|(i, r)| r.check().err().map(|e| (i, e))) {
-            let rejected = LogError::Rejected { stream: stream.to_owned(), detail: format!("record {index} of the append: {problem}") };
+            let rejected = LogError::Rejected {
+                stream: stream.to_owned(),
+                detail: format!("record {index} of the append: {problem}"),
+            };
             return Box::pin(async move { Err(rejected) });
         }
         let name = stream.to_owned();
@@ -334,7 +358,8 @@ impl LogStore for LocalLogStore {
                 return Ok(());
             }
             {
-                let mut insert = tx.prepare_cached("INSERT INTO chunks (shard, count, body, ts) VALUES (?1, ?2, ?3, ?4)")?;
+                let mut insert =
+                    tx.prepare_cached("INSERT INTO chunks (shard, count, body, ts) VALUES (?1, ?2, ?3, ?4)")?;
                 for chunk in chunks {
                     insert.execute(params![chunk.shard, chunk.count, chunk.body, now])?;
                 }
@@ -379,9 +404,11 @@ impl LogStore for LocalLogStore {
                 Position::Latest => {
                     let last: Option<(i64, u32)> = s
                         .connection
-                        .query_row("SELECT seq, count FROM chunks WHERE shard = ?1 ORDER BY seq DESC LIMIT 1", [index], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })
+                        .query_row(
+                            "SELECT seq, count FROM chunks WHERE shard = ?1 ORDER BY seq DESC LIMIT 1",
+                            [index],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
                         .optional()?;
                     let (chunk, count) = last.unwrap_or((0, 1));
                     return Ok(Ok((Vec::new(), Position::After(sequence_of(chunk, count.saturating_sub(1))))));
@@ -409,10 +436,12 @@ impl LogStore for LocalLogStore {
                     };
                     if at >= skip {
                         let text = |bytes: &[u8], what: &str| {
-                            String::from_utf8(bytes.to_vec())
-                                .map_err(|_| format!("chunk {chunk} of {shard_name}: the {what} of record {at} is not UTF-8"))
+                            String::from_utf8(bytes.to_vec()).map_err(|_| {
+                                format!("chunk {chunk} of {shard_name}: the {what} of record {at} is not UTF-8")
+                            })
                         };
-                        let (key, id) = match (text(record.key, "key"), record.id.map(|id| text(id, "id")).transpose()) {
+                        let (key, id) = match (text(record.key, "key"), record.id.map(|id| text(id, "id")).transpose())
+                        {
                             (Ok(key), Ok(id)) => (key, id),
                             (Err(detail), _) | (_, Err(detail)) => {
                                 return Ok(Err(LogError::Backend { stream: stream_name, detail }));
@@ -445,7 +474,12 @@ mod tests {
     use super::*;
 
     fn record(key: &str, data: &[u8], id: Option<&str>) -> AppendRecord {
-        AppendRecord { partition_key: key.into(), shard: ShardChoice::ByKey, data: data.to_vec(), id: id.map(Into::into) }
+        AppendRecord {
+            partition_key: key.into(),
+            shard: ShardChoice::ByKey,
+            data: data.to_vec(),
+            id: id.map(Into::into),
+        }
     }
 
     #[tokio::test]
@@ -459,7 +493,8 @@ mod tests {
         let (all, next) = log.read("s", &shards[0].id, &Position::Start, 10).await.expect("read");
         assert_eq!(all.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"a", b"b", b"c"]);
         assert_eq!(next, Position::After(all[2].sequence.clone()));
-        let (rest, _) = log.read("s", &shards[0].id, &Position::After(all[0].sequence.clone()), 10).await.expect("read");
+        let (rest, _) =
+            log.read("s", &shards[0].id, &Position::After(all[0].sequence.clone()), 10).await.expect("read");
         assert_eq!(rest.len(), 2);
         assert_eq!(rest[0].data, b"b");
     }
@@ -538,10 +573,14 @@ mod tests {
         // A position committed before the conversion: row 1 was `a`.
         let (after_a, _) = log.read("s", &shards[0].id, &Position::After("1".into()), 10).await.expect("read");
         assert_eq!(after_a.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"c"]);
-        log.append("s", &[AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: b"d".to_vec(), id: None }])
-            .await
-            .expect("append");
-        let (rest, _) = log.read("s", &shards[0].id, &Position::After(first[1].sequence.clone()), 10).await.expect("read");
+        log.append(
+            "s",
+            &[AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: b"d".to_vec(), id: None }],
+        )
+        .await
+        .expect("append");
+        let (rest, _) =
+            log.read("s", &shards[0].id, &Position::After(first[1].sequence.clone()), 10).await.expect("read");
         assert_eq!(rest.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"d"]);
         assert_eq!(log.read("s", &shards[1].id, &Position::Start, 10).await.expect("read").0.len(), 1);
     }
@@ -552,7 +591,15 @@ mod tests {
         let writer = LocalLogStore::new(dir.path());
         writer.ensure_stream("s", 4).await.expect("create");
         writer
-            .append("s", &[AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(2), data: b"z".to_vec(), id: None }])
+            .append(
+                "s",
+                &[AppendRecord {
+                    partition_key: "k".into(),
+                    shard: ShardChoice::Index(2),
+                    data: b"z".to_vec(),
+                    id: None,
+                }],
+            )
             .await
             .expect("append");
         let reader = LocalLogStore::new(dir.path());

@@ -150,7 +150,11 @@ mod tests {
     use statefun_proto::internal::PartitionManifest;
 
     fn settings() -> LeaseSettings {
-        LeaseSettings { renew_every: Duration::from_secs(2), failover: Duration::from_secs(10), take_over_at_once: false }
+        LeaseSettings {
+            renew_every: Duration::from_secs(2),
+            failover: Duration::from_secs(10),
+            take_over_at_once: false,
+        }
     }
 
     fn held_by(owner: &str, heartbeat: u64) -> Option<Committed> {

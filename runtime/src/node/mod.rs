@@ -25,16 +25,16 @@ use leases::{Decision, LeaseTable};
 use crate::checkpoint::{self, BlobStore, fs::FsBlobStore, s3::S3BlobStore};
 use crate::config::{ModuleConfig, StartupPosition};
 use crate::coordination::guard::LeaseGuard;
-use crate::dead_letters::Destination;
 use crate::coordination::{
     CommitError, CommitStore, Committed, Lease, dynamodb::DynamoCommitStore, local::LocalCommitStore,
 };
+use crate::dead_letters::Destination;
 use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
-use crate::partition::{Partition, restore};
-use crate::partition::lineage::IngressStream;
 use crate::partition::committer::{Committer, OutputStreams};
+use crate::partition::lineage::IngressStream;
 use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings, panic_message};
+use crate::partition::{Partition, restore};
 
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
@@ -384,7 +384,11 @@ async fn renew_all(commits: &Arc<dyn CommitStore>, held: &HashMap<u32, Held>, le
 }
 
 /// Every partition's lease record, read all at once; `None` if any read failed (the round is skipped).
-async fn read_leases(commits: &Arc<dyn CommitStore>, partitions: u32, limit: Duration) -> Option<Vec<Option<Committed>>> {
+async fn read_leases(
+    commits: &Arc<dyn CommitStore>,
+    partitions: u32,
+    limit: Duration,
+) -> Option<Vec<Option<Committed>>> {
     let mut reads = JoinSet::new();
     for partition in 0..partitions {
         let commits = commits.clone();
@@ -446,7 +450,10 @@ async fn without_panics(
 /// state. An object of epoch 1 alone may be a first epoch that was never
 /// committed, and does not count.
 async fn history_without_commit_record(blobs: &dyn BlobStore, partition: u32) -> Result<(), String> {
-    let keys = blobs.list(&checkpoint::partition_prefix(partition)).await.map_err(|e| format!("checking for a lost history: {e}"))?;
+    let keys = blobs
+        .list(&checkpoint::partition_prefix(partition))
+        .await
+        .map_err(|e| format!("checking for a lost history: {e}"))?;
     match keys.iter().find(|key| checkpoint::epoch_of_key(key).is_some_and(|epoch| epoch >= 2)) {
         None => Ok(()),
         Some(key) => Err(format!(
@@ -473,7 +480,9 @@ async fn run_partition(
             .await
             .map_err(|e| format!("cannot recover: {e}")),
         None => match history_without_commit_record(context.blobs.as_ref(), id).await {
-            Ok(()) => Ok(Partition::new(id, context.partitions, catalog, 1).with_incarnation(rand::random::<u64>().max(1))),
+            Ok(()) => {
+                Ok(Partition::new(id, context.partitions, catalog, 1).with_incarnation(rand::random::<u64>().max(1)))
+            }
             Err(refusal) => Err(refusal),
         },
     };

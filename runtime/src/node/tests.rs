@@ -57,7 +57,11 @@ fn settings() -> NodeSettings {
             shard_discovery: Duration::from_secs(10),
         },
         retry: RetryPolicy::default(),
-        leases: LeaseSettings { renew_every: Duration::from_millis(100), failover: Duration::from_secs(2), take_over_at_once: true },
+        leases: LeaseSettings {
+            renew_every: Duration::from_millis(100),
+            failover: Duration::from_secs(2),
+            take_over_at_once: true,
+        },
     }
 }
 
@@ -200,7 +204,8 @@ async fn a_history_whose_commit_record_was_lost_is_refused_and_an_uncommitted_fi
     blobs.put(&object_key(3, 1, 1, true), Bytes::from_static(b"")).await.expect("put");
     history_without_commit_record(&blobs, 3).await.expect("a first epoch may never have been committed");
     blobs.put(&object_key(3, 2, 1, false), Bytes::from_static(b"")).await.expect("put");
-    let refusal = history_without_commit_record(&blobs, 3).await.expect_err("epoch 2 was written after epoch 1 committed");
+    let refusal =
+        history_without_commit_record(&blobs, 3).await.expect_err("epoch 2 was written after epoch 1 committed");
     assert!(refusal.contains("no commit record") && refusal.contains("epoch-00000000000000000002"), "{refusal}");
     history_without_commit_record(&blobs, 2).await.expect("another partition's objects do not count");
 }

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 
 use crate::checkpoint::{self, BlobStore};
 use crate::coordination::guard::LeaseGuard;
-use crate::dead_letters::{self, Destination};
 use crate::coordination::{CommitError, CommitStore, Lease};
+use crate::dead_letters::{self, Destination};
 use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
 use crate::partition::SealedEpoch;
 use crate::partition::exchange_batches::ExchangeBatches;
@@ -223,7 +223,9 @@ impl Committer {
                 Ok(()) => return Ok(()),
                 Err(e) if !e.is_retryable() => {
                     let partition = self.lease.partition;
-                    return Err(CommitterEvent::Failed(format!("partition {partition}: writing dead letter {key}: {e}")));
+                    return Err(CommitterEvent::Failed(format!(
+                        "partition {partition}: writing dead letter {key}: {e}"
+                    )));
                 }
                 Err(e) => {
                     tracing::warn!("writing dead letter {key}: {e}; retrying in {delay:?}");
@@ -237,9 +239,10 @@ impl Committer {
     fn stop(&self, undeliverable: Undeliverable) -> CommitterEvent {
         match undeliverable {
             Undeliverable::LeaseUntrusted => self.lease_untrusted(),
-            Undeliverable::Refused(reason) => {
-                CommitterEvent::Failed(format!("partition {}: publishing failed for good: {reason}", self.lease.partition))
-            }
+            Undeliverable::Refused(reason) => CommitterEvent::Failed(format!(
+                "partition {}: publishing failed for good: {reason}",
+                self.lease.partition
+            )),
         }
     }
 
@@ -379,7 +382,11 @@ mod tests {
     struct Forbidden(LocalLogStore);
 
     impl LogStore for Forbidden {
-        fn ensure_stream<'a>(&'a self, stream: &'a str, shards: u32) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
+        fn ensure_stream<'a>(
+            &'a self,
+            stream: &'a str,
+            shards: u32,
+        ) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
             self.0.ensure_stream(stream, shards)
         }
         fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
@@ -403,7 +410,12 @@ mod tests {
         }
     }
 
-    fn committer(dir: &std::path::Path, log: Arc<dyn LogStore>, commits: Arc<LocalCommitStore>, lease: Lease) -> Committer {
+    fn committer(
+        dir: &std::path::Path,
+        log: Arc<dyn LogStore>,
+        commits: Arc<LocalCommitStore>,
+        lease: Lease,
+    ) -> Committer {
         Committer {
             lease,
             guard: Arc::new(LeaseGuard::new(Instant::now(), Duration::from_secs(600))),
@@ -430,7 +442,12 @@ mod tests {
         log.ensure_stream("dead-letters", 1).await.expect("stream");
         let committer = committer(dir.path(), log.clone(), commits, lease);
         let address = crate::address::FunctionType::new("ns", "f").address("a".repeat(300));
-        let letter = DeadLetter { address: Some(address), reason: "r".repeat(100_000), raw: vec![7; 2 << 20], ..Default::default() };
+        let letter = DeadLetter {
+            address: Some(address),
+            reason: "r".repeat(100_000),
+            raw: vec![7; 2 << 20],
+            ..Default::default()
+        };
         let mut outbox = Outbox::default();
         outbox.epoch = 9;
         outbox.push_dead_letter(3, letter.clone());
@@ -442,7 +459,9 @@ mod tests {
         let stub = DeadLetter::decode(record.data.as_slice()).expect("a letter");
         assert_eq!(stub.stored_as, dead_letters::object_key("p0.e9.3"));
         assert!(stub.raw.is_empty() && stub.reason.len() < 20_000, "a stub, bounded");
-        let read = dead_letters::read_all(&committer.streams.dead_letters, log.as_ref(), committer.blobs.as_ref()).await.expect("read");
+        let read = dead_letters::read_all(&committer.streams.dead_letters, log.as_ref(), committer.blobs.as_ref())
+            .await
+            .expect("read");
         let [Ok(whole)] = read.as_slice() else { panic!("one dead letter: {read:?}") };
         assert_eq!(whole.letter, letter, "read back whole");
     }
@@ -468,8 +487,9 @@ mod tests {
 
         let (allowed, _) = log.read("allowed", "shard-0000", &Position::Start, 10).await.expect("read");
         assert_eq!(allowed.iter().map(|r| r.data.as_slice()).collect::<Vec<_>>(), [b"allowed".as_slice()]);
-        let letters =
-            dead_letters::read_all(&committer.streams.dead_letters, log.as_ref(), committer.blobs.as_ref()).await.expect("read");
+        let letters = dead_letters::read_all(&committer.streams.dead_letters, log.as_ref(), committer.blobs.as_ref())
+            .await
+            .expect("read");
         let [Ok(letter)] = letters.as_slice() else { panic!("one dead letter: {letters:?}") };
         assert_eq!(letter.id, "p0.e4.0", "the egress record's own deterministic id");
         assert!(letter.letter.reason.contains("AccessDeniedException"), "{}", letter.letter.reason);

@@ -120,11 +120,25 @@ mod tests {
             .collect();
         let message = |seq: u64, e: &Envelope| ExchangeMessage { seq, envelope: Some(e.clone()) };
         let expected = [
-            (0, 0, ExchangeBatch { source_partition: 3, epoch: 42, incarnation: 9, messages: vec![message(5, &pushed[1].2)] }),
+            (
+                0,
+                0,
+                ExchangeBatch {
+                    source_partition: 3,
+                    epoch: 42,
+                    incarnation: 9,
+                    messages: vec![message(5, &pushed[1].2)],
+                },
+            ),
             (
                 1,
                 0,
-                ExchangeBatch { source_partition: 3, epoch: 42, incarnation: 9, messages: vec![message(0, &pushed[0].2), message(6, &pushed[2].2)] },
+                ExchangeBatch {
+                    source_partition: 3,
+                    epoch: 42,
+                    incarnation: 9,
+                    messages: vec![message(0, &pushed[0].2), message(6, &pushed[2].2)],
+                },
             ),
         ];
         assert_eq!(decoded, expected);

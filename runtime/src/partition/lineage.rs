@@ -102,7 +102,9 @@ impl Discovery {
                         Ok(shards) => {
                             listed.insert(index, shards);
                         }
-                        Err(e) => tracing::warn!(stream = %ingress.stream, "listing shards failed, retrying later: {e}"),
+                        Err(e) => {
+                            tracing::warn!(stream = %ingress.stream, "listing shards failed, retrying later: {e}")
+                        }
                     }
                 }
             }
@@ -173,7 +175,11 @@ mod tests {
     struct SplitStream;
 
     impl LogStore for SplitStream {
-        fn ensure_stream<'a>(&'a self, stream: &'a str, _: u32) -> crate::log::BoxFuture<'a, Result<Vec<ShardInfo>, crate::log::LogError>> {
+        fn ensure_stream<'a>(
+            &'a self,
+            stream: &'a str,
+            _: u32,
+        ) -> crate::log::BoxFuture<'a, Result<Vec<ShardInfo>, crate::log::LogError>> {
             self.shards(stream)
         }
         fn shards<'a>(&'a self, _: &'a str) -> crate::log::BoxFuture<'a, Result<Vec<ShardInfo>, crate::log::LogError>> {
@@ -185,10 +191,18 @@ mod tests {
             };
             let half = u128::MAX / 2 + 1;
             Box::pin(async move {
-                Ok(vec![shard("parent", &[], 0, false), shard("left", &["parent"], 0, true), shard("right", &["parent"], half, true)])
+                Ok(vec![
+                    shard("parent", &[], 0, false),
+                    shard("left", &["parent"], 0, true),
+                    shard("right", &["parent"], half, true),
+                ])
             })
         }
-        fn append<'a>(&'a self, _: &'a str, _: &'a [crate::log::AppendRecord]) -> crate::log::BoxFuture<'a, Result<(), crate::log::LogError>> {
+        fn append<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a [crate::log::AppendRecord],
+        ) -> crate::log::BoxFuture<'a, Result<(), crate::log::LogError>> {
             Box::pin(async { Ok(()) })
         }
         fn read<'a>(
@@ -208,7 +222,12 @@ mod tests {
             blobs,
             partition,
             partitions: 2,
-            streams: vec![IngressStream { stream: "in".into(), value_type: "t".into(), targets: vec![], start: Position::Start }],
+            streams: vec![IngressStream {
+                stream: "in".into(),
+                value_type: "t".into(),
+                targets: vec![],
+                start: Position::Start,
+            }],
             resumed: resumed.iter().map(|s| ("in".to_owned(), s.to_string())).collect(),
             interval: Duration::from_millis(20),
             wake: Arc::new(Notify::new()),

@@ -17,10 +17,10 @@ pub(crate) mod exchange_batches;
 pub mod lineage;
 pub mod outbox;
 mod record;
-pub mod sealed_entries;
-mod wire;
 pub mod restore;
+pub mod sealed_entries;
 mod table;
+mod wire;
 pub mod worker;
 
 #[cfg(test)]
@@ -382,7 +382,8 @@ impl Partition {
             match message.envelope {
                 Some(envelope) => self.deliver(envelope, now_ms),
                 None => {
-                    let source = format!("exchange from partition {} epoch {} seq {}", batch.source_partition, id.0, id.1);
+                    let source =
+                        format!("exchange from partition {} epoch {} seq {}", batch.source_partition, id.0, id.1);
                     self.dead_letter_input("exchange message without an envelope".into(), source, Vec::new(), now_ms);
                 }
             }
@@ -516,7 +517,12 @@ impl Partition {
             dedup: self
                 .dedup
                 .iter()
-                .map(|(&(source_partition, incarnation), &(epoch, seq))| DedupMark { source_partition, epoch, seq, incarnation })
+                .map(|(&(source_partition, incarnation), &(epoch, seq))| DedupMark {
+                    source_partition,
+                    epoch,
+                    seq,
+                    incarnation,
+                })
                 .collect(),
             incarnation: self.incarnation,
             published_through: self.published_through,
@@ -584,7 +590,15 @@ impl Partition {
         raw: Vec<u8>,
         now_ms: i64,
     ) {
-        let letter = DeadLetter { address, reason, messages, at_ms: now_ms, source: source.to_owned(), raw, ..Default::default() };
+        let letter = DeadLetter {
+            address,
+            reason,
+            messages,
+            at_ms: now_ms,
+            source: source.to_owned(),
+            raw,
+            ..Default::default()
+        };
         self.dead_letter_whole(letter);
     }
 
@@ -818,7 +832,8 @@ impl Partition {
         }
         for message in response.outgoing_messages {
             let id = self.next_id();
-            let envelope = Envelope { target: message.target, caller: Some(address.clone()), argument: message.argument, id };
+            let envelope =
+                Envelope { target: message.target, caller: Some(address.clone()), argument: message.argument, id };
             self.deliver(envelope, now_ms);
         }
         self.remove_if_empty(address);
@@ -846,7 +861,8 @@ impl Partition {
         let timer_id = self.next_timer_id;
         self.next_timer_id += 1;
         let fire_at_ms = now_ms.saturating_add(delayed.delay_in_ms.max(0));
-        let envelope = Envelope { target: delayed.target, caller: Some(sender.clone()), argument: delayed.argument, id };
+        let envelope =
+            Envelope { target: delayed.target, caller: Some(sender.clone()), argument: delayed.argument, id };
         let timer = DelayedMessage { timer_id, fire_at_ms, cancellation_token: token, envelope: Some(envelope) };
         self.addresses.get_or_insert(sender).busy_mut().timers.push(timer);
         self.timers.insert((fire_at_ms, timer_id), sender.clone());
@@ -914,7 +930,9 @@ fn addressed(mut messages: Vec<Envelope>, target: &Address) -> Vec<Envelope> {
 fn check_target(target: Option<&Address>, what: &str) -> Result<(), String> {
     match target {
         Some(t) if !t.namespace.is_empty() && !t.r#type.is_empty() => Ok(()),
-        Some(t) => Err(format!("malformed reply: {what} to an address without a function type ({})", address::display(t))),
+        Some(t) => {
+            Err(format!("malformed reply: {what} to an address without a function type ({})", address::display(t)))
+        }
         None => Err(format!("malformed reply: {what} has no target")),
     }
 }

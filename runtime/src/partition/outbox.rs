@@ -41,7 +41,10 @@ pub struct Outbox {
 #[derive(Debug, Clone)]
 enum Entry {
     /// An encoded `Envelope` for `partition`, at `bytes` of the outbox's buffer.
-    Exchange { partition: u32, bytes: Range<usize> },
+    Exchange {
+        partition: u32,
+        bytes: Range<usize>,
+    },
     Egress(EgressRecord),
     /// Boxed: dead letters are rare and large, and every entry is as large as the largest kind.
     DeadLetter(Box<DeadLetter>),
@@ -93,7 +96,10 @@ impl IngressMessage<'_> {
 /// An outbox entry, as the committer publishes it.
 pub enum Item<'a> {
     /// A message for another partition, as an encoded `Envelope`.
-    Exchange { partition: u32, envelope: &'a [u8] },
+    Exchange {
+        partition: u32,
+        envelope: &'a [u8],
+    },
     Egress(&'a EgressRecord),
     DeadLetter(&'a DeadLetter),
 }
@@ -128,7 +134,12 @@ impl Outbox {
 
     /// Adds a message from an ingress for another partition, written as
     /// [`Outbox::push_exchange`] writes the envelope its parts make (and refused as it refuses one).
-    pub fn push_ingress_exchange(&mut self, seq: u64, partition: u32, message: &IngressMessage<'_>) -> Result<(), usize> {
+    pub fn push_ingress_exchange(
+        &mut self,
+        seq: u64,
+        partition: u32,
+        message: &IngressMessage<'_>,
+    ) -> Result<(), usize> {
         let target_len = bytes_field_len(ADDRESS_NAMESPACE, message.namespace)
             + bytes_field_len(ADDRESS_TYPE, message.name)
             + bytes_field_len(ADDRESS_ID, message.key);
@@ -237,7 +248,8 @@ impl Outbox {
         const RECORD_OUTBOXES: u32 = 9;
         let mut bytes = Vec::new();
         self.encode_field(RECORD_OUTBOXES, &mut bytes);
-        let record = statefun_proto::internal::EpochRecord::decode(bytes.as_slice()).expect("an encoded outbox decodes");
+        let record =
+            statefun_proto::internal::EpochRecord::decode(bytes.as_slice()).expect("an encoded outbox decodes");
         record.outboxes.into_iter().next().unwrap_or_default()
     }
 }
@@ -246,7 +258,6 @@ impl Outbox {
 mod tests {
     use super::*;
     use statefun_proto::internal::{EpochRecord, OutboxEntry};
-
 
     fn envelope(id: &str) -> Envelope {
         Envelope {
@@ -275,7 +286,10 @@ mod tests {
                 OutboxEntry { seq: 2, entry: Some(outbox_entry::Entry::Exchange(Envelope::default())) },
                 OutboxEntry {
                     seq: 3,
-                    entry: Some(outbox_entry::Entry::DeadLetter(DeadLetter { reason: "why".into(), ..Default::default() })),
+                    entry: Some(outbox_entry::Entry::DeadLetter(DeadLetter {
+                        reason: "why".into(),
+                        ..Default::default()
+                    })),
                 },
             ],
         };
@@ -298,7 +312,14 @@ mod tests {
 
     #[test]
     fn an_ingress_message_is_written_as_the_envelope_its_parts_make() {
-        let message = IngressMessage { namespace: "ns", name: "f", key: "k-1", typename: "t/v", value: Cow::Borrowed(b"\x08\x2a"), id: "in/0/7" };
+        let message = IngressMessage {
+            namespace: "ns",
+            name: "f",
+            key: "k-1",
+            typename: "t/v",
+            value: Cow::Borrowed(b"\x08\x2a"),
+            id: "in/0/7",
+        };
         let envelope = Envelope {
             target: Some(Address { namespace: "ns".into(), r#type: "f".into(), id: "k-1".into() }),
             caller: None,

@@ -378,7 +378,10 @@ mod tests {
         b.set_state(&mut names, "other", Some(value.clone()), 8);
         assert!(Arc::ptr_eq(&a.states()[1].kind, &b.states()[1].kind), "same name and typename: one kind");
         assert!(!Arc::ptr_eq(&a.states()[0].kind, &b.states()[0].kind), "no value is another kind");
-        assert_eq!(a.states()[0].to_stored(), StoredState { name: "count".into(), value: Some(value), written_at_ms: 7, accessed_at_ms: 7 });
+        assert_eq!(
+            a.states()[0].to_stored(),
+            StoredState { name: "count".into(), value: Some(value), written_at_ms: 7, accessed_at_ms: 7 }
+        );
         assert_eq!(b.states()[0].to_stored().value, None);
     }
 

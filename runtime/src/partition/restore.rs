@@ -161,7 +161,10 @@ mod tests {
         assert_eq!(value(count - 1), Some(1));
         assert_eq!(value(5), Some(2), "the delta applied after the snapshot");
 
-        store.put(&object_key(0, 2, 7, false), bytes::Bytes::from_static(b"\x0a\xff")).await.expect("overwrite the delta");
+        store
+            .put(&object_key(0, 2, 7, false), bytes::Bytes::from_static(b"\x0a\xff"))
+            .await
+            .expect("overwrite the delta");
         let broken = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.err().map(|e| e.to_string());
         let named = broken.is_some_and(|e| e.contains("epoch-00000000000000000002") && e.contains("corrupt"));
         assert!(named, "a damaged delta is named");
@@ -172,7 +175,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsBlobStore::new(dir.path());
         // A count that claims 2^40 addresses, then one address entry (the record's field 4).
-        let record = EpochRecord { partition: 0, epoch: 1, snapshot: true, address_count: 1 << 40, ..Default::default() };
+        let record =
+            EpochRecord { partition: 0, epoch: 1, snapshot: true, address_count: 1 << 40, ..Default::default() };
         let mut bytes = prost::Message::encode_to_vec(&record);
         prost::encoding::message::encode(4, &entry(3, 9), &mut bytes);
         store.put(&object_key(0, 1, 7, true), bytes.into()).await.expect("put snapshot");

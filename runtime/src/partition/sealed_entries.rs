@@ -171,7 +171,14 @@ mod tests {
                     written_at_ms: 5,
                     accessed_at_ms: -1,
                 },
-                StateParts { name: "empty", typename: None, has_value: false, value: &[], written_at_ms: 0, accessed_at_ms: 9 },
+                StateParts {
+                    name: "empty",
+                    typename: None,
+                    has_value: false,
+                    value: &[],
+                    written_at_ms: 0,
+                    accessed_at_ms: 9,
+                },
             ]
         };
         let mut entries = SealedEntries::default();
@@ -199,7 +206,11 @@ mod tests {
 
         let stored = |s: StateParts<'_>| StoredState {
             name: s.name.into(),
-            value: s.typename.map(|t| TypedValue { typename: t.into(), has_value: s.has_value, value: s.value.to_vec() }),
+            value: s.typename.map(|t| TypedValue {
+                typename: t.into(),
+                has_value: s.has_value,
+                value: s.value.to_vec(),
+            }),
             written_at_ms: s.written_at_ms,
             accessed_at_ms: s.accessed_at_ms,
         };

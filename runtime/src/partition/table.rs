@@ -147,7 +147,8 @@ impl AddressTable {
     }
 
     fn key_ref<'a>(&self, address: &'a Address) -> Option<KeyRef<'a>> {
-        let function_type = self.types.get_index_of(&TypeRef { namespace: &address.namespace, name: &address.r#type })?;
+        let function_type =
+            self.types.get_index_of(&TypeRef { namespace: &address.namespace, name: &address.r#type })?;
         Some(KeyRef { function_type: function_type as u32, id: &address.id })
     }
 

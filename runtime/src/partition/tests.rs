@@ -6,13 +6,13 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use statefun_proto::egress::KinesisEgressRecord;
 use statefun_proto::internal::{EpochRecord, ExchangeBatch, ExchangeMessage, outbox_entry};
+use statefun_proto::reqreply::TypedValue;
 use statefun_proto::reqreply::from_function::{
     DelayedInvocation, EgressMessage, ExpirationSpec, IncompleteInvocationContext, Invocation, InvocationResponse,
     PersistedValueMutation, PersistedValueSpec, Response, expiration_spec::ExpireMode,
     persisted_value_mutation::MutationType,
 };
 use statefun_proto::reqreply::to_function::{InvocationBatchRequest, Request};
-use statefun_proto::reqreply::TypedValue;
 use statefun_proto::typenames;
 
 use super::*;
@@ -94,7 +94,12 @@ fn outbox(p: &mut Partition) -> Vec<outbox_entry::Entry> {
 }
 
 /// Registers `specs` through a negotiation round and returns the re-sent batch.
-fn negotiate(p: &mut Partition, address: &Address, token: u64, specs: Vec<PersistedValueSpec>) -> (u64, InvocationBatchRequest) {
+fn negotiate(
+    p: &mut Partition,
+    address: &Address,
+    token: u64,
+    specs: Vec<PersistedValueSpec>,
+) -> (u64, InvocationBatchRequest) {
     let incomplete = FromFunction {
         response: Some(Response::IncompleteInvocationContext(IncompleteInvocationContext { missing_values: specs })),
     };
@@ -176,8 +181,17 @@ fn state_mutations_reach_the_next_batch_and_deletes_remove() {
     let (_, token, batch) = invocations(&mut p).remove(0);
     assert_eq!(batch.state[0].state_value, Some(value(7)));
     p.deliver(message("a", 3), 0);
-    let delete = PersistedValueMutation { mutation_type: MutationType::Delete as i32, state_name: "count".into(), state_value: None };
-    p.on_invocation_result(&address, token, respond(InvocationResponse { state_mutations: vec![delete], ..Default::default() }), 0);
+    let delete = PersistedValueMutation {
+        mutation_type: MutationType::Delete as i32,
+        state_name: "count".into(),
+        state_value: None,
+    };
+    p.on_invocation_result(
+        &address,
+        token,
+        respond(InvocationResponse { state_mutations: vec![delete], ..Default::default() }),
+        0,
+    );
     let (_, _, batch) = invocations(&mut p).remove(0);
     assert!(batch.state[0].state_value.is_none());
 }
@@ -278,7 +292,9 @@ fn a_message_for_an_unknown_function_type_is_dead_lettered() {
     p.deliver(m, 0);
     assert!(invocations(&mut p).is_empty());
     let entries = outbox(&mut p);
-    assert!(matches!(&entries[0], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("no endpoint serves function type nobody/here")));
+    assert!(
+        matches!(&entries[0], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("no endpoint serves function type nobody/here"))
+    );
 }
 
 #[test]
@@ -292,7 +308,9 @@ fn queued_messages_of_a_type_that_lost_its_endpoint_are_dead_lettered_on_resume(
     assert!(invocations(&mut restored).is_empty());
     assert_eq!(restored.queued_messages(), 0, "nothing stays stuck in the mailbox");
     let entries = outbox(&mut restored);
-    assert!(matches!(&entries[0], outbox_entry::Entry::DeadLetter(d) if d.messages.len() == 2 && d.reason.contains("no endpoint serves")));
+    assert!(
+        matches!(&entries[0], outbox_entry::Entry::DeadLetter(d) if d.messages.len() == 2 && d.reason.contains("no endpoint serves"))
+    );
 }
 
 #[test]
@@ -305,7 +323,9 @@ fn a_message_larger_than_the_payload_limit_is_dead_lettered_and_the_rest_deliver
     let invoked = invocations(&mut p);
     assert_eq!(arguments(&invoked[0].2), [2]);
     let entries = outbox(&mut p);
-    assert!(matches!(&entries[0], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("exceeds the payload limit of 200 bytes")));
+    assert!(
+        matches!(&entries[0], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("exceeds the payload limit of 200 bytes"))
+    );
 }
 
 #[test]
@@ -315,7 +335,12 @@ fn after_write_state_expires_before_the_next_invocation() {
     let (address, token, _) = invocations(&mut p).remove(0);
     let ttl = ExpirationSpec { mode: ExpireMode::AfterWrite as i32, expire_after_millis: 1_000 };
     let (token, _) = negotiate(&mut p, &address, token, vec![spec("s", Some(ttl))]);
-    p.on_invocation_result(&address, token, respond(InvocationResponse { state_mutations: vec![modify("s", value(1))], ..Default::default() }), 0);
+    p.on_invocation_result(
+        &address,
+        token,
+        respond(InvocationResponse { state_mutations: vec![modify("s", value(1))], ..Default::default() }),
+        0,
+    );
     p.deliver(message("a", 2), 999);
     let (_, token, batch) = invocations(&mut p).remove(0);
     assert_eq!(batch.state[0].state_value, Some(value(1)), "still alive at 999 ms");
@@ -332,7 +357,12 @@ fn after_invoke_state_lives_while_invoked_and_is_swept_when_idle() {
     let (address, token, _) = invocations(&mut p).remove(0);
     let ttl = ExpirationSpec { mode: ExpireMode::AfterInvoke as i32, expire_after_millis: 1_000 };
     let (token, _) = negotiate(&mut p, &address, token, vec![spec("s", Some(ttl))]);
-    p.on_invocation_result(&address, token, respond(InvocationResponse { state_mutations: vec![modify("s", value(1))], ..Default::default() }), 0);
+    p.on_invocation_result(
+        &address,
+        token,
+        respond(InvocationResponse { state_mutations: vec![modify("s", value(1))], ..Default::default() }),
+        0,
+    );
     p.deliver(message("a", 2), 900);
     let (_, token, _) = invocations(&mut p).remove(0);
     p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 900);
@@ -365,8 +395,14 @@ fn delayed_messages_fire_at_their_time_and_cancelled_ones_never() {
     assert_eq!(p.next_timer_at(), Some(100));
     p.deliver(message("a", 2), 50);
     let (_, token, _) = invocations(&mut p).remove(0);
-    let cancel = DelayedInvocation { is_cancellation_request: true, cancellation_token: "t2".into(), ..Default::default() };
-    p.on_invocation_result(&address, token, respond(InvocationResponse { delayed_invocations: vec![cancel], ..Default::default() }), 50);
+    let cancel =
+        DelayedInvocation { is_cancellation_request: true, cancellation_token: "t2".into(), ..Default::default() };
+    p.on_invocation_result(
+        &address,
+        token,
+        respond(InvocationResponse { delayed_invocations: vec![cancel], ..Default::default() }),
+        50,
+    );
     p.fire_due_timers(99);
     assert!(invocations(&mut p).is_empty(), "not due yet");
     p.fire_due_timers(100);
@@ -383,44 +419,80 @@ fn egress_records_go_to_the_outbox_and_bad_ones_are_dead_lettered() {
     let mut p = partition();
     p.deliver(message("a", 1), 0);
     let (address, token, _) = invocations(&mut p).remove(0);
-    let record = KinesisEgressRecord { partition_key: "k".into(), value_bytes: b"v".to_vec(), stream: "out".into(), explicit_hash_key: String::new() };
+    let record = KinesisEgressRecord {
+        partition_key: "k".into(),
+        value_bytes: b"v".to_vec(),
+        stream: "out".into(),
+        explicit_hash_key: String::new(),
+    };
     let good = EgressMessage {
         egress_namespace: "test".into(),
         egress_type: "out".into(),
-        argument: Some(TypedValue { typename: typenames::KINESIS_EGRESS_RECORD.into(), has_value: true, value: record.encode_to_vec() }),
+        argument: Some(TypedValue {
+            typename: typenames::KINESIS_EGRESS_RECORD.into(),
+            has_value: true,
+            value: record.encode_to_vec(),
+        }),
     };
     let unknown = EgressMessage { egress_namespace: "test".into(), egress_type: "nope".into(), ..good.clone() };
     let with_record = |record: KinesisEgressRecord| EgressMessage {
-        argument: Some(TypedValue { typename: typenames::KINESIS_EGRESS_RECORD.into(), has_value: true, value: record.encode_to_vec() }),
+        argument: Some(TypedValue {
+            typename: typenames::KINESIS_EGRESS_RECORD.into(),
+            has_value: true,
+            value: record.encode_to_vec(),
+        }),
         ..good.clone()
     };
     let bad_stream = with_record(KinesisEgressRecord { stream: "no spaces allowed".into(), ..record.clone() });
     let no_key = with_record(KinesisEgressRecord { partition_key: String::new(), ..record.clone() });
     let internal = with_record(KinesisEgressRecord { stream: "internal".into(), ..record.clone() });
     let bad_hash = with_record(KinesisEgressRecord { explicit_hash_key: "-1".into(), ..record.clone() });
-    let reply =
-        InvocationResponse { outgoing_egresses: vec![good, unknown, bad_stream, no_key, internal, bad_hash], ..Default::default() };
+    let reply = InvocationResponse {
+        outgoing_egresses: vec![good, unknown, bad_stream, no_key, internal, bad_hash],
+        ..Default::default()
+    };
     p.on_invocation_result(&address, token, respond(reply), 0);
     let entries = outbox(&mut p);
-    assert!(matches!(&entries[0], outbox_entry::Entry::Egress(e) if e.stream == "out" && e.data == b"v" && e.partition_key == "k"));
-    assert!(matches!(&entries[1], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("egress test/nope is not declared")));
-    assert!(matches!(&entries[2], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("invalid stream name `no spaces allowed`")));
-    assert!(matches!(&entries[3], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("partition key must have 1 to 256 characters")));
-    assert!(matches!(&entries[4], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("belongs to the runtime itself")));
-    assert!(matches!(&entries[5], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("explicit hash key `-1` is not a decimal number")));
+    assert!(
+        matches!(&entries[0], outbox_entry::Entry::Egress(e) if e.stream == "out" && e.data == b"v" && e.partition_key == "k")
+    );
+    assert!(
+        matches!(&entries[1], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("egress test/nope is not declared"))
+    );
+    assert!(
+        matches!(&entries[2], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("invalid stream name `no spaces allowed`"))
+    );
+    assert!(
+        matches!(&entries[3], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("partition key must have 1 to 256 characters"))
+    );
+    assert!(
+        matches!(&entries[4], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("belongs to the runtime itself"))
+    );
+    assert!(
+        matches!(&entries[5], outbox_entry::Entry::DeadLetter(d) if d.reason.contains("explicit hash key `-1` is not a decimal number"))
+    );
 }
 
 #[test]
 fn messages_for_other_partitions_go_through_the_exchange_and_duplicates_are_dropped() {
     let mut sender = Partition::new(0, 2, catalog(), 1);
     let mut receiver = Partition::new(1, 2, catalog(), 1);
-    let remote = (0..100).map(|i| addr(&format!("x{i}"))).find(|a| address::partition_of(a, 2) == 1).expect("some address in partition 1");
-    let local = (0..100).map(|i| addr(&format!("y{i}"))).find(|a| address::partition_of(a, 2) == 0).expect("some address in partition 0");
+    let remote = (0..100)
+        .map(|i| addr(&format!("x{i}")))
+        .find(|a| address::partition_of(a, 2) == 1)
+        .expect("some address in partition 1");
+    let local = (0..100)
+        .map(|i| addr(&format!("y{i}")))
+        .find(|a| address::partition_of(a, 2) == 0)
+        .expect("some address in partition 0");
     let mut m = message("?", 1);
     m.target = Some(local.clone());
     sender.deliver(m, 0);
     let (address, token, _) = invocations(&mut sender).remove(0);
-    let reply = InvocationResponse { outgoing_messages: vec![Invocation { target: Some(remote.clone()), argument: Some(value(5)) }], ..Default::default() };
+    let reply = InvocationResponse {
+        outgoing_messages: vec![Invocation { target: Some(remote.clone()), argument: Some(value(5)) }],
+        ..Default::default()
+    };
     sender.on_invocation_result(&address, token, respond(reply), 0);
     let (record, outbox) = sender.seal(false);
     let outbox = outbox.to_record();
@@ -449,14 +521,23 @@ fn messages_for_other_partitions_go_through_the_exchange_and_duplicates_are_drop
 #[test]
 fn a_source_whose_history_began_again_is_not_taken_for_its_old_self() {
     let mut receiver = Partition::new(1, 2, catalog(), 1);
-    let target = (0..100).map(|i| addr(&format!("x{i}"))).find(|a| address::partition_of(a, 2) == 1).expect("an address in partition 1");
+    let target = (0..100)
+        .map(|i| addr(&format!("x{i}")))
+        .find(|a| address::partition_of(a, 2) == 1)
+        .expect("an address in partition 1");
     let batch = |incarnation: u64, epoch: u64, n: u32| {
         let mut m = message("?", n);
         m.target = Some(target.clone());
-        ExchangeBatch { source_partition: 0, epoch, incarnation, messages: vec![ExchangeMessage { seq: 0, envelope: Some(m) }] }
+        ExchangeBatch {
+            source_partition: 0,
+            epoch,
+            incarnation,
+            messages: vec![ExchangeMessage { seq: 0, envelope: Some(m) }],
+        }
     };
     receiver.accept_exchange(batch(7, 50, 1), 0);
-    let mut restored = Partition::restore(1, 2, catalog(), vec![receiver.seal(true).0.into_record()]).expect("restores");
+    let mut restored =
+        Partition::restore(1, 2, catalog(), vec![receiver.seal(true).0.into_record()]).expect("restores");
     restored.accept_exchange(batch(7, 3, 2), 0); // the old history's, already applied
     restored.accept_exchange(batch(8, 1, 3), 0); // the new history's first
     restored.accept_exchange(batch(8, 1, 3), 0); // and its duplicate
@@ -491,7 +572,11 @@ fn restore_brings_back_state_mailboxes_and_timers_and_resends_in_flight_batches(
     restored.resume(0);
     let resent = invocations(&mut restored);
     assert_eq!(resent.len(), 1);
-    assert_eq!(arguments(&resent[0].2), [2, 3], "the in-flight message is re-sent first, with the one queued behind it");
+    assert_eq!(
+        arguments(&resent[0].2),
+        [2, 3],
+        "the in-flight message is re-sent first, with the one queued behind it"
+    );
     assert_eq!(resent[0].2.state, in_flight.state);
 }
 
@@ -522,7 +607,10 @@ fn a_delta_carries_only_the_messages_that_arrived_and_how_many_left() {
     // A delta that takes more messages than the chain holds is refused, not half-applied.
     history[1].addresses[0].mailbox_consumed = 9;
     let refused = Partition::restore(0, 1, catalog(), history).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(refused.contains("epoch 2") && refused.contains("test/fn/a") && refused.contains("9 messages"), "{refused}");
+    assert!(
+        refused.contains("epoch 2") && refused.contains("test/fn/a") && refused.contains("9 messages"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -174,7 +174,12 @@ impl PartitionWorker {
 
         partition.resume(now_ms());
         start_invocations(&mut partition, &invoker, &mut invocations);
-        tracing::info!(partition = id, epoch = partition.epoch(), addresses = partition.address_count(), "partition running");
+        tracing::info!(
+            partition = id,
+            epoch = partition.epoch(),
+            addresses = partition.address_count(),
+            "partition running"
+        );
 
         let result = loop {
             // Input waits while the partition is full, its epoch is full or its committer is behind.
@@ -414,8 +419,11 @@ fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>
                 let mut data = record.data;
                 for (index, target) in targets.iter().enumerate() {
                     // The last target may take the record's bytes; the others borrow them.
-                    let value =
-                        if index + 1 == targets.len() { Cow::Owned(std::mem::take(&mut data)) } else { Cow::Borrowed(&data[..]) };
+                    let value = if index + 1 == targets.len() {
+                        Cow::Owned(std::mem::take(&mut data))
+                    } else {
+                        Cow::Borrowed(&data[..])
+                    };
                     let indexed;
                     let id = if targets.len() == 1 {
                         source.as_str()
@@ -501,7 +509,8 @@ mod tests {
         assert!(at >= before);
         assert!(partition.has_changes(), "the pinned start is committed with the first epoch");
         let (sealed, _) = partition.seal(true);
-        let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), vec![sealed.into_record()]).expect("the history replays");
+        let mut restored =
+            Partition::restore(0, 1, Arc::new(NoEndpoints), vec![sealed.into_record()]).expect("the history replays");
         assert_eq!(start_position(&mut restored, &input(Position::Latest)), Position::AtTimestamp(at));
     }
 

@@ -144,7 +144,10 @@ impl Drop for Applied<'_> {
 fn terraform_creates_the_resources_the_shopping_cart_runs_on_and_destroy_removes_them() {
     let env = local_aws_env();
     let endpoint = |name: &str| {
-        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{name} in the stack's env"))
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} in the stack's env"))
     };
     let suffix = unique_suffix();
     let name = format!("statefun-tf-{suffix}");
@@ -167,7 +170,8 @@ fn terraform_creates_the_resources_the_shopping_cart_runs_on_and_destroy_removes
     workspace.terraform(&config, &["apply", "-auto-approve", "-no-color"]);
     let apply_time = elapsed(started);
 
-    let outputs: Value = serde_json::from_str(&workspace.terraform(&config, &["output", "-json"])).expect("outputs JSON");
+    let outputs: Value =
+        serde_json::from_str(&workspace.terraform(&config, &["output", "-json"])).expect("outputs JSON");
     let environment: Vec<(String, String)> = outputs["statefun_environment"]["value"]
         .as_object()
         .expect("statefun_environment")
@@ -191,7 +195,11 @@ fn terraform_creates_the_resources_the_shopping_cart_runs_on_and_destroy_removes
     }
     let found_table = &made["table"];
     assert_eq!(found_table["key_schema"], json!([{"AttributeName": "partition", "KeyType": "HASH"}]), "{found_table}");
-    assert_eq!(found_table["attributes"], json!([{"AttributeName": "partition", "AttributeType": "N"}]), "{found_table}");
+    assert_eq!(
+        found_table["attributes"],
+        json!([{"AttributeName": "partition", "AttributeType": "N"}]),
+        "{found_table}"
+    );
     assert_eq!(found_table["billing_mode"], "PAY_PER_REQUEST", "{found_table}");
     assert_eq!(found_table["point_in_time_recovery"], "ENABLED", "{found_table}");
     assert_eq!(found_table["items"], 0, "{found_table}");
@@ -233,7 +241,11 @@ fn terraform_creates_the_resources_the_shopping_cart_runs_on_and_destroy_removes
     let run_time = elapsed(run_started);
 
     let used = inspect("describe", &spec);
-    assert_eq!(used["table"]["items"], PARTITIONS, "a commit record per partition in the Terraform table: {}", used["table"]);
+    assert_eq!(
+        used["table"]["items"], PARTITIONS,
+        "a commit record per partition in the Terraform table: {}",
+        used["table"]
+    );
     assert!(
         used["bucket"]["checkpoints"].as_u64().unwrap_or(0) > 0,
         "checkpoints under {prefix} in the Terraform bucket: {}",

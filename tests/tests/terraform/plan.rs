@@ -55,7 +55,10 @@ fn stand_in_sts() -> (String, Arc<Mutex<Vec<String>>>) {
                     ),
                 )
             } else {
-                ("400 Bad Request", "<ErrorResponse><Error><Code>InvalidAction</Code></Error></ErrorResponse>".to_owned())
+                (
+                    "400 Bad Request",
+                    "<ErrorResponse><Error><Code>InvalidAction</Code></Error></ErrorResponse>".to_owned(),
+                )
             };
             seen.lock().expect("requests").push(body);
             let _ = write!(
@@ -173,7 +176,9 @@ fn is_data_plane(action: &str) -> bool {
     let (service, name) = action.split_once(':').unwrap_or(("", action));
     match service {
         "kinesis" => name.contains("Record") || name == "GetShardIterator" || name.contains('*'),
-        "dynamodb" => ["Item", "Query", "Scan", "PartiQL", "TransactGet", "TransactWrite", "*"].iter().any(|p| name.contains(p)),
+        "dynamodb" => {
+            ["Item", "Query", "Scan", "PartiQL", "TransactGet", "TransactWrite", "*"].iter().any(|p| name.contains(p))
+        }
         "s3" => name.contains("Object") || name.contains("Multipart") || name == "ListBucket" || name.contains('*'),
         "lambda" => name.starts_with("Invoke") || name.contains('*'),
         _ => action == "*",
@@ -205,7 +210,11 @@ fn violations(policy: &Value, allowed: &BTreeSet<String>) -> Vec<String> {
 
 /// The resources `action` is allowed on.
 fn granted(policy: &Value, action: &str) -> BTreeSet<String> {
-    allow_statements(policy).into_iter().filter(|(actions, _)| actions.iter().any(|a| a == action)).flat_map(|(_, r)| r).collect()
+    allow_statements(policy)
+        .into_iter()
+        .filter(|(actions, _)| actions.iter().any(|a| a == action))
+        .flat_map(|(_, r)| r)
+        .collect()
 }
 
 fn set<const N: usize>(items: [&str; N]) -> BTreeSet<String> {
@@ -239,12 +248,14 @@ fn the_example_plan_grants_only_this_deployments_resources_and_wires_the_worker_
     workspace.init(&config, false);
 
     // What the module refuses, it refuses at plan time.
-    let refused =
-        flat(&plan_example(&workspace, &["-var", "desired_count=-1", "-var", "partitions=0"]).expect_err("must be refused"));
+    let refused = flat(
+        &plan_example(&workspace, &["-var", "desired_count=-1", "-var", "partitions=0"]).expect_err("must be refused"),
+    );
     assert!(refused.contains("desired_count must be a whole number, 0 or more"), "{refused}");
     assert!(refused.contains("partitions must be a whole number between 1 and 4096"), "{refused}");
-    let refused =
-        flat(&plan_example(&workspace, &["-var", "desired_count=3", "-var", "partitions=2"]).expect_err("must be refused"));
+    let refused = flat(
+        &plan_example(&workspace, &["-var", "desired_count=3", "-var", "partitions=2"]).expect_err("must be refused"),
+    );
     assert!(refused.contains("desired_count must not exceed partitions"), "{refused}");
 
     let plan = plan_example(&workspace, &[]).unwrap_or_else(|e| panic!("plan of the example failed:\n{e}"));
@@ -321,8 +332,10 @@ impl Deployment {
         let alias = planned_one(plan, "aws_lambda_alias");
         let bucket = name_of(&planned_one(plan, "aws_s3_bucket"), "bucket");
         let table = name_of(&planned_one(plan, "aws_dynamodb_table"), "name");
-        let alias_arn = arn("lambda", &format!("function:{}:{}", name_of(&function, "function_name"), name_of(&alias, "name")));
-        let repository_arn = arn("ecr", &format!("repository/{}", name_of(&planned_one(plan, "aws_ecr_repository"), "name")));
+        let alias_arn =
+            arn("lambda", &format!("function:{}:{}", name_of(&function, "function_name"), name_of(&alias, "name")));
+        let repository_arn =
+            arn("ecr", &format!("repository/{}", name_of(&planned_one(plan, "aws_ecr_repository"), "name")));
 
         let mut arns: BTreeSet<String> = streams.values().map(|s| stream_arn(&name_of(s, "name"))).collect();
         arns.extend([
@@ -372,7 +385,10 @@ fn check_storage(plan: &Value, deployment: &Deployment) {
     }
     let lifecycle = planned_one(plan, "aws_s3_bucket_lifecycle_configuration");
     let rules = lifecycle["rule"].as_array().cloned().unwrap_or_default();
-    assert!(rules.iter().any(|r| r["abort_incomplete_multipart_upload"][0]["days_after_initiation"] == 1), "{lifecycle}");
+    assert!(
+        rules.iter().any(|r| r["abort_incomplete_multipart_upload"][0]["days_after_initiation"] == 1),
+        "{lifecycle}"
+    );
     for rule in &rules {
         let expires = rule["expiration"][0]["days"].as_i64().unwrap_or(0);
         let prefix = rule["filter"][0]["prefix"].as_str().unwrap_or_default();
@@ -384,13 +400,23 @@ fn check_storage(plan: &Value, deployment: &Deployment) {
 /// resources, and grants the worker exactly what the runtime calls.
 fn check_policies(plan: &Value, deployment: &Deployment) {
     let policies = planned(plan, "aws_iam_role_policy");
-    assert_eq!(policies.len(), 3, "the worker's task and execution roles and the function's role: {:?}", policies.keys());
+    assert_eq!(
+        policies.len(),
+        3,
+        "the worker's task and execution roles and the function's role: {:?}",
+        policies.keys()
+    );
     let mut by_role = BTreeMap::new();
     for (address, values) in &policies {
-        let text = values["policy"].as_str().unwrap_or_else(|| panic!("{address}: the policy is not known at plan time"));
+        let text =
+            values["policy"].as_str().unwrap_or_else(|| panic!("{address}: the policy is not known at plan time"));
         let policy: Value = serde_json::from_str(text).expect("policy JSON");
         let found = violations(&policy, &deployment.arns);
-        assert!(found.is_empty(), "{address} grants more than this deployment's resources:\n{}\n{policy:#}", found.join("\n"));
+        assert!(
+            found.is_empty(),
+            "{address} grants more than this deployment's resources:\n{}\n{policy:#}",
+            found.join("\n")
+        );
         by_role.insert(address.rsplit('.').next().unwrap_or_default().to_owned(), policy);
     }
     assert!(
@@ -399,9 +425,15 @@ fn check_policies(plan: &Value, deployment: &Deployment) {
     );
 
     let worker = &by_role["worker_task"];
-    let inputs: BTreeSet<String> = deployment.ingress.iter().chain([&deployment.exchange]).map(|s| stream_arn(s)).collect();
-    let outputs: BTreeSet<String> =
-        deployment.egress.iter().chain([&deployment.exchange]).chain(&deployment.dead_letters).map(|s| stream_arn(s)).collect();
+    let inputs: BTreeSet<String> =
+        deployment.ingress.iter().chain([&deployment.exchange]).map(|s| stream_arn(s)).collect();
+    let outputs: BTreeSet<String> = deployment
+        .egress
+        .iter()
+        .chain([&deployment.exchange])
+        .chain(&deployment.dead_letters)
+        .map(|s| stream_arn(s))
+        .collect();
     for action in ["kinesis:GetRecords", "kinesis:GetShardIterator"] {
         assert_eq!(granted(worker, action), inputs, "{action}");
     }
@@ -465,7 +497,8 @@ fn check_alarms(plan: &Value, deployment: &Deployment) {
         .map(|a| a["dimensions"]["StreamName"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(watched, deployment.ingress.iter().chain([&deployment.exchange]).cloned().collect());
-    let dead_letter_alarm = alarms.values().find(|a| a["alarm_name"].as_str().is_some_and(|n| n.ends_with("-dead-letters")));
+    let dead_letter_alarm =
+        alarms.values().find(|a| a["alarm_name"].as_str().is_some_and(|n| n.ends_with("-dead-letters")));
     let dead_letter_alarm = dead_letter_alarm.expect("a dead-letter alarm");
     match &deployment.dead_letters {
         Some(stream) => {
@@ -474,7 +507,11 @@ fn check_alarms(plan: &Value, deployment: &Deployment) {
         }
         None => {
             assert_eq!(dead_letter_alarm["metric_name"], "PutRequests", "{dead_letter_alarm}");
-            assert_eq!(dead_letter_alarm["dimensions"]["BucketName"], deployment.bucket.as_str(), "{dead_letter_alarm}");
+            assert_eq!(
+                dead_letter_alarm["dimensions"]["BucketName"],
+                deployment.bucket.as_str(),
+                "{dead_letter_alarm}"
+            );
             let metric = planned_one(plan, "aws_s3_bucket_metric");
             assert_eq!(metric["name"], dead_letter_alarm["dimensions"]["FilterId"], "{metric}");
             assert_eq!(metric["filter"][0]["prefix"], "statefun/dead-letters/", "{metric}");
@@ -486,7 +523,10 @@ fn check_alarms(plan: &Value, deployment: &Deployment) {
     assert!(phrases.len() >= 3, "{pattern}");
     let sources = runtime_sources();
     for phrase in phrases {
-        assert!(sources.contains(phrase), "the commit-failure alarm looks for \"{phrase}\", which the runtime no longer logs");
+        assert!(
+            sources.contains(phrase),
+            "the commit-failure alarm looks for \"{phrase}\", which the runtime no longer logs"
+        );
     }
 }
 

@@ -27,23 +27,13 @@ pub(crate) fn handle(ctx: &mut Context, message: Message) -> Result<(), BoxError
 fn add_to_cart(ctx: &mut Context, add: AddToCart) -> Result<(), BoxError> {
     let address = ctx.self_address().clone();
     if add.quantity <= 0 {
-        return Err(CartError::NonPositiveQuantity {
-            address,
-            quantity: add.quantity,
-        }
-        .into());
+        return Err(CartError::NonPositiveQuantity { address, quantity: add.quantity }.into());
     }
     if add.item_id.is_empty() {
         return Err(CartError::MissingItem { address }.into());
     }
-    let request = RequestItem {
-        quantity: add.quantity,
-        request_id: add.request_id,
-    };
-    ctx.send(Message::proto(
-        inventory_type().address(add.item_id),
-        &request,
-    ));
+    let request = RequestItem { quantity: add.quantity, request_id: add.request_id };
+    ctx.send(Message::proto(inventory_type().address(add.item_id), &request));
     Ok(())
 }
 
@@ -58,21 +48,13 @@ fn item_availability(ctx: &mut Context, availability: ItemAvailability) -> Resul
         }
     };
     if availability.quantity <= 0 {
-        return Err(CartError::NonPositiveQuantity {
-            address,
-            quantity: availability.quantity,
-        }
-        .into());
+        return Err(CartError::NonPositiveQuantity { address, quantity: availability.quantity }.into());
     }
     let status = match item_availability::Status::try_from(availability.status) {
         Ok(item_availability::Status::Reserved) => Status::Reserved,
         Ok(item_availability::Status::Unavailable) => Status::Unavailable,
         Err(_) => {
-            return Err(CartError::UnknownStatus {
-                address,
-                status: availability.status,
-            }
-            .into());
+            return Err(CartError::UnknownStatus { address, status: availability.status }.into());
         }
     };
 
@@ -81,10 +63,7 @@ fn item_availability(ctx: &mut Context, availability: ItemAvailability) -> Resul
     if status == Status::Reserved {
         in_cart = in_cart
             .checked_add(availability.quantity)
-            .ok_or(CartError::Overflow {
-                address: address.clone(),
-                what: "the quantity in the cart",
-            })?;
+            .ok_or(CartError::Overflow { address: address.clone(), what: "the quantity in the cart" })?;
         cart.insert(item_id.clone(), in_cart);
         ctx.set(&items(), &cart)?;
     }
@@ -98,11 +77,6 @@ fn item_availability(ctx: &mut Context, availability: ItemAvailability) -> Resul
         in_cart,
         remaining: availability.remaining,
     };
-    ctx.send_egress(EgressMessage::kinesis(
-        egress(),
-        CART_RESULTS_STREAM,
-        address.id(),
-        serde_json::to_vec(&result)?,
-    ));
+    ctx.send_egress(EgressMessage::kinesis(egress(), CART_RESULTS_STREAM, address.id(), serde_json::to_vec(&result)?));
     Ok(())
 }

@@ -5,9 +5,7 @@
 //! left). On `RestockItem` it adds to the stock and writes an
 //! [`InventoryUpdate`] to `inventory-updates`.
 
-use statefun_proto::shoppingcart::{
-    ItemAvailability, RequestItem, RestockItem, item_availability::Status,
-};
+use statefun_proto::shoppingcart::{ItemAvailability, RequestItem, RestockItem, item_availability::Status};
 use statefun_sdk::{Address, BoxError, Context, EgressMessage, Message};
 
 use crate::{CartError, INVENTORY_UPDATES_STREAM, InventoryUpdate, egress, in_stock, reserved};
@@ -30,19 +28,14 @@ pub(crate) fn handle(ctx: &mut Context, message: Message) -> Result<(), BoxError
 fn request_item(ctx: &mut Context, request: RequestItem) -> Result<(), BoxError> {
     let address = ctx.self_address().clone();
     check_positive(&address, request.quantity)?;
-    let caller = ctx.caller().cloned().ok_or_else(|| CartError::NoCaller {
-        address: address.clone(),
-    })?;
+    let caller = ctx.caller().cloned().ok_or_else(|| CartError::NoCaller { address: address.clone() })?;
     let stock = ctx.get(&in_stock())?.unwrap_or(0);
     let (status, remaining) = if stock >= request.quantity {
         let left = stock - request.quantity;
         let held = ctx.get(&reserved())?.unwrap_or(0);
         let held = held
             .checked_add(request.quantity)
-            .ok_or(CartError::Overflow {
-                address: address.clone(),
-                what: "the reserved quantity",
-            })?;
+            .ok_or(CartError::Overflow { address: address.clone(), what: "the reserved quantity" })?;
         ctx.set(&in_stock(), &left)?;
         ctx.set(&reserved(), &held)?;
         (Status::Reserved, left)
@@ -67,16 +60,9 @@ fn restock(ctx: &mut Context, restock: RestockItem) -> Result<(), BoxError> {
         .get(&in_stock())?
         .unwrap_or(0)
         .checked_add(restock.quantity)
-        .ok_or(CartError::Overflow {
-            address: address.clone(),
-            what: "the stock",
-        })?;
+        .ok_or(CartError::Overflow { address: address.clone(), what: "the stock" })?;
     ctx.set(&in_stock(), &stock)?;
-    let update = InventoryUpdate {
-        item_id: address.id().to_owned(),
-        restocked: restock.quantity,
-        in_stock: stock,
-    };
+    let update = InventoryUpdate { item_id: address.id().to_owned(), restocked: restock.quantity, in_stock: stock };
     ctx.send_egress(EgressMessage::kinesis(
         egress(),
         INVENTORY_UPDATES_STREAM,
@@ -88,10 +74,7 @@ fn restock(ctx: &mut Context, restock: RestockItem) -> Result<(), BoxError> {
 
 fn check_positive(address: &Address, quantity: i32) -> Result<(), CartError> {
     if quantity <= 0 {
-        return Err(CartError::NonPositiveQuantity {
-            address: address.clone(),
-            quantity,
-        });
+        return Err(CartError::NonPositiveQuantity { address: address.clone(), quantity });
     }
     Ok(())
 }

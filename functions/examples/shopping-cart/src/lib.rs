@@ -80,13 +80,11 @@ pub fn reserved() -> ValueSpec<i32> {
 /// assert!(functions.specs(&shopping_cart::inventory_type()).is_some());
 /// ```
 pub fn functions() -> Functions {
-    Functions::new()
-        .with(cart_type(), &[&items()], cart::handle)
-        .with(
-            inventory_type(),
-            &[&in_stock(), &reserved()],
-            inventory::handle,
-        )
+    Functions::new().with(cart_type(), &[&items()], cart::handle).with(
+        inventory_type(),
+        &[&in_stock(), &reserved()],
+        inventory::handle,
+    )
 }
 
 #[cfg(test)]

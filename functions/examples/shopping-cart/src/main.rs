@@ -27,9 +27,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -37,14 +35,10 @@ async fn main() -> anyhow::Result<()> {
     let functions = shopping_cart::functions();
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("running as a Lambda function");
-        return statefun_sdk::lambda::run(functions)
-            .await
-            .map_err(|error| anyhow::anyhow!(error));
+        return statefun_sdk::lambda::run(functions).await.map_err(|error| anyhow::anyhow!(error));
     }
 
-    let server = Server::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server = Server::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     // Registered before the address is announced: a SIGTERM sent as soon as the
     // line is read must stop the server cleanly, not kill the process.
     let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -53,9 +47,7 @@ async fn main() -> anyhow::Result<()> {
     writeln!(stdout, "listening on http://{}", server.local_addr())?;
     stdout.flush()?;
     drop(stdout);
-    server
-        .serve_with_shutdown(functions, shutdown_signal(terminate))
-        .await?;
+    server.serve_with_shutdown(functions, shutdown_signal(terminate)).await?;
     tracing::info!("stopped");
     Ok(())
 }

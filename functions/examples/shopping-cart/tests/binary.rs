@@ -53,21 +53,13 @@ fn binary_prints_its_address_serves_requests_and_stops_on_sigterm() -> TestResul
 
 fn exercise(lines: &mut Lines<BufReader<ChildStdout>>) -> TestResult {
     let line = lines.next().ok_or("no output")??;
-    let addr = line
-        .strip_prefix("listening on http://")
-        .ok_or_else(|| format!("unexpected first line {line:?}"))?
-        .to_owned();
+    let addr =
+        line.strip_prefix("listening on http://").ok_or_else(|| format!("unexpected first line {line:?}"))?.to_owned();
 
     let request = TestRequest::new(shopping_cart::inventory_type().address("apple"))
         .with_state(&shopping_cart::in_stock(), Some(&1))?
         .with_state(&shopping_cart::reserved(), None)?
-        .with_proto_invocation(
-            None,
-            &RestockItem {
-                item_id: "apple".into(),
-                quantity: 4,
-            },
-        )
+        .with_proto_invocation(None, &RestockItem { item_id: "apple".into(), quantity: 4 })
         .to_bytes();
     let mut stream = TcpStream::connect(&addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -80,10 +72,7 @@ fn exercise(lines: &mut Lines<BufReader<ChildStdout>>) -> TestResult {
     stream.write_all(&request)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
     let head = String::from_utf8_lossy(&response[..split]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let body = FromFunction::decode(&response[split + 4..])?;

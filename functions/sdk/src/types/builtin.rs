@@ -94,18 +94,12 @@ mod tests {
     #[test]
     fn float_and_double_encode_as_ieee_little_endian() {
         assert_eq!(bytes(FloatType, &1.0), [0x0d, 0x00, 0x00, 0x80, 0x3f]);
-        assert_eq!(
-            bytes(DoubleType, &1.0),
-            [0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]
-        );
+        assert_eq!(bytes(DoubleType, &1.0), [0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]);
     }
 
     #[test]
     fn string_encodes_as_length_delimited_field_one() {
-        assert_eq!(
-            bytes(StringType, &"hi".to_owned()),
-            [0x0a, 0x02, b'h', b'i']
-        );
+        assert_eq!(bytes(StringType, &"hi".to_owned()), [0x0a, 0x02, b'h', b'i']);
         assert_eq!(StringType.typename(), "io.statefun.types/string");
     }
 
@@ -117,18 +111,9 @@ mod tests {
 
     #[test]
     fn built_ins_round_trip() {
-        assert_eq!(
-            IntType.decode(&bytes(IntType, &i32::MIN)).ok(),
-            Some(i32::MIN)
-        );
-        assert_eq!(
-            LongType.decode(&bytes(LongType, &i64::MAX)).ok(),
-            Some(i64::MAX)
-        );
-        assert_eq!(
-            StringType.decode(&bytes(StringType, &"é".to_owned())).ok(),
-            Some("é".to_owned())
-        );
+        assert_eq!(IntType.decode(&bytes(IntType, &i32::MIN)).ok(), Some(i32::MIN));
+        assert_eq!(LongType.decode(&bytes(LongType, &i64::MAX)).ok(), Some(i64::MAX));
+        assert_eq!(StringType.decode(&bytes(StringType, &"é".to_owned())).ok(), Some("é".to_owned()));
     }
 
     #[test]

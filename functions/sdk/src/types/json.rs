@@ -27,10 +27,7 @@ pub struct JsonType<T> {
 impl<T> JsonType<T> {
     /// A JSON type named `typename` (`namespace/name`).
     pub fn new(typename: impl Into<String>) -> Self {
-        Self {
-            typename: typename.into(),
-            value: PhantomData,
-        }
+        Self { typename: typename.into(), value: PhantomData }
     }
 }
 

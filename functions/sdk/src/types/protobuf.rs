@@ -24,10 +24,7 @@ pub struct ProtobufType<M> {
 impl<M: prost::Name> ProtobufType<M> {
     /// The type of message `M`.
     pub fn new() -> Self {
-        Self {
-            typename: M::type_url(),
-            message: PhantomData,
-        }
+        Self { typename: M::type_url(), message: PhantomData }
     }
 }
 
@@ -39,10 +36,7 @@ impl<M: prost::Name> Default for ProtobufType<M> {
 
 impl<M> Clone for ProtobufType<M> {
     fn clone(&self) -> Self {
-        Self {
-            typename: self.typename.clone(),
-            message: PhantomData,
-        }
+        Self { typename: self.typename.clone(), message: PhantomData }
     }
 }
 

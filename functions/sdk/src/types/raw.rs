@@ -19,9 +19,7 @@ pub struct RawType {
 impl RawType {
     /// A raw type named `typename` (`namespace/name`).
     pub fn new(typename: impl Into<String>) -> Self {
-        Self {
-            typename: typename.into(),
-        }
+        Self { typename: typename.into() }
     }
 }
 
