@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit and property tests, and the
+# Runs every test of the workspace, the fast checks first (formatting, clippy
+# with warnings as errors), then unit and property tests, and the
 # end-to-end tests that start the `statefun` binary against real functions
 # (the Rust SDK over HTTP and as a Lambda, and the official StateFun Python SDK
 # in a venv under .local/) on the local backends and on the local AWS stack
@@ -7,6 +8,10 @@
 # started here and stopped at the end if this run started them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== format and lint: cargo fmt --check, cargo clippy (warnings are errors)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== building the binaries the end-to-end tests start"
 cargo build --bins
