@@ -25,6 +25,7 @@
 
 pub mod address;
 pub mod aws;
+pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod coordination;

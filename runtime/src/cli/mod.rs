@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use statefun_runtime::backoff::Backoff;
 use statefun_runtime::log::{LogError, LogStore, kinesis::KinesisLogStore, local::LocalLogStore};
 use statefun_runtime::node::Backends;
 
@@ -155,13 +156,12 @@ pub async fn patiently<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, LogEr
 where
     Fut: std::future::Future<Output = Result<T, LogError>>,
 {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     for _ in 0..8 {
         match call().await {
             Err(e) if e.is_retryable() => {
-                tracing::debug!("retrying in {delay:?}: {e}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                tracing::debug!("retrying in {:?}: {e}", backoff.next());
+                backoff.wait().await;
             }
             other => return other,
         }

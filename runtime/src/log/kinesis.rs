@@ -79,6 +79,7 @@ use super::{
     AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name,
 };
 use crate::aws::{self, FailureKind};
+use crate::backoff::Backoff;
 
 /// Records per `PutRecords` request.
 pub const MAX_RECORDS_PER_REQUEST: usize = 500;
@@ -269,7 +270,7 @@ impl KinesisLogStore {
 
     async fn wait_until_active(&self, stream: &str) -> Result<(), LogError> {
         let deadline = Instant::now() + STREAM_ACTIVE_TIMEOUT;
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let status = self.stream_status(stream).await?;
             match &status {
@@ -290,8 +291,7 @@ impl KinesisLogStore {
                     detail: format!("not active {STREAM_ACTIVE_TIMEOUT:?} after creation (status {status:?})"),
                 });
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
+            backoff.wait().await;
         }
     }
 
@@ -341,7 +341,7 @@ impl KinesisLogStore {
         let mut pending =
             records.iter().map(|r| self.prepare(stream, r, open.as_deref())).collect::<Result<VecDeque<_>, _>>()?;
         let mut failed_rounds = 0;
-        let mut pause = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         while !pending.is_empty() {
             let count =
                 request_len(pending.iter().map(|p| (p.size, p.exclusive.then_some(p.shard.as_deref()).flatten())));
@@ -399,8 +399,9 @@ impl KinesisLogStore {
                     pending.push_front(record);
                 }
             }
-            tokio::time::sleep(pause + Duration::from_millis(rand::random_range(0..50))).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
+            // A little jitter, so workers refused together do not come back together.
+            tokio::time::sleep(Duration::from_millis(rand::random_range(0..50))).await;
+            backoff.wait().await;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use prost::Message;
 use statefun_proto::internal::{DeadLetter, PartitionManifest};
 use tokio::sync::mpsc;
 
+use crate::backoff::Backoff;
 use crate::checkpoint::{self, BlobStore};
 use crate::coordination::guard::LeaseGuard;
 use crate::coordination::{CommitError, CommitStore, Lease};
@@ -93,15 +94,7 @@ impl Committer {
         let (epoch, snapshot) = (sealed.record.epoch, sealed.record.snapshot);
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = bytes::Bytes::from(sealed.encode());
-        let mut delay = Duration::from_millis(50);
-        while let Err(e) = self.blobs.put(&key, bytes.clone()).await {
-            if !e.is_retryable() {
-                return Err(CommitterEvent::Failed(format!("partition {partition}: writing checkpoint {key}: {e}")));
-            }
-            tracing::warn!(partition, epoch, "writing checkpoint {key} failed, retrying in {delay:?}: {e}");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        self.put_blob(self.blobs.as_ref(), &key, bytes, "checkpoint").await?;
         let manifest = PartitionManifest {
             epoch,
             snapshot_epoch: if snapshot { epoch } else { self.snapshot_epoch },
@@ -188,7 +181,7 @@ impl Committer {
                 Destination::Objects(blobs) => {
                     for letter in dead_letters {
                         let key = dead_letters::object_key(&letter_id(&letter, self.lease.partition));
-                        self.put_letter(blobs.as_ref(), &key, letter.data.into()).await?;
+                        self.put_blob(blobs.as_ref(), &key, letter.data.into(), "dead letter").await?;
                     }
                 }
             }
@@ -206,15 +199,22 @@ impl Committer {
             let size = whole.len();
             // Our own encoding: it decodes; were it not to, the stub still names the object.
             let letter = DeadLetter::decode(whole.as_slice()).unwrap_or_default();
-            self.put_letter(self.blobs.as_ref(), &key, whole.into()).await?;
+            self.put_blob(self.blobs.as_ref(), &key, whole.into(), "dead letter").await?;
             record.data = dead_letters::stub(&letter, key, size).encode_to_vec();
         }
         Ok(())
     }
 
-    /// Writes a dead letter object (a re-publish rewrites the same object).
-    async fn put_letter(&self, blobs: &dyn BlobStore, key: &str, data: bytes::Bytes) -> Result<(), CommitterEvent> {
-        let mut delay = Duration::from_millis(50);
+    /// Writes an object (a checkpoint, a dead letter: `what`), retrying while
+    /// the store may yet take it and the lease may still be trusted.
+    async fn put_blob(
+        &self,
+        blobs: &dyn BlobStore,
+        key: &str,
+        data: bytes::Bytes,
+        what: &str,
+    ) -> Result<(), CommitterEvent> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             if !self.guard.is_valid() {
                 return Err(self.lease_untrusted());
@@ -223,14 +223,11 @@ impl Committer {
                 Ok(()) => return Ok(()),
                 Err(e) if !e.is_retryable() => {
                     let partition = self.lease.partition;
-                    return Err(CommitterEvent::Failed(format!(
-                        "partition {partition}: writing dead letter {key}: {e}"
-                    )));
+                    return Err(CommitterEvent::Failed(format!("partition {partition}: writing {what} {key}: {e}")));
                 }
                 Err(e) => {
-                    tracing::warn!("writing dead letter {key}: {e}; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tracing::warn!("writing {what} {key}: {e}; retrying in {:?}", backoff.next());
+                    backoff.wait().await;
                 }
             }
         }
@@ -247,7 +244,7 @@ impl Committer {
     }
 
     async fn append(&self, stream: &str, records: &[AppendRecord]) -> Result<(), Undeliverable> {
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             if !self.guard.is_valid() {
                 return Err(Undeliverable::LeaseUntrusted);
@@ -266,9 +263,8 @@ impl Committer {
                 Ok(()) => return Ok(()),
                 Err(e) if !e.is_retryable() => return Err(Undeliverable::Refused(e.to_string())),
                 Err(e) => {
-                    tracing::warn!("publishing to {stream}: {e}; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tracing::warn!("publishing to {stream}: {e}; retrying in {:?}", backoff.next());
+                    backoff.wait().await;
                 }
             }
         }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 use crate::address::FunctionType;
+use crate::backoff::Backoff;
 use crate::checkpoint::BlobStore;
 use crate::log::{LogStore, Position, ShardInfo};
 
@@ -60,11 +61,10 @@ pub fn finished_marker_key(stream: &str, shard: &str) -> String {
 /// Writes a shard's finished marker, retrying until it is stored.
 pub async fn mark_finished(blobs: Arc<dyn BlobStore>, stream: String, shard: String) {
     let key = finished_marker_key(&stream, &shard);
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     while let Err(e) = blobs.put(&key, bytes::Bytes::new()).await {
-        tracing::warn!(stream, shard, "writing the finished marker failed, retrying in {delay:?}: {e}");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        tracing::warn!(stream, shard, "writing the finished marker failed, retrying in {:?}: {e}", backoff.next());
+        backoff.wait().await;
     }
     tracing::info!(stream, shard, "shard read to its end");
 }

@@ -27,6 +27,7 @@ use super::lineage::{self, Discovery, IngressStream, ReadyShard};
 use super::outbox::IngressMessage;
 use super::{Effect, Partition};
 use crate::address::FunctionType;
+use crate::backoff::Backoff;
 use crate::checkpoint::BlobStore;
 use crate::invoke::Invoker;
 use crate::log::{LogRecord, LogStore, Position};
@@ -463,11 +464,11 @@ async fn read_loop(
     tx: mpsc::Sender<InputBatch>,
     settings: WorkerSettings,
 ) {
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
     loop {
         match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
             Ok((records, next)) => {
-                failures = 0;
+                backoff.reset();
                 let end = next == Position::End;
                 position = next;
                 if end {
@@ -481,10 +482,9 @@ async fn read_loop(
                 }
             }
             Err(e) => {
-                failures += 1;
-                let delay = Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)));
+                let delay = backoff.next();
                 tracing::warn!(stream = %input.stream, shard = %input.shard, "reading input failed, retrying in {delay:?}: {e}");
-                tokio::time::sleep(delay).await;
+                backoff.wait().await;
             }
         }
     }
