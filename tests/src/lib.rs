@@ -201,13 +201,31 @@ pub struct FunctionServer {
 
 impl FunctionServer {
     pub fn start(functions: statefun_sdk::Functions) -> Self {
+        Self::start_on(functions, 0)
+    }
+
+    /// Serves on `port` (0: any free port), waiting up to 30 s for it to be
+    /// free: a server started again after [`FunctionServer::stop`] keeps the
+    /// port its module.yaml names.
+    pub fn start_on(functions: statefun_sdk::Functions, port: u16) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio");
             runtime.block_on(async move {
-                let server = statefun_sdk::http::Server::bind("127.0.0.1:0").await.expect("bind");
+                let address = format!("127.0.0.1:{port}");
+                let started = Instant::now();
+                let server = loop {
+                    match statefun_sdk::http::Server::bind(address.as_str()).await {
+                        Ok(server) => break server,
+                        Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                            eprintln!("binding {address} failed, trying again: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => panic!("binding {address}: {e}"),
+                    }
+                };
                 addr_tx.send(server.local_addr()).expect("report address");
                 let _ = server
                     .serve_with_shutdown(functions, async {
@@ -219,16 +237,21 @@ impl FunctionServer {
         let addr = addr_rx.recv().expect("server address");
         Self { addr, stop: Some(stop), thread: Some(thread) }
     }
-}
 
-impl Drop for FunctionServer {
-    fn drop(&mut self) {
+    /// Stops serving (requests in flight complete).
+    pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for FunctionServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
