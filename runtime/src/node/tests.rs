@@ -65,6 +65,24 @@ fn settings() -> NodeSettings {
     }
 }
 
+/// Runs a node on the local log of `dir` and the given stores, until `stop` says so.
+fn start_node(
+    dir: &std::path::Path,
+    blobs: Arc<dyn BlobStore>,
+    commits: Arc<dyn CommitStore>,
+    settings: NodeSettings,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let backends =
+        Backends { log: Arc::new(LocalLogStore::new(dir)), blobs, commits, lambda: None, create_streams: true };
+    let module = ModuleConfig::parse(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: http://127.0.0.1:9/{function.name}\n",
+        "module.yaml",
+    )
+    .expect("module");
+    let (stop, shutdown) = watch::channel(false);
+    (stop, tokio::spawn(run(module, settings, backends, shutdown)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_whose_task_panics_gives_its_lease_up_and_is_taken_again() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,20 +96,8 @@ async fn a_partition_whose_task_panics_gives_its_lease_up_and_is_taken_again() {
     commits.commit(&earlier, 0, manifest).await.expect("commit");
     commits.release(&earlier).await.expect("release");
 
-    let backends = Backends {
-        log: Arc::new(LocalLogStore::new(dir.path())),
-        blobs: Arc::new(PanicsOnce { inner: blobs, panicked: AtomicBool::new(false) }),
-        commits: commits.clone(),
-        lambda: None,
-        create_streams: true,
-    };
-    let module = ModuleConfig::parse(
-        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: http://127.0.0.1:9/{function.name}\n",
-        "module.yaml",
-    )
-    .expect("module");
-    let (stop, shutdown) = watch::channel(false);
-    let node = tokio::spawn(run(module, settings(), backends, shutdown));
+    let blobs = Arc::new(PanicsOnce { inner: blobs, panicked: AtomicBool::new(false) });
+    let (stop, node) = start_node(dir.path(), blobs, commits.clone(), settings());
 
     // Taken (counter + 1), panicked while recovering, released, taken again after a rest (counter + 2).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -159,20 +165,8 @@ impl CommitStore for HangingRenewal {
 async fn a_renewal_that_never_answers_does_not_hold_up_the_other_partitions_renewals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let commits = Arc::new(HangingRenewal { inner: LocalCommitStore::open(dir.path()).expect("commit store") });
-    let backends = Backends {
-        log: Arc::new(LocalLogStore::new(dir.path())),
-        blobs: Arc::new(FsBlobStore::new(dir.path())),
-        commits: commits.clone(),
-        lambda: None,
-        create_streams: true,
-    };
-    let module = ModuleConfig::parse(
-        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: http://127.0.0.1:9/{function.name}\n",
-        "module.yaml",
-    )
-    .expect("module");
-    let (stop, shutdown) = watch::channel(false);
-    let node = tokio::spawn(run(module, NodeSettings { partitions: 2, ..settings() }, backends, shutdown));
+    let blobs = Arc::new(FsBlobStore::new(dir.path()));
+    let (stop, node) = start_node(dir.path(), blobs, commits.clone(), NodeSettings { partitions: 2, ..settings() });
 
     let heartbeat = |record: Option<Committed>| record.filter(|r| r.owner == "this-worker").map(|r| r.heartbeat);
     let deadline = Instant::now() + Duration::from_secs(60);

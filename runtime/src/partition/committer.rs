@@ -94,7 +94,7 @@ impl Committer {
         let (epoch, snapshot) = (sealed.record.epoch, sealed.record.snapshot);
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = bytes::Bytes::from(sealed.encode());
-        self.put_blob(self.blobs.as_ref(), &key, bytes, "checkpoint").await?;
+        self.put_blob(self.blobs.as_ref(), &key, bytes, "writing checkpoint").await?;
         let manifest = PartitionManifest {
             epoch,
             snapshot_epoch: if snapshot { epoch } else { self.snapshot_epoch },
@@ -181,7 +181,7 @@ impl Committer {
                 Destination::Objects(blobs) => {
                     for letter in dead_letters {
                         let key = dead_letters::object_key(&letter_id(&letter, self.lease.partition));
-                        self.put_blob(blobs.as_ref(), &key, letter.data.into(), "dead letter").await?;
+                        self.put_blob(blobs.as_ref(), &key, letter.data.into(), "writing dead letter").await?;
                     }
                 }
             }
@@ -199,20 +199,21 @@ impl Committer {
             let size = whole.len();
             // Our own encoding: it decodes; were it not to, the stub still names the object.
             let letter = DeadLetter::decode(whole.as_slice()).unwrap_or_default();
-            self.put_blob(self.blobs.as_ref(), &key, whole.into(), "dead letter").await?;
+            self.put_blob(self.blobs.as_ref(), &key, whole.into(), "writing dead letter").await?;
             record.data = dead_letters::stub(&letter, key, size).encode_to_vec();
         }
         Ok(())
     }
 
-    /// Writes an object (a checkpoint, a dead letter: `what`), retrying while
-    /// the store may yet take it and the lease may still be trusted.
+    /// Writes an object, retrying while the store may yet take it and the
+    /// lease may still be trusted. `action` opens its log lines ("writing
+    /// checkpoint": the deployment's commit-failure alarm looks for it).
     async fn put_blob(
         &self,
         blobs: &dyn BlobStore,
         key: &str,
         data: bytes::Bytes,
-        what: &str,
+        action: &str,
     ) -> Result<(), CommitterEvent> {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
@@ -223,10 +224,10 @@ impl Committer {
                 Ok(()) => return Ok(()),
                 Err(e) if !e.is_retryable() => {
                     let partition = self.lease.partition;
-                    return Err(CommitterEvent::Failed(format!("partition {partition}: writing {what} {key}: {e}")));
+                    return Err(CommitterEvent::Failed(format!("partition {partition}: {action} {key}: {e}")));
                 }
                 Err(e) => {
-                    tracing::warn!("writing {what} {key}: {e}; retrying in {:?}", backoff.next());
+                    tracing::warn!("{action} {key} failed, retrying in {:?}: {e}", backoff.next());
                     backoff.wait().await;
                 }
             }
