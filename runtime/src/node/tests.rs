@@ -65,20 +65,24 @@ fn settings() -> NodeSettings {
     }
 }
 
-/// Runs a node on the local log of `dir` and the given stores, until `stop` says so.
+/// A module with one endpoint for `ns/*` at `address`, and nothing to read.
+fn endpoint_at(address: &str) -> String {
+    format!(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: http://{address}/{{function.name}}\n  transport:\n    call: 10m\n"
+    )
+}
+
+/// Runs a node with `module` on the local log of `dir` and the given stores, until `stop` says so.
 fn start_node(
     dir: &std::path::Path,
+    module: &str,
     blobs: Arc<dyn BlobStore>,
     commits: Arc<dyn CommitStore>,
     settings: NodeSettings,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let backends =
         Backends { log: Arc::new(LocalLogStore::new(dir)), blobs, commits, lambda: None, create_streams: true };
-    let module = ModuleConfig::parse(
-        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: http://127.0.0.1:9/{function.name}\n",
-        "module.yaml",
-    )
-    .expect("module");
+    let module = ModuleConfig::parse(module, "module.yaml").expect("module");
     let (stop, shutdown) = watch::channel(false);
     (stop, tokio::spawn(run(module, settings, backends, shutdown)))
 }
@@ -97,7 +101,7 @@ async fn a_partition_whose_task_panics_gives_its_lease_up_and_is_taken_again() {
     commits.release(&earlier).await.expect("release");
 
     let blobs = Arc::new(PanicsOnce { inner: blobs, panicked: AtomicBool::new(false) });
-    let (stop, node) = start_node(dir.path(), blobs, commits.clone(), settings());
+    let (stop, node) = start_node(dir.path(), &endpoint_at("127.0.0.1:9"), blobs, commits.clone(), settings());
 
     // Taken (counter + 1), panicked while recovering, released, taken again after a rest (counter + 2).
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -166,7 +170,13 @@ async fn a_renewal_that_never_answers_does_not_hold_up_the_other_partitions_rene
     let dir = tempfile::tempdir().expect("tempdir");
     let commits = Arc::new(HangingRenewal { inner: LocalCommitStore::open(dir.path()).expect("commit store") });
     let blobs = Arc::new(FsBlobStore::new(dir.path()));
-    let (stop, node) = start_node(dir.path(), blobs, commits.clone(), NodeSettings { partitions: 2, ..settings() });
+    let (stop, node) = start_node(
+        dir.path(),
+        &endpoint_at("127.0.0.1:9"),
+        blobs,
+        commits.clone(),
+        NodeSettings { partitions: 2, ..settings() },
+    );
 
     let heartbeat = |record: Option<Committed>| record.filter(|r| r.owner == "this-worker").map(|r| r.heartbeat);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -202,4 +212,64 @@ async fn a_history_whose_commit_record_was_lost_is_refused_and_an_uncommitted_fi
         history_without_commit_record(&blobs, 3).await.expect_err("epoch 2 was written after epoch 1 committed");
     assert!(refusal.contains("no commit record") && refusal.contains("epoch-00000000000000000002"), "{refusal}");
     history_without_commit_record(&blobs, 2).await.expect("another partition's objects do not count");
+}
+
+/// A function endpoint that reads requests and never answers: says when a
+/// connection has sent its request, and when the client closed it.
+async fn silent_endpoint() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<&'static str>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (events, heard) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut connection, _)) = listener.accept().await {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 64 * 1024];
+                let mut reported = false;
+                while let Ok(read) = connection.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                    if !reported {
+                        reported = true;
+                        let _ = events.send("request");
+                    }
+                }
+                let _ = events.send("closed");
+            });
+        }
+    });
+    (addr, heard)
+}
+
+/// A stop cancels the partition's in-flight invocations: the old owner's
+/// request does not go on while the next owner re-sends the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_partition_cancels_its_in_flight_invocations() {
+    let (addr, mut heard) = silent_endpoint().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = LocalLogStore::new(dir.path());
+    log.ensure_stream("in", 1).await.expect("stream");
+    let record = crate::log::AppendRecord {
+        partition_key: "k".into(),
+        shard: crate::log::ShardChoice::ByKey,
+        data: b"hello".to_vec(),
+        id: None,
+    };
+    log.append("in", &[record]).await.expect("append");
+    let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
+                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
+    let module = endpoint_at(&addr.to_string()) + ingress;
+    let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+    let (stop, node) = start_node(dir.path(), &module, Arc::new(FsBlobStore::new(dir.path())), commits, settings());
+
+    let first =
+        tokio::time::timeout(Duration::from_secs(60), heard.recv()).await.expect("an invocation within a minute");
+    assert_eq!(first, Some("request"));
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
+    // The call may take 10 minutes: only a cancelled request closes its connection now.
+    let next = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await;
+    assert_eq!(next.ok().flatten(), Some("closed"), "the in-flight request was cancelled with its partition");
 }
