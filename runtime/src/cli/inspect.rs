@@ -1,6 +1,7 @@
 //! `statefun state` and `statefun dead-letters`: read what the runtime
 //! committed; `dead-letters --reinject` sends dead-lettered messages again.
 
+use super::out;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -99,11 +100,11 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string(&all)?);
+        out!("{}", serde_json::to_string(&all)?);
     } else {
         for (address, states) in &all {
             let states: Vec<String> = states.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("{address}: {}", states.join(" "));
+            out!("{address}: {}", states.join(" "));
         }
     }
     Ok(())
@@ -141,13 +142,13 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
         let letter = &stored.letter;
         let ids: Vec<&str> = letter.messages.iter().map(|m| m.id.as_str()).collect();
         if args.json {
-            println!(
+            out!(
                 "{}",
                 json!({"id": stored.id, "address": address, "reason": letter.reason, "messages": ids, "source": letter.source, "at_ms": letter.at_ms})
             );
         } else {
             let what = if ids.is_empty() { letter.source.clone() } else { format!("messages {}", ids.join(", ")) };
-            println!("[{}] {address} {what}: {}", stored.id, letter.reason);
+            out!("[{}] {address} {what}: {}", stored.id, letter.reason);
         }
         selected.push(stored.letter);
     }

@@ -149,6 +149,25 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Writes one line of a command's output to stdout. A reader that went away
+/// (`statefun tail | head`) ends the command quietly, as a closed pipe ends
+/// the usual Unix tools: the rest of the output is not wanted.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_line(format_args!($($arg)*)) };
+}
+pub(crate) use out;
+
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Retries a stream call while its error is retryable (throttling, a busy
 /// backend), a few times with backoff: the CLI shares the streams' limits
 /// with running workers.

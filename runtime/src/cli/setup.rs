@@ -4,6 +4,7 @@
 //! missing. For trying things on a local AWS stack and for tests; real
 //! deployments create them with Terraform. Idempotent.
 
+use super::out;
 use anyhow::Context as _;
 use clap::Args;
 use statefun_runtime::checkpoint::s3::S3BlobStore;
@@ -36,9 +37,9 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
             let bucket =
                 args.storage.bucket.as_deref().context("--bucket (STATEFUN_BUCKET) is required with --backend aws")?;
             DynamoCommitStore::new(&config, &args.storage.table).create_table().await?;
-            println!("table {}: ready", args.storage.table);
+            out!("table {}: ready", args.storage.table);
             S3BlobStore::new(&config, bucket, &args.storage.prefix).create_bucket().await?;
-            println!("bucket {bucket}: ready");
+            out!("bucket {bucket}: ready");
             Box::new(KinesisLogStore::new(&config, true))
         }
     };
@@ -48,7 +49,7 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     streams.extend(args.egress_streams.iter().map(|s| (s.clone(), shards)));
     for (stream, count) in streams {
         let created = log.ensure_stream(&stream, count).await.with_context(|| format!("stream {stream}"))?;
-        println!("stream {stream}: ready, {} shard(s)", created.len());
+        out!("stream {stream}: ready, {} shard(s)", created.len());
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `statefun tail`: print a stream's records, readable or as JSON lines.
 
+use super::out;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -80,12 +81,12 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 any = true;
                 let value = codec.decode(args.typename.as_deref(), &record.data);
                 if args.json {
-                    println!(
+                    out!(
                         "{}",
                         json!({"shard": record.shard, "sequence": record.sequence, "key": record.partition_key, "id": record.id, "value": value})
                     );
                 } else {
-                    println!("[{} #{}] key={} {}", record.shard, record.sequence, record.partition_key, value);
+                    out!("[{} #{}] key={} {}", record.shard, record.sequence, record.partition_key, value);
                 }
                 printed += 1;
                 if args.limit.is_some_and(|limit| printed >= limit) {
