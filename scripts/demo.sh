@@ -24,8 +24,9 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${STATEFUN_BIN_DIR:-}" ]; then
-  step "Building (cargo build --bins)"
-  cargo build --quiet --bins
+  step "Building (cargo build --bins): a first build takes about 6 minutes on 2 cores, later ones seconds"
+  # Not quiet: cargo's own progress shows where a long first build is.
+  cargo build --bins
 fi
 
 rm -rf "$demo" && mkdir -p "$demo"
