@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, the fast checks first (formatting, clippy
-# with warnings as errors), then unit and property tests, and the
+# and the doc build, warnings as errors), then unit and property tests, and the
 # end-to-end tests that start the `statefun` binary against real functions
 # (the Rust SDK over HTTP and as a Lambda, and the official StateFun Python SDK
 # in a venv under .local/) on the local backends and on the local AWS stack
@@ -9,9 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== format and lint: cargo fmt --check, cargo clippy (warnings are errors)"
+echo "== format and lint: cargo fmt --check, cargo clippy and cargo doc (warnings are errors)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The internals are documented too; their docs may link to private items.
+RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+  cargo doc --workspace --no-deps --document-private-items --quiet
 
 echo "== building the binaries the end-to-end tests start"
 cargo build --bins

@@ -31,7 +31,7 @@ pub enum BackendKind {
     Local,
     /// Kinesis, S3, DynamoDB and Lambda, reached through the standard AWS
     /// configuration: AWS_REGION, the credential chain, AWS_ENDPOINT_URL and
-    /// AWS_ENDPOINT_URL_<SERVICE>.
+    /// `AWS_ENDPOINT_URL_<SERVICE>`.
     Aws,
 }
 
