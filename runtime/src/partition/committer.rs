@@ -274,7 +274,8 @@ impl Committer {
     /// Turns an outbox into records per stream, with deterministic ids.
     fn split(&self, outbox: &Outbox) -> (Vec<AppendRecord>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
         let source = self.lease.partition;
-        let id = |seq: u64| format!("p{source}.e{}.{seq}", outbox.epoch);
+        let prefix = super::history_prefix(source, self.incarnation);
+        let id = |seq: u64| format!("{prefix}.e{}.{seq}", outbox.epoch);
         let mut exchange = ExchangeBatches::new(source, self.incarnation, outbox.epoch);
         let mut egress: BTreeMap<String, Vec<AppendRecord>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
@@ -315,7 +316,7 @@ impl Committer {
                 partition_key: format!("partition-{target}"),
                 shard: ShardChoice::Index(target),
                 data,
-                id: Some(format!("p{source}.e{}.to{target}.{chunk}", outbox.epoch)),
+                id: Some(format!("{prefix}.e{}.to{target}.{chunk}", outbox.epoch)),
             })
             .collect();
         (records, egress, dead_letters)
@@ -454,7 +455,7 @@ mod tests {
         let [record] = records.as_slice() else { panic!("one record: {records:?}") };
         assert!(record.partition_key.chars().count() <= 256, "{}", record.partition_key);
         let stub = DeadLetter::decode(record.data.as_slice()).expect("a letter");
-        assert_eq!(stub.stored_as, dead_letters::object_key("p0.e9.3"));
+        assert_eq!(stub.stored_as, dead_letters::object_key("p0.i1.e9.3"));
         assert!(stub.raw.is_empty() && stub.reason.len() < 20_000, "a stub, bounded");
         let read = dead_letters::read_all(&committer.streams.dead_letters, log.as_ref(), committer.blobs.as_ref())
             .await
@@ -488,7 +489,7 @@ mod tests {
             .await
             .expect("read");
         let [Ok(letter)] = letters.as_slice() else { panic!("one dead letter: {letters:?}") };
-        assert_eq!(letter.id, "p0.e4.0", "the egress record's own deterministic id");
+        assert_eq!(letter.id, "p0.i1.e4.0", "the egress record's own deterministic id, in its history");
         assert!(letter.letter.reason.contains("AccessDeniedException"), "{}", letter.letter.reason);
         assert!(letter.letter.source.contains("stream `forbidden`"), "{}", letter.letter.source);
         assert_eq!(letter.letter.raw, b"forbidden");

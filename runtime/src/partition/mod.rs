@@ -173,6 +173,8 @@ pub struct Partition {
     positions: BTreeMap<(String, String), String>,
     /// The history this partition continues (see `EpochRecord.incarnation`).
     incarnation: u64,
+    /// What every deterministic id of this history starts with ([`history_prefix`]).
+    id_prefix: String,
     /// The last (epoch, seq) applied from each source partition's incarnation.
     dedup: BTreeMap<(u32, u64), (u64, u64)>,
     dirty: HashSet<Address>,
@@ -202,6 +204,7 @@ impl Partition {
             next_timer_id: 0,
             positions: BTreeMap::new(),
             incarnation: 0,
+            id_prefix: history_prefix(id, 0),
             dedup: BTreeMap::new(),
             dirty: HashSet::new(),
             changed: false,
@@ -238,8 +241,13 @@ impl Partition {
 
     /// A partition that begins a history of its own, named `incarnation`.
     pub fn with_incarnation(mut self, incarnation: u64) -> Self {
-        self.incarnation = incarnation;
+        self.set_incarnation(incarnation);
         self
+    }
+
+    fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
+        self.id_prefix = history_prefix(self.id, incarnation);
     }
 
     pub fn incarnation(&self) -> u64 {
@@ -578,7 +586,7 @@ impl Partition {
     /// A new message's deterministic id.
     fn next_id(&mut self) -> String {
         let seq = self.next_seq();
-        format!("p{}.e{}.{}", self.id, self.epoch, seq)
+        format!("{}.e{}.{}", self.id_prefix, self.epoch, seq)
     }
 
     fn dead_letter(
@@ -917,6 +925,15 @@ impl Partition {
             data: record.value_bytes,
         })
     }
+}
+
+/// What the deterministic ids of a partition's history start with:
+/// `p<partition>`, and `.i<incarnation>` (hexadecimal) for a history begun
+/// afresh, whose epochs number from 1 again and must not repeat the ids of the
+/// history before it (the local log drops an append it has seen by its ids;
+/// consumers de-duplicate by them; dead-letter objects are named by them).
+pub fn history_prefix(partition: u32, incarnation: u64) -> String {
+    if incarnation == 0 { format!("p{partition}") } else { format!("p{partition}.i{incarnation:x}") }
 }
 
 /// Messages taken from a mailbox, with their target again (for dead letters, which may be re-injected).

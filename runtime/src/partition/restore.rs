@@ -107,7 +107,7 @@ impl HistorySink for Restorer {
             .collect();
         p.positions = record.positions.into_iter().map(|pos| ((pos.stream, pos.shard), pos.sequence)).collect();
         p.dedup = record.dedup.into_iter().map(|m| ((m.source_partition, m.incarnation), (m.epoch, m.seq))).collect();
-        p.incarnation = record.incarnation;
+        p.set_incarnation(record.incarnation);
         self.outboxes.extend(record.outboxes);
         p.published_through = record.published_through;
         p.next_timer_id = record.next_timer_id;
