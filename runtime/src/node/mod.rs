@@ -257,11 +257,13 @@ async fn hold_leases(
                 let Some(ended) = held.remove(&partition) else { continue };
                 match outcome {
                     // A hand-over: committed, now released.
-                    Ok(()) => release(commits.as_ref(), &ended.lease).await,
+                    Ok(()) => release(commits.as_ref(), &ended.lease, leases.renew_every).await,
                     Err(e @ WorkerError::Fenced { .. }) => tracing::warn!("{e}"),
                     Err(e @ WorkerError::Failed { .. }) => {
                         tracing::error!("{e}; released, retried after {FAILED_PARTITION_REST:?}");
-                        release(commits.as_ref(), &ended.lease).await;
+                        // Whatever of the partition still runs (its committer) must stop publishing now.
+                        ended.guard.revoke();
+                        release(commits.as_ref(), &ended.lease, leases.renew_every).await;
                         resting.insert(partition, Instant::now() + FAILED_PARTITION_REST);
                     }
                 }
@@ -284,7 +286,9 @@ async fn hold_leases(
             match decision {
                 Decision::Take { partition, seen } => {
                     let started = Instant::now();
-                    match commits.take(partition, &settings.owner, seen.as_ref()).await {
+                    // A take that lands after its time is up shows as this worker's own silent
+                    // lease next round, and is taken over after the failover time.
+                    match within(leases.renew_every, commits.take(partition, &settings.owner, seen.as_ref())).await {
                         Ok(Some(lease)) => {
                             let guard = Arc::new(LeaseGuard::new(started, leases.validity()));
                             let (stop, stopped) = watch::channel(false);
@@ -299,7 +303,8 @@ async fn hold_leases(
                 }
                 Decision::AskForHandover { partition, seen } => {
                     tracing::info!(partition, holder = %seen.owner, "asking for the partition, to balance the load");
-                    if let Err(e) = commits.request_handover(partition, &settings.owner, &seen).await {
+                    let request = commits.request_handover(partition, &settings.owner, &seen);
+                    if let Err(e) = within(leases.renew_every, request).await {
                         tracing::warn!(partition, "asking for a hand-over failed: {e}");
                     }
                 }
@@ -326,7 +331,7 @@ async fn hold_leases(
         match joined {
             Ok((partition, Ok(()))) => {
                 if let Some(ended) = held.remove(&partition) {
-                    release(commits.as_ref(), &ended.lease).await;
+                    release(commits.as_ref(), &ended.lease, leases.renew_every).await;
                 }
             }
             Ok((partition, Err(e))) => {
@@ -412,15 +417,17 @@ async fn read_leases(
     complete.then_some(records)
 }
 
-/// A call to the commit store that gives up after `limit`.
+/// A call to the commit store that gives up after `limit`: the lease loop
+/// gives every call one renewal interval, so that one call that hangs cannot
+/// hold the loop, and with it every held partition's renewals.
 async fn within<T>(limit: Duration, call: impl Future<Output = Result<T, CommitError>>) -> Result<T, CommitError> {
     tokio::time::timeout(limit, call)
         .await
         .unwrap_or_else(|_| Err(CommitError::Backend(format!("no answer within {limit:?}"))))
 }
 
-async fn release(commits: &dyn CommitStore, lease: &Lease) {
-    match commits.release(lease).await {
+async fn release(commits: &dyn CommitStore, lease: &Lease, limit: Duration) {
+    match within(limit, commits.release(lease)).await {
         Ok(()) => tracing::info!(partition = lease.partition, "released the lease"),
         // Another worker takes it over after the failover time.
         Err(e) => tracing::warn!(partition = lease.partition, "releasing the lease failed: {e}"),
@@ -483,7 +490,7 @@ async fn run_partition(
             Ok(()) => {
                 Ok(Partition::new(id, context.partitions, catalog, 1).with_incarnation(rand::random::<u64>().max(1)))
             }
-            Err(refusal) => Err(refusal),
+            Err(refusal) => Err(format!("cannot recover: {refusal}")),
         },
     };
     let partition = match recovered {

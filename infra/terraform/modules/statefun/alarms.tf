@@ -3,7 +3,8 @@
 #   <stream>-iterator-age   a reader of an ingress stream or of the exchange falls behind (the worker
 #                           is down, stuck, or short of capacity)
 #   commit-failures         a worker logged a failed checkpoint write or commit, a partition that
-#                           lost its lease, or one it could not recover (a metric filter on the log
+#                           lost its lease, one it could not recover, or one whose task or committer
+#                           died of a bug (a metric filter on the log
 #                           group; the phrases are parts of the runtime's own log messages, which
 #                           tests/tests/terraform.rs checks)
 #   dead-letters            records reached the dead-letter stream, or objects the dead-letter
@@ -19,6 +20,8 @@ locals {
     "writing checkpoint",
     "lost its lease",
     "cannot recover",
+    "task panicked",
+    "ended unexpectedly",
   ]
 }
 
