@@ -24,7 +24,7 @@ use statefun_proto::internal::DeadLetter;
 
 use crate::checkpoint::BlobStore;
 use crate::log::{AppendRecord, LogStore, Position, ShardChoice, shard_ids};
-use crate::partition::exchange_batches::ExchangeBatches;
+use crate::partition::exchange_batches::{ExchangeBatches, MAX_ENVELOPE_BYTES};
 
 /// The exchange source id of re-injected messages (partitions are numbered from 0 up to 4095).
 pub const REINJECTION_SOURCE: u32 = u32::MAX;
@@ -152,21 +152,36 @@ async fn whole(blobs: &dyn BlobStore, id: &str, stub: DeadLetter) -> anyhow::Res
         .map_err(|e| format!("{id}: object {} is not a dead letter: {e}", stub.stored_as)))
 }
 
+/// What a re-injection did.
+#[derive(Debug, Default)]
+pub struct Reinjected {
+    /// Messages appended to the exchange.
+    pub messages: usize,
+    /// Ids of messages left out: larger than an exchange record carries (they
+    /// were dead-lettered for that very reason).
+    pub too_large: Vec<String>,
+}
+
 /// Appends the messages of `letters` to the exchange shards of their targets'
-/// partitions; returns how many messages were re-injected.
+/// partitions.
 pub async fn reinject(
     log: &dyn LogStore,
     exchange: &str,
     partitions: u32,
     letters: &[DeadLetter],
     now_ms: i64,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Reinjected> {
     let mut batches = ExchangeBatches::new(REINJECTION_SOURCE, 0, now_ms as u64);
-    let mut count = 0;
+    let mut done = Reinjected::default();
     for envelope in letters.iter().flat_map(|l| l.messages.iter()) {
         let Some(target) = &envelope.target else { continue };
-        count += 1;
-        batches.push(crate::address::partition_of(target, partitions), count as u64, &envelope.encode_to_vec());
+        let encoded = envelope.encode_to_vec();
+        if encoded.len() > MAX_ENVELOPE_BYTES {
+            done.too_large.push(envelope.id.clone());
+            continue;
+        }
+        done.messages += 1;
+        batches.push(crate::address::partition_of(target, partitions), done.messages as u64, &encoded);
     }
     let records: Vec<AppendRecord> = batches
         .finish()
@@ -180,5 +195,5 @@ pub async fn reinject(
         })
         .collect();
     log.append(exchange, &records).await?;
-    Ok(count)
+    Ok(done)
 }

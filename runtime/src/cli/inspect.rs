@@ -158,7 +158,7 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
             .with_context(|| format!("the exchange stream `{}` (the runtime never ran?)", args.exchange_stream))?
             .len() as u32;
         let (with_messages, without): (Vec<_>, Vec<_>) = selected.into_iter().partition(|l| !l.messages.is_empty());
-        let count = dead_letters::reinject(
+        let done = dead_letters::reinject(
             backends.log.as_ref(),
             &args.exchange_stream,
             partitions,
@@ -167,11 +167,20 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
         )
         .await?;
         eprintln!(
-            "re-injected {count} messages of {} dead letters; {} dead letters hold no message (input records \
+            "re-injected {} messages of {} dead letters; {} dead letters hold no message (input records \
              that could not be routed, egress records) and were left as they are",
+            done.messages,
             with_messages.len(),
             without.len()
         );
+        if !done.too_large.is_empty() {
+            eprintln!(
+                "left out {} messages larger than an exchange record carries (they cannot travel between \
+                 partitions): {}",
+                done.too_large.len(),
+                done.too_large.join(", ")
+            );
+        }
     }
     Ok(())
 }
