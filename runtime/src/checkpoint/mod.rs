@@ -120,6 +120,12 @@ enum Chain {
     /// Found by listing: for each epoch, the object of the right kind with
     /// the highest lease not above the manifest's (a later lease starts from
     /// the epoch the earlier one committed, so that is the committed one).
+    /// Where that cannot be the committed object, the epoch has none here, so
+    /// recovery reports the manifest lease's object missing: the last epoch's
+    /// object must be under the manifest's lease (that lease committed it),
+    /// and an epoch with objects of several leases none of which is the
+    /// manifest's is ambiguous (the committed one may have been lost, and a
+    /// fenced writer's left).
     Listed(BTreeMap<u64, String>),
 }
 
@@ -129,18 +135,31 @@ impl Chain {
         partition: u32,
         manifest: &PartitionManifest,
     ) -> Result<Self, CheckpointError> {
-        let mut chain: BTreeMap<u64, (u64, String)> = BTreeMap::new();
+        // Per epoch: the highest lease's key, and how many leases wrote one.
+        let mut candidates: BTreeMap<u64, (u64, String, usize)> = BTreeMap::new();
         for key in store.list(&partition_prefix(partition)).await? {
             let Some(name) = ObjectName::parse(&key) else { continue };
             let wanted = name.epoch <= manifest.epoch
                 && name.epoch >= manifest.snapshot_epoch
                 && name.lease <= manifest.lease
                 && name.snapshot == (name.epoch == manifest.snapshot_epoch);
-            if wanted && chain.get(&name.epoch).is_none_or(|(lease, _)| *lease < name.lease) {
-                chain.insert(name.epoch, (name.lease, key));
+            if !wanted {
+                continue;
+            }
+            let entry = candidates.entry(name.epoch).or_insert((name.lease, key.clone(), 0));
+            entry.2 += 1;
+            if entry.0 < name.lease {
+                (entry.0, entry.1) = (name.lease, key);
             }
         }
-        Ok(Chain::Listed(chain.into_iter().map(|(epoch, (_, key))| (epoch, key)).collect()))
+        let trusted =
+            |epoch: u64, lease: u64, count: usize| lease == manifest.lease || (epoch < manifest.epoch && count == 1);
+        let chain = candidates
+            .into_iter()
+            .filter(|&(epoch, (lease, _, count))| trusted(epoch, lease, count))
+            .map(|(epoch, (_, key, _))| (epoch, key))
+            .collect();
+        Ok(Chain::Listed(chain))
     }
 
     fn key(&self, partition: u32, manifest: &PartitionManifest, epoch: u64) -> String {
@@ -192,7 +211,8 @@ pub async fn replay_history(
         if found {
             tracing::warn!(
                 partition,
-                "the committed history spans leases (written by an earlier release); recovered from a listing"
+                "the committed history's objects are not all under the lease that committed last (a stop right \
+                 after a take-over wrote them so in earlier releases); recovered from a listing"
             );
         }
     }
@@ -489,6 +509,12 @@ mod tests {
         assert_eq!(sink.epochs, [(1, true), (2, false), (3, false)]);
         let leases: Vec<u64> = sink.records.iter().map(|r| r.next_timer_id).collect();
         assert_eq!(leases, [1, 1, 2], "each epoch from the lease that committed it");
+
+        // The last epoch's object is the manifest lease's: a fenced writer's of the same epoch never stands in.
+        store.delete(&object_key(2, 3, 2, false)).await.expect("delete");
+        let lost = replay_history(&store, 2, &manifest, &mut Collected::default()).await.expect_err("lost");
+        assert!(lost.to_string().contains("epoch-00000000000000000003.lease-0000000002"), "{lost}");
+        put(3, 2, false).await;
 
         store.delete(&object_key(2, 2, 1, false)).await.expect("delete");
         let missing = replay_history(&store, 2, &manifest, &mut Collected::default()).await.expect_err("a gap");
