@@ -287,12 +287,17 @@ impl PartitionWorker {
                 drop(sealed_tx);
                 committer_task.await
             };
-            if tokio::time::timeout(SHUTDOWN_COMMIT_TIMEOUT, last_commit).await.is_err() {
-                // Safe: what was not committed is redone from the last commit on restart.
-                return Err(WorkerError::Failed {
-                    partition: id,
-                    reason: format!("the last commit did not finish within {SHUTDOWN_COMMIT_TIMEOUT:?}"),
-                });
+            // Either way safe: what was not committed is redone from the last commit on restart.
+            match tokio::time::timeout(SHUTDOWN_COMMIT_TIMEOUT, last_commit).await {
+                Ok(Ok(())) => {}
+                Ok(Err(ended)) => {
+                    let reason = format!("the committer ended unexpectedly during the last commit: {ended}");
+                    return Err(WorkerError::Failed { partition: id, reason });
+                }
+                Err(_) => {
+                    let reason = format!("the last commit did not finish within {SHUTDOWN_COMMIT_TIMEOUT:?}");
+                    return Err(WorkerError::Failed { partition: id, reason });
+                }
             }
             while let Ok(event) = events_rx.try_recv() {
                 match event {
