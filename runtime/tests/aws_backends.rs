@@ -910,8 +910,12 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
             let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
             let running = tokio::spawn(committer.run(receiver, events));
             let record = EpochRecord { partition: 0, epoch: 2, ..Default::default() };
-            let record =
-                statefun_runtime::partition::SealedEpoch { record, entries: Default::default(), outboxes: Vec::new() };
+            let record = statefun_runtime::partition::SealedEpoch {
+                record,
+                entries: Default::default(),
+                timers: Vec::new(),
+                outboxes: Vec::new(),
+            };
             sealed.send(Sealed { record, outbox: Arc::new(Outbox::default()) }).await.expect("send");
             match reports.recv().await {
                 Some(CommitterEvent::Published(2)) => {}

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message;
-use statefun_proto::internal::{AddressEntry, EpochRecord, PartitionManifest};
+use statefun_proto::internal::{AddressEntry, DelayedMessage, EpochRecord, PartitionManifest};
 
 use crate::log::BoxFuture;
 
@@ -178,7 +178,9 @@ pub trait HistorySink: Send {
     /// How many entries the object holds, when it says (before its entries).
     fn expect_entries(&mut self, count: usize);
     fn entry(&mut self, entry: AddressEntry) -> Result<(), String>;
-    /// The object's record without its address entries.
+    /// One of the record's delayed messages (`EpochRecord.timers`), streamed as entries are.
+    fn timer(&mut self, timer: DelayedMessage);
+    /// The object's record without its address entries and timers.
     fn end_epoch(&mut self, record: EpochRecord) -> Result<(), String>;
 }
 
@@ -248,7 +250,7 @@ pub async fn load_history(
     partition: u32,
     manifest: &PartitionManifest,
 ) -> Result<Vec<EpochRecord>, CheckpointError> {
-    struct Collect(Vec<EpochRecord>, Vec<AddressEntry>);
+    struct Collect(Vec<EpochRecord>, Vec<AddressEntry>, Vec<DelayedMessage>);
     impl HistorySink for Collect {
         fn begin_epoch(&mut self, _: u64, _: bool) {}
         fn expect_entries(&mut self, _: usize) {}
@@ -256,12 +258,16 @@ pub async fn load_history(
             self.1.push(entry);
             Ok(())
         }
+        fn timer(&mut self, timer: DelayedMessage) {
+            self.2.push(timer);
+        }
         fn end_epoch(&mut self, record: EpochRecord) -> Result<(), String> {
-            self.0.push(EpochRecord { addresses: std::mem::take(&mut self.1), ..record });
+            let (addresses, timers) = (std::mem::take(&mut self.1), std::mem::take(&mut self.2));
+            self.0.push(EpochRecord { addresses, timers, ..record });
             Ok(())
         }
     }
-    let mut collected = Collect(Vec::new(), Vec::new());
+    let mut collected = Collect(Vec::new(), Vec::new(), Vec::new());
     replay_history(store, partition, manifest, &mut collected).await?;
     Ok(collected.0)
 }
@@ -270,6 +276,8 @@ pub async fn load_history(
 const ADDRESSES_FIELD: u32 = 4;
 /// `EpochRecord.address_count`.
 const ADDRESS_COUNT_FIELD: u32 = 12;
+/// `EpochRecord.timers`, handed to the sink one by one.
+const TIMERS_FIELD: u32 = 14;
 
 /// Splits one encoded [`EpochRecord`], arriving in chunks, into its address
 /// entries (to the sink) and the rest (decoded at the end).
@@ -280,12 +288,15 @@ struct ObjectParser<'a> {
     /// The start of a field that the chunks so far ended inside of.
     carry: Vec<u8>,
     rest: Vec<u8>,
+    /// Address entries the object says it holds (`address_count`; 0 in older objects), and those it held.
+    claimed_entries: u64,
+    entries: u64,
 }
 
 impl<'a> ObjectParser<'a> {
     fn new(partition: u32, epoch: u64, snapshot: bool, sink: &'a mut dyn HistorySink) -> Self {
         sink.begin_epoch(epoch, snapshot);
-        Self { partition, epoch, sink, carry: Vec::new(), rest: Vec::new() }
+        Self { partition, epoch, sink, carry: Vec::new(), rest: Vec::new(), claimed_entries: 0, entries: 0 }
     }
 
     fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
@@ -311,10 +322,16 @@ impl<'a> ObjectParser<'a> {
                 ADDRESSES_FIELD => {
                     let entry = AddressEntry::decode(payload).map_err(|e| format!("an address entry: {e}"))?;
                     self.sink.entry(entry)?;
+                    self.entries += 1;
+                }
+                TIMERS_FIELD => {
+                    let timer = DelayedMessage::decode(payload).map_err(|e| format!("a delayed message: {e}"))?;
+                    self.sink.timer(timer);
                 }
                 ADDRESS_COUNT_FIELD => {
-                    let count = varint(payload).and_then(|(n, _)| usize::try_from(n).ok()).unwrap_or(0);
-                    self.sink.expect_entries(count);
+                    let claimed = varint(payload).map_or(0, |(n, _)| n);
+                    self.claimed_entries = claimed;
+                    self.sink.expect_entries(usize::try_from(claimed).unwrap_or(usize::MAX));
                     self.rest.extend_from_slice(&bytes[at..at + field.len]);
                 }
                 _ => self.rest.extend_from_slice(&bytes[at..at + field.len]),
@@ -327,6 +344,12 @@ impl<'a> ObjectParser<'a> {
     fn finish(self) -> Result<(), String> {
         if !self.carry.is_empty() {
             return Err(format!("the object ends inside a field ({} bytes left over)", self.carry.len()));
+        }
+        if self.claimed_entries != 0 && self.claimed_entries != self.entries {
+            return Err(format!(
+                "the object says it holds {} address entries but holds {}",
+                self.claimed_entries, self.entries
+            ));
         }
         let record = EpochRecord::decode(self.rest.as_slice()).map_err(|e| e.to_string())?;
         if record.epoch != self.epoch || record.partition != self.partition {
@@ -413,6 +436,7 @@ mod tests {
         epochs: Vec<(u64, bool)>,
         expected: Vec<usize>,
         entries: Vec<AddressEntry>,
+        timers: Vec<DelayedMessage>,
         records: Vec<EpochRecord>,
     }
 
@@ -426,6 +450,9 @@ mod tests {
         fn entry(&mut self, entry: AddressEntry) -> Result<(), String> {
             self.entries.push(entry);
             Ok(())
+        }
+        fn timer(&mut self, timer: DelayedMessage) {
+            self.timers.push(timer);
         }
         fn end_epoch(&mut self, record: EpochRecord) -> Result<(), String> {
             self.records.push(record);

@@ -20,6 +20,7 @@ mod record;
 pub mod restore;
 pub mod sealed_entries;
 mod table;
+mod timers;
 mod wire;
 pub mod worker;
 
@@ -48,6 +49,7 @@ use outbox::{IngressMessage, Outbox};
 use record::State;
 use sealed_entries::SealedEntries;
 use table::{AddressTable, ByType};
+use timers::Timers;
 
 /// How large a batch for one function type may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +100,8 @@ pub struct SealedEpoch {
     /// Everything but the sealed entries and the outboxes (entries given here are written too).
     pub record: EpochRecord,
     pub entries: SealedEntries,
+    /// Encoded `EpochRecord.timers` fields (see [`timers`]).
+    pub timers: Vec<u8>,
     pub outboxes: Vec<Arc<Outbox>>,
 }
 
@@ -116,6 +120,7 @@ impl SealedEpoch {
             push_field(&mut bytes, ADDRESSES_KEY, entry);
         }
         bytes.extend_from_slice(self.entries.bytes());
+        bytes.extend_from_slice(&self.timers);
         for outbox in &self.outboxes {
             outbox.encode_field(OUTBOXES_TAG, &mut bytes);
         }
@@ -128,6 +133,8 @@ impl SealedEpoch {
         let mut record = self.record;
         record.addresses.extend(sealed_entries::decode(&self.entries));
         record.address_count = record.addresses.len() as u64;
+        let timers = EpochRecord::decode(self.timers.as_slice()).map(|r| r.timers).unwrap_or_default();
+        record.timers.extend(timers);
         record.outboxes = self.outboxes.iter().map(|o| o.to_record()).collect();
         record
     }
@@ -167,8 +174,8 @@ pub struct Partition {
     specs: ByType<Arc<Vec<PersistedValueSpec>>>,
     /// What the catalog said of each function type met (the module does not change while running).
     limits: ByType<Option<BatchLimits>>,
-    /// Due time and timer id of every delayed message, with its sender.
-    timers: BTreeMap<(i64, u64), Address>,
+    /// Every delayed message, whoever sent it.
+    timers: Timers,
     next_timer_id: u64,
     positions: BTreeMap<(String, String), String>,
     /// The history this partition continues (see `EpochRecord.incarnation`).
@@ -200,7 +207,7 @@ impl Partition {
             addresses: AddressTable::default(),
             specs: ByType::default(),
             limits: ByType::default(),
-            timers: BTreeMap::new(),
+            timers: Timers::default(),
             next_timer_id: 0,
             positions: BTreeMap::new(),
             incarnation: 0,
@@ -457,26 +464,30 @@ impl Partition {
 
     /// The earliest due time of a delayed message.
     pub fn next_timer_at(&self) -> Option<i64> {
-        self.timers.keys().next().map(|(at, _)| *at)
+        self.timers.next_due()
+    }
+
+    /// Delayed messages waiting for their time.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
     }
 
     /// Delivers every delayed message that is due.
     pub fn fire_due_timers(&mut self, now_ms: i64) {
-        while let Some(entry) = self.timers.first_entry() {
-            if entry.key().0 > now_ms {
-                break;
-            }
-            let ((_, timer_id), sender) = entry.remove_entry();
-            let Some(record) = self.addresses.get_mut(&sender) else { continue };
-            let timers = &mut record.busy_mut().timers;
-            let Some(index) = timers.iter().position(|t| t.timer_id == timer_id) else { continue };
-            let timer = timers.remove(index);
-            self.mark_dirty(&sender);
-            self.remove_if_empty(&sender);
-            if let Some(envelope) = timer.envelope {
-                self.deliver(envelope, now_ms);
-            }
+        while let Some(timer) = self.timers.pop_due(now_ms) {
             self.changed = true;
+            match timer {
+                Ok(timer) => match timer.envelope {
+                    Some(envelope) => self.deliver(envelope, now_ms),
+                    None => self.dead_letter_input(
+                        "delayed message without an envelope".into(),
+                        format!("timer {}", timer.timer_id),
+                        Vec::new(),
+                        now_ms,
+                    ),
+                },
+                Err(reason) => self.dead_letter_input(reason, "timers".into(), Vec::new(), now_ms),
+            }
         }
     }
 
@@ -535,8 +546,11 @@ impl Partition {
             incarnation: self.incarnation,
             published_through: self.published_through,
             next_timer_id: self.next_timer_id,
+            timers_as_changes: true,
             ..Default::default()
         };
+        let mut timers = Vec::new();
+        record.timers_removed = self.timers.seal_into(snapshot, &mut timers);
         let mut entries = SealedEntries::default();
         let outboxes = if snapshot {
             for (address, r) in self.addresses.iter_mut() {
@@ -557,7 +571,7 @@ impl Partition {
         self.changed = false;
         self.epoch += 1;
         self.next_seq = 0;
-        (SealedEpoch { record, entries, outboxes }, outbox)
+        (SealedEpoch { record, entries, timers, outboxes }, outbox)
     }
 
     /// Notes that the outbox of `epoch` (and every earlier one) is published.
@@ -848,21 +862,11 @@ impl Partition {
         Ok(())
     }
 
-    /// A delayed message lives with its sender; a token names it for cancellation
-    /// within that sender (sending again with a live token replaces the message).
+    /// A delayed message waits in the partition's timers; a token names it for
+    /// cancellation within its sender (sending again with a live token replaces it).
     fn schedule(&mut self, sender: &Address, delayed: DelayedInvocation, now_ms: i64) {
-        let token = delayed.cancellation_token;
-        if !token.is_empty()
-            && let Some(record) = self.addresses.get_mut(sender)
-        {
-            let timers = &mut record.busy_mut().timers;
-            for timer in timers.iter().filter(|t| t.cancellation_token == token) {
-                self.timers.remove(&(timer.fire_at_ms, timer.timer_id));
-            }
-            timers.retain(|t| t.cancellation_token != token);
-            record.settle();
-        }
         if delayed.is_cancellation_request {
+            self.timers.cancel(sender, &delayed.cancellation_token);
             return;
         }
         let id = self.next_id();
@@ -871,9 +875,8 @@ impl Partition {
         let fire_at_ms = now_ms.saturating_add(delayed.delay_in_ms.max(0));
         let envelope =
             Envelope { target: delayed.target, caller: Some(sender.clone()), argument: delayed.argument, id };
-        let timer = DelayedMessage { timer_id, fire_at_ms, cancellation_token: token, envelope: Some(envelope) };
-        self.addresses.get_or_insert(sender).busy_mut().timers.push(timer);
-        self.timers.insert((fire_at_ms, timer_id), sender.clone());
+        let cancellation_token = delayed.cancellation_token;
+        self.timers.schedule(DelayedMessage { timer_id, fire_at_ms, cancellation_token, envelope: Some(envelope) });
     }
 
     fn egress(&mut self, address: &Address, message: EgressMessage, now_ms: i64) {

@@ -1,5 +1,6 @@
-//! What a partition keeps per address: state values, the mailbox (with the batch
-//! in flight at its head) and the delayed messages the address sent.
+//! What a partition keeps per address: state values and the mailbox (with the
+//! batch in flight at its head). Delayed messages are the partition's
+//! ([`super::timers`]), whoever sent them.
 //!
 //! Plain data plus expiry rules; no I/O and no routing. Memory is laid out for
 //! millions of idle addresses: an idle address is its states and nothing else
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use indexmap::{Equivalent, IndexSet};
 
-use statefun_proto::internal::{AddressEntry, DelayedMessage, Envelope, StoredState};
+use statefun_proto::internal::{AddressEntry, Envelope, StoredState};
 use statefun_proto::reqreply::from_function::{ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode};
 use statefun_proto::reqreply::{Address, TypedValue};
 
@@ -112,11 +113,11 @@ impl State {
 pub struct AddressRecord {
     /// A boxed slice, not a `Vec`: most addresses hold one or two states for a long time.
     states: Box<[State]>,
-    /// `None` while the address has nothing queued, in flight or scheduled.
+    /// `None` while the address has nothing queued or in flight.
     busy: Option<Box<Busy>>,
 }
 
-/// What an address has while it is being delivered to or has timers.
+/// What an address has while it is being delivered to.
 #[derive(Debug, Default, Clone)]
 pub struct Busy {
     mailbox: VecDeque<Envelope>,
@@ -132,7 +133,6 @@ pub struct Busy {
     /// go one at a time, so only a poison message is dead-lettered (not persisted:
     /// after a restart the batch is simply tried whole again).
     pub isolate: u32,
-    pub timers: Vec<DelayedMessage>,
 }
 
 /// What the last sealed epoch recorded of a mailbox.
@@ -154,7 +154,6 @@ static IDLE: Busy = Busy {
     token: 0,
     negotiation_rounds: 0,
     isolate: 0,
-    timers: Vec::new(),
 };
 
 impl AddressRecord {
@@ -188,13 +187,13 @@ impl AddressRecord {
 
     /// Frees what an address needs only while it is busy, once it is not.
     pub fn settle(&mut self) {
-        if self.busy.as_ref().is_some_and(|b| b.mailbox.is_empty() && b.in_flight == 0 && b.timers.is_empty()) {
+        if self.busy.as_ref().is_some_and(|b| b.mailbox.is_empty() && b.in_flight == 0) {
             self.busy = None;
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.mailbox().is_empty() && self.busy().timers.is_empty()
+        self.states.is_empty() && self.mailbox().is_empty()
     }
 
     pub fn states(&self) -> &[State] {
@@ -259,7 +258,6 @@ impl AddressRecord {
                 mailbox: &NO_MAILBOX,
                 mailbox_from: 0,
                 in_flight: 0,
-                timers: &[],
                 mailbox_appends: false,
                 mailbox_consumed: 0,
             });
@@ -275,14 +273,14 @@ impl AddressRecord {
             mailbox: &busy.mailbox,
             mailbox_from,
             in_flight: busy.in_flight,
-            timers: &busy.timers,
             mailbox_appends,
             mailbox_consumed,
         });
         busy.checkpointed = Checkpointed::Head { kept: busy.mailbox.len() as u32, consumed: 0 };
     }
 
-    /// A record as a snapshot entry (or a delta entry of a new record) describes it.
+    /// A record as a snapshot entry (or a delta entry of a new record) describes it
+    /// (its timers, if it has any, are the restorer's: see [`super::timers`]).
     pub fn from_entry(names: &mut Names, entry: AddressEntry) -> Self {
         let states = entry
             .states
@@ -290,13 +288,12 @@ impl AddressRecord {
             .map(|s| State::new(names, &s.name, s.value, s.written_at_ms, s.accessed_at_ms))
             .collect();
         let mut record = Self { states, busy: None };
-        if !entry.mailbox.is_empty() || !entry.timers.is_empty() || entry.in_flight > 0 {
+        if !entry.mailbox.is_empty() || entry.in_flight > 0 {
             let kept = entry.mailbox.len() as u32;
             record.busy = Some(Box::new(Busy {
                 mailbox: entry.mailbox.into(),
                 checkpointed: Checkpointed::Head { kept, consumed: 0 },
                 in_flight: entry.in_flight,
-                timers: entry.timers,
                 ..Default::default()
             }));
         }

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use prost::encoding::message;
-use statefun_proto::internal::{DelayedMessage, Envelope};
+use statefun_proto::internal::Envelope;
 use statefun_proto::reqreply::Address;
 
 use super::wire::{TypedValueParts, bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
@@ -23,7 +23,6 @@ const ENTRY_ADDRESS: u32 = 1;
 const ENTRY_STATES: u32 = 2;
 const ENTRY_MAILBOX: u32 = 3;
 const ENTRY_IN_FLIGHT: u32 = 4;
-const ENTRY_TIMERS: u32 = 5;
 const ENTRY_MAILBOX_APPENDS: u32 = 6;
 const ENTRY_MAILBOX_CONSUMED: u32 = 7;
 /// `StoredState` field numbers.
@@ -58,7 +57,6 @@ pub struct EntryParts<'a> {
     pub mailbox: &'a VecDeque<Envelope>,
     pub mailbox_from: usize,
     pub in_flight: u32,
-    pub timers: &'a [DelayedMessage],
     pub mailbox_appends: bool,
     pub mailbox_consumed: u32,
 }
@@ -77,12 +75,10 @@ impl SealedEntries {
         let mailbox = || entry.mailbox.range(entry.mailbox_from.min(entry.mailbox.len())..);
         let states_len: usize = entry.states.iter().map(|s| delimited_len(ENTRY_STATES, s.body_len())).sum();
         let mailbox_len: usize = mailbox().map(|m| message::encoded_len(ENTRY_MAILBOX, m)).sum();
-        let timers_len: usize = entry.timers.iter().map(|t| message::encoded_len(ENTRY_TIMERS, t)).sum();
         let body_len = message::encoded_len(ENTRY_ADDRESS, entry.address)
             + states_len
             + mailbox_len
             + varint_len(ENTRY_IN_FLIGHT, u64::from(entry.in_flight))
-            + timers_len
             + varint_len(ENTRY_MAILBOX_APPENDS, u64::from(entry.mailbox_appends))
             + varint_len(ENTRY_MAILBOX_CONSUMED, u64::from(entry.mailbox_consumed));
 
@@ -98,9 +94,6 @@ impl SealedEntries {
             message::encode(ENTRY_MAILBOX, envelope, out);
         }
         put_varint(out, ENTRY_IN_FLIGHT, u64::from(entry.in_flight));
-        for timer in entry.timers {
-            message::encode(ENTRY_TIMERS, timer, out);
-        }
         put_varint(out, ENTRY_MAILBOX_APPENDS, u64::from(entry.mailbox_appends));
         put_varint(out, ENTRY_MAILBOX_CONSUMED, u64::from(entry.mailbox_consumed));
         self.count += 1;
@@ -155,12 +148,6 @@ mod tests {
     fn entries_are_the_bytes_prost_writes_for_the_same_messages() {
         let address = Address { namespace: "ns".into(), r#type: "f".into(), id: "a-1".into() };
         let mailbox: VecDeque<Envelope> = ["m0", "m1", "m2"].iter().map(|id| envelope(id, id.as_bytes())).collect();
-        let timer = DelayedMessage {
-            timer_id: 7,
-            fire_at_ms: 1_000,
-            cancellation_token: "tok".into(),
-            envelope: Some(envelope("d", b"later")),
-        };
         let states = || {
             vec![
                 StateParts {
@@ -188,7 +175,6 @@ mod tests {
             mailbox: &mailbox,
             mailbox_from: 1,
             in_flight: 2,
-            timers: std::slice::from_ref(&timer),
             mailbox_appends: true,
             mailbox_consumed: 3,
         });
@@ -199,7 +185,6 @@ mod tests {
             mailbox: &VecDeque::new(),
             mailbox_from: 0,
             in_flight: 0,
-            timers: &[],
             mailbox_appends: false,
             mailbox_consumed: 0,
         });
@@ -221,9 +206,9 @@ mod tests {
                     states: states().into_iter().map(stored).collect(),
                     mailbox: mailbox.iter().skip(1).cloned().collect(),
                     in_flight: 2,
-                    timers: vec![timer.clone()],
                     mailbox_appends: true,
                     mailbox_consumed: 3,
+                    ..Default::default()
                 },
                 AddressEntry { address: Some(idle), ..Default::default() },
             ],

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use statefun_proto::egress::KinesisEgressRecord;
-use statefun_proto::internal::{EpochRecord, ExchangeBatch, ExchangeMessage, outbox_entry};
+use statefun_proto::internal::{
+    AddressEntry, DelayedMessage, EpochRecord, ExchangeBatch, ExchangeMessage, StoredState, outbox_entry,
+};
 use statefun_proto::reqreply::TypedValue;
 use statefun_proto::reqreply::from_function::{
     DelayedInvocation, EgressMessage, ExpirationSpec, IncompleteInvocationContext, Invocation, InvocationResponse,
@@ -412,6 +414,81 @@ fn delayed_messages_fire_at_their_time_and_cancelled_ones_never() {
     assert_eq!(arguments(&fired[0].2), [10]);
     assert_eq!(fired[0].2.invocations[0].caller, Some(addr("a")));
     assert_eq!(p.next_timer_at(), None);
+}
+
+/// Asks `sender` to schedule `delayed` (it is answered with them).
+fn schedule(p: &mut Partition, sender: &str, delayed: Vec<DelayedInvocation>, now_ms: i64) {
+    p.deliver(message(sender, 0), now_ms);
+    let (address, token, _) = invocations(p).remove(0);
+    let reply = InvocationResponse { delayed_invocations: delayed, ..Default::default() };
+    p.on_invocation_result(&address, token, respond(reply), now_ms);
+}
+
+/// Fires what is due at `now_ms`: the arguments each target was sent.
+fn fire(p: &mut Partition, now_ms: i64) -> Vec<(String, Vec<u32>)> {
+    p.fire_due_timers(now_ms);
+    invocations(p).iter().map(|(a, _, batch)| (a.id.clone(), arguments(batch))).collect()
+}
+
+#[test]
+fn timers_are_recorded_as_changes_and_come_back_from_the_history() {
+    let mut p = partition();
+    schedule(&mut p, "a", vec![delayed("b", 1, 100, ""), delayed("c", 2, 200, "t"), delayed("d", 3, 300, "")], 0);
+    let snapshot = p.seal(true).0.into_record();
+    assert!(snapshot.timers_as_changes);
+    assert_eq!(snapshot.timers.len(), 3, "a snapshot lists every pending timer");
+    assert!(snapshot.addresses.iter().all(|e| e.timers.is_empty()), "no sender lists its timers");
+
+    assert_eq!(fire(&mut p, 100), [("b".to_owned(), vec![1])]);
+    let cancel =
+        DelayedInvocation { is_cancellation_request: true, cancellation_token: "t".into(), ..Default::default() };
+    schedule(&mut p, "a", vec![cancel, delayed("e", 4, 400, "")], 150);
+    let delta = p.seal(false).0.into_record();
+    let added: Vec<u64> = delta.timers.iter().map(|t| t.timer_id).collect();
+    assert_eq!(added, [3], "only the timer scheduled in the epoch");
+    assert_eq!(delta.timers_removed, [0, 1], "the fired one and the cancelled one, by id");
+
+    let mut restored = Partition::restore(0, 1, catalog(), vec![snapshot, delta]).expect("the history replays");
+    assert_eq!(restored.pending_timers(), 2);
+    assert_eq!(fire(&mut restored, 1_000), [("d".to_owned(), vec![3]), ("e".to_owned(), vec![4])]);
+}
+
+#[test]
+fn a_history_whose_senders_list_their_timers_still_restores() {
+    // As releases before `timers_as_changes` wrote it: each entry of a sender lists all of its pending timers.
+    let timer = |id: u64, target: &str, n: u32, at: i64, token: &str| DelayedMessage {
+        timer_id: id,
+        fire_at_ms: at,
+        cancellation_token: token.into(),
+        envelope: Some(Envelope { caller: Some(addr("a")), ..message(target, n) }),
+    };
+    let entry = |sender: &str, timers: Vec<DelayedMessage>| AddressEntry {
+        address: Some(addr(sender)),
+        states: vec![StoredState { name: "s".into(), ..Default::default() }],
+        timers,
+        ..Default::default()
+    };
+    let snapshot = EpochRecord {
+        epoch: 1,
+        snapshot: true,
+        addresses: vec![entry("a", vec![timer(0, "b", 1, 100, ""), timer(1, "c", 2, 200, "t")])],
+        next_timer_id: 2,
+        ..Default::default()
+    };
+    let delta = EpochRecord {
+        epoch: 2,
+        addresses: vec![entry("a", vec![timer(1, "c", 2, 200, "t")]), entry("x", vec![timer(2, "d", 3, 300, "")])],
+        next_timer_id: 3,
+        ..Default::default()
+    };
+    let mut restored = Partition::restore(0, 1, catalog(), vec![snapshot, delta]).expect("the history replays");
+    assert_eq!(restored.pending_timers(), 2, "timer 0 had fired: a's second entry no longer lists it");
+    let cancel =
+        DelayedInvocation { is_cancellation_request: true, cancellation_token: "t".into(), ..Default::default() };
+    schedule(&mut restored, "a", vec![cancel], 10);
+    assert_eq!(fire(&mut restored, 1_000), [("d".to_owned(), vec![3])], "a restored token still cancels");
+    let next = restored.seal(true).0.into_record();
+    assert!(next.timers_as_changes && next.addresses.iter().all(|e| e.timers.is_empty()));
 }
 
 #[test]
