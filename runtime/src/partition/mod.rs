@@ -785,7 +785,8 @@ impl Partition {
             self.dispatch(address, now_ms);
             return;
         }
-        busy.isolate = busy.isolate.saturating_sub(1);
+        // Alone and failed: the poison (or the only message). The rest go in batches again.
+        busy.isolate = 0;
         let n = busy.in_flight as usize;
         busy.in_flight = 0;
         busy.negotiation_rounds = 0;

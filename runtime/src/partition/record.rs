@@ -129,9 +129,10 @@ pub struct Busy {
     pub token: u64,
     /// Negotiation rounds of the batch in flight (not persisted: a restart may renegotiate).
     pub negotiation_rounds: u32,
-    /// After a batch of several messages failed, this many messages at the head
-    /// go one at a time, so only a poison message is dead-lettered (not persisted:
-    /// after a restart the batch is simply tried whole again).
+    /// After a batch of several messages failed, up to this many messages at the
+    /// head go one at a time until one fails alone: that poison message is
+    /// dead-lettered and the rest go in batches again (not persisted: after a
+    /// restart the batch is simply tried whole again).
     pub isolate: u32,
 }
 

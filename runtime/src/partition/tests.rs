@@ -281,9 +281,28 @@ fn a_failed_batch_is_retried_message_by_message_so_only_the_poison_one_is_dead_l
         p.deliver(message("a", n), 0);
     }
     let (_, token, batch) = invocations(&mut p).remove(0);
-    assert_eq!(arguments(&batch), [4]);
+    assert_eq!(arguments(&batch), [4], "an idle address sends what arrives at once");
     p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
-    assert_eq!(arguments(&invocations(&mut p)[0].2), [5, 6], "batching resumes after the suspects are cleared");
+    assert_eq!(arguments(&invocations(&mut p)[0].2), [5, 6], "in batches again");
+}
+
+#[test]
+fn once_the_poison_message_is_found_the_rest_go_in_batches_again() {
+    let mut p = partition();
+    p.deliver(message("a", 0), 0);
+    let (address, token, _) = invocations(&mut p).remove(0);
+    for n in 1..=7 {
+        p.deliver(message("a", n), 0);
+    }
+    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+    let (_, token, batch) = invocations(&mut p).remove(0);
+    assert_eq!(arguments(&batch), [1, 2, 3]);
+    p.on_invocation_result(&address, token, Err("message 1 is poison".into()), 0);
+    let (_, token, batch) = invocations(&mut p).remove(0);
+    assert_eq!(arguments(&batch), [1], "the head alone");
+    p.on_invocation_result(&address, token, Err("message 1 is poison".into()), 0);
+    let (_, _, batch) = invocations(&mut p).remove(0);
+    assert_eq!(arguments(&batch), [2, 3, 4], "not one at a time through the rest of the failed batch");
 }
 
 #[test]
