@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use prost::Message;
-use statefun_proto::internal::DeadLetter;
+use statefun_proto::internal::{DeadLetter, Envelope};
 
 use crate::checkpoint::BlobStore;
 use crate::log::{AppendRecord, LogStore, Position, ShardChoice, shard_ids};
@@ -163,7 +163,7 @@ pub struct Reinjected {
 }
 
 /// Appends the messages of `letters` to the exchange shards of their targets'
-/// partitions.
+/// partitions, each as the first of its chain (`Envelope.hops`).
 pub async fn reinject(
     log: &dyn LogStore,
     exchange: &str,
@@ -175,7 +175,8 @@ pub async fn reinject(
     let mut done = Reinjected::default();
     for envelope in letters.iter().flat_map(|l| l.messages.iter()) {
         let Some(target) = &envelope.target else { continue };
-        let encoded = envelope.encode_to_vec();
+        // A re-injected message starts a chain of its own (it may have been dead-lettered for its length).
+        let encoded = Envelope { hops: 0, ..envelope.clone() }.encode_to_vec();
         if encoded.len() > MAX_ENVELOPE_BYTES {
             done.too_large.push(envelope.id.clone());
             continue;

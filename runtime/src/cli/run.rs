@@ -7,6 +7,7 @@ use clap::Args;
 use statefun_runtime::invoke::retry::RetryPolicy;
 use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
 use statefun_runtime::partition::worker::WorkerSettings;
+use statefun_runtime::partition::{Bounds, DEFAULT_MAX_HOPS};
 
 use super::{BackendKind, DeadLetterDestination, Storage, Topology, duration};
 
@@ -46,6 +47,10 @@ pub struct RunArgs {
     /// How long a lease's holder must be silent before another worker takes the partition over.
     #[arg(long, env = "STATEFUN_LEASE_FAILOVER", default_value = "10s", value_parser = duration)]
     lease_failover: Duration,
+    /// A message chain longer than this (each message sent by the function that
+    /// received the one before) is taken for a loop and dead-lettered.
+    #[arg(long, env = "STATEFUN_MAX_HOPS", default_value_t = DEFAULT_MAX_HOPS)]
+    max_hops: u32,
     /// How often idle inputs are polled.
     #[arg(long, env = "STATEFUN_POLL_INTERVAL", default_value = "10ms", value_parser = duration)]
     poll_interval: Duration,
@@ -72,6 +77,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             read_batch: 500,
             expiry_sweep: Duration::from_secs(1),
             shard_discovery: args.shard_discovery,
+            bounds: Bounds { max_hops: args.max_hops },
         },
         retry: RetryPolicy {
             max_attempts: args.invoke_attempts,

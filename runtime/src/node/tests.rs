@@ -55,6 +55,7 @@ fn settings() -> NodeSettings {
             read_batch: 100,
             expiry_sweep: Duration::from_secs(1),
             shard_discovery: Duration::from_secs(10),
+            bounds: Default::default(),
         },
         retry: RetryPolicy::default(),
         leases: LeaseSettings {

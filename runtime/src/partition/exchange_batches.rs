@@ -103,6 +103,7 @@ mod tests {
             caller: None,
             argument: Some(TypedValue { typename: "x/y".into(), has_value: true, value: vec![7; bytes] }),
             id: format!("m-{id}"),
+            hops: 0,
         }
     }
 

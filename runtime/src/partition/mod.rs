@@ -192,7 +192,24 @@ pub struct Partition {
     published_through: u64,
     effects: Vec<Effect>,
     queued: usize,
+    bounds: Bounds,
 }
+
+/// Bounds a partition holds what it is given to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// The longest message chain (see `Envelope.hops`) delivered; a longer one is a loop, and dead-lettered.
+    pub max_hops: u32,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self { max_hops: DEFAULT_MAX_HOPS }
+    }
+}
+
+/// Far beyond any request-and-reply chain, reached within seconds by a loop.
+pub const DEFAULT_MAX_HOPS: u32 = 1000;
 
 impl Partition {
     /// An empty partition whose first epoch will be `first_epoch`.
@@ -220,7 +237,13 @@ impl Partition {
             published_through: 0,
             effects: Vec::new(),
             queued: 0,
+            bounds: Bounds::default(),
         }
+    }
+
+    /// Applies the deployment's bounds (not recorded: they come from the settings on every start).
+    pub fn set_bounds(&mut self, bounds: Bounds) {
+        self.bounds = bounds;
     }
 
     /// Rebuilds a partition from its committed history, whole records in memory
@@ -341,6 +364,15 @@ impl Partition {
             self.dead_letter(None, "message has no target address".into(), vec![envelope], "", Vec::new(), now_ms);
             return;
         };
+        if envelope.hops > self.bounds.max_hops {
+            let reason = format!(
+                "message chain passed the hop limit of {}: {} messages in a row, each sent by the function that \
+                 received the one before (a loop? --max-hops raises the limit)",
+                self.bounds.max_hops, envelope.hops
+            );
+            self.dead_letter(Some(target.clone()), reason, vec![envelope], "", Vec::new(), now_ms);
+            return;
+        }
         let partition = address::partition_of(target, self.partitions);
         if partition != self.id {
             let seq = self.outbox_seq();
@@ -773,11 +805,18 @@ impl Partition {
         self.dispatch_at_most(address, batch, now_ms);
     }
 
+    /// A batch failed for good (the invoker's retries are spent). The first
+    /// failure of several messages looks for a poison message among them, one at
+    /// a time; a message that fails alone is dead-lettered, and so is a whole
+    /// batch that fails right after one did: then the function fails, not one of
+    /// its messages, and waiting out its retries message by message would hold
+    /// the address for hours.
     fn fail_batch(&mut self, address: &Address, reason: String, now_ms: i64) {
         let Some(record) = self.addresses.get_mut(address) else { return };
         let busy = record.busy_mut();
-        if busy.in_flight > 1 {
-            // Find the poison message: retry the batch's messages one at a time.
+        busy.failed_in_a_row = busy.failed_in_a_row.saturating_add(1);
+        let failed_in_a_row = busy.failed_in_a_row;
+        if busy.in_flight > 1 && failed_in_a_row == 1 {
             tracing::info!(address = %address::display(address), messages = busy.in_flight, "batch failed, retrying its messages one by one: {reason}");
             busy.isolate = busy.in_flight;
             busy.in_flight = 0;
@@ -785,7 +824,7 @@ impl Partition {
             self.dispatch(address, now_ms);
             return;
         }
-        // Alone and failed: the poison (or the only message). The rest go in batches again.
+        // The poison (or the only message), or a batch after it: the rest go in batches again.
         busy.isolate = 0;
         let n = busy.in_flight as usize;
         busy.in_flight = 0;
@@ -793,6 +832,8 @@ impl Partition {
         let failed = addressed(record.take_messages(n), address);
         self.queued -= failed.len();
         self.mark_dirty(address);
+        let reason =
+            if n > 1 { format!("{reason} (the address's {failed_in_a_row}th failed batch in a row)") } else { reason };
         self.dead_letter(Some(address.clone()), reason, failed, "", Vec::new(), now_ms);
         self.remove_if_empty(address);
         self.dispatch(address, now_ms);
@@ -839,7 +880,9 @@ impl Partition {
         busy.in_flight = 0;
         busy.negotiation_rounds = 0;
         busy.isolate = busy.isolate.saturating_sub(n as u32);
-        record.take_messages(n);
+        busy.failed_in_a_row = 0;
+        // What the batch sends continues the longest chain among its messages.
+        let hops = record.take_messages(n).iter().map(|m| m.hops).max().unwrap_or(0).saturating_add(1);
         self.queued -= n;
         self.mark_dirty(address);
         // The next batch sees this one's state and nothing of its outputs: a message
@@ -855,8 +898,8 @@ impl Partition {
         }
         for message in response.outgoing_messages {
             let id = self.next_id();
-            let envelope =
-                Envelope { target: message.target, caller: Some(address.clone()), argument: message.argument, id };
+            let caller = Some(address.clone());
+            let envelope = Envelope { target: message.target, caller, argument: message.argument, id, hops };
             self.deliver(envelope, now_ms);
         }
         self.remove_if_empty(address);
@@ -874,8 +917,10 @@ impl Partition {
         let timer_id = self.next_timer_id;
         self.next_timer_id += 1;
         let fire_at_ms = now_ms.saturating_add(delayed.delay_in_ms.max(0));
-        let envelope =
-            Envelope { target: delayed.target, caller: Some(sender.clone()), argument: delayed.argument, id };
+        // A timer starts a chain of its own: a function that wakes itself up
+        // periodically is paced by its delays, and no loop.
+        let caller = Some(sender.clone());
+        let envelope = Envelope { target: delayed.target, caller, argument: delayed.argument, id, hops: 0 };
         let cancellation_token = delayed.cancellation_token;
         self.timers.schedule(DelayedMessage { timer_id, fire_at_ms, cancellation_token, envelope: Some(envelope) });
     }

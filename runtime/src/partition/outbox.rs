@@ -89,7 +89,7 @@ impl IngressMessage<'_> {
     pub fn into_envelope(self) -> Envelope {
         let target = Address { namespace: self.namespace.into(), r#type: self.name.into(), id: self.key.into() };
         let argument = TypedValue { typename: self.typename.into(), has_value: true, value: self.value.into_owned() };
-        Envelope { target: Some(target), caller: None, argument: Some(argument), id: self.id.into() }
+        Envelope { target: Some(target), caller: None, argument: Some(argument), id: self.id.into(), hops: 0 }
     }
 }
 
@@ -265,6 +265,7 @@ mod tests {
             caller: None,
             argument: Some(TypedValue { typename: "t/v".into(), has_value: true, value: id.as_bytes().to_vec() }),
             id: format!("m-{id}"),
+            hops: 0,
         }
     }
 
@@ -325,6 +326,7 @@ mod tests {
             caller: None,
             argument: Some(TypedValue { typename: "t/v".into(), has_value: true, value: b"\x08\x2a".to_vec() }),
             id: "in/0/7".into(),
+            hops: 0,
         };
         let (mut from_parts, mut from_envelope) = (Outbox::default(), Outbox::default());
         from_parts.push_ingress_exchange(4, 2, &message).expect("fits");

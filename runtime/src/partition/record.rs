@@ -134,6 +134,8 @@ pub struct Busy {
     /// dead-lettered and the rest go in batches again (not persisted: after a
     /// restart the batch is simply tried whole again).
     pub isolate: u32,
+    /// Batches that failed since the last one that succeeded (not persisted either).
+    pub failed_in_a_row: u32,
 }
 
 /// What the last sealed epoch recorded of a mailbox.
@@ -155,6 +157,7 @@ static IDLE: Busy = Busy {
     token: 0,
     negotiation_rounds: 0,
     isolate: 0,
+    failed_in_a_row: 0,
 };
 
 impl AddressRecord {

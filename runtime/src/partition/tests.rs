@@ -6,7 +6,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use statefun_proto::egress::KinesisEgressRecord;
 use statefun_proto::internal::{
-    AddressEntry, DelayedMessage, EpochRecord, ExchangeBatch, ExchangeMessage, StoredState, outbox_entry,
+    AddressEntry, DeadLetter, DelayedMessage, EpochRecord, ExchangeBatch, ExchangeMessage, StoredState, outbox_entry,
 };
 use statefun_proto::reqreply::TypedValue;
 use statefun_proto::reqreply::from_function::{
@@ -54,7 +54,7 @@ fn value(n: u32) -> TypedValue {
 }
 
 fn message(id: &str, n: u32) -> Envelope {
-    Envelope { target: Some(addr(id)), caller: None, argument: Some(value(n)), id: format!("m{n}") }
+    Envelope { target: Some(addr(id)), caller: None, argument: Some(value(n)), id: format!("m{n}"), hops: 0 }
 }
 
 /// The invocations started since the last call: (address, token, batch).
@@ -303,6 +303,64 @@ fn once_the_poison_message_is_found_the_rest_go_in_batches_again() {
     p.on_invocation_result(&address, token, Err("message 1 is poison".into()), 0);
     let (_, _, batch) = invocations(&mut p).remove(0);
     assert_eq!(arguments(&batch), [2, 3, 4], "not one at a time through the rest of the failed batch");
+}
+
+fn dead_letters(p: &mut Partition) -> Vec<DeadLetter> {
+    outbox(p)
+        .into_iter()
+        .filter_map(|e| match e {
+            outbox_entry::Entry::DeadLetter(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_address_whose_every_batch_fails_dead_letters_batches_whole_after_the_first_poison() {
+    let mut p = partition();
+    p.deliver(message("a", 0), 0);
+    let (address, token, _) = invocations(&mut p).remove(0);
+    for n in 1..=7 {
+        p.deliver(message("a", n), 0);
+    }
+    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+    let mut sent = Vec::new();
+    while let Some((_, token, batch)) = invocations(&mut p).pop() {
+        sent.push(arguments(&batch));
+        p.on_invocation_result(&address, token, Err("the function is down".into()), 0);
+    }
+    assert_eq!(sent, [vec![1, 2, 3], vec![1], vec![2, 3, 4], vec![5, 6, 7]], "four failed calls, not one per message");
+    let letters: Vec<usize> = dead_letters(&mut p).iter().map(|d| d.messages.len()).collect();
+    assert_eq!(letters, [1, 3, 3]);
+    assert_eq!(p.queued_messages(), 0);
+}
+
+#[test]
+fn a_message_chain_past_the_hop_limit_is_dead_lettered_and_a_timer_starts_a_new_one() {
+    let mut p = partition();
+    p.set_bounds(Bounds { max_hops: 5 });
+    p.deliver(message("a", 0), 0);
+    let mut answered = 0;
+    // The function answers every message by sending another to itself: a loop.
+    while let Some((address, token, _)) = invocations(&mut p).pop() {
+        answered += 1;
+        let again = Invocation { target: Some(address.clone()), argument: Some(value(answered)) };
+        let later = if answered == 5 { vec![delayed("c", 1, 10, "")] } else { Vec::new() };
+        let reply =
+            InvocationResponse { outgoing_messages: vec![again], delayed_invocations: later, ..Default::default() };
+        p.on_invocation_result(&address, token, respond(reply), 0);
+        assert!(answered < 100, "the loop never ended");
+    }
+    assert_eq!(answered, 6, "the ingress message and five more hops");
+    let letters = dead_letters(&mut p);
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].reason.contains("hop limit of 5"), "{}", letters[0].reason);
+    assert_eq!(letters[0].messages[0].hops, 6);
+
+    assert_eq!(fire(&mut p, 10), [("c".to_owned(), vec![1])], "a timer sent from deep in a chain is delivered");
+    let snapshot = p.seal(true).0.into_record();
+    let c = snapshot.addresses.iter().find(|e| e.address == Some(addr("c"))).expect("c holds its message");
+    assert_eq!(c.mailbox[0].hops, 0, "a timer starts a chain of its own");
 }
 
 #[test]
@@ -862,7 +920,7 @@ proptest! {
                 Op::Deliver => {
                     let i = next_input(p);
                     if let Some((address, n)) = inputs.get(i) {
-                        let envelope = Envelope { target: Some(address.clone()), caller: None, argument: Some(value(*n)), id: format!("in/{i}") };
+                        let envelope = Envelope { target: Some(address.clone()), caller: None, argument: Some(value(*n)), id: format!("in/{i}"), hops: 0 };
                         p.deliver(envelope, *now);
                         p.advance_position("in", "s", &i.to_string());
                     }

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use super::committer::{Committer, CommitterEvent, Sealed};
 use super::lineage::{self, Discovery, IngressStream, ReadyShard};
 use super::outbox::IngressMessage;
-use super::{Effect, Partition};
+use super::{Bounds, Effect, Partition};
 use crate::address::FunctionType;
 use crate::backoff::Backoff;
 use crate::checkpoint::BlobStore;
@@ -68,6 +68,7 @@ pub struct WorkerSettings {
     pub expiry_sweep: Duration,
     /// How often ingress streams are listed for new shards (resharding).
     pub shard_discovery: Duration,
+    pub bounds: Bounds,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,7 @@ impl PartitionWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
         let Self { mut partition, partitions, invoker, log, blobs, committer, mut inputs, ingress, settings } = self;
         let id = partition.id();
+        partition.set_bounds(settings.bounds);
 
         let unpublished: Vec<_> = partition.unpublished().cloned().collect();
         let mut lease_revoked = committer.guard.watch_revoked();
