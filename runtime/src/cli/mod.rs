@@ -192,3 +192,38 @@ where
 pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration (e.g. 100ms, 5s): {e}"))
 }
+
+/// A size in bytes: a whole number, optionally with a unit (KiB, MiB, GiB; KB, MB, GB; B).
+pub fn byte_size(text: &str) -> Result<usize, String> {
+    let bad = || format!("`{text}` is not a size in bytes (e.g. 512MiB, 2GiB, 1000000)");
+    let digits = text.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(text.trim().len());
+    let (number, unit) = text.trim().split_at(digits);
+    let number: usize = number.parse().map_err(|_| bad())?;
+    let unit: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(unit).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_with_their_units_and_bad_ones_are_named() {
+        assert_eq!(byte_size("1000"), Ok(1000));
+        assert_eq!(byte_size("512MiB"), Ok(512 << 20));
+        assert_eq!(byte_size("2 GB"), Ok(2_000_000_000));
+        for bad in ["", "MiB", "1.5GiB", "12 parsecs", "99999999999999999999GiB"] {
+            let error = byte_size(bad).expect_err(bad);
+            assert!(error.contains(&format!("`{bad}`")), "{error}");
+        }
+    }
+}

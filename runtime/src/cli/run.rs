@@ -9,7 +9,7 @@ use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
 use statefun_runtime::partition::worker::WorkerSettings;
 use statefun_runtime::partition::{Bounds, DEFAULT_MAX_HOPS};
 
-use super::{BackendKind, DeadLetterDestination, Storage, Topology, duration};
+use super::{BackendKind, DeadLetterDestination, Storage, Topology, byte_size, duration};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -47,6 +47,12 @@ pub struct RunArgs {
     /// How long a lease's holder must be silent before another worker takes the partition over.
     #[arg(long, env = "STATEFUN_LEASE_FAILOVER", default_value = "10s", value_parser = duration)]
     lease_failover: Duration,
+    /// Bytes the partitions of this process may hold besides their state (queued
+    /// and in-flight messages, timers, outboxes); input pauses beyond it. By
+    /// default a quarter of the memory the process may use (its container's
+    /// limit, else the machine's).
+    #[arg(long, env = "STATEFUN_MEMORY_BUDGET", value_parser = byte_size)]
+    memory_budget: Option<usize>,
     /// A message chain longer than this (each message sent by the function that
     /// received the one before) is taken for a loop and dead-lettered.
     #[arg(long, env = "STATEFUN_MAX_HOPS", default_value_t = DEFAULT_MAX_HOPS)]
@@ -61,6 +67,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.invoke_attempts >= 1, "--invoke-attempts must be at least 1");
     anyhow::ensure!(args.snapshot_every >= 1, "--snapshot-every must be at least 1");
     anyhow::ensure!(!args.commit_interval.is_zero(), "--commit-interval must be above zero");
+    let memory_budget = match args.memory_budget {
+        Some(bytes) => bytes,
+        None => default_memory_budget().context("--memory-budget is not given and the memory available is unknown")?,
+    };
+    tracing::info!(memory_budget_bytes = memory_budget, "memory budget");
     let settings = NodeSettings {
         partitions: args.topology.partitions,
         owner: owner_name(),
@@ -79,6 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             shard_discovery: args.shard_discovery,
             bounds: Bounds { max_hops: args.max_hops },
         },
+        memory_budget,
         retry: RetryPolicy {
             max_attempts: args.invoke_attempts,
             initial_backoff: args.invoke_backoff,
@@ -103,6 +115,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         BackendKind::Aws => node::run(module, settings, args.storage.backends().await?, shutdown).await,
     };
     outcome.context("runtime stopped")
+}
+
+/// A quarter of what the process may use: its cgroup's limit (a container's),
+/// else the machine's memory. The rest is for state, buffers and the allocator.
+fn default_memory_budget() -> anyhow::Result<usize> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    let machine = read("/proc/meminfo").and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?.to_owned();
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    // An unlimited cgroup reads "max" (v2) or a number near 2^63 (v1): the machine's figure is then the smaller.
+    let total = match (cgroup, machine) {
+        (Some(c), Some(m)) => c.min(m),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => anyhow::bail!("neither /sys/fs/cgroup nor /proc/meminfo tells the memory"),
+    };
+    Ok(usize::try_from(total / 4).unwrap_or(usize::MAX))
 }
 
 /// A name for this process in leases: host, pid and a random part, unique across restarts.

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppendRecord, BoxFuture, LogError, LogRecord, LogStore, Position, ShardChoice, ShardInfo, check_stream_name,
+    AppendRecord, BoxFuture, LogError, LogRecord, LogStore, MAX_READ_BYTES, Position, ShardChoice, ShardInfo,
+    check_stream_name,
 };
 use crate::address::shard_of_key;
 
@@ -419,7 +420,11 @@ impl LogStore for LocalLogStore {
             )?;
             let mut rows = query.query(params![index, first_chunk, min_ts])?;
             let mut records = Vec::new();
-            while records.len() < max
+            // A read ends before a record that would take it past MAX_READ_BYTES (the first is always taken).
+            let mut bytes = 0;
+            let mut full = false;
+            while !full
+                && records.len() < max
                 && let Some(row) = rows.next()?
             {
                 let (chunk, ts): (i64, i64) = (row.get(0)?, row.get(2)?);
@@ -434,7 +439,13 @@ impl LogStore for LocalLogStore {
                             return Ok(Err(LogError::Backend { stream: stream_name, detail }));
                         }
                     };
+                    let size = record.data.len() + record.key.len();
+                    if at >= skip && !records.is_empty() && bytes + size > MAX_READ_BYTES {
+                        full = true;
+                        break;
+                    }
                     if at >= skip {
+                        bytes += size;
                         let text = |bytes: &[u8], what: &str| {
                             String::from_utf8(bytes.to_vec()).map_err(|_| {
                                 format!("chunk {chunk} of {shard_name}: the {what} of record {at} is not UTF-8")
@@ -518,6 +529,28 @@ mod tests {
         assert_eq!(all.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), [b"a", b"b", b"b", b"c", b"d", b"d"]);
         assert_eq!(all[3].id.as_deref(), Some("z"));
         assert_eq!(all[4].id, None);
+    }
+
+    #[tokio::test]
+    async fn a_read_returns_at_most_what_kinesis_returns_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = LocalLogStore::new(dir.path());
+        let shards = log.ensure_stream("s", 1).await.expect("create");
+        let big = vec![7u8; 1000 * 1000];
+        for _ in 0..3 {
+            let records: Vec<_> = (0..9).map(|_| record("k", &big, None)).collect();
+            log.append("s", &records).await.expect("append");
+        }
+        let (mut from, mut sizes) = (Position::Start, Vec::new());
+        loop {
+            let (records, next) = log.read("s", &shards[0].id, &from, 500).await.expect("read");
+            if records.is_empty() {
+                break;
+            }
+            sizes.push(records.len());
+            from = next;
+        }
+        assert_eq!(sizes, [10, 10, 7], "10 MiB, not 500 records, per read; nothing skipped at a chunk's edge");
     }
 
     #[tokio::test]

@@ -130,6 +130,8 @@ pub trait LogStore: Send + Sync {
 
 /// Kinesis' largest record: data and partition key together.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Kinesis' GetRecords returns at most 10 MiB: the local log reads no more at once either.
+pub const MAX_READ_BYTES: usize = 10 * 1024 * 1024;
 /// Kinesis' partition keys have 1 to 256 (Unicode) characters.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 

@@ -31,6 +31,7 @@ use crate::coordination::{
 use crate::dead_letters::Destination;
 use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
+use crate::partition::budget::MemoryBudget;
 use crate::partition::committer::{Committer, OutputStreams};
 use crate::partition::lineage::IngressStream;
 use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings, panic_message};
@@ -48,6 +49,9 @@ pub struct NodeSettings {
     /// Shards of the local ingress and egress streams this process creates.
     pub stream_shards: u32,
     pub worker: WorkerSettings,
+    /// Bytes the partitions of this process may hold besides their state
+    /// (queued messages, timers, outboxes), shared among them.
+    pub memory_budget: usize,
     pub retry: RetryPolicy,
     pub leases: LeaseSettings,
 }
@@ -196,6 +200,7 @@ pub async fn run(
         ingress,
         exchange_shards: exchange_shards.into_iter().map(|s| s.id).collect(),
         worker: settings.worker.clone(),
+        budget: MemoryBudget::new(settings.memory_budget),
     });
     hold_leases(context, &settings, shutdown).await
 }
@@ -212,6 +217,7 @@ struct PartitionContext {
     ingress: Vec<IngressStream>,
     exchange_shards: Vec<String>,
     worker: WorkerSettings,
+    budget: Arc<MemoryBudget>,
 }
 
 /// A partition running here.
@@ -524,6 +530,7 @@ async fn run_partition(
         inputs: vec![exchange],
         ingress: context.ingress.clone(),
         settings: context.worker.clone(),
+        budget: context.budget.clone(),
     };
     (id, worker.run(stop).await)
 }

@@ -57,6 +57,7 @@ fn settings() -> NodeSettings {
             shard_discovery: Duration::from_secs(10),
             bounds: Default::default(),
         },
+        memory_budget: 1 << 30,
         retry: RetryPolicy::default(),
         leases: LeaseSettings {
             renew_every: Duration::from_millis(100),
@@ -273,4 +274,116 @@ async fn a_stopped_partition_cancels_its_in_flight_invocations() {
     // The call may take 10 minutes: only a cancelled request closes its connection now.
     let next = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await;
     assert_eq!(next.ok().flatten(), Some("closed"), "the in-flight request was cancelled with its partition");
+}
+
+/// A function endpoint that holds every request until `release` turns true,
+/// then answers it with an empty result; reports each request it holds.
+async fn held_endpoint(
+    release: watch::Receiver<bool>,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use statefun_proto::reqreply::{FromFunction, from_function};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (events, heard) = tokio::sync::mpsc::unbounded_channel();
+    let reply = FromFunction {
+        response: Some(from_function::Response::InvocationResult(from_function::InvocationResponse::default())),
+    }
+    .encode_to_vec();
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            let (events, mut release, reply) = (events.clone(), release.clone(), reply.clone());
+            tokio::spawn(async move {
+                let mut connection = BufReader::new(connection);
+                loop {
+                    let mut length = None;
+                    loop {
+                        let mut line = String::new();
+                        match connection.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {
+                                let lower = line.to_ascii_lowercase();
+                                if let Some(value) = lower.strip_prefix("content-length:") {
+                                    length = value.trim().parse::<usize>().ok();
+                                }
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length.unwrap_or(0)];
+                    if connection.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let _ = events.send(());
+                    if release.wait_for(|released| *released).await.is_err() {
+                        return;
+                    }
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", reply.len());
+                    let connection = connection.get_mut();
+                    if connection.write_all(head.as_bytes()).await.is_err()
+                        || connection.write_all(&reply).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heard)
+}
+
+/// Input stops being taken in while the partition holds its memory budget,
+/// and is taken again as what it holds drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_pauses_input_and_resumes_as_it_drains() {
+    const MESSAGES: usize = 40;
+    const MESSAGE_BYTES: usize = 100_000;
+    let (release, released) = watch::channel(false);
+    let (addr, mut heard) = held_endpoint(released).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = LocalLogStore::new(dir.path());
+    log.ensure_stream("in", 1).await.expect("stream");
+    // One address per message: each is invoked as soon as it is taken in.
+    let records: Vec<_> = (0..MESSAGES)
+        .map(|n| crate::log::AppendRecord {
+            partition_key: format!("k{n}"),
+            shard: crate::log::ShardChoice::ByKey,
+            data: vec![b'x'; MESSAGE_BYTES],
+            id: None,
+        })
+        .collect();
+    log.append("in", &records).await.expect("append");
+    let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
+                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
+    let module = endpoint_at(&addr.to_string()) + ingress;
+    let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+    let budget = 1 << 20;
+    let mut settings = settings();
+    settings.memory_budget = budget;
+    settings.worker.read_batch = 2;
+    let (stop, node) = start_node(dir.path(), &module, Arc::new(FsBlobStore::new(dir.path())), commits, settings);
+
+    // Taken in until the partition holds its budget (alone, all of it), plus what the read that crossed it brought.
+    let most = (budget + 2 * MESSAGE_BYTES) / MESSAGE_BYTES + 1;
+    let mut held = 0;
+    while held < most - 2 {
+        let next = tokio::time::timeout(Duration::from_secs(60), heard.recv()).await;
+        assert!(next.is_ok(), "{held} invoked, expected {}", most - 2);
+        held += 1;
+    }
+    // Nothing answers: however long it waits, no more is taken in.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while heard.try_recv().is_ok() {
+        held += 1;
+    }
+    assert!(held <= most, "{held} messages of {MESSAGE_BYTES} bytes taken in under a budget of {budget} bytes");
+
+    release.send_replace(true);
+    while held < MESSAGES {
+        let next = tokio::time::timeout(Duration::from_secs(60), heard.recv()).await;
+        assert!(next.is_ok(), "input resumed as the budget drained: {held} of {MESSAGES} invoked");
+        held += 1;
+    }
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
 }

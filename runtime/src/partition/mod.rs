@@ -12,6 +12,7 @@
 //! batched in arrival order, a reply applied exactly once (stale replies are
 //! ignored by token), everything that changes state recorded in the epoch.
 
+pub mod budget;
 pub mod committer;
 pub(crate) mod exchange_batches;
 pub mod lineage;
@@ -192,6 +193,10 @@ pub struct Partition {
     published_through: u64,
     effects: Vec<Effect>,
     queued: usize,
+    /// Encoded bytes of the queued messages (in flight ones included).
+    queued_bytes: usize,
+    /// Bytes of the outboxes in `unpublished`.
+    unpublished_bytes: usize,
     bounds: Bounds,
 }
 
@@ -237,6 +242,8 @@ impl Partition {
             published_through: 0,
             effects: Vec::new(),
             queued: 0,
+            queued_bytes: 0,
+            unpublished_bytes: 0,
             bounds: Bounds::default(),
         }
     }
@@ -314,6 +321,12 @@ impl Partition {
         self.queued
     }
 
+    /// About what the partition holds in memory besides its state: queued and
+    /// in-flight messages, delayed messages and outboxes not yet published.
+    pub fn held_bytes(&self) -> usize {
+        self.queued_bytes + self.timers.bytes() + self.outbox.bytes() + self.unpublished_bytes
+    }
+
     pub fn address_count(&self) -> usize {
         self.addresses.len()
     }
@@ -389,10 +402,11 @@ impl Partition {
         // A queued message does not keep its target: the address it waits at is it.
         let mut envelope = envelope;
         let Some(target) = envelope.target.take() else { return };
+        self.queued += 1;
+        self.queued_bytes += envelope.encoded_len();
         let record = self.addresses.get_or_insert(&target);
         record.push_message(envelope);
         let idle = record.busy().in_flight == 0;
-        self.queued += 1;
         self.mark_dirty(&target);
         if idle {
             self.dispatch(&target, now_ms);
@@ -599,6 +613,7 @@ impl Partition {
             vec![outbox.clone()]
         };
         self.dirty.clear();
+        self.unpublished_bytes += outbox.bytes();
         self.unpublished.push_back(outbox.clone());
         self.changed = false;
         self.epoch += 1;
@@ -612,6 +627,7 @@ impl Partition {
     pub fn mark_published(&mut self, epoch: u64) {
         while let Some(outbox) = self.unpublished.front().filter(|o| o.epoch <= epoch) {
             self.changed |= !outbox.is_empty();
+            self.unpublished_bytes -= outbox.bytes();
             self.unpublished.pop_front();
         }
         self.published_through = self.published_through.max(epoch);
@@ -668,6 +684,12 @@ impl Partition {
         self.outbox.push_dead_letter(seq, letter);
     }
 
+    /// Accounts for messages that left their mailbox (as they were queued: without their target).
+    fn unqueued(&mut self, messages: &[Envelope]) {
+        self.queued -= messages.len();
+        self.queued_bytes -= messages.iter().map(Envelope::encoded_len).sum::<usize>();
+    }
+
     /// Records that an address changed in this epoch (cloning it only the first time).
     fn mark_dirty(&mut self, address: &Address) {
         if !self.dirty.contains(address) {
@@ -708,8 +730,9 @@ impl Partition {
             if record.busy().in_flight > 0 || record.mailbox().is_empty() {
                 return;
             }
-            let stranded = addressed(record.take_messages(usize::MAX), address);
-            self.queued -= stranded.len();
+            let stranded = record.take_messages(usize::MAX);
+            self.unqueued(&stranded);
+            let stranded = addressed(stranded, address);
             self.mark_dirty(address);
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(address));
             self.dead_letter(Some(address.clone()), reason, stranded, "", Vec::new(), now_ms);
@@ -751,8 +774,9 @@ impl Partition {
             }
             if invocations.is_empty() {
                 // Not even one message fits with the state: it can never be delivered.
-                let Some(envelope) = addressed(record.take_messages(1), address).pop() else { return };
-                self.queued -= 1;
+                let taken = record.take_messages(1);
+                self.unqueued(&taken);
+                let Some(envelope) = addressed(taken, address).pop() else { return };
                 self.mark_dirty(address);
                 let size = envelope.encoded_len();
                 let reason = format!(
@@ -829,8 +853,9 @@ impl Partition {
         let n = busy.in_flight as usize;
         busy.in_flight = 0;
         busy.negotiation_rounds = 0;
-        let failed = addressed(record.take_messages(n), address);
-        self.queued -= failed.len();
+        let failed = record.take_messages(n);
+        self.unqueued(&failed);
+        let failed = addressed(failed, address);
         self.mark_dirty(address);
         let reason =
             if n > 1 { format!("{reason} (the address's {failed_in_a_row}th failed batch in a row)") } else { reason };
@@ -882,8 +907,9 @@ impl Partition {
         busy.isolate = busy.isolate.saturating_sub(n as u32);
         busy.failed_in_a_row = 0;
         // What the batch sends continues the longest chain among its messages.
-        let hops = record.take_messages(n).iter().map(|m| m.hops).max().unwrap_or(0).saturating_add(1);
-        self.queued -= n;
+        let done = record.take_messages(n);
+        let hops = done.iter().map(|m| m.hops).max().unwrap_or(0).saturating_add(1);
+        self.unqueued(&done);
         self.mark_dirty(address);
         // The next batch sees this one's state and nothing of its outputs: a message
         // the address sends itself queues behind those already waiting either way.

@@ -36,6 +36,8 @@ pub struct Outbox {
     entries: Vec<(u64, Entry)>,
     /// The encoded envelopes of the exchange entries, one after another.
     envelopes: Vec<u8>,
+    /// What the egress records and dead letters hold (the envelopes' bytes are `envelopes`).
+    other_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -113,7 +115,13 @@ impl Outbox {
             epoch: 0,
             entries: Vec::with_capacity(previous.entries.len()),
             envelopes: Vec::with_capacity(previous.envelopes.len()),
+            other_bytes: 0,
         }
+    }
+
+    /// About what the outbox holds in memory: its messages' and records' bytes.
+    pub fn bytes(&self) -> usize {
+        self.envelopes.len() + self.other_bytes
     }
 
     pub fn len(&self) -> usize {
@@ -167,10 +175,12 @@ impl Outbox {
     }
 
     pub fn push_egress(&mut self, seq: u64, record: EgressRecord) {
+        self.other_bytes += record.data.len() + record.partition_key.len() + record.stream.len();
         self.entries.push((seq, Entry::Egress(record)));
     }
 
     pub fn push_dead_letter(&mut self, seq: u64, letter: DeadLetter) {
+        self.other_bytes += letter.encoded_len();
         self.entries.push((seq, Entry::DeadLetter(Box::new(letter))));
     }
 

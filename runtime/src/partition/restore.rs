@@ -61,7 +61,11 @@ impl Restorer {
             .filter(|o| o.epoch > p.published_through)
             .map(|o| Arc::new(Outbox::from_record(o, partition_of)))
             .collect();
-        p.queued = p.addresses.iter().map(|(_, record)| record.mailbox().len()).sum();
+        for (_, record) in p.addresses.iter() {
+            p.queued += record.mailbox().len();
+            p.queued_bytes += record.mailbox().iter().map(prost::Message::encoded_len).sum::<usize>();
+        }
+        p.unpublished_bytes = p.unpublished.iter().map(|o| o.bytes()).sum();
         for timer in listed_timers.into_values().flatten() {
             p.timers.restore(timer);
         }

@@ -364,6 +364,36 @@ fn a_message_chain_past_the_hop_limit_is_dead_lettered_and_a_timer_starts_a_new_
 }
 
 #[test]
+fn what_a_partition_holds_is_counted_until_it_is_done_and_published() {
+    let mut p = Partition::new(0, 2, catalog(), 1);
+    assert_eq!(p.held_bytes(), 0);
+    let here = (0..).map(|i| format!("k{i}")).find(|k| address::partition_of(&addr(k), 2) == 0).expect("a key here");
+    p.deliver(message(&here, 1), 0);
+    p.deliver(message(&here, 2), 0);
+    let queued = p.held_bytes();
+    assert!(queued > 0, "queued and in-flight messages");
+    let (address, token, _) = invocations(&mut p).remove(0);
+    let elsewhere = (0..).map(|i| format!("k{i}")).find(|k| address::partition_of(&addr(k), 2) == 1).expect("a key");
+    let reply = InvocationResponse {
+        outgoing_messages: vec![Invocation { target: Some(addr(&elsewhere)), argument: Some(value(7)) }],
+        delayed_invocations: vec![delayed(&here, 3, 100, "")],
+        ..Default::default()
+    };
+    p.on_invocation_result(&address, token, respond(reply), 0);
+    let (_, token, _) = invocations(&mut p).remove(0);
+    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+    let with_outputs = p.held_bytes();
+    assert!(with_outputs > 0, "a timer and a message in the outbox");
+    let (sealed, _) = p.seal(false);
+    assert_eq!(p.held_bytes(), with_outputs, "a sealed outbox is held until it is published");
+    p.mark_published(sealed.record.epoch);
+    p.fire_due_timers(100);
+    let (_, token, _) = invocations(&mut p).remove(0);
+    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 100);
+    assert_eq!(p.held_bytes(), 0);
+}
+
+#[test]
 fn a_message_for_an_unknown_function_type_is_dead_lettered() {
     let mut p = partition();
     let mut m = message("a", 1);

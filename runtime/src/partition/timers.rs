@@ -32,11 +32,18 @@ pub struct Timers {
     added: HashSet<u64>,
     /// Fired or cancelled since the last seal, scheduled before it: the next delta names them.
     removed: Vec<u64>,
+    /// Encoded bytes of the pending timers.
+    bytes: usize,
 }
 
 impl Timers {
     pub fn len(&self) -> usize {
         self.due.len()
+    }
+
+    /// Encoded bytes of every pending timer (what they hold, less the maps' own overhead).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The earliest due time.
@@ -131,6 +138,7 @@ impl Timers {
             self.by_token.insert((sender, timer.cancellation_token.clone()), id);
         }
         let bytes = timer.encode_to_vec().into_boxed_slice();
+        self.bytes += bytes.len();
         self.due.insert((at, id), bytes);
         self.by_id.insert(id, at);
     }
@@ -139,6 +147,7 @@ impl Timers {
     fn remove(&mut self, id: u64) -> Option<Box<[u8]>> {
         let at = self.by_id.remove(&id)?;
         let bytes = self.due.remove(&(at, id))?;
+        self.bytes -= bytes.len();
         if !self.added.remove(&id) {
             self.removed.push(id);
         }
@@ -208,6 +217,7 @@ mod tests {
         let left: Vec<u64> = std::iter::from_fn(|| timers.pop_due(99)).map(|t| t.expect("decodes").timer_id).collect();
         assert_eq!(left, vec![2]);
         assert!(timers.by_token.is_empty() && timers.by_id.is_empty());
+        assert_eq!(timers.bytes(), 0);
     }
 
     #[test]

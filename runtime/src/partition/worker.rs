@@ -4,7 +4,8 @@
 //!
 //! Flow: readers (one task per input shard) → bounded channel → worker →
 //! invocation tasks → results channel → worker → sealed epochs → committer.
-//! Input is paused while too many messages are queued (backpressure).
+//! Input is paused while too many messages are queued, or the partition holds
+//! more than the worker's memory budget leaves it (backpressure).
 //! Ingress shards are handed out by [`Discovery`] as they become readable
 //! (resharding: see [`super::lineage`]); a shard read to its end is marked
 //! finished once the epoch recording its end is published.
@@ -22,6 +23,7 @@ use statefun_proto::reqreply::{Address, FromFunction};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::budget::MemoryBudget;
 use super::committer::{Committer, CommitterEvent, Sealed};
 use super::lineage::{self, Discovery, IngressStream, ReadyShard};
 use super::outbox::IngressMessage;
@@ -114,11 +116,14 @@ pub struct PartitionWorker {
     pub inputs: Vec<Input>,
     pub ingress: Vec<IngressStream>,
     pub settings: WorkerSettings,
+    /// Shared by every partition of the process.
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl PartitionWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
-        let Self { mut partition, partitions, invoker, log, blobs, committer, mut inputs, ingress, settings } = self;
+        let Self { mut partition, partitions, invoker, log, blobs, committer, mut inputs, ingress, settings, budget } =
+            self;
         let id = partition.id();
         partition.set_bounds(settings.bounds);
 
@@ -184,9 +189,12 @@ impl PartitionWorker {
             "partition running"
         );
 
+        let mut share = budget.share();
         let result = loop {
+            share.hold(partition.held_bytes());
             // Input waits while the partition is full, its epoch is full or its committer is behind.
             let accepting = partition.queued_messages() < settings.max_queued
+                && share.has_room()
                 && partition.outbox_len() < settings.max_epoch_entries
                 && sealed_tx.capacity() > 0;
             let epoch_full = partition.outbox_len() >= settings.max_epoch_entries && sealed_tx.capacity() > 0;

@@ -1,0 +1,121 @@
+//! A worker's memory budget, shared by the partitions it runs.
+//!
+//! Each partition reports what it holds (queued messages, timers, outboxes:
+//! [`super::Partition::held_bytes`]). Half of the budget is split evenly:
+//! every partition may always fill its own share, so a busy partition never
+//! starves a quiet one of the room to take its input. The other half is
+//! common: what partitions hold beyond their own shares comes out of it, and
+//! a partition past its share pauses its input while the common half is spent
+//! and resumes as it drains. Together they stay within the budget, but for
+//! what one read of input adds before the next check. Counting only: nothing
+//! here allocates or frees what it counts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: AtomicUsize,
+    /// What partitions hold beyond their own shares, together.
+    beyond_shares: AtomicUsize,
+    holders: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        let zero = || AtomicUsize::new(0);
+        Arc::new(Self { limit, used: zero(), beyond_shares: zero(), holders: zero() })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// What every holder reports holding, together.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// A share for one partition, for as long as it runs.
+    pub fn share(self: &Arc<Self>) -> BudgetShare {
+        self.holders.fetch_add(1, Ordering::Relaxed);
+        BudgetShare { budget: self.clone(), held: 0, beyond_share: 0 }
+    }
+
+    /// One partition's own share: half the budget, split evenly.
+    fn own_share(&self) -> usize {
+        self.limit / 2 / self.holders.load(Ordering::Relaxed).max(1)
+    }
+}
+
+/// One partition's part of a [`MemoryBudget`].
+#[derive(Debug)]
+pub struct BudgetShare {
+    budget: Arc<MemoryBudget>,
+    held: usize,
+    beyond_share: usize,
+}
+
+/// Moves `counter` from `old` to `new`.
+fn adjust(counter: &AtomicUsize, old: usize, new: usize) {
+    if new > old {
+        counter.fetch_add(new - old, Ordering::Relaxed);
+    } else {
+        counter.fetch_sub(old - new, Ordering::Relaxed);
+    }
+}
+
+impl BudgetShare {
+    /// Reports what the partition holds now.
+    pub fn hold(&mut self, held: usize) {
+        let budget = &self.budget;
+        let beyond_share = held.saturating_sub(budget.own_share());
+        adjust(&budget.used, self.held, held);
+        adjust(&budget.beyond_shares, self.beyond_share, beyond_share);
+        (self.held, self.beyond_share) = (held, beyond_share);
+    }
+
+    /// Whether the partition may take more input: within its own share, or
+    /// while the common half of the budget has room.
+    pub fn has_room(&self) -> bool {
+        let budget = &self.budget;
+        self.held < budget.own_share() || budget.beyond_shares.load(Ordering::Relaxed) < budget.limit / 2
+    }
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.hold(0);
+        self.budget.holders.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_partition_pauses_while_a_quiet_one_keeps_its_share() {
+        let budget = MemoryBudget::new(1000);
+        let mut busy = budget.share();
+        let mut quiet = budget.share();
+        busy.hold(749);
+        assert!(busy.has_room() && quiet.has_room(), "its own 250 and 499 of the common 500");
+        busy.hold(750);
+        assert!(!busy.has_room(), "beyond its own share, with the common half spent");
+        quiet.hold(249);
+        assert!(quiet.has_room(), "within its own share, whatever the others hold");
+        quiet.hold(250);
+        assert!(!quiet.has_room());
+        assert_eq!(budget.used(), 1000, "together within the budget");
+        busy.hold(100);
+        assert!(busy.has_room() && quiet.has_room(), "both resume as it drains");
+        drop(quiet);
+        assert_eq!(budget.used(), 100, "a partition that stops gives back what it held");
+        busy.hold(999);
+        assert!(busy.has_room(), "alone, the whole budget is its");
+        busy.hold(1000);
+        assert!(!busy.has_room());
+    }
+}
