@@ -190,7 +190,8 @@ fn write_state(partition: &mut Partition, i: usize, state_bytes: usize, fill: u8
             return;
         }
         for effect in effects {
-            let Effect::Invoke { address, token, request } = effect;
+            // Addresses here never hold enough to park anything.
+            let Effect::Invoke { address, token, request } = effect else { continue };
             let registered = match &request.request {
                 Some(statefun_proto::reqreply::to_function::Request::Invocation(batch)) => !batch.state.is_empty(),
                 None => false,

@@ -915,6 +915,8 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
                 entries: Default::default(),
                 timers: Vec::new(),
                 outboxes: Vec::new(),
+                parked: Vec::new(),
+                released: Vec::new(),
             };
             sealed.send(Sealed { record, outbox: Arc::new(Outbox::default()) }).await.expect("send");
             match reports.recv().await {

@@ -53,6 +53,11 @@ pub struct RunArgs {
     /// limit, else the machine's).
     #[arg(long, env = "STATEFUN_MEMORY_BUDGET", value_parser = byte_size)]
     memory_budget: Option<usize>,
+    /// What one address may hold queued in memory (and a quarter of --max-queued
+    /// messages); what arrives beyond it is parked in the checkpoint store until
+    /// its mailbox drains, so one backed-up address never pauses the input of the others.
+    #[arg(long, env = "STATEFUN_ADDRESS_MAX_BYTES", default_value = "16MiB", value_parser = byte_size)]
+    address_max_bytes: usize,
     /// A message chain longer than this (each message sent by the function that
     /// received the one before) is taken for a loop and dead-lettered.
     #[arg(long, env = "STATEFUN_MAX_HOPS", default_value_t = DEFAULT_MAX_HOPS)]
@@ -88,7 +93,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             read_batch: 500,
             expiry_sweep: Duration::from_secs(1),
             shard_discovery: args.shard_discovery,
-            bounds: Bounds { max_hops: args.max_hops },
+            bounds: Bounds {
+                max_hops: args.max_hops,
+                address_max_bytes: args.address_max_bytes,
+                address_max_messages: (args.max_queued / 4).max(1),
+            },
         },
         memory_budget,
         retry: RetryPolicy {

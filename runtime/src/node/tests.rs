@@ -277,11 +277,12 @@ async fn a_stopped_partition_cancels_its_in_flight_invocations() {
 }
 
 /// A function endpoint that holds every request until `release` turns true,
-/// then answers it with an empty result; reports each request it holds.
+/// then answers it with an empty result; reports each request it holds, with
+/// how many messages its batch carries.
 async fn held_endpoint(
     release: watch::Receiver<bool>,
-) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
-    use statefun_proto::reqreply::{FromFunction, from_function};
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<usize>) {
+    use statefun_proto::reqreply::{FromFunction, ToFunction, from_function, to_function};
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -314,7 +315,11 @@ async fn held_endpoint(
                     if connection.read_exact(&mut body).await.is_err() {
                         return;
                     }
-                    let _ = events.send(());
+                    let messages = match ToFunction::decode(body.as_slice()).ok().and_then(|r| r.request) {
+                        Some(to_function::Request::Invocation(batch)) => batch.invocations.len(),
+                        None => 0,
+                    };
+                    let _ = events.send(messages);
                     if release.wait_for(|released| *released).await.is_err() {
                         return;
                     }
@@ -386,4 +391,63 @@ async fn the_memory_budget_pauses_input_and_resumes_as_it_drains() {
     }
     stop.send_replace(true);
     node.await.expect("the node's task").expect("the node stops cleanly");
+}
+
+/// One address whose function does not answer holds its cap in memory and
+/// parks the rest: the partition goes on taking input for every other address,
+/// and the parked messages come back, all of them, once the function answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backed_up_address_parks_what_passes_its_cap_and_the_others_go_on() {
+    const HOT: usize = 30;
+    const OTHERS: usize = 5;
+    let (release, released) = watch::channel(false);
+    let (addr, mut heard) = held_endpoint(released).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = LocalLogStore::new(dir.path());
+    log.ensure_stream("in", 1).await.expect("stream");
+    let record = |key: String| crate::log::AppendRecord {
+        partition_key: key,
+        shard: crate::log::ShardChoice::ByKey,
+        data: b"m".to_vec(),
+        id: None,
+    };
+    let hot = (0..HOT).map(|_| record("hot".into()));
+    let others = (0..OTHERS).map(|n| record(format!("other-{n}")));
+    log.append("in", &hot.chain(others).collect::<Vec<_>>()).await.expect("append");
+    let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
+                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
+    let module = endpoint_at(&addr.to_string()) + ingress;
+    let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+    let mut settings = settings();
+    // Without parking, the hot address's backlog alone would fill the partition and pause its input.
+    settings.worker.max_queued = 8;
+    settings.worker.bounds.address_max_messages = 2;
+    let (stop, node) = start_node(dir.path(), &module, Arc::new(FsBlobStore::new(dir.path())), commits, settings);
+
+    // The hot address's first batch and every other address's message, while nothing answers.
+    let mut requests = 0;
+    let mut messages = 0;
+    while requests < 1 + OTHERS {
+        let next = tokio::time::timeout(Duration::from_secs(60), heard.recv()).await;
+        let Ok(Some(batch)) = next else { panic!("{requests} requests: the other addresses were not invoked") };
+        requests += 1;
+        messages += batch;
+    }
+    let parked_dir = dir.path().join("checkpoints").join("parked-00000");
+    let segments = || std::fs::read_dir(&parked_dir).map(|d| d.count()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while segments() == 0 {
+        assert!(Instant::now() < deadline, "no parked segment was written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.send_replace(true);
+    while messages < HOT + OTHERS {
+        let next = tokio::time::timeout(Duration::from_secs(60), heard.recv()).await;
+        let Ok(Some(batch)) = next else { panic!("{messages} of {} messages invoked", HOT + OTHERS) };
+        messages += batch;
+    }
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
+    assert_eq!(segments(), 0, "segments read back are deleted once that is committed");
+    assert_eq!(messages, HOT + OTHERS, "each message once");
 }

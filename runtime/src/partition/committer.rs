@@ -26,6 +26,7 @@ use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
 use crate::partition::SealedEpoch;
 use crate::partition::exchange_batches::ExchangeBatches;
 use crate::partition::outbox::{Item, Outbox};
+use crate::partition::parking;
 
 /// Streams the committer publishes to.
 #[derive(Clone, Debug)]
@@ -89,9 +90,15 @@ impl Committer {
     }
 
     /// Writes the epoch's object and commits it; `Err` is the event that stops the partition.
-    async fn commit(&mut self, sealed: SealedEpoch) -> Result<(), CommitterEvent> {
+    async fn commit(&mut self, mut sealed: SealedEpoch) -> Result<(), CommitterEvent> {
         let partition = self.lease.partition;
         let (epoch, snapshot) = (sealed.record.epoch, sealed.record.snapshot);
+        // The record lists the parked segments: they are written first.
+        for (name, bytes) in std::mem::take(&mut sealed.parked) {
+            let key = parking::object_key(partition, &name);
+            self.put_blob(self.blobs.as_ref(), &key, bytes.into(), "writing parked messages").await?;
+        }
+        let released = std::mem::take(&mut sealed.released);
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = bytes::Bytes::from(sealed.encode());
         self.put_blob(self.blobs.as_ref(), &key, bytes, "writing checkpoint").await?;
@@ -138,6 +145,12 @@ impl Committer {
             }
         }
         self.committed_epoch = epoch;
+        // Read back in this epoch: no committed record lists them any more (one left by a crash here is only litter).
+        for name in released {
+            if let Err(e) = self.blobs.delete(&parking::object_key(partition, &name)).await {
+                tracing::warn!(partition, "deleting parked messages read back failed: {e}");
+            }
+        }
         if snapshot {
             self.snapshot_epoch = epoch;
             if let Err(e) = checkpoint::collect_garbage(self.blobs.as_ref(), partition, epoch).await {

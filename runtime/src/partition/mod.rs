@@ -17,6 +17,7 @@ pub mod committer;
 pub(crate) mod exchange_batches;
 pub mod lineage;
 pub mod outbox;
+pub mod parking;
 mod record;
 pub mod restore;
 pub mod sealed_entries;
@@ -35,7 +36,7 @@ use prost::Message as _;
 use statefun_proto::egress::KinesisEgressRecord;
 use statefun_proto::internal::{
     DeadLetter, DedupMark, DelayedMessage, EgressRecord, Envelope, EpochRecord, ExchangeBatch, FunctionSpecs,
-    InputPosition, StoredState,
+    InputPosition, ParkedMessages, StoredState,
 };
 use statefun_proto::reqreply::from_function::{
     self, DelayedInvocation, EgressMessage, InvocationResponse, PersistedValueSpec,
@@ -91,6 +92,8 @@ impl Catalog for NoEndpoints {
 pub enum Effect {
     /// Send this batch; report the outcome with [`Partition::on_invocation_result`].
     Invoke { address: Address, token: u64, request: ToFunction },
+    /// Read the parked segment `segment` back; report it with [`Partition::on_unparked`].
+    Unpark { address: Address, segment: String },
 }
 
 /// A sealed epoch's checkpoint record. The address entries the partition
@@ -104,6 +107,11 @@ pub struct SealedEpoch {
     /// Encoded `EpochRecord.timers` fields (see [`timers`]).
     pub timers: Vec<u8>,
     pub outboxes: Vec<Arc<Outbox>>,
+    /// Parked segments the record lists for the first time: (name, encoded
+    /// `ParkedMessages`), written before the record is.
+    pub parked: Vec<(String, Vec<u8>)>,
+    /// Parked segments read back in the epoch: deleted once it is committed.
+    pub released: Vec<String>,
 }
 
 impl SealedEpoch {
@@ -197,6 +205,17 @@ pub struct Partition {
     queued_bytes: usize,
     /// Bytes of the outboxes in `unpublished`.
     unpublished_bytes: usize,
+    /// Addresses with messages parked since the last seal, and their bytes.
+    parking: HashSet<Address>,
+    parked_bytes: usize,
+    /// Parked segments read back since the last seal.
+    released: Vec<String>,
+    /// The lease under which this partition writes (names its parked segments).
+    lease: u64,
+    /// The last epoch known to be committed (parked segments it wrote may be read back).
+    committed_through: u64,
+    /// Drained addresses whose next segment waits for its epoch's commit.
+    awaiting_commit: Vec<Address>,
     bounds: Bounds,
 }
 
@@ -205,11 +224,14 @@ pub struct Partition {
 pub struct Bounds {
     /// The longest message chain (see `Envelope.hops`) delivered; a longer one is a loop, and dead-lettered.
     pub max_hops: u32,
+    /// What one address may hold queued in memory; what comes beyond it is parked ([`parking`]).
+    pub address_max_bytes: usize,
+    pub address_max_messages: usize,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self { max_hops: DEFAULT_MAX_HOPS }
+        Self { max_hops: DEFAULT_MAX_HOPS, address_max_bytes: 16 << 20, address_max_messages: 10_000 }
     }
 }
 
@@ -244,6 +266,12 @@ impl Partition {
             queued: 0,
             queued_bytes: 0,
             unpublished_bytes: 0,
+            parking: HashSet::new(),
+            parked_bytes: 0,
+            released: Vec::new(),
+            lease: 0,
+            committed_through: 0,
+            awaiting_commit: Vec::new(),
             bounds: Bounds::default(),
         }
     }
@@ -251,6 +279,11 @@ impl Partition {
     /// Applies the deployment's bounds (not recorded: they come from the settings on every start).
     pub fn set_bounds(&mut self, bounds: Bounds) {
         self.bounds = bounds;
+    }
+
+    /// The lease under which the epochs from now on are written.
+    pub fn set_lease(&mut self, lease: u64) {
+        self.lease = lease;
     }
 
     /// Rebuilds a partition from its committed history, whole records in memory
@@ -291,15 +324,20 @@ impl Partition {
         self.incarnation
     }
 
-    /// After a restore: re-sends every queued and in-flight batch.
+    /// After a restore: re-sends every queued and in-flight batch, and reads back parked messages.
     pub fn resume(&mut self, now_ms: i64) {
-        let pending: Vec<Address> =
-            self.addresses.iter().filter(|(_, r)| !r.mailbox().is_empty()).map(|(a, _)| a).collect();
+        let pending: Vec<Address> = self
+            .addresses
+            .iter()
+            .filter(|(_, r)| !r.mailbox().is_empty() || r.busy().parked.is_some())
+            .map(|(a, _)| a)
+            .collect();
         for address in pending {
             if let Some(record) = self.addresses.get_mut(&address) {
                 record.busy_mut().in_flight = 0;
             }
             self.dispatch(&address, now_ms);
+            self.unpark_if_drained(&address, now_ms);
         }
     }
 
@@ -324,7 +362,7 @@ impl Partition {
     /// About what the partition holds in memory besides its state: queued and
     /// in-flight messages, delayed messages and outboxes not yet published.
     pub fn held_bytes(&self) -> usize {
-        self.queued_bytes + self.timers.bytes() + self.outbox.bytes() + self.unpublished_bytes
+        self.queued_bytes + self.parked_bytes + self.timers.bytes() + self.outbox.bytes() + self.unpublished_bytes
     }
 
     pub fn address_count(&self) -> usize {
@@ -402,10 +440,28 @@ impl Partition {
         // A queued message does not keep its target: the address it waits at is it.
         let mut envelope = envelope;
         let Some(target) = envelope.target.take() else { return };
-        self.queued += 1;
-        self.queued_bytes += envelope.encoded_len();
+        let bytes = envelope.encoded_len();
+        let bounds = self.bounds;
         let record = self.addresses.get_or_insert(&target);
-        record.push_message(envelope);
+        let busy = record.busy();
+        // Beyond the cap (but never the first message: a large one alone still goes through), or behind what is parked.
+        if busy.parked.is_some()
+            || (!record.mailbox().is_empty()
+                && (busy.queued_bytes + bytes > bounds.address_max_bytes
+                    || record.mailbox().len() >= bounds.address_max_messages))
+        {
+            let parked = record.busy_mut().parked.get_or_insert_default();
+            parked.fresh.push(envelope);
+            parked.fresh_bytes += bytes;
+            self.parked_bytes += bytes;
+            if !self.parking.contains(&target) {
+                self.parking.insert(target);
+            }
+            return;
+        }
+        record.push_message(envelope, bytes);
+        self.queued += 1;
+        self.queued_bytes += bytes;
         let idle = record.busy().in_flight == 0;
         self.mark_dirty(&target);
         if idle {
@@ -597,6 +653,8 @@ impl Partition {
         };
         let mut timers = Vec::new();
         record.timers_removed = self.timers.seal_into(snapshot, &mut timers);
+        let parked = self.write_parked();
+        let released = std::mem::take(&mut self.released);
         let mut entries = SealedEntries::default();
         let outboxes = if snapshot {
             for (address, r) in self.addresses.iter_mut() {
@@ -618,7 +676,24 @@ impl Partition {
         self.changed = false;
         self.epoch += 1;
         self.next_seq = 0;
-        (SealedEpoch { record, entries, timers, outboxes }, outbox)
+        (SealedEpoch { record, entries, timers, outboxes, parked, released }, outbox)
+    }
+
+    /// Turns what each address parked in the epoch into a segment its entry lists.
+    fn write_parked(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut written = Vec::with_capacity(self.parking.len());
+        for address in std::mem::take(&mut self.parking) {
+            let Some(parked) = self.addresses.get_mut(&address).and_then(|r| r.busy_mut().parked.as_deref_mut()) else {
+                continue;
+            };
+            let name = parking::segment_name(&self.id_prefix, self.lease, self.epoch, written.len() as u64);
+            let messages = ParkedMessages { messages: std::mem::take(&mut parked.fresh) };
+            self.parked_bytes -= std::mem::take(&mut parked.fresh_bytes);
+            parked.segments.push_back((name.clone(), self.epoch));
+            written.push((name, messages.encode_to_vec()));
+            self.mark_dirty(&address);
+        }
+        written
     }
 
     /// Notes that the outbox of `epoch` (and every earlier one) is published.
@@ -631,6 +706,11 @@ impl Partition {
             self.unpublished.pop_front();
         }
         self.published_through = self.published_through.max(epoch);
+        self.committed_through = self.committed_through.max(epoch);
+        for address in std::mem::take(&mut self.awaiting_commit) {
+            // Nothing is requeued for an address with segments: the time is not needed.
+            self.unpark_if_drained(&address, 0);
+        }
     }
 
     /// The next position in the epoch's outbox and among its messages' ids.
@@ -684,10 +764,11 @@ impl Partition {
         self.outbox.push_dead_letter(seq, letter);
     }
 
-    /// Accounts for messages that left their mailbox (as they were queued: without their target).
-    fn unqueued(&mut self, messages: &[Envelope]) {
+    /// Accounts for messages that left their mailbox.
+    fn unqueued(&mut self, (messages, bytes): (Vec<Envelope>, usize)) -> Vec<Envelope> {
         self.queued -= messages.len();
-        self.queued_bytes -= messages.iter().map(Envelope::encoded_len).sum::<usize>();
+        self.queued_bytes -= bytes;
+        messages
     }
 
     /// Records that an address changed in this epoch (cloning it only the first time).
@@ -731,8 +812,7 @@ impl Partition {
                 return;
             }
             let stranded = record.take_messages(usize::MAX);
-            self.unqueued(&stranded);
-            let stranded = addressed(stranded, address);
+            let stranded = addressed(self.unqueued(stranded), address);
             self.mark_dirty(address);
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(address));
             self.dead_letter(Some(address.clone()), reason, stranded, "", Vec::new(), now_ms);
@@ -775,8 +855,7 @@ impl Partition {
             if invocations.is_empty() {
                 // Not even one message fits with the state: it can never be delivered.
                 let taken = record.take_messages(1);
-                self.unqueued(&taken);
-                let Some(envelope) = addressed(taken, address).pop() else { return };
+                let Some(envelope) = addressed(self.unqueued(taken), address).pop() else { return };
                 self.mark_dirty(address);
                 let size = envelope.encoded_len();
                 let reason = format!(
@@ -854,13 +933,86 @@ impl Partition {
         busy.in_flight = 0;
         busy.negotiation_rounds = 0;
         let failed = record.take_messages(n);
-        self.unqueued(&failed);
-        let failed = addressed(failed, address);
+        let failed = addressed(self.unqueued(failed), address);
         self.mark_dirty(address);
         let reason =
             if n > 1 { format!("{reason} (the address's {failed_in_a_row}th failed batch in a row)") } else { reason };
         self.dead_letter(Some(address.clone()), reason, failed, "", Vec::new(), now_ms);
         self.remove_if_empty(address);
+        self.dispatch(address, now_ms);
+        self.unpark_if_drained(address, now_ms);
+    }
+
+    /// Once an address's mailbox has drained to half its cap, brings back what it
+    /// parked: the oldest segment is read back (an [`Effect::Unpark`]), or, with
+    /// none written yet, what was parked since the last seal moves over at once.
+    fn unpark_if_drained(&mut self, address: &Address, now_ms: i64) {
+        let bounds = self.bounds;
+        let Some(record) = self.addresses.get_mut(address) else { return };
+        let busy = record.busy();
+        let drained = busy.queued_bytes <= bounds.address_max_bytes / 2
+            && record.mailbox().len() <= bounds.address_max_messages / 2;
+        let Some(parked) = busy.parked.as_deref().filter(|p| drained && !p.loading) else { return };
+        if let Some((segment, epoch)) = parked.segments.front().cloned() {
+            if epoch > self.committed_through {
+                self.awaiting_commit.push(address.clone());
+                return;
+            }
+            if let Some(parked) = record.busy_mut().parked.as_deref_mut() {
+                parked.loading = true;
+            }
+            self.effects.push(Effect::Unpark { address: address.clone(), segment });
+            return;
+        }
+        let Some(parked) = record.busy_mut().parked.take() else { return };
+        self.parked_bytes -= parked.fresh_bytes;
+        self.parking.remove(address);
+        self.requeue(address, parked.fresh, now_ms);
+    }
+
+    /// Applies a parked segment read back: its messages join the mailbox
+    /// (or, if it could not be read, a dead letter says what was lost).
+    pub fn on_unparked(
+        &mut self,
+        address: &Address,
+        segment: &str,
+        messages: Result<Vec<Envelope>, String>,
+        now_ms: i64,
+    ) {
+        let Some(record) = self.addresses.get_mut(address) else { return };
+        let Some(parked) = record.busy_mut().parked.as_deref_mut() else { return };
+        if parked.segments.front().map(|(name, _)| name.as_str()) != Some(segment) {
+            return;
+        }
+        parked.segments.pop_front();
+        parked.loading = false;
+        if parked.is_empty() {
+            record.busy_mut().parked = None;
+        }
+        self.released.push(segment.to_owned());
+        self.changed = true;
+        self.mark_dirty(address);
+        match messages {
+            Ok(messages) => self.requeue(address, messages, now_ms),
+            Err(reason) => {
+                let reason = format!("parked messages could not be read back from segment {segment}: {reason}");
+                self.dead_letter(Some(address.clone()), reason, Vec::new(), "parked", Vec::new(), now_ms);
+            }
+        }
+        self.unpark_if_drained(address, now_ms);
+        self.remove_if_empty(address);
+    }
+
+    /// Queues messages that were parked, in their order, behind the mailbox.
+    fn requeue(&mut self, address: &Address, messages: Vec<Envelope>, now_ms: i64) {
+        let record = self.addresses.get_or_insert(address);
+        for envelope in messages {
+            let bytes = envelope.encoded_len();
+            record.push_message(envelope, bytes);
+            self.queued += 1;
+            self.queued_bytes += bytes;
+        }
+        self.mark_dirty(address);
         self.dispatch(address, now_ms);
     }
 
@@ -908,13 +1060,14 @@ impl Partition {
         busy.failed_in_a_row = 0;
         // What the batch sends continues the longest chain among its messages.
         let done = record.take_messages(n);
+        let done = self.unqueued(done);
         let hops = done.iter().map(|m| m.hops).max().unwrap_or(0).saturating_add(1);
-        self.unqueued(&done);
         self.mark_dirty(address);
         // The next batch sees this one's state and nothing of its outputs: a message
         // the address sends itself queues behind those already waiting either way.
         self.dispatch(address, now_ms);
         start(std::mem::take(&mut self.effects));
+        self.unpark_if_drained(address, now_ms);
 
         for delayed in response.delayed_invocations {
             self.schedule(address, delayed, now_ms);

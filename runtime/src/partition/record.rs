@@ -19,6 +19,7 @@ use statefun_proto::internal::{AddressEntry, Envelope, StoredState};
 use statefun_proto::reqreply::from_function::{ExpirationSpec, PersistedValueSpec, expiration_spec::ExpireMode};
 use statefun_proto::reqreply::{Address, TypedValue};
 
+use super::parking::Parked;
 use super::sealed_entries::{EntryParts, SealedEntries, StateParts};
 
 /// A state's name and its value's typename, kept once per partition: a
@@ -113,7 +114,7 @@ impl State {
 pub struct AddressRecord {
     /// A boxed slice, not a `Vec`: most addresses hold one or two states for a long time.
     states: Box<[State]>,
-    /// `None` while the address has nothing queued or in flight.
+    /// `None` while the address has nothing queued, in flight or parked.
     busy: Option<Box<Busy>>,
 }
 
@@ -121,6 +122,10 @@ pub struct AddressRecord {
 #[derive(Debug, Default, Clone)]
 pub struct Busy {
     mailbox: VecDeque<Envelope>,
+    /// Encoded bytes of the mailbox's messages.
+    pub queued_bytes: usize,
+    /// Messages beyond the address's cap, after the mailbox's.
+    pub parked: Option<Box<Parked>>,
     /// How the checkpoint chain's image of the mailbox relates to this one.
     checkpointed: Checkpointed,
     /// How many messages at the head of the mailbox are in the batch in flight.
@@ -152,6 +157,8 @@ enum Checkpointed {
 
 static IDLE: Busy = Busy {
     mailbox: VecDeque::new(),
+    queued_bytes: 0,
+    parked: None,
     checkpointed: Checkpointed::Nothing,
     in_flight: 0,
     token: 0,
@@ -173,31 +180,36 @@ impl AddressRecord {
         &self.busy().mailbox
     }
 
-    pub fn push_message(&mut self, envelope: Envelope) {
-        self.busy_mut().mailbox.push_back(envelope);
+    /// Queues a message of `bytes` encoded bytes.
+    pub fn push_message(&mut self, envelope: Envelope, bytes: usize) {
+        let busy = self.busy_mut();
+        busy.mailbox.push_back(envelope);
+        busy.queued_bytes += bytes;
     }
 
-    /// Removes up to `n` messages from the head of the mailbox.
-    pub fn take_messages(&mut self, n: usize) -> Vec<Envelope> {
-        let Some(busy) = self.busy.as_deref_mut() else { return Vec::new() };
+    /// Removes up to `n` messages from the head of the mailbox; they and their encoded bytes.
+    pub fn take_messages(&mut self, n: usize) -> (Vec<Envelope>, usize) {
+        let Some(busy) = self.busy.as_deref_mut() else { return (Vec::new(), 0) };
         let taken: Vec<Envelope> = busy.mailbox.drain(..n.min(busy.mailbox.len())).collect();
+        let bytes = taken.iter().map(prost::Message::encoded_len).sum::<usize>();
+        busy.queued_bytes -= bytes;
         if let Checkpointed::Head { kept, consumed } = &mut busy.checkpointed {
             let from_checkpoint = (*kept).min(taken.len() as u32);
             *kept -= from_checkpoint;
             *consumed += from_checkpoint;
         }
-        taken
+        (taken, bytes)
     }
 
     /// Frees what an address needs only while it is busy, once it is not.
     pub fn settle(&mut self) {
-        if self.busy.as_ref().is_some_and(|b| b.mailbox.is_empty() && b.in_flight == 0) {
+        if self.busy.as_ref().is_some_and(|b| b.mailbox.is_empty() && b.in_flight == 0 && b.parked.is_none()) {
             self.busy = None;
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.mailbox().is_empty()
+        self.states.is_empty() && self.mailbox().is_empty() && self.busy().parked.is_none()
     }
 
     pub fn states(&self) -> &[State] {
@@ -262,6 +274,7 @@ impl AddressRecord {
                 mailbox: &NO_MAILBOX,
                 mailbox_from: 0,
                 in_flight: 0,
+                parked: Vec::new(),
                 mailbox_appends: false,
                 mailbox_consumed: 0,
             });
@@ -277,6 +290,7 @@ impl AddressRecord {
             mailbox: &busy.mailbox,
             mailbox_from,
             in_flight: busy.in_flight,
+            parked: busy.parked.iter().flat_map(|p| p.segments.iter().map(|(name, _)| name.as_str())).collect(),
             mailbox_appends,
             mailbox_consumed,
         });
@@ -292,9 +306,11 @@ impl AddressRecord {
             .map(|s| State::new(names, &s.name, s.value, s.written_at_ms, s.accessed_at_ms))
             .collect();
         let mut record = Self { states, busy: None };
-        if !entry.mailbox.is_empty() || entry.in_flight > 0 {
+        if !entry.mailbox.is_empty() || entry.in_flight > 0 || !entry.parked.is_empty() {
             let kept = entry.mailbox.len() as u32;
             record.busy = Some(Box::new(Busy {
+                queued_bytes: entry.mailbox.iter().map(prost::Message::encoded_len).sum(),
+                parked: Parked::from_segments(entry.parked),
                 mailbox: entry.mailbox.into(),
                 checkpointed: Checkpointed::Head { kept, consumed: 0 },
                 in_flight: entry.in_flight,
@@ -389,7 +405,7 @@ mod tests {
     #[test]
     fn an_idle_address_keeps_nothing_but_its_states() {
         let mut record = AddressRecord::default();
-        record.push_message(Envelope::default());
+        record.push_message(Envelope::default(), 0);
         record.busy_mut().in_flight = 1;
         record.settle();
         assert!(record.busy.is_some(), "a batch is in flight");

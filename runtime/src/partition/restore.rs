@@ -169,7 +169,9 @@ mod tests {
 
     fn sealed(epoch: u64, snapshot: bool, addresses: Vec<AddressEntry>) -> Vec<u8> {
         let record = EpochRecord { partition: 0, epoch, snapshot, addresses, ..Default::default() };
-        SealedEpoch { record, entries: Default::default(), timers: Vec::new(), outboxes: Vec::new() }.encode()
+        let entries = Default::default();
+        let (timers, outboxes, parked, released) = Default::default();
+        SealedEpoch { record, entries, timers, outboxes, parked, released }.encode()
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ const ENTRY_MAILBOX: u32 = 3;
 const ENTRY_IN_FLIGHT: u32 = 4;
 const ENTRY_MAILBOX_APPENDS: u32 = 6;
 const ENTRY_MAILBOX_CONSUMED: u32 = 7;
+const ENTRY_PARKED: u32 = 8;
 /// `StoredState` field numbers.
 const STATE_NAME: u32 = 1;
 const STATE_VALUE: u32 = 2;
@@ -57,6 +58,7 @@ pub struct EntryParts<'a> {
     pub mailbox: &'a VecDeque<Envelope>,
     pub mailbox_from: usize,
     pub in_flight: u32,
+    pub parked: Vec<&'a str>,
     pub mailbox_appends: bool,
     pub mailbox_consumed: u32,
 }
@@ -80,7 +82,8 @@ impl SealedEntries {
             + mailbox_len
             + varint_len(ENTRY_IN_FLIGHT, u64::from(entry.in_flight))
             + varint_len(ENTRY_MAILBOX_APPENDS, u64::from(entry.mailbox_appends))
-            + varint_len(ENTRY_MAILBOX_CONSUMED, u64::from(entry.mailbox_consumed));
+            + varint_len(ENTRY_MAILBOX_CONSUMED, u64::from(entry.mailbox_consumed))
+            + entry.parked.iter().map(|name| bytes_field_len(ENTRY_PARKED, name)).sum::<usize>();
 
         let out = &mut self.bytes;
         out.reserve(delimited_len(RECORD_ADDRESSES, body_len));
@@ -96,6 +99,9 @@ impl SealedEntries {
         put_varint(out, ENTRY_IN_FLIGHT, u64::from(entry.in_flight));
         put_varint(out, ENTRY_MAILBOX_APPENDS, u64::from(entry.mailbox_appends));
         put_varint(out, ENTRY_MAILBOX_CONSUMED, u64::from(entry.mailbox_consumed));
+        for name in &entry.parked {
+            put_bytes(out, ENTRY_PARKED, name);
+        }
         self.count += 1;
     }
 }
@@ -175,6 +181,7 @@ mod tests {
             mailbox: &mailbox,
             mailbox_from: 1,
             in_flight: 2,
+            parked: vec!["p0.l1.e2.0", "p0.l1.e3.0"],
             mailbox_appends: true,
             mailbox_consumed: 3,
         });
@@ -185,6 +192,7 @@ mod tests {
             mailbox: &VecDeque::new(),
             mailbox_from: 0,
             in_flight: 0,
+            parked: Vec::new(),
             mailbox_appends: false,
             mailbox_consumed: 0,
         });
@@ -208,6 +216,7 @@ mod tests {
                     in_flight: 2,
                     mailbox_appends: true,
                     mailbox_consumed: 3,
+                    parked: vec!["p0.l1.e2.0".into(), "p0.l1.e3.0".into()],
                     ..Default::default()
                 },
                 AddressEntry { address: Some(idle), ..Default::default() },

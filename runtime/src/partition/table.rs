@@ -214,7 +214,7 @@ mod tests {
         let mut table = AddressTable::default();
         let a = FunctionType::new("ns", "f").address("1");
         let b = FunctionType::new("ns", "g").address("1");
-        table.get_or_insert(&a).push_message(Default::default());
+        table.get_or_insert(&a).push_message(Default::default(), 0);
         table.get_or_insert(&b);
         assert_eq!(table.len(), 2);
         assert_eq!(table.get(&a).map(|r| r.mailbox().len()), Some(1));

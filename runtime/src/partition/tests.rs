@@ -1,12 +1,13 @@
 //! Unit and property tests of the partition state machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use statefun_proto::egress::KinesisEgressRecord;
 use statefun_proto::internal::{
-    AddressEntry, DeadLetter, DelayedMessage, EpochRecord, ExchangeBatch, ExchangeMessage, StoredState, outbox_entry,
+    AddressEntry, DeadLetter, DelayedMessage, EpochRecord, ExchangeBatch, ExchangeMessage, ParkedMessages, StoredState,
+    outbox_entry,
 };
 use statefun_proto::reqreply::TypedValue;
 use statefun_proto::reqreply::from_function::{
@@ -61,9 +62,12 @@ fn message(id: &str, n: u32) -> Envelope {
 fn invocations(p: &mut Partition) -> Vec<(Address, u64, InvocationBatchRequest)> {
     p.take_effects()
         .into_iter()
-        .map(|Effect::Invoke { address, token, request }| match request.request {
-            Some(Request::Invocation(batch)) => (address, token, batch),
-            None => panic!("invoke effect without a batch"),
+        .filter_map(|effect| match effect {
+            Effect::Invoke { address, token, request } => match request.request {
+                Some(Request::Invocation(batch)) => Some((address, token, batch)),
+                None => panic!("invoke effect without a batch"),
+            },
+            Effect::Unpark { .. } => None,
         })
         .collect()
 }
@@ -338,7 +342,7 @@ fn an_address_whose_every_batch_fails_dead_letters_batches_whole_after_the_first
 #[test]
 fn a_message_chain_past_the_hop_limit_is_dead_lettered_and_a_timer_starts_a_new_one() {
     let mut p = partition();
-    p.set_bounds(Bounds { max_hops: 5 });
+    p.set_bounds(Bounds { max_hops: 5, ..Bounds::default() });
     p.deliver(message("a", 0), 0);
     let mut answered = 0;
     // The function answers every message by sending another to itself: a loop.
@@ -391,6 +395,110 @@ fn what_a_partition_holds_is_counted_until_it_is_done_and_published() {
     let (_, token, _) = invocations(&mut p).remove(0);
     p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 100);
     assert_eq!(p.held_bytes(), 0);
+}
+
+/// An invocation started: its address, token and arguments.
+type Invoked = (Address, u64, Vec<u32>);
+
+/// The invocations and the parked segments to read back, started since the last call.
+fn split_effects(p: &mut Partition) -> (Vec<Invoked>, Vec<String>) {
+    let (mut invoked, mut unparks) = (Vec::new(), Vec::new());
+    for effect in p.take_effects() {
+        match effect {
+            Effect::Invoke { address, token, request: ToFunction { request: Some(Request::Invocation(batch)) } } => {
+                invoked.push((address, token, arguments(&batch)));
+            }
+            Effect::Invoke { .. } => panic!("invoke effect without a batch"),
+            Effect::Unpark { segment, .. } => unparks.push(segment),
+        }
+    }
+    (invoked, unparks)
+}
+
+#[test]
+fn an_address_beyond_its_cap_parks_what_follows_and_takes_it_back_in_order() {
+    let mut p = partition();
+    p.set_bounds(Bounds { address_max_messages: 4, ..Bounds::default() });
+    p.set_lease(7);
+    for n in 1..=10 {
+        p.deliver(message("a", n), 0);
+    }
+    assert_eq!(p.queued_messages(), 4, "the cap in memory, the rest parked");
+    p.deliver(message("b", 100), 0);
+    let (invoked, _) = split_effects(&mut p);
+    assert_eq!(
+        invoked.iter().map(|(a, _, args)| (a.id.as_str(), args.clone())).collect::<Vec<_>>(),
+        [("a", vec![1]), ("b", vec![100])]
+    );
+    let held = p.held_bytes();
+    let (sealed, _) = p.seal(true);
+    p.mark_published(sealed.record.epoch); // committed: its segments may be read back
+    assert!(p.held_bytes() < held, "parked messages leave memory with the seal");
+    assert_eq!(sealed.parked.len(), 1);
+    let (segment, bytes) = sealed.parked[0].clone();
+    assert!(segment.starts_with("p0.l7.e1."), "{segment}");
+    let record = sealed.into_record();
+    let entry = record.addresses.iter().find(|e| e.address == Some(addr("a"))).expect("a's entry");
+    assert_eq!(entry.parked, std::slice::from_ref(&segment));
+
+    // A restored partition knows what it parked.
+    let restored = Partition::restore(0, 1, catalog(), vec![record]).expect("the history replays");
+    let again = restored.states_of(&addr("a"));
+    assert!(again.is_some());
+    let mut restored = restored;
+    let snapshot = restored.seal(true).0.into_record();
+    let entry = snapshot.addresses.iter().find(|e| e.address == Some(addr("a"))).expect("a's entry");
+    assert_eq!(entry.parked, std::slice::from_ref(&segment));
+
+    p.on_invocation_result(&addr("b"), invoked[1].1, respond(InvocationResponse::default()), 0);
+    p.deliver(message("a", 11), 0); // behind what is parked
+    let (address, mut token) = (addr("a"), invoked[0].1);
+    let mut delivered = vec![1];
+    let parked = ParkedMessages::decode(bytes.as_slice()).expect("a segment").messages;
+    let mut read_back = Some(parked);
+    loop {
+        p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+        let (invoked, unparks) = split_effects(&mut p);
+        if let Some(name) = unparks.first() {
+            assert_eq!(*name, segment);
+            let messages = read_back.take().expect("read back once");
+            p.on_unparked(&address, name, Ok(messages), 0);
+            assert!(invoked.is_empty(), "the mailbox had drained");
+            let (invoked, unparks) = split_effects(&mut p);
+            assert!(unparks.is_empty());
+            delivered.extend(&invoked[0].2);
+            token = invoked[0].1;
+            continue;
+        }
+        let Some((_, next, args)) = invoked.into_iter().next() else { break };
+        delivered.extend(args);
+        token = next;
+    }
+    assert_eq!(delivered, (1..=11).collect::<Vec<_>>(), "every message once, in arrival order");
+    let (sealed, _) = p.seal(false);
+    assert_eq!(sealed.released, [segment], "deleted once this epoch commits");
+    assert_eq!(p.held_bytes(), 0);
+}
+
+#[test]
+fn a_parked_segment_that_cannot_be_read_back_is_a_dead_letter_and_the_address_goes_on() {
+    let mut p = partition();
+    p.set_bounds(Bounds { address_max_messages: 1, ..Bounds::default() });
+    for n in 1..=3 {
+        p.deliver(message("a", n), 0);
+    }
+    let (invoked, _) = split_effects(&mut p);
+    let (sealed, _) = p.seal(false);
+    p.deliver(message("a", 4), 0);
+    p.on_invocation_result(&addr("a"), invoked[0].1, respond(InvocationResponse::default()), 0);
+    assert_eq!(split_effects(&mut p).1, Vec::<String>::new(), "not read back before its epoch is committed");
+    p.mark_published(sealed.record.epoch);
+    let (_, unparks) = split_effects(&mut p);
+    p.on_unparked(&addr("a"), &unparks[0], Err("object parked-00000/x.pb is missing".into()), 0);
+    let (invoked, _) = split_effects(&mut p);
+    assert_eq!(invoked[0].2, [4], "what was parked after the lost segment still comes");
+    let letters = dead_letters(&mut p);
+    assert!(letters[0].reason.contains("could not be read back") && letters[0].reason.contains("missing"));
 }
 
 #[test]
@@ -940,12 +1048,19 @@ proptest! {
         // Input records: (address, value) with values increasing per input index.
         let inputs: Vec<(Address, u32)> = targets.iter().enumerate().map(|(i, t)| (addr(&format!("k{t}")), i as u32 * 2 + 1)).collect();
         let mut committed: Vec<EpochRecord> = Vec::new();
+        // A small cap per address, so that messages are parked and read back too.
+        let bounds = Bounds { address_max_messages: 2, ..Bounds::default() };
         let mut p = partition();
+        p.set_bounds(bounds);
         let mut pending: Vec<(Address, u64, InvocationBatchRequest)> = Vec::new();
+        // Parked segments written by committed epochs, and those asked for.
+        let mut store: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut unparks: Vec<(Address, String)> = Vec::new();
         let mut now = 0i64;
 
         let next_input = |p: &Partition| p.position("in", "s").map_or(0, |s| s.parse::<usize>().unwrap_or(0) + 1);
-        let run = |op: &Op, p: &mut Partition, pending: &mut Vec<(Address, u64, InvocationBatchRequest)>, committed: &mut Vec<EpochRecord>, now: &mut i64| {
+        type Unparks = Vec<(Address, String)>;
+        let mut run = |op: &Op, p: &mut Partition, pending: &mut Vec<(Address, u64, InvocationBatchRequest)>, unparks: &mut Unparks, committed: &mut Vec<EpochRecord>, now: &mut i64| {
             match op {
                 Op::Deliver => {
                     let i = next_input(p);
@@ -956,19 +1071,29 @@ proptest! {
                     }
                 }
                 Op::Reply(k) => {
-                    if !pending.is_empty() {
+                    if *k % 3 == 0 && !unparks.is_empty() {
+                        let (address, segment) = unparks.remove(0);
+                        let messages = store.get(&segment).map(|bytes| ParkedMessages::decode(bytes.as_slice()).expect("a segment").messages);
+                        p.on_unparked(&address, &segment, messages.ok_or_else(|| "missing".to_owned()), *now);
+                    } else if !pending.is_empty() {
                         let (address, token, batch) = pending.remove(k % pending.len());
                         p.on_invocation_result(&address, token, Ok(model_function(&batch)), *now);
                     }
                 }
                 Op::Commit => {
                     if p.has_changes() {
-                        committed.push(p.seal(committed.len() % 5 == 4).0.into_record());
+                        let (sealed, _) = p.seal(committed.len() % 5 == 4);
+                        store.extend(sealed.parked.iter().cloned());
+                        let epoch = sealed.record.epoch;
+                        committed.push(sealed.into_record());
+                        p.mark_published(epoch);
                     }
                 }
                 Op::Crash => {
                     *p = Partition::restore(0, 1, catalog(), committed.clone()).expect("the history replays");
+                    p.set_bounds(bounds);
                     pending.clear();
+                    unparks.clear();
                     p.resume(*now);
                 }
                 Op::Tick(ms) => {
@@ -976,20 +1101,28 @@ proptest! {
                     p.fire_due_timers(*now);
                 }
             }
-            pending.extend(invocations(p));
+            for effect in p.take_effects() {
+                match effect {
+                    Effect::Invoke { address, token, request: ToFunction { request: Some(Request::Invocation(batch)) } } => pending.push((address, token, batch)),
+                    Effect::Invoke { .. } => panic!("invoke effect without a batch"),
+                    Effect::Unpark { address, segment } => unparks.push((address, segment)),
+                }
+            }
         };
 
         for op in &ops {
-            run(op, &mut p, &mut pending, &mut committed, &mut now);
+            run(op, &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
         }
         // Drain: deliver everything, let all timers fire, answer everything.
         for _ in 0..10_000 {
-            if next_input(&p) >= inputs.len() && pending.is_empty() && p.next_timer_at().is_none() {
+            if next_input(&p) >= inputs.len() && pending.is_empty() && unparks.is_empty() && p.next_timer_at().is_none() && p.held_bytes() == 0 {
                 break;
             }
-            run(&Op::Deliver, &mut p, &mut pending, &mut committed, &mut now);
-            run(&Op::Tick(20), &mut p, &mut pending, &mut committed, &mut now);
-            run(&Op::Reply(0), &mut p, &mut pending, &mut committed, &mut now);
+            run(&Op::Deliver, &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
+            run(&Op::Tick(20), &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
+            run(&Op::Reply(0), &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
+            run(&Op::Reply(1), &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
+            run(&Op::Commit, &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
         }
         prop_assert!(pending.is_empty());
 

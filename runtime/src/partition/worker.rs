@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use prost::Message;
-use statefun_proto::internal::ExchangeBatch;
+use statefun_proto::internal::{Envelope, ExchangeBatch, ParkedMessages};
 use statefun_proto::reqreply::{Address, FromFunction};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -27,7 +27,7 @@ use super::budget::MemoryBudget;
 use super::committer::{Committer, CommitterEvent, Sealed};
 use super::lineage::{self, Discovery, IngressStream, ReadyShard};
 use super::outbox::IngressMessage;
-use super::{Bounds, Effect, Partition};
+use super::{Bounds, Effect, Partition, parking};
 use crate::address::FunctionType;
 use crate::backoff::Backoff;
 use crate::checkpoint::BlobStore;
@@ -98,10 +98,10 @@ const END_POSITION: &str = "#end";
 /// The pseudo-shard under which a stream's pinned `Latest` start is committed.
 const STREAM_PIN: &str = "";
 
-struct InvocationDone {
-    address: Address,
-    token: u64,
-    outcome: Result<FromFunction, String>,
+/// What the worker's tasks report back.
+enum TaskDone {
+    Invocation { address: Address, token: u64, outcome: Result<FromFunction, String> },
+    Unparked { address: Address, segment: String, messages: Result<Vec<Envelope>, String> },
 }
 
 pub struct PartitionWorker {
@@ -126,6 +126,7 @@ impl PartitionWorker {
             self;
         let id = partition.id();
         partition.set_bounds(settings.bounds);
+        partition.set_lease(committer.lease.counter);
 
         let unpublished: Vec<_> = partition.unpublished().cloned().collect();
         let mut lease_revoked = committer.guard.watch_revoked();
@@ -175,13 +176,13 @@ impl PartitionWorker {
 
         // Owned here: a stop or hand-over cancels what is in flight, so an address is
         // never invoked by this worker while its next owner re-sends the same batch.
-        let mut invocations: JoinSet<InvocationDone> = JoinSet::new();
+        let mut tasks = Tasks { partition: id, invoker, blobs: blobs.clone(), running: JoinSet::new() };
         let mut commit_tick = tokio::time::interval(settings.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep_tick = tokio::time::interval(settings.expiry_sweep);
 
         partition.resume(now_ms());
-        start_invocations(&mut partition, &invoker, &mut invocations);
+        tasks.start(partition.take_effects());
         tracing::info!(
             partition = id,
             epoch = partition.epoch(),
@@ -229,13 +230,16 @@ impl PartitionWorker {
                         }
                     }
                 }
-                Some(joined) = invocations.join_next() => match joined {
-                    Ok(done) => {
-                        let start = &mut |effects| spawn_invocations(effects, &invoker, &mut invocations);
-                        partition.on_invocation_result_starting(&done.address, done.token, done.outcome, now_ms(), start);
+                Some(joined) = tasks.running.join_next() => match joined {
+                    Ok(TaskDone::Invocation { address, token, outcome }) => {
+                        let start = &mut |effects| tasks.start(effects);
+                        partition.on_invocation_result_starting(&address, token, outcome, now_ms(), start);
+                    }
+                    Ok(TaskDone::Unparked { address, segment, messages }) => {
+                        partition.on_unparked(&address, &segment, messages, now_ms());
                     }
                     // Panics are caught in the task, and nothing aborts one task alone.
-                    Err(e) => tracing::error!(partition = id, "an invocation task ended without its result: {e}"),
+                    Err(e) => tracing::error!(partition = id, "a task of the partition ended without its result: {e}"),
                 },
                 _ = tokio::time::sleep(timer.unwrap_or(Duration::from_secs(3600))), if timer.is_some() => {
                     partition.fire_due_timers(now_ms());
@@ -281,9 +285,9 @@ impl PartitionWorker {
                 }
                 _ = shutdown.changed() => break Ok(()),
             }
-            start_invocations(&mut partition, &invoker, &mut invocations);
+            tasks.start(partition.take_effects());
         };
-        invocations.abort_all();
+        tasks.running.abort_all();
 
         readers.abort_all();
         side_tasks.abort_all();
@@ -376,23 +380,60 @@ fn start_position(partition: &mut Partition, input: &Input) -> Position {
     Position::AtTimestamp(pinned)
 }
 
-fn start_invocations(partition: &mut Partition, invoker: &Arc<Invoker>, invocations: &mut JoinSet<InvocationDone>) {
-    spawn_invocations(partition.take_effects(), invoker, invocations);
+/// The partition's effects, run as tasks the worker owns (a stop or hand-over aborts them).
+struct Tasks {
+    partition: u32,
+    invoker: Arc<Invoker>,
+    blobs: Arc<dyn BlobStore>,
+    running: JoinSet<TaskDone>,
 }
 
-/// Starts each invocation as a task of `invocations`. A panic in one becomes
-/// its failure (retried, then dead-lettered), so its address never waits forever.
-fn spawn_invocations(effects: Vec<Effect>, invoker: &Arc<Invoker>, invocations: &mut JoinSet<InvocationDone>) {
-    for effect in effects {
-        let Effect::Invoke { address, token, request } = effect;
-        let invoker = invoker.clone();
-        invocations.spawn(async move {
-            let outcome = match AssertUnwindSafe(invoker.invoke(&address, request)).catch_unwind().await {
-                Ok(outcome) => outcome,
-                Err(panic) => Err(format!("the invocation panicked: {}", panic_message(panic.as_ref()))),
-            };
-            InvocationDone { address, token, outcome }
-        });
+impl Tasks {
+    /// Starts each effect as a task. A panic in an invocation becomes its
+    /// failure (retried, then dead-lettered), so its address never waits forever.
+    fn start(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Invoke { address, token, request } => {
+                    let invoker = self.invoker.clone();
+                    self.running.spawn(async move {
+                        let outcome = match AssertUnwindSafe(invoker.invoke(&address, request)).catch_unwind().await {
+                            Ok(outcome) => outcome,
+                            Err(panic) => Err(format!("the invocation panicked: {}", panic_message(panic.as_ref()))),
+                        };
+                        TaskDone::Invocation { address, token, outcome }
+                    });
+                }
+                Effect::Unpark { address, segment } => {
+                    let (blobs, partition) = (self.blobs.clone(), self.partition);
+                    self.running.spawn(async move {
+                        let messages = read_parked(blobs.as_ref(), partition, &segment).await;
+                        TaskDone::Unparked { address, segment, messages }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Reads a parked segment back, retrying what may pass (a store's hiccup).
+async fn read_parked(blobs: &dyn BlobStore, partition: u32, segment: &str) -> Result<Vec<Envelope>, String> {
+    let key = parking::object_key(partition, segment);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
+    loop {
+        match blobs.get(&key).await {
+            Ok(Some(bytes)) => {
+                return ParkedMessages::decode(bytes.as_slice())
+                    .map(|parked| parked.messages)
+                    .map_err(|e| format!("object {key} is corrupt: {e}"));
+            }
+            Ok(None) => return Err(format!("object {key} is missing")),
+            Err(e) if !e.is_retryable() => return Err(e.to_string()),
+            Err(e) => {
+                tracing::warn!(partition, "reading parked messages failed, retrying in {:?}: {e}", backoff.next());
+                backoff.wait().await;
+            }
+        }
     }
 }
 
