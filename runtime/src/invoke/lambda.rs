@@ -19,6 +19,10 @@ use super::{FunctionClient, InvokeError};
 use crate::address::FunctionType;
 use crate::log::BoxFuture;
 
+/// Lambda's limit on a synchronous reply (the 6,291,556 bytes its own refusal
+/// names): a larger one from an emulator meets the refusal Lambda would give.
+const MAX_REPLY_BYTES: usize = 6_291_556;
+
 /// What the JSON envelope adds to a request: base64 grows it by a third, plus the event's fields.
 pub fn max_request_bytes(payload_max_bytes: usize) -> usize {
     payload_max_bytes.saturating_sub(2048) / 4 * 3
@@ -54,11 +58,18 @@ impl LambdaClient {
             .payload(Blob::new(event))
             .send()
             .await;
-        let output = match sent {
+        let mut output = match sent {
             Ok(output) => output,
             Err(error) => return Err(classify(&target, error)),
         };
-        let payload = output.payload().map(|p| p.as_ref().to_vec()).unwrap_or_default();
+        // Taken, not copied: the reply is held once.
+        let payload = output.payload.take().map(Blob::into_inner).unwrap_or_default();
+        if payload.len() > MAX_REPLY_BYTES {
+            return Err(InvokeError::Function(format!(
+                "Lambda {target}: reply of {} bytes is larger than Lambda's limit of {MAX_REPLY_BYTES} bytes",
+                payload.len()
+            )));
+        }
         if let Some(kind) = output.function_error() {
             return Err(InvokeError::Function(format!("Lambda {target}: {kind}: {}", snippet(&payload))));
         }
