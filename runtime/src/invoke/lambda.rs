@@ -189,6 +189,41 @@ mod tests {
         assert!(garbage.to_string().contains("not a proxy response"), "{garbage}");
     }
 
+    /// A Lambda Invoke endpoint that answers every call with `reply`.
+    async fn fake_lambda(reply: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    // The request is small: one read takes it (its body is not needed).
+                    let mut request = vec![0; 64 * 1024];
+                    let _ = connection.read(&mut request).await;
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", reply.len());
+                    let _ = connection.write_all(head.as_bytes()).await;
+                    let _ = connection.write_all(&reply).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_reply_beyond_lambdas_limit_is_refused() {
+        let config = aws_sdk_lambda::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_sdk_lambda::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_lambda::config::Credentials::new("id", "secret", None, None, "test"))
+            .endpoint_url(fake_lambda(vec![b' '; MAX_REPLY_BYTES + 1]).await)
+            .build();
+        let client =
+            LambdaClient::new(aws_sdk_lambda::Client::from_conf(config), "f".into(), None, Duration::from_secs(30));
+        let refused = client.invoke(b"{}".to_vec()).await.expect_err("too large");
+        assert!(refused.to_string().contains("larger than Lambda's limit of 6291556 bytes"), "{refused}");
+    }
+
     #[test]
     fn the_batch_limit_leaves_room_for_the_envelope() {
         let limit = max_request_bytes(6 * 1024 * 1024);
