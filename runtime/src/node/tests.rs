@@ -216,6 +216,33 @@ async fn a_history_whose_commit_record_was_lost_is_refused_and_an_uncommitted_fi
     history_without_commit_record(&blobs, 2).await.expect("another partition's objects do not count");
 }
 
+/// Runs a node whose ingress stream `in` holds `records` (key, data), read from
+/// the start and sent to `ns/f` at the endpoint `function`.
+async fn node_reading(
+    dir: &std::path::Path,
+    records: Vec<(String, Vec<u8>)>,
+    function: std::net::SocketAddr,
+    settings: NodeSettings,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let log = LocalLogStore::new(dir);
+    log.ensure_stream("in", 1).await.expect("stream");
+    let records: Vec<_> = records
+        .into_iter()
+        .map(|(key, data)| crate::log::AppendRecord {
+            partition_key: key,
+            shard: crate::log::ShardChoice::ByKey,
+            data,
+            id: None,
+        })
+        .collect();
+    log.append("in", &records).await.expect("append");
+    let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
+                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
+    let module = endpoint_at(&function.to_string()) + ingress;
+    let commits = Arc::new(LocalCommitStore::open(dir).expect("commit store"));
+    start_node(dir, &module, Arc::new(FsBlobStore::new(dir)), commits, settings)
+}
+
 /// A function endpoint that reads requests and never answers: says when a
 /// connection has sent its request, and when the client closed it.
 async fn silent_endpoint() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<&'static str>) {
@@ -251,20 +278,7 @@ async fn silent_endpoint() -> (std::net::SocketAddr, tokio::sync::mpsc::Unbounde
 async fn a_stopped_partition_cancels_its_in_flight_invocations() {
     let (addr, mut heard) = silent_endpoint().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = LocalLogStore::new(dir.path());
-    log.ensure_stream("in", 1).await.expect("stream");
-    let record = crate::log::AppendRecord {
-        partition_key: "k".into(),
-        shard: crate::log::ShardChoice::ByKey,
-        data: b"hello".to_vec(),
-        id: None,
-    };
-    log.append("in", &[record]).await.expect("append");
-    let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
-                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
-    let module = endpoint_at(&addr.to_string()) + ingress;
-    let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
-    let (stop, node) = start_node(dir.path(), &module, Arc::new(FsBlobStore::new(dir.path())), commits, settings());
+    let (stop, node) = node_reading(dir.path(), vec![("k".into(), b"hello".to_vec())], addr, settings()).await;
 
     let first =
         tokio::time::timeout(Duration::from_secs(60), heard.recv()).await.expect("an invocation within a minute");
@@ -346,27 +360,13 @@ async fn the_memory_budget_pauses_input_and_resumes_as_it_drains() {
     let (release, released) = watch::channel(false);
     let (addr, mut heard) = held_endpoint(released).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = LocalLogStore::new(dir.path());
-    log.ensure_stream("in", 1).await.expect("stream");
     // One address per message: each is invoked as soon as it is taken in.
-    let records: Vec<_> = (0..MESSAGES)
-        .map(|n| crate::log::AppendRecord {
-            partition_key: format!("k{n}"),
-            shard: crate::log::ShardChoice::ByKey,
-            data: vec![b'x'; MESSAGE_BYTES],
-            id: None,
-        })
-        .collect();
-    log.append("in", &records).await.expect("append");
-    let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
-                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
-    let module = endpoint_at(&addr.to_string()) + ingress;
-    let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+    let records = (0..MESSAGES).map(|n| (format!("k{n}"), vec![b'x'; MESSAGE_BYTES])).collect();
     let budget = 1 << 20;
     let mut settings = settings();
     settings.memory_budget = budget;
     settings.worker.read_batch = 2;
-    let (stop, node) = start_node(dir.path(), &module, Arc::new(FsBlobStore::new(dir.path())), commits, settings);
+    let (stop, node) = node_reading(dir.path(), records, addr, settings).await;
 
     // Taken in until the partition holds its budget (alone, all of it), plus what the read that crossed it brought.
     let most = (budget + 2 * MESSAGE_BYTES) / MESSAGE_BYTES + 1;
@@ -403,26 +403,13 @@ async fn a_backed_up_address_parks_what_passes_its_cap_and_the_others_go_on() {
     let (release, released) = watch::channel(false);
     let (addr, mut heard) = held_endpoint(released).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = LocalLogStore::new(dir.path());
-    log.ensure_stream("in", 1).await.expect("stream");
-    let record = |key: String| crate::log::AppendRecord {
-        partition_key: key,
-        shard: crate::log::ShardChoice::ByKey,
-        data: b"m".to_vec(),
-        id: None,
-    };
-    let hot = (0..HOT).map(|_| record("hot".into()));
-    let others = (0..OTHERS).map(|n| record(format!("other-{n}")));
-    log.append("in", &hot.chain(others).collect::<Vec<_>>()).await.expect("append");
-    let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
-                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
-    let module = endpoint_at(&addr.to_string()) + ingress;
-    let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+    let hot = (0..HOT).map(|_| ("hot".to_owned(), b"m".to_vec()));
+    let others = (0..OTHERS).map(|n| (format!("other-{n}"), b"m".to_vec()));
     let mut settings = settings();
     // Without parking, the hot address's backlog alone would fill the partition and pause its input.
     settings.worker.max_queued = 8;
     settings.worker.bounds.address_max_messages = 2;
-    let (stop, node) = start_node(dir.path(), &module, Arc::new(FsBlobStore::new(dir.path())), commits, settings);
+    let (stop, node) = node_reading(dir.path(), hot.chain(others).collect(), addr, settings).await;
 
     // The hot address's first batch and every other address's message, while nothing answers.
     let mut requests = 0;

@@ -249,16 +249,22 @@ fn a_failed_batch_is_dead_lettered_and_the_address_moves_on() {
     }
 }
 
-#[test]
-fn a_failed_batch_is_retried_message_by_message_so_only_the_poison_one_is_dead_lettered() {
-    let mut p = partition();
+/// Messages 1 to `queued` of address `a`, queued while message 0 was in flight:
+/// the batch sent once message 0 is answered.
+fn batch_behind_a_first_message(p: &mut Partition, queued: u32) -> (Address, u64, InvocationBatchRequest) {
     p.deliver(message("a", 0), 0);
-    let (address, token, _) = invocations(&mut p).remove(0);
-    for n in 1..=3 {
+    let (address, token, _) = invocations(p).remove(0);
+    for n in 1..=queued {
         p.deliver(message("a", n), 0);
     }
     p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
-    let (_, token, batch) = invocations(&mut p).remove(0);
+    invocations(p).remove(0)
+}
+
+#[test]
+fn a_failed_batch_is_retried_message_by_message_so_only_the_poison_one_is_dead_lettered() {
+    let mut p = partition();
+    let (address, token, batch) = batch_behind_a_first_message(&mut p, 3);
     assert_eq!(arguments(&batch), [1, 2, 3]);
     p.on_invocation_result(&address, token, Err("message 2 is poison".into()), 0);
     let mut applied = Vec::new();
@@ -272,13 +278,7 @@ fn a_failed_batch_is_retried_message_by_message_so_only_the_poison_one_is_dead_l
         p.on_invocation_result(&address, token, outcome, 0);
     }
     assert_eq!(applied, [1, 3]);
-    let letters: Vec<_> = outbox(&mut p)
-        .into_iter()
-        .filter_map(|e| match e {
-            outbox_entry::Entry::DeadLetter(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let letters = dead_letters(&mut p);
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m2"]);
     for n in 4..=6 {
@@ -293,13 +293,7 @@ fn a_failed_batch_is_retried_message_by_message_so_only_the_poison_one_is_dead_l
 #[test]
 fn once_the_poison_message_is_found_the_rest_go_in_batches_again() {
     let mut p = partition();
-    p.deliver(message("a", 0), 0);
-    let (address, token, _) = invocations(&mut p).remove(0);
-    for n in 1..=7 {
-        p.deliver(message("a", n), 0);
-    }
-    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
-    let (_, token, batch) = invocations(&mut p).remove(0);
+    let (address, token, batch) = batch_behind_a_first_message(&mut p, 7);
     assert_eq!(arguments(&batch), [1, 2, 3]);
     p.on_invocation_result(&address, token, Err("message 1 is poison".into()), 0);
     let (_, token, batch) = invocations(&mut p).remove(0);
@@ -322,13 +316,9 @@ fn dead_letters(p: &mut Partition) -> Vec<DeadLetter> {
 #[test]
 fn an_address_whose_every_batch_fails_dead_letters_batches_whole_after_the_first_poison() {
     let mut p = partition();
-    p.deliver(message("a", 0), 0);
-    let (address, token, _) = invocations(&mut p).remove(0);
-    for n in 1..=7 {
-        p.deliver(message("a", n), 0);
-    }
-    p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
-    let mut sent = Vec::new();
+    let (address, token, batch) = batch_behind_a_first_message(&mut p, 7);
+    p.on_invocation_result(&address, token, Err("the function is down".into()), 0);
+    let mut sent = vec![arguments(&batch)];
     while let Some((_, token, batch)) = invocations(&mut p).pop() {
         sent.push(arguments(&batch));
         p.on_invocation_result(&address, token, Err("the function is down".into()), 0);
