@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # The benchmarks: every scenario in one run, with progress on stderr, the table (Markdown) on stdout
-# and the JSON in .local/bench/latest.json (or --out FILE). About 10 minutes on a 2-core machine,
-# after the release build.
+# and the JSON in .local/bench/latest.json (or --out FILE). About 18 minutes on a 2-core machine,
+# after the release build (the hostile loads take about 8 of them).
 #
 #   bash scripts/bench.sh                            every scenario, default sizes
 #   bash scripts/bench.sh --quick                    smaller sizes, shorter phases (development; noisier)
 #   bash scripts/bench.sh --only unique,hot          some scenarios: raw unique hot cart commit restate checkpoint aws
+#                                                    hostile
 #   bash scripts/bench.sh --skip restate,aws         all but some
+#   bash scripts/bench.sh --only hostile             hostile loads (1 MB messages, a failing hot key, 200,000
+#                                                    timers due at once, a fan-out loop), each in a runtime of
+#                                                    its own with --memory-budget 512MiB beside a steady unrelated
+#                                                    counter at 100/s: peak RSS, the unrelated p99 against its
+#                                                    baseline, the time each load took to drain
 #   bash scripts/bench.sh --profile --only unique,hot
 #                                                    perf profiles of the runtime while it drains the backlogs,
 #                                                    under the run's directory .local/bench/work/run-*/profiles
 #                                                    (the figures of a profiled run are slowed by perf: do not
 #                                                    compare them)
 #
-# Every other option goes to the harness: target/release/statefun-bench --help. Each run logs under
-# .local/bench/work/run-<time>-<pid>/; two runs at once would measure each other: run one at a time.
+# Every other option goes to the harness: target/release/statefun-bench --help (the target directory is
+# $CARGO_TARGET_DIR when set). Each run logs under .local/bench/work/run-<time>-<pid>/; two runs at once
+# would measure each other: run one at a time.
 #
 # What it does:
 #   1. builds the runtime and the harness in release mode (cargo build --release -p statefun-runtime
-#      -p statefun-bench --bins; the binaries land in target/release);
+#      -p statefun-bench --bins; the binaries land in target/release, or $CARGO_TARGET_DIR/release);
 #   2. for the Restate scenario, installs restate-server and its TypeScript SDK (pinned below) with npm into
 #      .local/bench/restate, unless they are there already; without npm or the registry the scenario is
 #      skipped with a note;
@@ -87,4 +94,4 @@ if wants aws || wants checkpoint; then
 fi
 
 say "running the scenarios (uptime: $(uptime))"
-exec "$REPO/target/release/statefun-bench" --restate-dir "$RESTATE_DIR" "$@"
+exec "${CARGO_TARGET_DIR:-$REPO/target}/release/statefun-bench" --restate-dir "$RESTATE_DIR" "$@"

@@ -1,11 +1,13 @@
 //! The benchmark harness: measures the runtime against the physical limit of
-//! its function calls, against a peer (Restate) on the same workload, and its
-//! own checkpoints and recovery. `scripts/bench.sh` runs it; the README's
-//! Performance section shows its latest table.
+//! its function calls, against a peer (Restate) on the same workload, its own
+//! checkpoints and recovery, and what hostile loads do to the rest.
+//! `scripts/bench.sh` runs it; the README's Performance section shows its
+//! latest table.
 //!
 //! ```text
 //!  driver (statefun-bench) ──append──> ingress stream ──> statefun run ──HTTP──> bench-functions
-//!        ▲                                                    │                (counter, shopping cart)
+//!        ▲                                                    │                (counter, shopping cart,
+//!        │                                                    │                 hostile functions)
 //!        └───────────── read (LocalLogStore / Kinesis) <── egress stream
 //! ```
 //!
@@ -14,6 +16,7 @@
 //! load comes from the driver.
 //!
 //! - [`counter`]: the counter function (and the shopping cart's) served by `bench-functions`.
+//! - [`hostile_functions`]: the functions that misbehave (fail, schedule timers, fan out), also there.
 //! - [`procfs`]: CPU time and peak memory of a process.
 //! - [`stats`]: latency percentiles and throughput over the egress timestamps.
 //! - [`processes`]: starting and stopping the runtime, the functions, and waiting for them.
@@ -23,11 +26,15 @@
 //! - [`raw`]: scenario 1, the raw ceiling.
 //! - [`restate`]: scenario 5, Restate on the same workload.
 //! - [`checkpoint`]: scenario 6, snapshot, delta and recovery of a million addresses.
+//! - [`hostile`]: scenario 8, hostile loads (big messages, a failing hot key,
+//!   timers due at once, a fan-out loop) beside a steady unrelated workload.
 //! - [`profile`]: `perf record` around a scenario's busy phase.
 //! - [`report`]: the table, the ratios and the JSON.
 
 pub mod checkpoint;
 pub mod counter;
+pub mod hostile;
+pub mod hostile_functions;
 pub mod pipeline;
 pub mod processes;
 pub mod procfs;

@@ -1,7 +1,8 @@
 //! `statefun-bench`: runs every benchmark scenario in one invocation, shows
 //! progress on stderr, prints the table (Markdown) on stdout and writes the
 //! JSON. `scripts/bench.sh` builds it and runs it; see the crate docs
-//! (`bench/src/lib.rs`) for what each scenario measures.
+//! (`bench/src/lib.rs`) for what each scenario measures. The hostile loads
+//! (`--only hostile`) print a table of their own after the main one.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use serde_json::json;
 use statefun_bench::pipeline::{self, Backend, Scenario, Shape};
 use statefun_bench::processes::Functions;
 use statefun_bench::report::{self, Row};
-use statefun_bench::{checkpoint, counter, procfs, progress, raw, restate};
+use statefun_bench::{checkpoint, counter, hostile, procfs, progress, raw, restate};
 
 /// The runtime's allocator, so the raw ceiling's client and the checkpoint
 /// children (memory per address) allocate as `statefun run` does.
@@ -28,14 +29,14 @@ struct Cli {
 }
 
 /// Every scenario, in the order they run.
-const SCENARIOS: &[&str] = &["raw", "unique", "hot", "cart", "commit", "restate", "checkpoint", "aws"];
+const SCENARIOS: &[&str] = &["raw", "unique", "hot", "cart", "commit", "restate", "checkpoint", "aws", "hostile"];
 
 #[derive(Args)]
 struct RunArgs {
     /// Smaller sizes and shorter phases, for development (the figures are noisier).
     #[arg(long)]
     quick: bool,
-    /// Run only these scenarios (comma-separated): raw, unique, hot, cart, commit, restate, checkpoint, aws.
+    /// Run only these scenarios (comma-separated): raw, unique, hot, cart, commit, restate, checkpoint, aws, hostile.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Skip these scenarios (comma-separated).
@@ -285,6 +286,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     drop(functions);
+    if selected("hostile") {
+        // Functions of its own per load (see the module), so none are needed here.
+        let settings = hostile::Settings {
+            work_dir: work_dir.clone(),
+            partitions: args.partitions,
+            stream_shards: args.stream_shards,
+            quick,
+        };
+        rows.extend(hostile::run(&settings).await);
+    }
 
     let checks = report::checks(&rows);
     let load_at_end = procfs::load_average();
@@ -313,6 +324,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let checkpoint = report::checkpoint_table(&rows);
     if !checkpoint.is_empty() {
         println!("{checkpoint}");
+    }
+    let hostile = report::hostile_table(&rows);
+    if !hostile.is_empty() {
+        println!("{hostile}");
     }
     println!("{}", report::checks_table(&checks));
     let notes = report::notes(&rows);

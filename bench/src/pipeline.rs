@@ -493,6 +493,11 @@ impl Driver {
         self.appended_at.len()
     }
 
+    /// Events with a result so far.
+    pub fn delivered(&self) -> usize {
+        self.delivered
+    }
+
     /// Appends the next `count` events, `chunk` per append call.
     pub async fn append(&mut self, count: usize, chunk: usize) -> anyhow::Result<()> {
         let end = self.appended() + count;
@@ -585,6 +590,22 @@ impl Driver {
     /// The egress times of the results of events `range`.
     pub fn done_timestamps(&self, range: std::ops::Range<usize>) -> Vec<i64> {
         self.done_at[range].iter().flatten().copied().collect()
+    }
+
+    /// Latencies of events `range` as at `now_ms`, and how many of them have no
+    /// result yet: those count with their age so far, so while any is missing
+    /// the percentiles are lower bounds (a starved event is not left out).
+    pub fn latencies_at(&self, range: std::ops::Range<usize>, now_ms: i64) -> (Latencies, usize) {
+        let mut latencies = Latencies::default();
+        let mut missing = 0;
+        for n in range {
+            let done = self.done_at[n].unwrap_or_else(|| {
+                missing += 1;
+                now_ms
+            });
+            latencies.push((done - self.appended_at[n]) as f64);
+        }
+        (latencies, missing)
     }
 
     /// Append-to-egress latencies of events `range`.

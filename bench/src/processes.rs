@@ -94,12 +94,39 @@ pub fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// `bench-functions` on a free loopback port: the counter (writing to
-/// `egress_stream`) and the shopping cart.
+/// `egress_stream`), the shopping cart and the hostile scenario's functions.
 pub struct Functions {
     pub process: ChildProcess,
     pub url: String,
-    /// `(unix ms, messages processed by the counter)`, every 20 ms.
-    processed: Arc<Mutex<Vec<(i64, u64)>>>,
+    /// What the functions had done, every 20 ms.
+    samples: Arc<Mutex<Vec<Sample>>>,
+}
+
+/// One of `bench-functions`' reports: its counts at `at_ms` (see `bench/src/bin/bench-functions.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    pub at_ms: i64,
+    /// Messages the counter processed.
+    pub counter: u64,
+    /// Messages `bench/arrivals` received.
+    pub arrivals: u64,
+    /// Messages `bench/fanout` received.
+    pub fanout: u64,
+    /// The deepest fan-out level reached.
+    pub fanout_depth: u64,
+    /// Batches `bench/failing` failed.
+    pub failed: u64,
+}
+
+impl Sample {
+    /// A report line after its `processed` word; counts it lacks (an older line) are 0.
+    fn parse(fields: &str) -> Option<Self> {
+        let mut numbers = fields.split_whitespace().map(str::parse::<u64>);
+        let at_ms = i64::try_from(numbers.next()?.ok()?).ok()?;
+        let counter = numbers.next()?.ok()?;
+        let mut rest = || numbers.next().and_then(Result::ok).unwrap_or(0);
+        Some(Self { at_ms, counter, arrivals: rest(), fanout: rest(), fanout_depth: rest(), failed: rest() })
+    }
 }
 
 impl Functions {
@@ -123,28 +150,54 @@ impl Functions {
         let Some(address) = line.trim().strip_prefix("listening on ") else {
             bail!("bench-functions did not start: {line:?}; {}", tail(log, 10));
         };
-        let processed = Arc::new(Mutex::new(Vec::new()));
+        let samples = Arc::new(Mutex::new(Vec::new()));
         std::thread::spawn({
-            let processed = processed.clone();
+            let samples = samples.clone();
             move || {
                 for line in reader.lines().map_while(Result::ok) {
-                    let mut fields = line.split_whitespace().skip(1).map(str::parse::<i64>);
-                    if let (Some(Ok(at)), Some(Ok(count))) = (fields.next(), fields.next()) {
-                        processed.lock().unwrap_or_else(|e| e.into_inner()).push((at, count as u64));
+                    if let Some(sample) = line.strip_prefix("processed ").and_then(Sample::parse) {
+                        samples.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
                     }
                 }
             }
         });
-        Ok(Self { process, url: format!("{address}/statefun"), processed })
+        Ok(Self { process, url: format!("{address}/statefun"), samples })
     }
 
     /// Messages the counter has processed so far.
     pub fn processed(&self) -> u64 {
-        self.processed.lock().unwrap_or_else(|e| e.into_inner()).last().map_or(0, |s| s.1)
+        self.latest().counter
     }
 
-    /// The counter's processed-messages samples since `since_ms`.
+    /// The counter's processed-messages samples since `since_ms`, as `(unix ms, messages)`.
     pub fn processed_since(&self, since_ms: i64) -> Vec<(i64, u64)> {
-        self.processed.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.0 >= since_ms).copied().collect()
+        self.samples_since(since_ms).iter().map(|s| (s.at_ms, s.counter)).collect()
+    }
+
+    /// The latest report (all zero before the first).
+    pub fn latest(&self) -> Sample {
+        self.samples.lock().unwrap_or_else(|e| e.into_inner()).last().copied().unwrap_or_default()
+    }
+
+    /// The reports since `since_ms`.
+    pub fn samples_since(&self, since_ms: i64) -> Vec<Sample> {
+        self.samples.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|s| s.at_ms >= since_ms).copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sample;
+
+    #[test]
+    fn a_report_line_reads_with_or_without_the_hostile_counts() {
+        let full = Sample::parse("1700000000000 42 7 9 3 2").expect("a sample");
+        assert_eq!(
+            (full.at_ms, full.counter, full.arrivals, full.fanout, full.fanout_depth, full.failed),
+            (1700000000000, 42, 7, 9, 3, 2)
+        );
+        let old = Sample::parse("1700000000000 42").expect("a sample");
+        assert_eq!((old.counter, old.arrivals, old.failed), (42, 0, 0));
+        assert_eq!(Sample::parse("soon 42"), None);
     }
 }

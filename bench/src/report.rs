@@ -96,6 +96,20 @@ fn recovery_label(rows: &[Row]) -> String {
     format!("recovery of {grouped} addresses from local disk (s)")
 }
 
+/// A hostile load's drain (`key`, seconds) against `target`; a load that did
+/// not drain within its limit misses it, though there is no figure to show.
+fn drained_within(rows: &[Row], scenario: &str, key: &str, what: &str, target: f64) -> Check {
+    let row = rows.iter().find(|r| r.scenario == scenario && r.skipped.is_none());
+    let drained = row.and_then(|r| r.details.get("drained")?.as_bool());
+    let measured = detail(rows, scenario, key);
+    let met = match (drained, measured) {
+        (Some(false), _) => Some(false),
+        (_, Some(m)) => Some(m <= target),
+        _ => None,
+    };
+    Check { what: what.to_owned(), measured, target: format!("<= {target}"), met }
+}
+
 /// The issue's targets, as ratios of this run's rows.
 pub fn checks(rows: &[Row]) -> Vec<Check> {
     vec![
@@ -129,6 +143,14 @@ pub fn checks(rows: &[Row]) -> Vec<Check> {
             detail(rows, "checkpoint", "overhead_bytes_per_address"),
             200.0,
         ),
+        drained_within(
+            rows,
+            "hostile-failing",
+            "drain_s",
+            "hostile: a failing hot key's 600 messages dead-lettered (s)",
+            120.0,
+        ),
+        drained_within(rows, "hostile-timers", "spread_s", "hostile: last timer delivered after its due time (s)", 1.0),
     ]
 }
 
@@ -225,6 +247,55 @@ pub fn checkpoint_table(rows: &[Row]) -> String {
         f("rss_bytes_per_address").map_or("—".to_owned(), |b| format!("{b:.0}")),
         build["state_bytes"]
     );
+    out
+}
+
+/// The hostile loads' figures as Markdown (empty without those rows).
+pub fn hostile_table(rows: &[Row]) -> String {
+    let hostile: Vec<&Row> = rows.iter().filter(|r| r.scenario.starts_with("hostile-")).collect();
+    if hostile.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| hostile load (own runtime, --memory-budget 512MiB) | peak RSS | unrelated p99 ms: alone → under the load | \
+         unrelated answered | drained | also |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---|---|");
+    for row in hostile {
+        if let Some(reason) = &row.skipped {
+            let _ = writeln!(out, "| {} | skipped: {reason} | | | | |", row.title);
+            continue;
+        }
+        let d = &row.details;
+        let f = |key: &str| d.get(key).and_then(Value::as_f64);
+        let peak = match (row.peak_mib, f("peak_rss_of_budget")) {
+            (Some(mib), Some(share)) => format!("{mib:.0} MiB ({:.0}% of budget)", share * 100.0),
+            (mib, _) => format!("{} MiB", cell(mib, 0)),
+        };
+        let bound = if d.get("p99_is_lower_bound").and_then(Value::as_bool) == Some(true) { "≥ " } else { "" };
+        let latency = format!(
+            "{} → {bound}{} (×{bound}{})",
+            cell(f("baseline_p99_ms"), 1),
+            cell(row.p99_ms, 1),
+            cell(f("p99_ratio"), 1)
+        );
+        let answered =
+            format!("{} of {}", grouped(f("unrelated_answered_under_load")), grouped(f("unrelated_sent_under_load")));
+        let drained = match (d.get("drained").and_then(Value::as_bool), f("drain_s")) {
+            (Some(true), Some(s)) => format!("in {s:.1} s"),
+            _ => {
+                let done = match f("total") {
+                    Some(total) => format!("{} of {}", grouped(f("done")), grouped(Some(total))),
+                    None => grouped(f("done")),
+                };
+                format!("not within {} s ({done})", cell(f("drain_limit_s"), 0))
+            }
+        };
+        let also = d.get("summary").and_then(Value::as_str).unwrap_or("");
+        let _ = writeln!(out, "| {} | {peak} | {latency} | {answered} | {drained} | {also} |", row.title);
+    }
     out
 }
 

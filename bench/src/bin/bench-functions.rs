@@ -1,11 +1,14 @@
 //! `bench-functions`: the benchmark's functions as a StateFun HTTP endpoint,
 //! in a process of its own so their CPU is not counted as the runtime's.
 //!
-//! Serves `bench/counter` (see `statefun_bench::counter`) and the shopping
-//! cart's `shoppingcart/cart` and `shoppingcart/inventory` with the Rust SDK's
+//! Serves `bench/counter` (see `statefun_bench::counter`), the shopping
+//! cart's `shoppingcart/cart` and `shoppingcart/inventory`, and the hostile
+//! scenario's `bench/failing`, `bench/scheduler`, `bench/arrivals` and
+//! `bench/fanout` (see `statefun_bench::hostile_functions`) with the Rust SDK's
 //! HTTP server. Once bound it prints `listening on http://<addr>` to stdout,
-//! then every 20 ms `processed <unix ms> <messages>`: how many messages the
-//! counter has processed so far.
+//! then every 20 ms `processed <unix ms> <messages> <arrivals> <fan-out
+//! messages> <fan-out depth> <failed batches>`: how many messages the counter
+//! has processed so far, then the hostile functions' counts.
 
 use std::io::Write;
 
@@ -43,14 +46,17 @@ fn main() -> anyhow::Result<()> {
             let mut stdout = std::io::stdout();
             loop {
                 let processed = statefun_bench::counter::PROCESSED.load(std::sync::atomic::Ordering::Relaxed);
+                let [arrivals, fanout, depth, failed] = statefun_bench::hostile_functions::counts();
                 let now = statefun_bench::now_ms();
-                if writeln!(stdout, "processed {now} {processed}").and_then(|()| stdout.flush()).is_err() {
+                let line = format!("processed {now} {processed} {arrivals} {fanout} {depth} {failed}");
+                if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         });
         let functions = statefun_bench::counter::functions(&args.egress_stream);
+        let functions = statefun_bench::hostile_functions::register(functions);
         let terminate = async {
             if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 term.recv().await;
