@@ -208,6 +208,7 @@ pub struct Partition {
     /// Addresses with messages parked since the last seal, and their bytes.
     parking: HashSet<Address>,
     parked_bytes: usize,
+    parked_messages: usize,
     /// Parked segments read back since the last seal.
     released: Vec<String>,
     /// The lease under which this partition writes (names its parked segments).
@@ -217,6 +218,36 @@ pub struct Partition {
     /// Drained addresses whose next segment waits for its epoch's commit.
     awaiting_commit: Vec<Address>,
     bounds: Bounds,
+    dead_letter_log: LogLimit,
+}
+
+/// Log lines per second for one kind of event: a flood (a loop cut by the hop
+/// limit dead-letters millions of messages) is counted, not written line by line.
+#[derive(Debug, Default)]
+struct LogLimit {
+    second: i64,
+    logged: u32,
+    left_out: u64,
+}
+
+impl LogLimit {
+    const PER_SECOND: u32 = 10;
+
+    /// Whether the event at `at_ms` gets its own line; says how many did not, once their second is over.
+    fn admits(&mut self, at_ms: i64, partition: u32) -> bool {
+        let second = at_ms.div_euclid(1000);
+        if second != self.second {
+            if self.left_out > 0 {
+                tracing::warn!(partition, "{} more dead letters in one second, not logged one by one", self.left_out);
+            }
+            *self = Self { second, logged: 0, left_out: 0 };
+        }
+        self.logged += 1;
+        if self.logged > Self::PER_SECOND {
+            self.left_out += 1;
+        }
+        self.logged <= Self::PER_SECOND
+    }
 }
 
 /// Bounds a partition holds what it is given to.
@@ -234,6 +265,10 @@ impl Default for Bounds {
         Self { max_hops: DEFAULT_MAX_HOPS, address_max_bytes: 16 << 20, address_max_messages: 10_000 }
     }
 }
+
+/// What a queued message holds besides its encoded bytes: the decoded
+/// structure and its allocations' headers.
+const MESSAGE_OVERHEAD: usize = std::mem::size_of::<Envelope>() + 96;
 
 /// Far beyond any request-and-reply chain, reached within seconds by a loop.
 pub const DEFAULT_MAX_HOPS: u32 = 1000;
@@ -268,11 +303,13 @@ impl Partition {
             unpublished_bytes: 0,
             parking: HashSet::new(),
             parked_bytes: 0,
+            parked_messages: 0,
             released: Vec::new(),
             lease: 0,
             committed_through: 0,
             awaiting_commit: Vec::new(),
             bounds: Bounds::default(),
+            dead_letter_log: LogLimit::default(),
         }
     }
 
@@ -361,8 +398,16 @@ impl Partition {
 
     /// About what the partition holds in memory besides its state: queued and
     /// in-flight messages, delayed messages and outboxes not yet published.
+    /// A message in memory is its encoded bytes and the structure that holds
+    /// them, which for small messages is most of it.
     pub fn held_bytes(&self) -> usize {
-        self.queued_bytes + self.parked_bytes + self.timers.bytes() + self.outbox.bytes() + self.unpublished_bytes
+        let messages = (self.queued + self.parked_messages) * MESSAGE_OVERHEAD;
+        messages
+            + self.queued_bytes
+            + self.parked_bytes
+            + self.timers.bytes()
+            + self.outbox.bytes()
+            + self.unpublished_bytes
     }
 
     pub fn address_count(&self) -> usize {
@@ -454,6 +499,7 @@ impl Partition {
             parked.fresh.push(envelope);
             parked.fresh_bytes += bytes;
             self.parked_bytes += bytes;
+            self.parked_messages += 1;
             if !self.parking.contains(&target) {
                 self.parking.insert(target);
             }
@@ -689,6 +735,7 @@ impl Partition {
             let name = parking::segment_name(&self.id_prefix, self.lease, self.epoch, written.len() as u64);
             let messages = ParkedMessages { messages: std::mem::take(&mut parked.fresh) };
             self.parked_bytes -= std::mem::take(&mut parked.fresh_bytes);
+            self.parked_messages -= messages.messages.len();
             parked.segments.push_back((name.clone(), self.epoch));
             written.push((name, messages.encode_to_vec()));
             self.mark_dirty(&address);
@@ -753,13 +800,15 @@ impl Partition {
     }
 
     fn dead_letter_whole(&mut self, letter: DeadLetter) {
-        tracing::warn!(
-            address = letter.address.as_ref().map(address::display).unwrap_or_default(),
-            messages = letter.messages.len(),
-            source = letter.source,
-            "dead letter: {}",
-            letter.reason
-        );
+        if self.dead_letter_log.admits(letter.at_ms, self.id) {
+            tracing::warn!(
+                address = letter.address.as_ref().map(address::display).unwrap_or_default(),
+                messages = letter.messages.len(),
+                source = letter.source,
+                "dead letter: {}",
+                letter.reason
+            );
+        }
         let seq = self.outbox_seq();
         self.outbox.push_dead_letter(seq, letter);
     }
@@ -935,8 +984,11 @@ impl Partition {
         let failed = record.take_messages(n);
         let failed = addressed(self.unqueued(failed), address);
         self.mark_dirty(address);
-        let reason =
-            if n > 1 { format!("{reason} (the address's {failed_in_a_row}th failed batch in a row)") } else { reason };
+        let reason = if n > 1 {
+            format!("{reason} (failed batches of the address in a row: {failed_in_a_row})")
+        } else {
+            reason
+        };
         self.dead_letter(Some(address.clone()), reason, failed, "", Vec::new(), now_ms);
         self.remove_if_empty(address);
         self.dispatch(address, now_ms);
@@ -966,6 +1018,7 @@ impl Partition {
         }
         let Some(parked) = record.busy_mut().parked.take() else { return };
         self.parked_bytes -= parked.fresh_bytes;
+        self.parked_messages -= parked.fresh.len();
         self.parking.remove(address);
         self.requeue(address, parked.fresh, now_ms);
     }

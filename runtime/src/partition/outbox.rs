@@ -119,9 +119,9 @@ impl Outbox {
         }
     }
 
-    /// About what the outbox holds in memory: its messages' and records' bytes.
+    /// About what the outbox holds in memory: its messages' and records' bytes, and its entries.
     pub fn bytes(&self) -> usize {
-        self.envelopes.len() + self.other_bytes
+        self.envelopes.len() + self.other_bytes + self.entries.len() * std::mem::size_of::<(u64, Entry)>()
     }
 
     pub fn len(&self) -> usize {
@@ -180,7 +180,7 @@ impl Outbox {
     }
 
     pub fn push_dead_letter(&mut self, seq: u64, letter: DeadLetter) {
-        self.other_bytes += letter.encoded_len();
+        self.other_bytes += letter.encoded_len() + std::mem::size_of::<DeadLetter>();
         self.entries.push((seq, Entry::DeadLetter(Box::new(letter))));
     }
 

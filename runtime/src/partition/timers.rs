@@ -17,6 +17,9 @@ use statefun_proto::reqreply::Address;
 /// `EpochRecord.timers`: written here, from the encoded timers, without decoding them.
 const RECORD_TIMERS_KEY: u8 = (14 << 3) | 2;
 
+/// A timer's entries in the due-time tree and the id map, and its box's header.
+const ENTRY_OVERHEAD: usize = 96;
+
 /// Due time, then timer id: the order timers fire in.
 type DueKey = (i64, u64);
 
@@ -41,9 +44,9 @@ impl Timers {
         self.due.len()
     }
 
-    /// Encoded bytes of every pending timer (what they hold, less the maps' own overhead).
+    /// About what the pending timers hold: their encoded bytes and their entries in the maps.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.due.len() * ENTRY_OVERHEAD
     }
 
     /// The earliest due time.
@@ -218,6 +221,7 @@ mod tests {
         assert_eq!(left, vec![2]);
         assert!(timers.by_token.is_empty() && timers.by_id.is_empty());
         assert_eq!(timers.bytes(), 0);
+        assert_eq!(timers.bytes, 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! finished once the epoch recording its end is published.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -100,7 +101,7 @@ const STREAM_PIN: &str = "";
 
 /// What the worker's tasks report back.
 enum TaskDone {
-    Invocation { address: Address, token: u64, outcome: Result<FromFunction, String> },
+    Invocation { address: Address, token: u64, outcome: Result<FromFunction, String>, request_bytes: usize },
     Unparked { address: Address, segment: String, messages: Result<Vec<Envelope>, String> },
 }
 
@@ -176,7 +177,7 @@ impl PartitionWorker {
 
         // Owned here: a stop or hand-over cancels what is in flight, so an address is
         // never invoked by this worker while its next owner re-sends the same batch.
-        let mut tasks = Tasks { partition: id, invoker, blobs: blobs.clone(), running: JoinSet::new() };
+        let mut tasks = Tasks::new(id, invoker, blobs.clone());
         let mut commit_tick = tokio::time::interval(settings.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep_tick = tokio::time::interval(settings.expiry_sweep);
@@ -192,7 +193,7 @@ impl PartitionWorker {
 
         let mut share = budget.share();
         let result = loop {
-            share.hold(partition.held_bytes());
+            share.hold(partition.held_bytes() + tasks.held_bytes());
             // Input waits while the partition is full, its epoch is full or its committer is behind.
             let accepting = partition.queued_messages() < settings.max_queued
                 && share.has_room()
@@ -230,8 +231,8 @@ impl PartitionWorker {
                         }
                     }
                 }
-                Some(joined) = tasks.running.join_next() => match joined {
-                    Ok(TaskDone::Invocation { address, token, outcome }) => {
+                Some(joined) = tasks.running.join_next() => match tasks.finished(joined) {
+                    Ok(TaskDone::Invocation { address, token, outcome, .. }) => {
                         let start = &mut |effects| tasks.start(effects);
                         partition.on_invocation_result_starting(&address, token, outcome, now_ms(), start);
                     }
@@ -380,37 +381,88 @@ fn start_position(partition: &mut Partition, input: &Input) -> Position {
     Position::AtTimestamp(pinned)
 }
 
-/// The partition's effects, run as tasks the worker owns (a stop or hand-over aborts them).
+/// The partition's effects, run as tasks the worker owns (a stop or hand-over
+/// aborts them). At most [`MAX_RUNNING`] run at once; the rest wait here as
+/// their requests, a fraction of what a running call holds.
 struct Tasks {
     partition: u32,
     invoker: Arc<Invoker>,
     blobs: Arc<dyn BlobStore>,
     running: JoinSet<TaskDone>,
+    /// Each with its request's bytes.
+    waiting: VecDeque<(Effect, usize)>,
+    /// Bytes of the requests waiting and running (see [`Tasks::held_bytes`]).
+    request_bytes: usize,
 }
 
+/// Tasks of one partition running at once: far more than an endpoint serves
+/// at once (an HTTP endpoint takes 128), so waiting here costs no throughput,
+/// while a fan-out of millions of messages does not become millions of tasks.
+const MAX_RUNNING: usize = 1024;
+/// What a running invocation holds besides its request: its future, buffers and connection state.
+const RUNNING_OVERHEAD: usize = 16 * 1024;
+
 impl Tasks {
-    /// Starts each effect as a task. A panic in an invocation becomes its
-    /// failure (retried, then dead-lettered), so its address never waits forever.
+    fn new(partition: u32, invoker: Arc<Invoker>, blobs: Arc<dyn BlobStore>) -> Self {
+        let (running, waiting) = Default::default();
+        Self { partition, invoker, blobs, running, waiting, request_bytes: 0 }
+    }
+
+    /// About what the invocations started and waiting hold.
+    fn held_bytes(&self) -> usize {
+        self.request_bytes + self.running.len() * RUNNING_OVERHEAD
+    }
+
+    /// Starts what the partition asked for, as far as [`MAX_RUNNING`] allows.
     fn start(&mut self, effects: Vec<Effect>) {
         for effect in effects {
-            match effect {
-                Effect::Invoke { address, token, request } => {
-                    let invoker = self.invoker.clone();
-                    self.running.spawn(async move {
-                        let outcome = match AssertUnwindSafe(invoker.invoke(&address, request)).catch_unwind().await {
-                            Ok(outcome) => outcome,
-                            Err(panic) => Err(format!("the invocation panicked: {}", panic_message(panic.as_ref()))),
-                        };
-                        TaskDone::Invocation { address, token, outcome }
-                    });
-                }
-                Effect::Unpark { address, segment } => {
-                    let (blobs, partition) = (self.blobs.clone(), self.partition);
-                    self.running.spawn(async move {
-                        let messages = read_parked(blobs.as_ref(), partition, &segment).await;
-                        TaskDone::Unparked { address, segment, messages }
-                    });
-                }
+            let bytes = match &effect {
+                Effect::Invoke { request, .. } => request.encoded_len(),
+                Effect::Unpark { .. } => 0,
+            };
+            self.request_bytes += bytes;
+            self.waiting.push_back((effect, bytes));
+        }
+        while self.running.len() < MAX_RUNNING
+            && let Some((effect, bytes)) = self.waiting.pop_front()
+        {
+            self.spawn(effect, bytes);
+        }
+    }
+
+    /// Accounts for a task that ended, and starts a waiting one in its place.
+    fn finished(
+        &mut self,
+        joined: Result<TaskDone, tokio::task::JoinError>,
+    ) -> Result<TaskDone, tokio::task::JoinError> {
+        // Tasks end with their result (panics are caught in them); only a stop aborts them, all at once.
+        if let Ok(TaskDone::Invocation { request_bytes, .. }) = &joined {
+            self.request_bytes -= request_bytes;
+        }
+        self.start(Vec::new());
+        joined
+    }
+
+    /// Runs one effect as a task. A panic in an invocation becomes its
+    /// failure (retried, then dead-lettered), so its address never waits forever.
+    fn spawn(&mut self, effect: Effect, request_bytes: usize) {
+        match effect {
+            Effect::Invoke { address, token, request } => {
+                let invoker = self.invoker.clone();
+                self.running.spawn(async move {
+                    let outcome = match AssertUnwindSafe(invoker.invoke(&address, request)).catch_unwind().await {
+                        Ok(outcome) => outcome,
+                        Err(panic) => Err(format!("the invocation panicked: {}", panic_message(panic.as_ref()))),
+                    };
+                    TaskDone::Invocation { address, token, outcome, request_bytes }
+                });
+            }
+            Effect::Unpark { address, segment } => {
+                let (blobs, partition) = (self.blobs.clone(), self.partition);
+                self.running.spawn(async move {
+                    let messages = read_parked(blobs.as_ref(), partition, &segment).await;
+                    TaskDone::Unparked { address, segment, messages }
+                });
             }
         }
     }
