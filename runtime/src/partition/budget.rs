@@ -76,6 +76,11 @@ impl BudgetShare {
         (self.held, self.beyond_share) = (held, beyond_share);
     }
 
+    /// The partition's own share of the budget, which it may always hold.
+    pub fn own(&self) -> usize {
+        self.budget.own_share()
+    }
+
     /// Whether the partition may take more input: within its own share, or
     /// while the common half of the budget has room.
     pub fn has_room(&self) -> bool {

@@ -414,6 +414,16 @@ impl Partition {
         self.addresses.len()
     }
 
+    /// Bytes of the outboxes not yet published, the epoch's own included.
+    pub fn outbox_bytes(&self) -> usize {
+        self.outbox.bytes() + self.unpublished_bytes
+    }
+
+    /// Bytes of the outbox of the epoch being built.
+    pub fn epoch_outbox_bytes(&self) -> usize {
+        self.outbox.bytes()
+    }
+
     /// Entries in the outbox of the epoch being built.
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()

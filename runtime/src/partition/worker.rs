@@ -194,12 +194,19 @@ impl PartitionWorker {
         let mut share = budget.share();
         let result = loop {
             share.hold(partition.held_bytes() + tasks.held_bytes());
+            // What functions send waits in the outboxes until it is committed and published: past half
+            // the partition's share, no invocation starts (its outputs would pile up there), and an epoch
+            // is sealed early at a quarter. Queued messages drain by invocations, outboxes by commits.
+            let outbox_room = share.own() / 2;
+            tasks.paused = partition.outbox_bytes() >= outbox_room;
             // Input waits while the partition is full, its epoch is full or its committer is behind.
+            let epoch_full = (partition.outbox_len() >= settings.max_epoch_entries
+                || partition.epoch_outbox_bytes() >= outbox_room / 2)
+                && sealed_tx.capacity() > 0;
             let accepting = partition.queued_messages() < settings.max_queued
                 && share.has_room()
-                && partition.outbox_len() < settings.max_epoch_entries
+                && !epoch_full
                 && sealed_tx.capacity() > 0;
-            let epoch_full = partition.outbox_len() >= settings.max_epoch_entries && sealed_tx.capacity() > 0;
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting => {
@@ -391,6 +398,8 @@ struct Tasks {
     running: JoinSet<TaskDone>,
     /// Each with its request's bytes.
     waiting: VecDeque<(Effect, usize)>,
+    /// Nothing more starts while set.
+    paused: bool,
     /// Bytes of the requests waiting and running (see [`Tasks::held_bytes`]).
     request_bytes: usize,
 }
@@ -399,13 +408,15 @@ struct Tasks {
 /// at once (an HTTP endpoint takes 128), so waiting here costs no throughput,
 /// while a fan-out of millions of messages does not become millions of tasks.
 const MAX_RUNNING: usize = 1024;
+/// What a request holds besides its encoded bytes: its decoded structure (addresses, state, messages).
+const REQUEST_OVERHEAD: usize = 768;
 /// What a running invocation holds besides its request: its future, buffers and connection state.
 const RUNNING_OVERHEAD: usize = 16 * 1024;
 
 impl Tasks {
     fn new(partition: u32, invoker: Arc<Invoker>, blobs: Arc<dyn BlobStore>) -> Self {
         let (running, waiting) = Default::default();
-        Self { partition, invoker, blobs, running, waiting, request_bytes: 0 }
+        Self { partition, invoker, blobs, running, waiting, request_bytes: 0, paused: false }
     }
 
     /// About what the invocations started and waiting hold.
@@ -417,13 +428,14 @@ impl Tasks {
     fn start(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             let bytes = match &effect {
-                Effect::Invoke { request, .. } => request.encoded_len(),
+                Effect::Invoke { request, .. } => request.encoded_len() + REQUEST_OVERHEAD,
                 Effect::Unpark { .. } => 0,
             };
             self.request_bytes += bytes;
             self.waiting.push_back((effect, bytes));
         }
-        while self.running.len() < MAX_RUNNING
+        while !self.paused
+            && self.running.len() < MAX_RUNNING
             && let Some((effect, bytes)) = self.waiting.pop_front()
         {
             self.spawn(effect, bytes);
