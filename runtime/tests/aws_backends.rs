@@ -917,6 +917,7 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
                 outboxes: Vec::new(),
                 parked: Vec::new(),
                 released: Vec::new(),
+                live_parked: None,
             };
             sealed.send(Sealed { record, outbox: Arc::new(Outbox::default()) }).await.expect("send");
             match reports.recv().await {

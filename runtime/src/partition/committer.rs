@@ -99,6 +99,7 @@ impl Committer {
             self.put_blob(self.blobs.as_ref(), &key, bytes.into(), "writing parked messages").await?;
         }
         let released = std::mem::take(&mut sealed.released);
+        let live_parked = sealed.live_parked.take();
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = bytes::Bytes::from(sealed.encode());
         self.put_blob(self.blobs.as_ref(), &key, bytes, "writing checkpoint").await?;
@@ -155,6 +156,25 @@ impl Committer {
             self.snapshot_epoch = epoch;
             if let Err(e) = checkpoint::collect_garbage(self.blobs.as_ref(), partition, epoch).await {
                 tracing::warn!(partition, "garbage collection of checkpoints failed: {e}");
+            }
+            if let Some(live) = live_parked
+                && let Err(e) = self.delete_unlisted_parked(&live).await
+            {
+                tracing::warn!(partition, "garbage collection of parked messages failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the partition's parked segments that the committed snapshot does not list.
+    async fn delete_unlisted_parked(&self, live: &[String]) -> Result<(), checkpoint::CheckpointError> {
+        let partition = self.lease.partition;
+        let live: std::collections::HashSet<String> =
+            live.iter().map(|name| parking::object_key(partition, name)).collect();
+        for key in self.blobs.list(&parking::prefix(partition)).await? {
+            // A next owner may be writing its own segments once this lease is gone.
+            if !live.contains(&key) && self.guard.is_valid() {
+                self.blobs.delete(&key).await?;
             }
         }
         Ok(())
@@ -475,6 +495,33 @@ mod tests {
             .expect("read");
         let [Ok(whole)] = read.as_slice() else { panic!("one dead letter: {read:?}") };
         assert_eq!(whole.letter, letter, "read back whole");
+    }
+
+    #[tokio::test]
+    async fn a_committed_snapshot_leaves_only_the_parked_segments_it_lists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+        let lease = commits.acquire(0, "worker").await.expect("lease");
+        let mut committer = committer(dir.path(), Arc::new(LocalLogStore::new(dir.path())), commits, lease);
+        let blobs = committer.blobs.clone();
+        // Litter: a segment of an epoch that never committed.
+        blobs.put(&parking::object_key(0, "p0.l0.e7.0"), bytes::Bytes::from_static(b"")).await.expect("put");
+        let record =
+            statefun_proto::internal::EpochRecord { partition: 0, epoch: 1, snapshot: true, ..Default::default() };
+        let sealed = SealedEpoch {
+            record,
+            entries: Default::default(),
+            timers: Vec::new(),
+            outboxes: Vec::new(),
+            parked: vec![("p0.l1.e1.0".into(), Vec::new())],
+            released: Vec::new(),
+            live_parked: Some(vec!["p0.l1.e1.0".into(), "p0.l0.e0.3".into()]),
+        };
+        blobs.put(&parking::object_key(0, "p0.l0.e0.3"), bytes::Bytes::from_static(b"")).await.expect("put");
+        committer.commit(sealed).await.expect("committed");
+        let mut left = blobs.list(&parking::prefix(0)).await.expect("list");
+        left.sort();
+        assert_eq!(left, [parking::object_key(0, "p0.l0.e0.3"), parking::object_key(0, "p0.l1.e1.0")]);
     }
 
     #[tokio::test]

@@ -112,6 +112,10 @@ pub struct SealedEpoch {
     pub parked: Vec<(String, Vec<u8>)>,
     /// Parked segments read back in the epoch: deleted once it is committed.
     pub released: Vec<String>,
+    /// For a snapshot: every parked segment it lists. Once it is committed, any
+    /// other segment of the partition is litter (an uncommitted epoch's, or one
+    /// whose delete a crash lost), and is deleted.
+    pub live_parked: Option<Vec<String>>,
 }
 
 impl SealedEpoch {
@@ -712,10 +716,14 @@ impl Partition {
         let parked = self.write_parked();
         let released = std::mem::take(&mut self.released);
         let mut entries = SealedEntries::default();
+        let mut live_parked = None;
         let outboxes = if snapshot {
+            let mut live = Vec::new();
             for (address, r) in self.addresses.iter_mut() {
                 r.seal_into(&address, true, &mut entries);
+                live.extend(r.parked_segments().map(str::to_owned));
             }
+            live_parked = Some(live);
             self.unpublished.iter().cloned().chain([outbox.clone()]).collect()
         } else {
             for address in &self.dirty {
@@ -732,7 +740,7 @@ impl Partition {
         self.changed = false;
         self.epoch += 1;
         self.next_seq = 0;
-        (SealedEpoch { record, entries, timers, outboxes, parked, released }, outbox)
+        (SealedEpoch { record, entries, timers, outboxes, parked, released, live_parked }, outbox)
     }
 
     /// Turns what each address parked in the epoch into a segment its entry lists.

@@ -15,9 +15,14 @@ use std::collections::VecDeque;
 
 use statefun_proto::internal::Envelope;
 
+/// Where the segments of a partition are stored.
+pub fn prefix(partition: u32) -> String {
+    format!("parked-{partition:05}/")
+}
+
 /// Where a segment named `name` (see [`segment_name`]) is stored.
 pub fn object_key(partition: u32, name: &str) -> String {
-    format!("parked-{partition:05}/{name}.pb")
+    format!("{}{name}.pb", prefix(partition))
 }
 
 /// A segment's name: unique to the history, the writer's lease and the epoch

@@ -201,6 +201,11 @@ impl AddressRecord {
         (taken, bytes)
     }
 
+    /// The parked segments the address's entry lists.
+    pub fn parked_segments(&self) -> impl Iterator<Item = &str> {
+        self.busy().parked.iter().flat_map(|p| p.segments.iter().map(|(name, _)| name.as_str()))
+    }
+
     /// Frees what an address needs only while it is busy, once it is not.
     pub fn settle(&mut self) {
         if self.busy.as_ref().is_some_and(|b| b.mailbox.is_empty() && b.in_flight == 0 && b.parked.is_none()) {

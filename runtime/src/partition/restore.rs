@@ -170,8 +170,8 @@ mod tests {
     fn sealed(epoch: u64, snapshot: bool, addresses: Vec<AddressEntry>) -> Vec<u8> {
         let record = EpochRecord { partition: 0, epoch, snapshot, addresses, ..Default::default() };
         let entries = Default::default();
-        let (timers, outboxes, parked, released) = Default::default();
-        SealedEpoch { record, entries, timers, outboxes, parked, released }.encode()
+        let (timers, outboxes, parked, released, live_parked) = Default::default();
+        SealedEpoch { record, entries, timers, outboxes, parked, released, live_parked }.encode()
     }
 
     #[tokio::test]
