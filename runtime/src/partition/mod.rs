@@ -36,7 +36,7 @@ use prost::Message as _;
 use statefun_proto::egress::KinesisEgressRecord;
 use statefun_proto::internal::{
     DeadLetter, DedupMark, DelayedMessage, EgressRecord, Envelope, EpochRecord, ExchangeBatch, FunctionSpecs,
-    InputPosition, ParkedMessages, StoredState,
+    InputPosition, StoredState,
 };
 use statefun_proto::reqreply::from_function::{
     self, DelayedInvocation, EgressMessage, InvocationResponse, PersistedValueSpec,
@@ -743,24 +743,6 @@ impl Partition {
         (SealedEpoch { record, entries, timers, outboxes, parked, released, live_parked }, outbox)
     }
 
-    /// Turns what each address parked in the epoch into a segment its entry lists.
-    fn write_parked(&mut self) -> Vec<(String, Vec<u8>)> {
-        let mut written = Vec::with_capacity(self.parking.len());
-        for address in std::mem::take(&mut self.parking) {
-            let Some(parked) = self.addresses.get_mut(&address).and_then(|r| r.busy_mut().parked.as_deref_mut()) else {
-                continue;
-            };
-            let name = parking::segment_name(&self.id_prefix, self.lease, self.epoch, written.len() as u64);
-            let messages = ParkedMessages { messages: std::mem::take(&mut parked.fresh) };
-            self.parked_bytes -= std::mem::take(&mut parked.fresh_bytes);
-            self.parked_messages -= messages.messages.len();
-            parked.segments.push_back((name.clone(), self.epoch));
-            written.push((name, messages.encode_to_vec()));
-            self.mark_dirty(&address);
-        }
-        written
-    }
-
     /// Notes that the outbox of `epoch` (and every earlier one) is published.
     /// When that outbox held anything, the next epoch is committed even if
     /// nothing else changes, so a restart does not publish it all again.
@@ -1011,80 +993,6 @@ impl Partition {
         self.remove_if_empty(address);
         self.dispatch(address, now_ms);
         self.unpark_if_drained(address, now_ms);
-    }
-
-    /// Once an address's mailbox has drained to half its cap, brings back what it
-    /// parked: the oldest segment is read back (an [`Effect::Unpark`]), or, with
-    /// none written yet, what was parked since the last seal moves over at once.
-    fn unpark_if_drained(&mut self, address: &Address, now_ms: i64) {
-        let bounds = self.bounds;
-        let Some(record) = self.addresses.get_mut(address) else { return };
-        let busy = record.busy();
-        let drained = busy.queued_bytes <= bounds.address_max_bytes / 2
-            && record.mailbox().len() <= bounds.address_max_messages / 2;
-        let Some(parked) = busy.parked.as_deref().filter(|p| drained && !p.loading) else { return };
-        if let Some((segment, epoch)) = parked.segments.front().cloned() {
-            if epoch > self.committed_through {
-                self.awaiting_commit.push(address.clone());
-                return;
-            }
-            if let Some(parked) = record.busy_mut().parked.as_deref_mut() {
-                parked.loading = true;
-            }
-            self.effects.push(Effect::Unpark { address: address.clone(), segment });
-            return;
-        }
-        let Some(parked) = record.busy_mut().parked.take() else { return };
-        self.parked_bytes -= parked.fresh_bytes;
-        self.parked_messages -= parked.fresh.len();
-        self.parking.remove(address);
-        self.requeue(address, parked.fresh, now_ms);
-    }
-
-    /// Applies a parked segment read back: its messages join the mailbox
-    /// (or, if it could not be read, a dead letter says what was lost).
-    pub fn on_unparked(
-        &mut self,
-        address: &Address,
-        segment: &str,
-        messages: Result<Vec<Envelope>, String>,
-        now_ms: i64,
-    ) {
-        let Some(record) = self.addresses.get_mut(address) else { return };
-        let Some(parked) = record.busy_mut().parked.as_deref_mut() else { return };
-        if parked.segments.front().map(|(name, _)| name.as_str()) != Some(segment) {
-            return;
-        }
-        parked.segments.pop_front();
-        parked.loading = false;
-        if parked.is_empty() {
-            record.busy_mut().parked = None;
-        }
-        self.released.push(segment.to_owned());
-        self.changed = true;
-        self.mark_dirty(address);
-        match messages {
-            Ok(messages) => self.requeue(address, messages, now_ms),
-            Err(reason) => {
-                let reason = format!("parked messages could not be read back from segment {segment}: {reason}");
-                self.dead_letter(Some(address.clone()), reason, Vec::new(), "parked", Vec::new(), now_ms);
-            }
-        }
-        self.unpark_if_drained(address, now_ms);
-        self.remove_if_empty(address);
-    }
-
-    /// Queues messages that were parked, in their order, behind the mailbox.
-    fn requeue(&mut self, address: &Address, messages: Vec<Envelope>, now_ms: i64) {
-        let record = self.addresses.get_or_insert(address);
-        for envelope in messages {
-            let bytes = envelope.encoded_len();
-            record.push_message(envelope, bytes);
-            self.queued += 1;
-            self.queued_bytes += bytes;
-        }
-        self.mark_dirty(address);
-        self.dispatch(address, now_ms);
     }
 
     fn apply_response(

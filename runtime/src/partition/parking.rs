@@ -7,13 +7,17 @@
 //! oldest segment is loaded back behind it. So one backed-up address holds its
 //! cap and no more, and the partition keeps taking input for every other one.
 //! Order holds: while anything is parked, everything new is parked behind it.
-//! This module keeps the parked state of one address and names segments; the
-//! partition decides when to park and unpark, the worker and committer do the
-//! reading and writing.
+//! This module keeps the parked state of one address, names segments and
+//! decides when to write and read them back; the partition parks what passes
+//! the cap, the worker and committer do the reading and writing.
 
 use std::collections::VecDeque;
 
-use statefun_proto::internal::Envelope;
+use prost::Message as _;
+use statefun_proto::internal::{Envelope, ParkedMessages};
+use statefun_proto::reqreply::Address;
+
+use super::{Effect, Partition};
 
 /// Where the segments of a partition are stored.
 pub fn prefix(partition: u32) -> String {
@@ -52,5 +56,99 @@ impl Parked {
 
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty() && self.fresh.is_empty()
+    }
+}
+
+impl Partition {
+    /// Turns what each address parked in the epoch into a segment its entry lists.
+    pub(super) fn write_parked(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut written = Vec::with_capacity(self.parking.len());
+        for address in std::mem::take(&mut self.parking) {
+            let Some(parked) = self.addresses.get_mut(&address).and_then(|r| r.busy_mut().parked.as_deref_mut()) else {
+                continue;
+            };
+            let name = segment_name(&self.id_prefix, self.lease, self.epoch, written.len() as u64);
+            let messages = ParkedMessages { messages: std::mem::take(&mut parked.fresh) };
+            self.parked_bytes -= std::mem::take(&mut parked.fresh_bytes);
+            self.parked_messages -= messages.messages.len();
+            parked.segments.push_back((name.clone(), self.epoch));
+            written.push((name, messages.encode_to_vec()));
+            self.mark_dirty(&address);
+        }
+        written
+    }
+
+    /// Once an address's mailbox has drained to half its cap, brings back what it
+    /// parked: the oldest segment is read back (an [`Effect::Unpark`]), or, with
+    /// none written yet, what was parked since the last seal moves over at once.
+    pub(super) fn unpark_if_drained(&mut self, address: &Address, now_ms: i64) {
+        let bounds = self.bounds;
+        let Some(record) = self.addresses.get_mut(address) else { return };
+        let busy = record.busy();
+        let drained = busy.queued_bytes <= bounds.address_max_bytes / 2
+            && record.mailbox().len() <= bounds.address_max_messages / 2;
+        let Some(parked) = busy.parked.as_deref().filter(|p| drained && !p.loading) else { return };
+        if let Some((segment, epoch)) = parked.segments.front().cloned() {
+            if epoch > self.committed_through {
+                self.awaiting_commit.push(address.clone());
+                return;
+            }
+            if let Some(parked) = record.busy_mut().parked.as_deref_mut() {
+                parked.loading = true;
+            }
+            self.effects.push(Effect::Unpark { address: address.clone(), segment });
+            return;
+        }
+        let Some(parked) = record.busy_mut().parked.take() else { return };
+        self.parked_bytes -= parked.fresh_bytes;
+        self.parked_messages -= parked.fresh.len();
+        self.parking.remove(address);
+        self.requeue(address, parked.fresh, now_ms);
+    }
+
+    /// Applies a parked segment read back: its messages join the mailbox
+    /// (or, if it could not be read, a dead letter says what was lost).
+    pub fn on_unparked(
+        &mut self,
+        address: &Address,
+        segment: &str,
+        messages: Result<Vec<Envelope>, String>,
+        now_ms: i64,
+    ) {
+        let Some(record) = self.addresses.get_mut(address) else { return };
+        let Some(parked) = record.busy_mut().parked.as_deref_mut() else { return };
+        if parked.segments.front().map(|(name, _)| name.as_str()) != Some(segment) {
+            return;
+        }
+        parked.segments.pop_front();
+        parked.loading = false;
+        if parked.is_empty() {
+            record.busy_mut().parked = None;
+        }
+        self.released.push(segment.to_owned());
+        self.changed = true;
+        self.mark_dirty(address);
+        match messages {
+            Ok(messages) => self.requeue(address, messages, now_ms),
+            Err(reason) => {
+                let reason = format!("parked messages could not be read back from segment {segment}: {reason}");
+                self.dead_letter(Some(address.clone()), reason, Vec::new(), "parked", Vec::new(), now_ms);
+            }
+        }
+        self.unpark_if_drained(address, now_ms);
+        self.remove_if_empty(address);
+    }
+
+    /// Queues messages that were parked, in their order, behind the mailbox.
+    fn requeue(&mut self, address: &Address, messages: Vec<Envelope>, now_ms: i64) {
+        let record = self.addresses.get_or_insert(address);
+        for envelope in messages {
+            let bytes = envelope.encoded_len();
+            record.push_message(envelope, bytes);
+            self.queued += 1;
+            self.queued_bytes += bytes;
+        }
+        self.mark_dirty(address);
+        self.dispatch(address, now_ms);
     }
 }
