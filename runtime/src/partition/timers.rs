@@ -57,8 +57,8 @@ impl Timers {
     /// Adds a timer. Its sender is its envelope's caller, in whose name a
     /// cancellation token is kept; a live timer under the same token is replaced.
     pub fn schedule(&mut self, timer: DelayedMessage) {
-        if let Some(sender) = timer.envelope.as_ref().and_then(|e| e.caller.clone()) {
-            self.cancel(&sender, &timer.cancellation_token);
+        if let Some(sender) = timer.envelope.as_ref().and_then(|e| e.caller.as_ref()) {
+            self.cancel(sender, &timer.cancellation_token);
         }
         let id = timer.timer_id;
         self.insert(timer);
