@@ -13,6 +13,8 @@
 #                                                    its own with --memory-budget 512MiB beside a steady unrelated
 #                                                    counter at 100/s: peak RSS, the unrelated p99 against its
 #                                                    baseline, the time each load took to drain
+#   bash scripts/bench.sh --only hostile --hostile-loads fanout
+#                                                    some of them: big, failing, timers, fanout
 #   bash scripts/bench.sh --profile --only unique,hot
 #                                                    perf profiles of the runtime while it drains the backlogs,
 #                                                    under the run's directory .local/bench/work/run-*/profiles

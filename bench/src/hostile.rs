@@ -73,6 +73,8 @@ pub struct Settings {
     pub stream_shards: u32,
     /// Smaller loads, shorter phases.
     pub quick: bool,
+    /// The loads to run, by their short names (`big`, `failing`, `timers`, `fanout`); empty: all.
+    pub loads: Vec<String>,
 }
 
 /// The memory budget of every hostile run, as `statefun run` takes it.
@@ -124,6 +126,11 @@ impl Load {
             },
             Load::Fanout { run_for: Duration::from_secs(if quick { 20 } else { 60 }), max_hops: 12 },
         ]
+    }
+
+    /// The short name `--hostile-loads` takes.
+    fn short_name(&self) -> &'static str {
+        self.name().trim_start_matches("hostile-")
     }
 
     /// The row's scenario name.
@@ -181,7 +188,15 @@ impl Load {
 /// Runs every load; a failed one becomes a row saying so, and the others go on.
 pub async fn run(settings: &Settings) -> Vec<Row> {
     let mut rows = Vec::new();
-    for load in Load::all(settings.quick) {
+    let loads = Load::all(settings.quick);
+    if let Some(unknown) = settings.loads.iter().find(|l| !loads.iter().any(|load| load.short_name() == *l)) {
+        let known: Vec<_> = loads.iter().map(Load::short_name).collect();
+        let why = format!("unknown hostile load `{unknown}` (known: {})", known.join(", "));
+        return vec![Row::skipped("hostile", "hostile loads", why)];
+    }
+    let chosen =
+        loads.into_iter().filter(|l| settings.loads.is_empty() || settings.loads.iter().any(|n| n == l.short_name()));
+    for load in chosen {
         rows.push(match run_load(&load, settings).await {
             Ok(row) => row,
             Err(e) => {

@@ -91,6 +91,9 @@ struct RunArgs {
     /// Addresses of the checkpoint scenario.
     #[arg(long)]
     addresses: Option<usize>,
+    /// Which hostile loads run (comma-separated): big, failing, timers, fanout (default: all).
+    #[arg(long, value_delimiter = ',')]
+    hostile_loads: Vec<String>,
     /// Profile the runtime (perf) while it drains the unique-keys and hot-key backlogs;
     /// reports go under the run's directory, in profiles/. Profiling slows the runtime: do not compare those figures.
     #[arg(long)]
@@ -293,6 +296,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             partitions: args.partitions,
             stream_shards: args.stream_shards,
             quick,
+            loads: args.hostile_loads.clone(),
         };
         rows.extend(hostile::run(&settings).await);
     }
