@@ -97,6 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_hops: args.max_hops,
                 address_max_bytes: args.address_max_bytes,
                 address_max_messages: (args.max_queued / 4).max(1),
+                ..Bounds::default()
             },
         },
         memory_budget,

@@ -18,6 +18,7 @@ pub(crate) mod exchange_batches;
 pub mod lineage;
 pub mod outbox;
 pub mod parking;
+mod ready;
 mod record;
 pub mod restore;
 pub mod sealed_entries;
@@ -48,6 +49,7 @@ use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
 use outbox::{IngressMessage, Outbox};
+use ready::Ready;
 use record::State;
 use sealed_entries::SealedEntries;
 use table::{AddressTable, ByType};
@@ -204,6 +206,10 @@ pub struct Partition {
     unpublished: VecDeque<Arc<Outbox>>,
     published_through: u64,
     effects: Vec<Effect>,
+    /// Addresses with a batch in flight.
+    running: usize,
+    /// Addresses with messages waiting for a slot.
+    ready: Ready,
     queued: usize,
     /// Encoded bytes of the queued messages (in flight ones included).
     queued_bytes: usize,
@@ -262,11 +268,18 @@ pub struct Bounds {
     /// What one address may hold queued in memory; what comes beyond it is parked ([`parking`]).
     pub address_max_bytes: usize,
     pub address_max_messages: usize,
+    /// Batches in flight at once; the addresses beyond wait their turn ([`ready`]).
+    pub max_running: usize,
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Self { max_hops: DEFAULT_MAX_HOPS, address_max_bytes: 16 << 20, address_max_messages: 10_000 }
+        Self {
+            max_hops: DEFAULT_MAX_HOPS,
+            address_max_bytes: 16 << 20,
+            address_max_messages: 10_000,
+            max_running: DEFAULT_MAX_RUNNING,
+        }
     }
 }
 
@@ -274,8 +287,17 @@ impl Default for Bounds {
 /// structure and its allocations' headers.
 const MESSAGE_OVERHEAD: usize = std::mem::size_of::<Envelope>() + 96;
 
+/// What an address with messages holds besides them: its record's busy part,
+/// its entry in the epoch's dirty set and in the table, their allocations' headers.
+const ADDRESS_OVERHEAD: usize = std::mem::size_of::<record::Busy>() + std::mem::size_of::<Address>() + 160;
+
 /// Far beyond any request-and-reply chain, reached within seconds by a loop.
 pub const DEFAULT_MAX_HOPS: u32 = 1000;
+
+/// Far more than an endpoint serves at once (an HTTP endpoint takes 128), so
+/// waiting for a slot costs no throughput, while a fan-out of millions of
+/// messages does not become millions of requests built at once.
+pub const DEFAULT_MAX_RUNNING: usize = 1024;
 
 impl Partition {
     /// An empty partition whose first epoch will be `first_epoch`.
@@ -302,6 +324,8 @@ impl Partition {
             unpublished: VecDeque::new(),
             published_through: 0,
             effects: Vec::new(),
+            running: 0,
+            ready: Ready::default(),
             queued: 0,
             queued_bytes: 0,
             unpublished_bytes: 0,
@@ -373,6 +397,7 @@ impl Partition {
             .filter(|(_, r)| !r.mailbox().is_empty() || r.busy().parked.is_some())
             .map(|(a, _)| a)
             .collect();
+        self.running = 0;
         for address in pending {
             if let Some(record) = self.addresses.get_mut(&address) {
                 record.busy_mut().in_flight = 0;
@@ -406,7 +431,10 @@ impl Partition {
     /// them, which for small messages is most of it.
     pub fn held_bytes(&self) -> usize {
         let messages = (self.queued + self.parked_messages) * MESSAGE_OVERHEAD;
+        let addresses = (self.running + self.ready.len()) * ADDRESS_OVERHEAD;
         messages
+            + addresses
+            + self.ready.bytes()
             + self.queued_bytes
             + self.parked_bytes
             + self.timers.bytes()
@@ -847,12 +875,38 @@ impl Partition {
         }
     }
 
-    /// Starts the next batch of an idle address, cut to the endpoint's limits.
+    /// Starts the next batch of an idle address, cut to the endpoint's limits,
+    /// when a slot is free and no other address waits for one; else the address
+    /// waits its turn, and the free slots go to those waiting.
     fn dispatch(&mut self, address: &Address, now_ms: i64) {
-        self.dispatch_at_most(address, usize::MAX, now_ms);
+        if self.ready.is_empty() && self.running < self.bounds.max_running {
+            self.dispatch_at_most(address, usize::MAX, now_ms);
+            return;
+        }
+        if let Some(record) = self.addresses.get_mut(address) {
+            let busy = record.busy();
+            if busy.in_flight == 0 && !busy.ready && !record.mailbox().is_empty() {
+                record.busy_mut().ready = true;
+                self.ready.push(address);
+            }
+        }
+        self.fill_slots(now_ms);
     }
 
-    /// [`Self::dispatch`] with at most `at_most` messages (a negotiation re-sends the same batch).
+    /// Hands free slots to the addresses waiting for one, in turn.
+    fn fill_slots(&mut self, now_ms: i64) {
+        while self.running < self.bounds.max_running
+            && let Some(address) = self.ready.pop()
+        {
+            // Gone or emptied meanwhile (its messages dead-lettered): nothing to start.
+            let Some(record) = self.addresses.get_mut(&address) else { continue };
+            record.leave_ready();
+            self.dispatch_at_most(&address, usize::MAX, now_ms);
+        }
+    }
+
+    /// Starts a batch of at most `at_most` messages, slot or not (a negotiation
+    /// re-sends the same batch in the slot it holds).
     fn dispatch_at_most(&mut self, address: &Address, at_most: usize, now_ms: i64) {
         let Some(mut limits) = self.limits_of(address) else {
             // Queued for a type whose endpoint is gone (the module changed across a restart).
@@ -889,7 +943,7 @@ impl Partition {
                 })
                 .collect();
             let state_bytes: usize = state.iter().map(|s| s.encoded_len() + PER_MESSAGE_OVERHEAD).sum();
-            let mut invocations = Vec::new();
+            let mut invocations = Vec::with_capacity(record.mailbox().len().min(limits.max_messages));
             let mut bytes = state_bytes;
             for envelope in record.mailbox().iter().take(limits.max_messages) {
                 let invocation =
@@ -919,6 +973,7 @@ impl Partition {
             let busy = record.busy_mut();
             busy.token = self.next_token;
             busy.in_flight = invocations.len() as u32;
+            self.running += 1;
             let request = ToFunction {
                 request: Some(to_function::Request::Invocation(InvocationBatchRequest {
                     target: Some(address.clone()),
@@ -946,6 +1001,7 @@ impl Partition {
         }
         let batch = record.in_flight as usize;
         record.in_flight = 0;
+        self.running -= 1;
         let mut specs = self.specs.get(&function_type).map(|s| s.to_vec()).unwrap_or_default();
         for spec in missing {
             match specs.iter_mut().find(|s| s.state_name == spec.state_name) {
@@ -955,6 +1011,7 @@ impl Partition {
         }
         self.specs.insert(function_type, Arc::new(specs));
         self.dispatch_at_most(address, batch, now_ms);
+        self.fill_slots(now_ms);
     }
 
     /// A batch failed for good (the invoker's retries are spent). The first
@@ -972,6 +1029,7 @@ impl Partition {
             tracing::info!(address = %address::display(address), messages = busy.in_flight, "batch failed, retrying its messages one by one: {reason}");
             busy.isolate = busy.in_flight;
             busy.in_flight = 0;
+            self.running -= 1;
             busy.negotiation_rounds = 0;
             self.dispatch(address, now_ms);
             return;
@@ -980,6 +1038,7 @@ impl Partition {
         busy.isolate = 0;
         let n = busy.in_flight as usize;
         busy.in_flight = 0;
+        self.running -= 1;
         busy.negotiation_rounds = 0;
         let failed = record.take_messages(n);
         let failed = addressed(self.unqueued(failed), address);
@@ -1034,6 +1093,7 @@ impl Partition {
         let busy = record.busy_mut();
         let n = busy.in_flight as usize;
         busy.in_flight = 0;
+        self.running -= 1;
         busy.negotiation_rounds = 0;
         busy.isolate = busy.isolate.saturating_sub(n as u32);
         busy.failed_in_a_row = 0;

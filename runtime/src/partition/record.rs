@@ -141,6 +141,8 @@ pub struct Busy {
     pub isolate: u32,
     /// Batches that failed since the last one that succeeded (not persisted either).
     pub failed_in_a_row: u32,
+    /// Waits in the partition's queue for an invocation slot ([`super::ready`]).
+    pub ready: bool,
 }
 
 /// What the last sealed epoch recorded of a mailbox.
@@ -165,6 +167,7 @@ static IDLE: Busy = Busy {
     negotiation_rounds: 0,
     isolate: 0,
     failed_in_a_row: 0,
+    ready: false,
 };
 
 impl AddressRecord {
@@ -183,6 +186,11 @@ impl AddressRecord {
     /// Queues a message of `bytes` encoded bytes.
     pub fn push_message(&mut self, envelope: Envelope, bytes: usize) {
         let busy = self.busy_mut();
+        if busy.mailbox.capacity() == 0 {
+            // Most mailboxes only ever hold one message (a fan-out's, a request's
+            // reply); the growth step would make room for four.
+            busy.mailbox.reserve_exact(1);
+        }
         busy.mailbox.push_back(envelope);
         busy.queued_bytes += bytes;
     }
@@ -204,6 +212,13 @@ impl AddressRecord {
     /// The parked segments the address's entry lists.
     pub fn parked_segments(&self) -> impl Iterator<Item = &str> {
         self.busy().parked.iter().flat_map(|p| p.segments.iter().map(|(name, _)| name.as_str()))
+    }
+
+    /// Notes that the address left the partition's queue for an invocation slot.
+    pub fn leave_ready(&mut self) {
+        if let Some(busy) = self.busy.as_deref_mut() {
+            busy.ready = false;
+        }
     }
 
     /// Frees what an address needs only while it is busy, once it is not.

@@ -182,6 +182,22 @@ impl<V> ByType<V> {
         self.0.insert(function_type, value);
     }
 
+    /// The number of an address's function type, entered with `V::default()` the first time.
+    pub fn number_of(&mut self, address: &Address) -> usize
+    where
+        V: Default,
+    {
+        match self.0.get_index_of(&TypeRef { namespace: &address.namespace, name: &address.r#type }) {
+            Some(index) => index,
+            None => self.0.insert_full(FunctionType::of(address), V::default()).0,
+        }
+    }
+
+    /// A type and its value by the number [`Self::number_of`] gave.
+    pub fn by_number_mut(&mut self, number: usize) -> Option<(&FunctionType, &mut V)> {
+        self.0.get_index_mut(number)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&FunctionType, &V)> {
         self.0.iter()
     }

@@ -387,6 +387,37 @@ fn what_a_partition_holds_is_counted_until_it_is_done_and_published() {
     assert_eq!(p.held_bytes(), 0);
 }
 
+#[test]
+fn at_most_max_running_batches_fly_and_the_waiting_function_types_take_turns() {
+    let mut p = partition();
+    p.set_bounds(Bounds { max_running: 2, ..Bounds::default() });
+    for (i, id) in ["a0", "a1", "a2", "a3", "a4", "a5"].into_iter().enumerate() {
+        p.deliver(message(id, i as u32), 0);
+    }
+    let other = FunctionType::new("test", "other").address("b0");
+    p.deliver(Envelope { target: Some(other), ..message("", 9) }, 0);
+    let ids = |started: &[(Address, u64, InvocationBatchRequest)]| -> Vec<String> {
+        started.iter().map(|(a, _, _)| a.id.clone()).collect()
+    };
+    let mut flying = invocations(&mut p);
+    assert_eq!(ids(&flying), ["a0", "a1"], "two slots, taken in arrival order");
+    let mut order = Vec::new();
+    while !flying.is_empty() {
+        let (address, token, _) = flying.remove(0);
+        p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+        let started = invocations(&mut p);
+        order.extend(ids(&started));
+        flying.extend(started);
+        assert!(flying.len() <= 2, "never more than two in flight");
+    }
+    assert_eq!(
+        order,
+        ["a2", "b0", "a3", "a4", "a5"],
+        "the other type's address does not wait behind all of the first's"
+    );
+    assert_eq!(p.held_bytes(), 0);
+}
+
 /// An invocation started: its address, token and arguments.
 type Invoked = (Address, u64, Vec<u32>);
 
@@ -1038,8 +1069,9 @@ proptest! {
         // Input records: (address, value) with values increasing per input index.
         let inputs: Vec<(Address, u32)> = targets.iter().enumerate().map(|(i, t)| (addr(&format!("k{t}")), i as u32 * 2 + 1)).collect();
         let mut committed: Vec<EpochRecord> = Vec::new();
-        // A small cap per address, so that messages are parked and read back too.
-        let bounds = Bounds { address_max_messages: 2, ..Bounds::default() };
+        // A small cap per address, so that messages are parked and read back too,
+        // and few slots, so that addresses wait for one too.
+        let bounds = Bounds { address_max_messages: 2, max_running: 2, ..Bounds::default() };
         let mut p = partition();
         p.set_bounds(bounds);
         let mut pending: Vec<(Address, u64, InvocationBatchRequest)> = Vec::new();

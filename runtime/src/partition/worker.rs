@@ -389,8 +389,8 @@ fn start_position(partition: &mut Partition, input: &Input) -> Position {
 }
 
 /// The partition's effects, run as tasks the worker owns (a stop or hand-over
-/// aborts them). At most [`MAX_RUNNING`] run at once; the rest wait here as
-/// their requests, a fraction of what a running call holds.
+/// aborts them). The partition starts at most `Bounds::max_running`
+/// invocations at once; they wait here while the tasks are paused.
 struct Tasks {
     partition: u32,
     invoker: Arc<Invoker>,
@@ -404,10 +404,6 @@ struct Tasks {
     request_bytes: usize,
 }
 
-/// Tasks of one partition running at once: far more than an endpoint serves
-/// at once (an HTTP endpoint takes 128), so waiting here costs no throughput,
-/// while a fan-out of millions of messages does not become millions of tasks.
-const MAX_RUNNING: usize = 1024;
 /// What a request holds besides its encoded bytes: its decoded structure (addresses, state, messages).
 const REQUEST_OVERHEAD: usize = 768;
 /// What a running invocation holds besides its request: its future, buffers and connection state.
@@ -424,7 +420,7 @@ impl Tasks {
         self.request_bytes + self.running.len() * RUNNING_OVERHEAD
     }
 
-    /// Starts what the partition asked for, as far as [`MAX_RUNNING`] allows.
+    /// Starts what the partition asked for, unless paused.
     fn start(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             let bytes = match &effect {
@@ -435,7 +431,6 @@ impl Tasks {
             self.waiting.push_back((effect, bytes));
         }
         while !self.paused
-            && self.running.len() < MAX_RUNNING
             && let Some((effect, bytes)) = self.waiting.pop_front()
         {
             self.spawn(effect, bytes);
