@@ -101,6 +101,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         },
         memory_budget,
+        resident_memory: Some(resident_bytes),
         retry: RetryPolicy {
             max_attempts: args.invoke_attempts,
             initial_backoff: args.invoke_backoff,
@@ -146,6 +147,14 @@ fn default_memory_budget() -> anyhow::Result<usize> {
         (None, None) => anyhow::bail!("neither /sys/fs/cgroup nor /proc/meminfo tells the memory"),
     };
     Ok(usize::try_from(total / 4).unwrap_or(usize::MAX))
+}
+
+/// The process's resident memory (Linux' VmRSS); `None` where it cannot be read.
+fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// A name for this process in leases: host, pid and a random part, unique across restarts.

@@ -52,9 +52,15 @@ pub struct NodeSettings {
     /// Bytes the partitions of this process may hold besides their state
     /// (queued messages, timers, outboxes), shared among them.
     pub memory_budget: usize,
+    /// Measures the process's resident bytes, which the budget then also keeps
+    /// to (see [`MemoryBudget::note_resident`]); `None`: the budget counts alone.
+    pub resident_memory: Option<fn() -> Option<usize>>,
     pub retry: RetryPolicy,
     pub leases: LeaseSettings,
 }
+
+/// How often the process's resident memory is measured.
+const RESIDENT_EVERY: Duration = Duration::from_millis(100);
 
 /// The storage and invocation backends of one deployment.
 pub struct Backends {
@@ -202,6 +208,19 @@ pub async fn run(
         worker: settings.worker.clone(),
         budget: MemoryBudget::new(settings.memory_budget),
     });
+    let mut watch_resident = JoinSet::new();
+    if let Some(measure) = settings.resident_memory {
+        let budget = context.budget.clone();
+        watch_resident.spawn(async move {
+            let mut every = tokio::time::interval(RESIDENT_EVERY);
+            loop {
+                every.tick().await;
+                if let Some(bytes) = measure() {
+                    budget.note_resident(bytes);
+                }
+            }
+        });
+    }
     hold_leases(context, &settings, shutdown).await
 }
 

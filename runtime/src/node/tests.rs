@@ -58,6 +58,7 @@ fn settings() -> NodeSettings {
             bounds: Default::default(),
         },
         memory_budget: 1 << 30,
+        resident_memory: None,
         retry: RetryPolicy::default(),
         leases: LeaseSettings {
             renew_every: Duration::from_millis(100),

@@ -9,9 +9,16 @@
 //! and resumes as it drains. Together they stay within the budget, but for
 //! what one read of input adds before the next check. Counting only: nothing
 //! here allocates or frees what it counts.
+//!
+//! What is counted is an estimate (per message, per address), and the
+//! allocator keeps some of what is freed. So the process's resident memory is
+//! the last word: while it is over the budget (the caller measures it, see
+//! [`MemoryBudget::note_resident`]), the common half is closed and every
+//! partition keeps to its own share, which it may always fill: input slows,
+//! never stops for good.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[derive(Debug)]
 pub struct MemoryBudget {
@@ -20,12 +27,19 @@ pub struct MemoryBudget {
     /// What partitions hold beyond their own shares, together.
     beyond_shares: AtomicUsize,
     holders: AtomicUsize,
+    /// The process's resident memory was over the limit when last measured.
+    resident_over: AtomicBool,
 }
 
 impl MemoryBudget {
     pub fn new(limit: usize) -> Arc<Self> {
         let zero = || AtomicUsize::new(0);
-        Arc::new(Self { limit, used: zero(), beyond_shares: zero(), holders: zero() })
+        Arc::new(Self { limit, used: zero(), beyond_shares: zero(), holders: zero(), resident_over: false.into() })
+    }
+
+    /// Notes the process's resident memory, as last measured.
+    pub fn note_resident(&self, bytes: usize) {
+        self.resident_over.store(bytes > self.limit, Ordering::Relaxed);
     }
 
     pub fn limit(&self) -> usize {
@@ -82,10 +96,12 @@ impl BudgetShare {
     }
 
     /// Whether the partition may take more input: within its own share, or
-    /// while the common half of the budget has room.
+    /// while the common half of the budget has room and the process is within the budget.
     pub fn has_room(&self) -> bool {
         let budget = &self.budget;
-        self.held < budget.own_share() || budget.beyond_shares.load(Ordering::Relaxed) < budget.limit / 2
+        self.held < budget.own_share()
+            || (budget.beyond_shares.load(Ordering::Relaxed) < budget.limit / 2
+                && !budget.resident_over.load(Ordering::Relaxed))
     }
 }
 
@@ -122,5 +138,19 @@ mod tests {
         assert!(busy.has_room(), "alone, the whole budget is its");
         busy.hold(1000);
         assert!(!busy.has_room());
+    }
+
+    #[test]
+    fn while_the_process_is_over_the_budget_each_partition_keeps_to_its_own_share() {
+        let budget = MemoryBudget::new(1000);
+        let mut busy = budget.share();
+        let mut quiet = budget.share();
+        busy.hold(300);
+        quiet.hold(100);
+        budget.note_resident(1001);
+        assert!(!busy.has_room(), "beyond its own 250: the common half is closed");
+        assert!(quiet.has_room(), "within its own share, it goes on");
+        budget.note_resident(900);
+        assert!(busy.has_room(), "open again once the process is back within the budget");
     }
 }
