@@ -14,8 +14,8 @@
 //! allocator keeps some of what is freed. So the process's resident memory is
 //! the last word: while it is over the budget (the caller measures it, see
 //! [`MemoryBudget::note_resident`]), the common half is closed and every
-//! partition keeps to its own share, which it may always fill: input slows,
-//! never stops for good.
+//! partition keeps to half its own share: input slows, and what is held
+//! drains, but a partition is never left without room.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -96,12 +96,14 @@ impl BudgetShare {
     }
 
     /// Whether the partition may take more input: within its own share, or
-    /// while the common half of the budget has room and the process is within the budget.
+    /// while the common half of the budget has room; while the process is over
+    /// the budget, only within half its own share.
     pub fn has_room(&self) -> bool {
         let budget = &self.budget;
-        self.held < budget.own_share()
-            || (budget.beyond_shares.load(Ordering::Relaxed) < budget.limit / 2
-                && !budget.resident_over.load(Ordering::Relaxed))
+        if budget.resident_over.load(Ordering::Relaxed) {
+            return self.held < budget.own_share() / 2;
+        }
+        self.held < budget.own_share() || budget.beyond_shares.load(Ordering::Relaxed) < budget.limit / 2
     }
 }
 
@@ -141,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn while_the_process_is_over_the_budget_each_partition_keeps_to_its_own_share() {
+    fn while_the_process_is_over_the_budget_each_partition_keeps_to_half_its_own_share() {
         let budget = MemoryBudget::new(1000);
         let mut busy = budget.share();
         let mut quiet = budget.share();
@@ -149,7 +151,9 @@ mod tests {
         quiet.hold(100);
         budget.note_resident(1001);
         assert!(!busy.has_room(), "beyond its own 250: the common half is closed");
-        assert!(quiet.has_room(), "within its own share, it goes on");
+        assert!(quiet.has_room(), "within half its own share, it goes on");
+        quiet.hold(125);
+        assert!(!quiet.has_room(), "half its own share");
         budget.note_resident(900);
         assert!(busy.has_room(), "open again once the process is back within the budget");
     }

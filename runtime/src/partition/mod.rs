@@ -288,8 +288,9 @@ impl Default for Bounds {
 const MESSAGE_OVERHEAD: usize = std::mem::size_of::<Envelope>() + 96;
 
 /// What an address with messages holds besides them: its record's busy part,
-/// its entry in the epoch's dirty set and in the table, their allocations' headers.
-const ADDRESS_OVERHEAD: usize = std::mem::size_of::<record::Busy>() + std::mem::size_of::<Address>() + 160;
+/// its slot in the table, its copy in the epoch's dirty set (an address and
+/// its three strings), their allocations' headers.
+const ADDRESS_OVERHEAD: usize = std::mem::size_of::<record::Busy>() + 2 * std::mem::size_of::<Address>() + 160;
 
 /// Far beyond any request-and-reply chain, reached within seconds by a loop.
 pub const DEFAULT_MAX_HOPS: u32 = 1000;

@@ -193,7 +193,7 @@ impl PartitionWorker {
 
         let mut share = budget.share();
         let result = loop {
-            share.hold(partition.held_bytes() + tasks.held_bytes());
+            share.hold(partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes());
             // What functions send waits in the outboxes until it is committed and published: past half
             // the partition's share, no invocation starts (its outputs would pile up there), and an epoch
             // is sealed early at a quarter. Queued messages drain by invocations, outboxes by commits.
@@ -272,6 +272,7 @@ impl PartitionWorker {
                     None => break Err(WorkerError::Failed { partition: id, reason: "the committer ended unexpectedly".into() }),
                     Some(CommitterEvent::Published(epoch)) => {
                         partition.mark_published(epoch);
+                        sealing.published(epoch);
                         let (published, waiting) = sealing.ended_sealed.drain(..).partition(|(sealed, ..)| *sealed <= epoch);
                         sealing.ended_sealed = waiting;
                         for (_, stream, shard) in published {
@@ -343,6 +344,9 @@ struct Sealing {
     /// Shards read to their end, waiting for the epoch that records it to be sealed, then published.
     ended_unsealed: Vec<(String, String)>,
     ended_sealed: Vec<(u64, String, String)>,
+    /// Sealed epochs not yet published, with the bytes of their encoded parts
+    /// (the outboxes are the partition's to count).
+    in_commit: VecDeque<(u64, usize)>,
 }
 
 impl Sealing {
@@ -355,8 +359,22 @@ impl Sealing {
         }
         let (record, outbox) = partition.seal(snapshot);
         let epoch = record.record.epoch;
+        let parked: usize = record.parked.iter().map(|(_, bytes)| bytes.len()).sum();
+        self.in_commit.push_back((epoch, record.entries.bytes().len() + record.timers.len() + parked));
         self.ended_sealed.extend(self.ended_unsealed.drain(..).map(|(stream, shard)| (epoch, stream, shard)));
         Sealed { record, outbox }
+    }
+
+    /// Notes that every epoch up to `epoch` is committed and published.
+    fn published(&mut self, epoch: u64) {
+        while self.in_commit.front().is_some_and(|(sealed, _)| *sealed <= epoch) {
+            self.in_commit.pop_front();
+        }
+    }
+
+    /// What the sealed epochs on their way to the checkpoint store hold.
+    fn in_commit_bytes(&self) -> usize {
+        self.in_commit.iter().map(|(_, bytes)| bytes).sum()
     }
 }
 
