@@ -192,8 +192,10 @@ impl PartitionWorker {
         );
 
         let mut share = budget.share();
+        let mut intake: Option<Intake> = None;
         let result = loop {
-            share.hold(partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes());
+            let reading = intake.as_ref().map_or(0, |i| i.bytes);
+            share.hold(partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes() + reading);
             // What functions send waits in the outboxes until it is committed and published: past half
             // the partition's share, no invocation starts (its outputs would pile up there), and an epoch
             // is sealed early at a quarter. Queued messages drain by invocations, outboxes by commits.
@@ -209,13 +211,11 @@ impl PartitionWorker {
                 && sealed_tx.capacity() > 0;
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
-                Some(batch) = input_rx.recv(), if accepting => {
-                    let input = &inputs[batch.input];
-                    route_input(&mut partition, input, batch.records);
-                    if batch.end {
-                        partition.advance_position(&input.stream, &input.shard, END_POSITION);
-                        sealing.ended_unsealed.push((input.stream.clone(), input.shard.clone()));
-                    }
+                Some(batch) = input_rx.recv(), if accepting && intake.is_none() => {
+                    intake = Intake::take_step(Intake::new(batch), &mut partition, &inputs, &mut sealing);
+                }
+                _ = std::future::ready(()), if accepting && intake.is_some() => {
+                    intake = intake.and_then(|i| Intake::take_step(i, &mut partition, &inputs, &mut sealing));
                 }
                 Some(ready) = ready_rx.recv() => {
                     let source = &ingress[ready.stream];
@@ -338,6 +338,52 @@ impl PartitionWorker {
 }
 
 /// What sealing an epoch needs to remember between epochs.
+/// An input batch being taken in, a step at a time: one exchange record can
+/// carry thousands of messages, and a read up to 10 MiB of them, so the
+/// partition's room is checked again between steps. The records not yet taken
+/// count as held, as read.
+struct Intake {
+    input: usize,
+    records: std::vec::IntoIter<LogRecord>,
+    end: bool,
+    /// Bytes of the records not yet taken.
+    bytes: usize,
+}
+
+/// What one step of an [`Intake`] takes in at most (and one record more, which may be larger).
+const INTAKE_STEP_BYTES: usize = 256 << 10;
+
+impl Intake {
+    fn new(batch: InputBatch) -> Self {
+        let bytes = batch.records.iter().map(|r| r.data.len()).sum();
+        Self { input: batch.input, records: batch.records.into_iter(), end: batch.end, bytes }
+    }
+
+    /// Routes the next step's records; the rest of the batch, if any is left.
+    fn take_step(mut self, partition: &mut Partition, inputs: &[Input], sealing: &mut Sealing) -> Option<Self> {
+        let input = &inputs[self.input];
+        let mut step_bytes = 0;
+        let step = std::iter::from_fn(|| {
+            if step_bytes >= INTAKE_STEP_BYTES {
+                return None;
+            }
+            let record = self.records.next()?;
+            step_bytes += record.data.len();
+            Some(record)
+        });
+        route_input(partition, input, step);
+        self.bytes -= step_bytes;
+        if self.records.len() > 0 {
+            return Some(self);
+        }
+        if self.end {
+            partition.advance_position(&input.stream, &input.shard, END_POSITION);
+            sealing.ended_unsealed.push((input.stream.clone(), input.shard.clone()));
+        }
+        None
+    }
+}
+
 #[derive(Default)]
 struct Sealing {
     epochs_since_snapshot: u64,
@@ -524,7 +570,7 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Turns input records into messages (ingress) or accepts exchange batches.
-fn route_input(partition: &mut Partition, input: &Input, records: Vec<LogRecord>) {
+fn route_input(partition: &mut Partition, input: &Input, records: impl Iterator<Item = LogRecord>) {
     let now = now_ms();
     // Records of a batch are read from one shard in order: the last one's position stands for them all.
     let mut last_position: Option<(String, String)> = None;
@@ -630,6 +676,31 @@ mod tests {
 
     fn input(start: Position) -> Input {
         Input { stream: "in".into(), shard: "s".into(), kind: InputKind::Exchange, start }
+    }
+
+    #[test]
+    fn a_batch_is_taken_in_steps_each_advancing_the_position_to_its_last_record() {
+        let mut partition = Partition::new(0, 1, Arc::new(NoEndpoints), 1);
+        let inputs = vec![input(Position::Latest)];
+        // Not exchange batches: each becomes a dead letter, which is enough to see it taken.
+        let record = |n: u32| LogRecord {
+            shard: "s".into(),
+            sequence: n.to_string(),
+            partition_key: String::new(),
+            data: vec![0xff; 100 << 10],
+            id: None,
+            appended_at_ms: 0,
+        };
+        let mut sealing = Sealing::default();
+        let intake = Intake::new(InputBatch { input: 0, records: (0..6).map(record).collect(), end: true });
+        assert_eq!(intake.bytes, 600 << 10, "what is not taken yet counts as held");
+        let intake = Intake::take_step(intake, &mut partition, &inputs, &mut sealing).expect("a second step");
+        assert_eq!(partition.position("in", "s"), Some("2"), "records up to the step's size, and the one crossing it");
+        assert_eq!(intake.bytes, 300 << 10);
+        assert!(sealing.ended_unsealed.is_empty(), "the shard's end is not reached before its last record");
+        assert!(Intake::take_step(intake, &mut partition, &inputs, &mut sealing).is_none());
+        assert_eq!(partition.position("in", "s"), Some(END_POSITION));
+        assert_eq!(sealing.ended_unsealed.len(), 1);
     }
 
     #[test]
