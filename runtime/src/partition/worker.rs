@@ -172,8 +172,10 @@ impl PartitionWorker {
             side_tasks.spawn(discovery.run(ready_tx));
         }
         // A new owner's first commit is a snapshot: every object of a chain then
-        // carries the same lease counter (see the checkpoint module).
-        let mut sealing = Sealing { epochs_since_snapshot: settings.snapshot_every, ..Default::default() };
+        // carries the same lease counter (see the checkpoint module). The next ones
+        // are spread over the partitions' cycle: partitions started together would
+        // otherwise all encode everything they hold at the same moment.
+        let mut sealing = Sealing::new(settings.snapshot_every, id, partitions);
 
         // Owned here: a stop or hand-over cancels what is in flight, so an address is
         // never invoked by this worker while its next owner re-sends the same batch.
@@ -257,13 +259,13 @@ impl PartitionWorker {
                     if partition.has_changes()
                         && let Ok(permit) = sealed_tx.try_reserve()
                     {
-                        permit.send(sealing.seal(&mut partition, &settings));
+                        permit.send(sealing.seal(&mut partition));
                     }
                 }
                 // Full before its interval is up: sealed now (the next one gets the rest of the interval).
                 _ = std::future::ready(()), if epoch_full => {
                     if let Ok(permit) = sealed_tx.try_reserve() {
-                        permit.send(sealing.seal(&mut partition, &settings));
+                        permit.send(sealing.seal(&mut partition));
                         commit_tick.reset();
                     }
                 }
@@ -305,7 +307,7 @@ impl PartitionWorker {
             let last_commit = async {
                 if partition.has_changes() {
                     // Sealed as every other epoch: a new owner's first is a snapshot on this path too.
-                    let _ = sealed_tx.send(sealing.seal(&mut partition, &settings)).await;
+                    let _ = sealed_tx.send(sealing.seal(&mut partition)).await;
                 }
                 drop(sealed_tx);
                 committer_task.await
@@ -386,7 +388,10 @@ impl Intake {
 
 #[derive(Default)]
 struct Sealing {
+    snapshot_every: u64,
     epochs_since_snapshot: u64,
+    /// Where the count starts after the first snapshot (then at zero).
+    after_first_snapshot: u64,
     /// Shards read to their end, waiting for the epoch that records it to be sealed, then published.
     ended_unsealed: Vec<(String, String)>,
     ended_sealed: Vec<(u64, String, String)>,
@@ -396,12 +401,23 @@ struct Sealing {
 }
 
 impl Sealing {
+    /// The first epoch sealed is a snapshot; then one in `snapshot_every`, at
+    /// partition `id`'s place among `partitions` in the cycle.
+    fn new(snapshot_every: u64, id: u32, partitions: u32) -> Self {
+        Self {
+            snapshot_every,
+            epochs_since_snapshot: snapshot_every,
+            after_first_snapshot: u64::from(id) * snapshot_every / u64::from(partitions.max(1)),
+            ..Default::default()
+        }
+    }
+
     /// Seals the partition's epoch (a snapshot every `snapshot_every` epochs).
-    fn seal(&mut self, partition: &mut Partition, settings: &WorkerSettings) -> Sealed {
+    fn seal(&mut self, partition: &mut Partition) -> Sealed {
         self.epochs_since_snapshot += 1;
-        let snapshot = self.epochs_since_snapshot >= settings.snapshot_every;
+        let snapshot = self.epochs_since_snapshot >= self.snapshot_every;
         if snapshot {
-            self.epochs_since_snapshot = 0;
+            self.epochs_since_snapshot = std::mem::take(&mut self.after_first_snapshot);
         }
         let (record, outbox) = partition.seal(snapshot);
         let epoch = record.record.epoch;
@@ -691,7 +707,7 @@ mod tests {
             id: None,
             appended_at_ms: 0,
         };
-        let mut sealing = Sealing::default();
+        let mut sealing = Sealing::new(1, 0, 1);
         let intake = Intake::new(InputBatch { input: 0, records: (0..6).map(record).collect(), end: true });
         assert_eq!(intake.bytes, 600 << 10, "what is not taken yet counts as held");
         let intake = Intake::take_step(intake, &mut partition, &inputs, &mut sealing).expect("a second step");
@@ -701,6 +717,17 @@ mod tests {
         assert!(Intake::take_step(intake, &mut partition, &inputs, &mut sealing).is_none());
         assert_eq!(partition.position("in", "s"), Some(END_POSITION));
         assert_eq!(sealing.ended_unsealed.len(), 1);
+    }
+
+    #[test]
+    fn the_first_epoch_is_a_snapshot_and_partitions_take_the_next_ones_in_turn() {
+        let snapshots = |id: u32| -> Vec<usize> {
+            let mut partition = Partition::new(id, 2, Arc::new(NoEndpoints), 1);
+            let mut sealing = Sealing::new(4, id, 2);
+            (0..10).filter(|_| sealing.seal(&mut partition).record.record.snapshot).collect()
+        };
+        assert_eq!(snapshots(0), [0, 4, 8]);
+        assert_eq!(snapshots(1), [0, 2, 6], "half a cycle later");
     }
 
     #[test]
