@@ -339,7 +339,6 @@ impl PartitionWorker {
     }
 }
 
-/// What sealing an epoch needs to remember between epochs.
 /// An input batch being taken in, a step at a time: one exchange record can
 /// carry thousands of messages, and a read up to 10 MiB of them, so the
 /// partition's room is checked again between steps. The records not yet taken
@@ -386,6 +385,7 @@ impl Intake {
     }
 }
 
+/// What sealing an epoch needs to remember between epochs.
 #[derive(Default)]
 struct Sealing {
     snapshot_every: u64,
