@@ -9,13 +9,13 @@ use statefun_proto::internal::{
     AddressEntry, DeadLetter, DelayedMessage, EpochRecord, ExchangeBatch, ExchangeMessage, ParkedMessages, StoredState,
     outbox_entry,
 };
-use statefun_proto::reqreply::TypedValue;
 use statefun_proto::reqreply::from_function::{
     DelayedInvocation, EgressMessage, ExpirationSpec, IncompleteInvocationContext, Invocation, InvocationResponse,
     PersistedValueMutation, PersistedValueSpec, Response, expiration_spec::ExpireMode,
     persisted_value_mutation::MutationType,
 };
 use statefun_proto::reqreply::to_function::{InvocationBatchRequest, Request};
+use statefun_proto::reqreply::{FromFunction, TypedValue};
 use statefun_proto::typenames;
 
 use super::*;
