@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod counter;
 pub mod hostile;
 pub mod hostile_functions;
+mod hostile_watch;
 pub mod pipeline;
 pub mod processes;
 pub mod procfs;
