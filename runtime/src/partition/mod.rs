@@ -8,8 +8,8 @@
 //! into the epoch's outbox, published only after the epoch commits. It knows
 //! nothing of AWS, files or HTTP: [`worker`] drives it and does the I/O.
 //! Delivery, sealing and recovery are here; invoking addresses and applying
-//! their replies in `invocation`, delayed messages in `timers`, addresses
-//! beyond their cap in [`parking`].
+//! their replies in `invocation`, their egress records in `egress`, delayed
+//! messages in `timers`, addresses beyond their cap in [`parking`].
 //!
 //! Contract kept here: at most one batch in flight per address, messages
 //! batched in arrival order, a reply applied exactly once (stale replies are
@@ -17,6 +17,7 @@
 
 pub mod budget;
 pub mod committer;
+mod egress;
 pub(crate) mod exchange_batches;
 mod invocation;
 pub mod lineage;
@@ -38,14 +39,12 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use prost::Message as _;
-use statefun_proto::egress::KinesisEgressRecord;
 use statefun_proto::internal::{
-    DeadLetter, DedupMark, DelayedMessage, EgressRecord, Envelope, EpochRecord, ExchangeBatch, FunctionSpecs,
-    InputPosition, StoredState,
+    DeadLetter, DedupMark, DelayedMessage, Envelope, EpochRecord, ExchangeBatch, FunctionSpecs, InputPosition,
+    StoredState,
 };
-use statefun_proto::reqreply::from_function::{DelayedInvocation, EgressMessage, PersistedValueSpec};
+use statefun_proto::reqreply::from_function::{DelayedInvocation, PersistedValueSpec};
 use statefun_proto::reqreply::{Address, ToFunction};
-use statefun_proto::typenames;
 
 use crate::address::{self, FunctionType};
 use outbox::{IngressMessage, Outbox};
@@ -838,56 +837,6 @@ impl Partition {
         let cancellation_token = delayed.cancellation_token;
         self.timers.schedule(DelayedMessage { timer_id, fire_at_ms, cancellation_token, envelope: Some(envelope) });
     }
-
-    fn egress(&mut self, address: &Address, message: EgressMessage, now_ms: i64) {
-        let record = match self.egress_record(&message) {
-            Ok(record) => record,
-            Err(reason) => {
-                let raw = message.encode_to_vec();
-                self.dead_letter(Some(address.clone()), reason, Vec::new(), "egress", raw, now_ms);
-                return;
-            }
-        };
-        let seq = self.outbox_seq();
-        self.outbox.push_egress(seq, record);
-    }
-
-    fn egress_record(&self, message: &EgressMessage) -> Result<EgressRecord, String> {
-        if !self.catalog.has_egress(&message.egress_namespace, &message.egress_type) {
-            return Err(format!("egress {} is not declared in module.yaml", EgressId(message)));
-        }
-        let id = EgressId(message);
-        let argument = message.argument.as_ref().ok_or_else(|| format!("egress message for {id} has no argument"))?;
-        if argument.typename != typenames::KINESIS_EGRESS_RECORD {
-            return Err(format!(
-                "egress {id} is a Kinesis egress and takes {}, got `{}`",
-                typenames::KINESIS_EGRESS_RECORD,
-                argument.typename
-            ));
-        }
-        let record = KinesisEgressRecord::decode(argument.value.as_slice())
-            .map_err(|e| format!("egress {id}: argument is not a valid KinesisEgressRecord: {e}"))?;
-        // Kinesis' own limits, checked here so a record that can never be
-        // published is dead-lettered instead of blocking the partition's outbox.
-        if let Err(e) = crate::log::check_stream_name(&record.stream) {
-            return Err(format!("egress {id}: KinesisEgressRecord.stream: {e}"));
-        }
-        if self.catalog.is_internal_stream(&record.stream) {
-            return Err(format!("egress {id}: stream `{}` belongs to the runtime itself", record.stream));
-        }
-        let hash_key = Some(record.explicit_hash_key.as_str()).filter(|k| !k.is_empty());
-        if let Err(e) = crate::log::check_record(&record.partition_key, record.value_bytes.len(), hash_key) {
-            return Err(format!("egress {id}: KinesisEgressRecord: {e}"));
-        }
-        Ok(EgressRecord {
-            // Never read back: not worth a copy per record.
-            egress: String::new(),
-            stream: record.stream,
-            partition_key: record.partition_key,
-            explicit_hash_key: record.explicit_hash_key,
-            data: record.value_bytes,
-        })
-    }
 }
 
 /// What the deterministic ids of a partition's history start with:
@@ -905,13 +854,4 @@ fn addressed(mut messages: Vec<Envelope>, target: &Address) -> Vec<Envelope> {
         message.target = Some(target.clone());
     }
     messages
-}
-
-/// An egress message's egress id, `namespace/type`, written only when an error names it.
-struct EgressId<'a>(&'a EgressMessage);
-
-impl std::fmt::Display for EgressId<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.0.egress_namespace, self.0.egress_type)
-    }
 }
