@@ -20,7 +20,7 @@ pub struct SealedEpoch {
     /// Everything but the sealed entries and the outboxes (entries given here are written too).
     pub record: EpochRecord,
     pub entries: SealedEntries,
-    /// Encoded `EpochRecord.timers` fields (see [`timers`]).
+    /// Encoded `EpochRecord.timers` fields (see [`super::timers`]).
     pub timers: Vec<u8>,
     pub outboxes: Vec<Arc<Outbox>>,
     /// Parked segments the record lists for the first time: (name, encoded
