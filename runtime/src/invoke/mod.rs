@@ -17,7 +17,6 @@ use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
 use crate::address::{self, FunctionType};
 use crate::config::{EndpointConfig, EndpointTarget, ModuleConfig};
 use crate::log::BoxFuture;
-use crate::partition::{BatchLimits, Catalog};
 use retry::RetryPolicy;
 
 /// Why one attempt failed.
@@ -50,7 +49,10 @@ pub trait FunctionClient: Send + Sync {
 #[derive(Clone)]
 pub struct Route {
     pub client: Arc<dyn FunctionClient>,
-    pub limits: BatchLimits,
+    /// The endpoint's `maxNumBatchRequests`.
+    pub max_batch: usize,
+    /// What one request may carry (the endpoint's payload limit, or Lambda's).
+    pub max_request_bytes: usize,
 }
 
 /// Resolves function types to endpoints (once per type) and invokes with retries.
@@ -113,7 +115,8 @@ impl Invoker {
                 };
                 Some(Route {
                     client: self.clients[index].clone(),
-                    limits: BatchLimits { max_messages: endpoint.max_batch, max_bytes },
+                    max_batch: endpoint.max_batch,
+                    max_request_bytes: max_bytes,
                 })
             })
             .clone()
@@ -173,27 +176,5 @@ fn client_for(
                 ),
             }),
         },
-    }
-}
-
-/// The catalog the partitions see: routes from the invoker, egress ids from the module.
-pub struct ModuleCatalog {
-    pub invoker: Arc<Invoker>,
-    pub module: Arc<ModuleConfig>,
-    /// The exchange and dead-letter streams.
-    pub internal_streams: Vec<String>,
-}
-
-impl Catalog for ModuleCatalog {
-    fn batch_limits(&self, function_type: &FunctionType) -> Option<BatchLimits> {
-        self.invoker.route(function_type).map(|r| r.limits)
-    }
-
-    fn has_egress(&self, namespace: &str, name: &str) -> bool {
-        self.module.egress(namespace, name).is_some()
-    }
-
-    fn is_internal_stream(&self, stream: &str) -> bool {
-        self.internal_streams.iter().any(|s| s == stream)
     }
 }

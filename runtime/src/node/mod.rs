@@ -7,6 +7,7 @@
 //! This is the only place where backends, configuration and the engine meet;
 //! the same code runs on the local backends and on the AWS ones.
 
+mod catalog;
 mod leases;
 
 use std::collections::{HashMap, HashSet};
@@ -19,6 +20,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use catalog::ModuleCatalog;
 pub use leases::LeaseSettings;
 use leases::{Decision, LeaseTable};
 
@@ -29,7 +31,7 @@ use crate::coordination::{
     CommitError, CommitStore, Committed, Lease, dynamodb::DynamoCommitStore, local::LocalCommitStore,
 };
 use crate::dead_letters::Destination;
-use crate::invoke::{Invoker, ModuleCatalog, retry::RetryPolicy};
+use crate::invoke::{Invoker, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
 use crate::partition::budget::MemoryBudget;
 use crate::partition::committer::{Committer, OutputStreams};
