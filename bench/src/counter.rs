@@ -60,6 +60,21 @@ pub fn functions(egress_stream: &str) -> Functions {
 /// The module.yaml of the counter scenarios: the endpoint at `url`, the
 /// ingress `ingress_stream` (long values, to `bench/counter`) and the egress.
 pub fn module_yaml(url: &str, ingress_stream: &str) -> String {
+    module_yaml_with_streams(url, &[(ingress_stream, "io.statefun.types/long", "counter")])
+}
+
+/// The module.yaml with one endpoint at `url` for every `bench/*` function, the
+/// egress, and an ingress reading each `(stream, valueType, function)` to
+/// `bench/<function>`.
+pub fn module_yaml_with_streams(url: &str, streams: &[(&str, &str, &str)]) -> String {
+    let streams: String = streams
+        .iter()
+        .map(|(stream, value_type, function)| {
+            format!(
+                "    - stream: {stream}\n      valueType: {value_type}\n      targets:\n        - {NAMESPACE}/{function}\n"
+            )
+        })
+        .collect();
     format!(
         "kind: io.statefun.endpoints.v2/http
 spec:
@@ -78,11 +93,7 @@ spec:
   startupPosition:
     type: earliest
   streams:
-    - stream: {ingress_stream}
-      valueType: io.statefun.types/long
-      targets:
-        - {NAMESPACE}/counter
----
+{streams}---
 kind: io.statefun.kinesis.v1/egress
 spec:
   id: {NAMESPACE}/out

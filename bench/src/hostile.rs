@@ -204,44 +204,16 @@ pub async fn run(settings: &Settings) -> Vec<Row> {
 /// The endpoint of every `bench/*` function, the unrelated counter's ingress
 /// and one ingress stream per load.
 fn module_yaml(url: &str) -> String {
-    let ns = counter::NAMESPACE;
-    let stream = |name: &str, value_type: &str, target: &str| {
-        format!("    - stream: {name}\n      valueType: {value_type}\n      targets:\n        - {ns}/{target}\n")
-    };
     let long = "io.statefun.types/long";
-    let streams = [
-        stream(counter::INGRESS_STREAM, long, "counter"),
-        stream(BIG_STREAM, long, "counter"),
-        stream(FAILING_STREAM, long, "failing"),
-        stream(SCHEDULE_STREAM, SCHEDULE_TYPENAME, "scheduler"),
-        stream(FANOUT_STREAM, long, "fanout"),
-    ]
-    .concat();
-    format!(
-        "kind: io.statefun.endpoints.v2/http
-spec:
-  functions: {ns}/*
-  urlPathTemplate: {url}
-  maxNumBatchRequests: 1000
-  transport:
-    call: 30s
-    connect: 5s
----
-kind: io.statefun.kinesis.v1/ingress
-spec:
-  id: {ns}/in
-  awsRegion:
-    type: default
-  startupPosition:
-    type: earliest
-  streams:
-{streams}---
-kind: io.statefun.kinesis.v1/egress
-spec:
-  id: {ns}/out
-  awsRegion:
-    type: default
-"
+    counter::module_yaml_with_streams(
+        url,
+        &[
+            (counter::INGRESS_STREAM, long, "counter"),
+            (BIG_STREAM, long, "counter"),
+            (FAILING_STREAM, long, "failing"),
+            (SCHEDULE_STREAM, SCHEDULE_TYPENAME, "scheduler"),
+            (FANOUT_STREAM, long, "fanout"),
+        ],
     )
 }
 
