@@ -33,7 +33,7 @@ use statefun_runtime::address::FunctionType;
 use statefun_runtime::checkpoint::fs::FsBlobStore;
 use statefun_runtime::checkpoint::s3::S3BlobStore;
 use statefun_runtime::checkpoint::{self, BlobStore};
-use statefun_runtime::partition::{BatchLimits, Catalog, Effect, NoEndpoints, Partition, restore};
+use statefun_runtime::partition::{BatchLimits, Catalog, Effect, NoEndpoints, Partition};
 
 use crate::report::Row;
 use crate::{procfs, progress};
@@ -322,7 +322,7 @@ pub async fn recover(dir: &Path, addresses: usize, s3_prefix: Option<&str>) -> a
     };
     let rss_before = rss();
     let started = Instant::now();
-    let partition = restore::recover(store.as_ref(), 0, 1, Arc::new(NoEndpoints), &manifest()).await?;
+    let partition = checkpoint::recover(store.as_ref(), 0, 1, Arc::new(NoEndpoints), &manifest()).await?;
     let total = started.elapsed().as_secs_f64();
     let rss_after = rss();
     if partition.address_count() != addresses {

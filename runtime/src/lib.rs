@@ -3,16 +3,18 @@
 //!
 //! ```text
 //!  ingress shards ─┐                       ┌─> invoke (HTTP / Lambda) ─┐
-//!  exchange shard ─┴─> partition::worker ──┤                           │
+//!  exchange shard ─┴─> worker ─────────────┤                           │
 //!                         ▲    │           └────────── replies <───────┘
 //!                         │    └─ sealed epochs ─> committer ─> checkpoint object
 //!                         │                                  ─> conditional commit
 //!                         └──── other partitions <─ exchange <─ publish outbox ─> egress, dead letters
 //! ```
 //!
-//! - [`address`]: function types, addresses, the stable key-group routing.
+//! - [`address`], [`partition`]: the engine (routing, mailboxes, batching, state, timers, expiry,
+//!   epochs), a crate of its own (`statefun-engine`) free of AWS, HTTP and files, re-exported here.
+//! - [`worker`]: drives one partition: reads its inputs, invokes, seals epochs; its committer stores
+//!   and publishes them.
 //! - [`config`]: `module.yaml` (StateFun kinds and ours), validated at load.
-//! - [`partition`]: the engine (mailboxes, batching, state, timers, expiry, epochs), its worker and committer.
 //! - [`invoke`]: endpoints, the HTTP transport, retries.
 //! - [`log`], [`checkpoint`], [`coordination`]: the storage seams, with embedded local backends
 //!   and AWS ones (Kinesis, S3, DynamoDB); [`aws`]: what the AWS backends share.
@@ -23,7 +25,6 @@
 //! what an epoch publishes once committed; the *exchange* is the log that
 //! carries messages between partitions.
 
-pub mod address;
 pub mod aws;
 pub mod backoff;
 pub mod checkpoint;
@@ -34,11 +35,7 @@ pub mod faults;
 pub mod invoke;
 pub mod log;
 pub mod node;
-pub mod partition;
 pub mod values;
+pub mod worker;
 
-/// Wall-clock milliseconds: the clock of timers and state expiry, which are
-/// checkpointed as absolute times and so survive restarts.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use statefun_engine::{address, now_ms, partition};

@@ -860,8 +860,8 @@ fn lost_commit_plan() -> String {
 #[tokio::test]
 async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_settles_it() {
     use statefun_runtime::coordination::guard::LeaseGuard;
-    use statefun_runtime::partition::committer::{Committer, CommitterEvent, OutputStreams, Sealed};
     use statefun_runtime::partition::outbox::Outbox;
+    use statefun_runtime::worker::committer::{Committer, CommitterEvent, OutputStreams, Sealed};
 
     const TEST: &str = "a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_settles_it";
     if !in_child_under_faults(TEST, &lost_commit_plan()) {

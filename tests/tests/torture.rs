@@ -52,7 +52,7 @@ use serde_json::{Value, json};
 use statefun_proto::reqreply::Address;
 use statefun_runtime::address::{partition_of, shard_of_key};
 use statefun_runtime::log::MAX_RECORD_BYTES;
-use statefun_runtime::partition::lineage::partition_of_shard;
+use statefun_runtime::worker::lineage::partition_of_shard;
 use statefun_tests::aws::{AwsDeployment, kinesis_client};
 use statefun_tests::cart::{self, Order, Shape, Workload};
 use statefun_tests::{

@@ -23,7 +23,10 @@
 //! snapshot streamed from the store, so a large partition is never held twice.
 
 pub mod fs;
+mod recover;
 pub mod s3;
+
+pub use recover::recover;
 
 use std::collections::BTreeMap;
 
@@ -171,18 +174,7 @@ impl Chain {
     }
 }
 
-/// Where a replayed history goes, piece by piece: for each object, oldest
-/// first, `begin_epoch`, its address entries, then the rest of its record.
-pub trait HistorySink: Send {
-    fn begin_epoch(&mut self, epoch: u64, snapshot: bool);
-    /// How many entries the object holds, when it says (before its entries).
-    fn expect_entries(&mut self, count: usize);
-    fn entry(&mut self, entry: AddressEntry) -> Result<(), String>;
-    /// One of the record's delayed messages (`EpochRecord.timers`), streamed as entries are.
-    fn timer(&mut self, timer: DelayedMessage);
-    /// The object's record without its address entries and timers.
-    fn end_epoch(&mut self, record: EpochRecord) -> Result<(), String>;
-}
+pub use statefun_engine::partition::restore::HistorySink;
 
 /// How many checkpoint objects recovery fetches at once.
 const PARALLEL_LOADS: usize = 16;

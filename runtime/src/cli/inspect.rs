@@ -10,9 +10,10 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 use statefun_runtime::address::{self, FunctionType};
+use statefun_runtime::checkpoint;
 use statefun_runtime::dead_letters::{self, Destination};
 use statefun_runtime::log::LogError;
-use statefun_runtime::partition::{NoEndpoints, restore};
+use statefun_runtime::partition::NoEndpoints;
 use statefun_runtime::values::ValueCodec;
 
 use super::{DeadLetterDestination, Storage, patiently};
@@ -79,7 +80,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
         // A partition that never committed has no state.
         let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else { continue };
         let restored =
-            restore::recover(backends.blobs.as_ref(), partition, 1, Arc::new(NoEndpoints), &manifest).await?;
+            checkpoint::recover(backends.blobs.as_ref(), partition, 1, Arc::new(NoEndpoints), &manifest).await?;
         for address in restored.addresses() {
             if filter.as_ref().is_some_and(|f| *f != FunctionType::of(&address)) {
                 continue;

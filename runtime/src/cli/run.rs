@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use clap::Args;
 use statefun_runtime::invoke::retry::RetryPolicy;
 use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
-use statefun_runtime::partition::worker::WorkerSettings;
 use statefun_runtime::partition::{Bounds, DEFAULT_MAX_HOPS};
+use statefun_runtime::worker::WorkerSettings;
 
 use super::{BackendKind, DeadLetterDestination, Storage, Topology, byte_size, duration};
 

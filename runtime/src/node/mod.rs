@@ -33,11 +33,11 @@ use crate::coordination::{
 use crate::dead_letters::Destination;
 use crate::invoke::{Invoker, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
+use crate::partition::Partition;
 use crate::partition::budget::MemoryBudget;
-use crate::partition::committer::{Committer, OutputStreams};
-use crate::partition::lineage::IngressStream;
-use crate::partition::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings, panic_message};
-use crate::partition::{Partition, restore};
+use crate::worker::committer::{Committer, OutputStreams};
+use crate::worker::lineage::IngressStream;
+use crate::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings, panic_message};
 
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
@@ -169,7 +169,7 @@ pub async fn run(
     }
 
     // Ingress streams are checked here (a missing one is named at start); their
-    // shards are handed to partitions as they become readable (see `partition::lineage`).
+    // shards are handed to partitions as they become readable (see `worker::lineage`).
     let mut ingress = Vec::new();
     for (config, stream) in module.ingress_streams() {
         log.ensure_stream(&stream.stream, settings.stream_shards).await?;
@@ -510,7 +510,7 @@ async fn run_partition(
     let manifest = lease.manifest.unwrap_or_default();
     let catalog = context.catalog.clone();
     let recovered = match &lease.manifest {
-        Some(manifest) => restore::recover(context.blobs.as_ref(), id, context.partitions, catalog, manifest)
+        Some(manifest) => checkpoint::recover(context.blobs.as_ref(), id, context.partitions, catalog, manifest)
             .await
             .map_err(|e| format!("cannot recover: {e}")),
         None => match history_without_commit_record(context.blobs.as_ref(), id).await {

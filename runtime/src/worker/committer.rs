@@ -307,7 +307,7 @@ impl Committer {
     /// Turns an outbox into records per stream, with deterministic ids.
     fn split(&self, outbox: &Outbox) -> (Vec<AppendRecord>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
         let source = self.lease.partition;
-        let prefix = super::history_prefix(source, self.incarnation);
+        let prefix = crate::partition::history_prefix(source, self.incarnation);
         let id = |seq: u64| format!("{prefix}.e{}.{seq}", outbox.epoch);
         let mut exchange = ExchangeBatches::new(source, self.incarnation, outbox.epoch);
         let mut egress: BTreeMap<String, Vec<AppendRecord>> = BTreeMap::new();

@@ -43,14 +43,14 @@ impl Partition {
             .map_err(|e| format!("egress {id}: argument is not a valid KinesisEgressRecord: {e}"))?;
         // Kinesis' own limits, checked here so a record that can never be
         // published is dead-lettered instead of blocking the partition's outbox.
-        if let Err(e) = crate::log::check_stream_name(&record.stream) {
+        if let Err(e) = crate::limits::check_stream_name(&record.stream) {
             return Err(format!("egress {id}: KinesisEgressRecord.stream: {e}"));
         }
         if self.catalog.is_internal_stream(&record.stream) {
             return Err(format!("egress {id}: stream `{}` belongs to the runtime itself", record.stream));
         }
         let hash_key = Some(record.explicit_hash_key.as_str()).filter(|k| !k.is_empty());
-        if let Err(e) = crate::log::check_record(&record.partition_key, record.value_bytes.len(), hash_key) {
+        if let Err(e) = crate::limits::check_record(&record.partition_key, record.value_bytes.len(), hash_key) {
             return Err(format!("egress {id}: KinesisEgressRecord: {e}"));
         }
         Ok(EgressRecord {

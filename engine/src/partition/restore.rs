@@ -1,32 +1,31 @@
 //! Rebuilding a partition from its committed history: a snapshot, then the
-//! deltas after it, applied in order as [`crate::checkpoint::replay_history`]
-//! hands them over, one address entry at a time.
+//! deltas after it, applied in order as the checkpoint store hands them over
+//! (a [`HistorySink`]), one address entry at a time.
 //!
 //! Checks that each delta follows from what came before it; never reads storage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use statefun_proto::internal::{AddressEntry, DelayedMessage, Envelope, EpochOutbox, EpochRecord, PartitionManifest};
+use statefun_proto::internal::{AddressEntry, DelayedMessage, Envelope, EpochOutbox, EpochRecord};
 use statefun_proto::reqreply::Address;
 
 use super::outbox::Outbox;
 use super::record::AddressRecord;
 use super::{Catalog, Partition};
 use crate::address::{self, FunctionType};
-use crate::checkpoint::{self, BlobStore, CheckpointError, HistorySink};
 
-/// Recovers a partition from the history its commit record names.
-pub async fn recover(
-    blobs: &dyn BlobStore,
-    id: u32,
-    partitions: u32,
-    catalog: Arc<dyn Catalog>,
-    manifest: &PartitionManifest,
-) -> Result<Partition, CheckpointError> {
-    let mut restorer = Restorer::new(id, partitions, catalog);
-    checkpoint::replay_history(blobs, id, manifest, &mut restorer).await?;
-    Ok(restorer.finish())
+/// Where a replayed history goes, piece by piece: for each object, oldest
+/// first, `begin_epoch`, its address entries, then the rest of its record.
+pub trait HistorySink: Send {
+    fn begin_epoch(&mut self, epoch: u64, snapshot: bool);
+    /// How many entries the object holds, when it says (before its entries).
+    fn expect_entries(&mut self, count: usize);
+    fn entry(&mut self, entry: AddressEntry) -> Result<(), String>;
+    /// One of the record's delayed messages (`EpochRecord.timers`), streamed as entries are.
+    fn timer(&mut self, timer: DelayedMessage);
+    /// The object's record without its address entries and timers.
+    fn end_epoch(&mut self, record: EpochRecord) -> Result<(), String>;
 }
 
 /// The most addresses reserved for on a snapshot's count alone.
@@ -145,79 +144,5 @@ impl HistorySink for Restorer {
         p.next_timer_id = record.next_timer_id;
         p.epoch = record.epoch + 1;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use statefun_proto::internal::{AddressEntry, StoredState};
-    use statefun_proto::reqreply::TypedValue;
-
-    use super::*;
-    use crate::checkpoint::fs::FsBlobStore;
-    use crate::checkpoint::{READ_CHUNK_BYTES, object_key};
-    use crate::partition::{NoEndpoints, SealedEpoch};
-
-    fn entry(i: usize, fill: u8) -> AddressEntry {
-        let value = TypedValue { typename: "t/blob".into(), has_value: true, value: vec![fill; 100] };
-        AddressEntry {
-            address: Some(FunctionType::new("ns", "f").address(format!("a{i}"))),
-            states: vec![StoredState { name: "s".into(), value: Some(value), written_at_ms: 1, accessed_at_ms: 2 }],
-            ..Default::default()
-        }
-    }
-
-    fn sealed(epoch: u64, snapshot: bool, addresses: Vec<AddressEntry>) -> Vec<u8> {
-        let record = EpochRecord { partition: 0, epoch, snapshot, addresses, ..Default::default() };
-        let entries = Default::default();
-        let (timers, outboxes, parked, released, live_parked) = Default::default();
-        SealedEpoch { record, entries, timers, outboxes, parked, released, live_parked }.encode()
-    }
-
-    #[tokio::test]
-    async fn a_snapshot_larger_than_a_read_chunk_is_recovered_from_files_with_its_deltas() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = FsBlobStore::new(dir.path());
-        let count = 60_000;
-        let snapshot = sealed(1, true, (0..count).map(|i| entry(i, 1)).collect());
-        assert!(snapshot.len() > 2 * READ_CHUNK_BYTES, "the snapshot spans several chunks");
-        store.put(&object_key(0, 1, 7, true), snapshot.into()).await.expect("put snapshot");
-        store.put(&object_key(0, 2, 7, false), sealed(2, false, vec![entry(5, 2)]).into()).await.expect("put delta");
-
-        let manifest = PartitionManifest { epoch: 2, snapshot_epoch: 1, lease: 7 };
-        let p = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.expect("recovers");
-        assert_eq!(p.address_count(), count);
-        assert_eq!(p.epoch(), 3);
-        let value = |i: usize| {
-            let states = p.states_of(&FunctionType::new("ns", "f").address(format!("a{i}"))).unwrap_or_default();
-            states.first().and_then(|s| s.value.clone()).map(|v| v.value[0])
-        };
-        assert_eq!(value(count - 1), Some(1));
-        assert_eq!(value(5), Some(2), "the delta applied after the snapshot");
-
-        store
-            .put(&object_key(0, 2, 7, false), bytes::Bytes::from_static(b"\x0a\xff"))
-            .await
-            .expect("overwrite the delta");
-        let broken = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.err().map(|e| e.to_string());
-        let named = broken.is_some_and(|e| e.contains("epoch-00000000000000000002") && e.contains("corrupt"));
-        assert!(named, "a damaged delta is named");
-    }
-
-    #[tokio::test]
-    async fn a_snapshot_whose_count_is_absurd_is_corrupt_and_takes_no_memory_on_its_word() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = FsBlobStore::new(dir.path());
-        // A count that claims 2^40 addresses, then one address entry (the record's field 4).
-        let record =
-            EpochRecord { partition: 0, epoch: 1, snapshot: true, address_count: 1 << 40, ..Default::default() };
-        let mut bytes = prost::Message::encode_to_vec(&record);
-        prost::encoding::message::encode(4, &entry(3, 9), &mut bytes);
-        store.put(&object_key(0, 1, 7, true), bytes.into()).await.expect("put snapshot");
-        let manifest = PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: 7 };
-        let error = recover(&store, 0, 1, Arc::new(NoEndpoints), &manifest).await.err().map(|e| e.to_string());
-        let error = error.unwrap_or_default();
-        assert!(error.contains("corrupt"), "{error}");
-        assert!(error.contains("says it holds 1099511627776 address entries but holds 1"), "{error}");
     }
 }

@@ -6,7 +6,7 @@
 //! ticks) and take back [`Effect`]s (invocations to start); what must leave the
 //! partition (messages for other partitions, egress records, dead letters) goes
 //! into the epoch's outbox, published only after the epoch commits. It knows
-//! nothing of AWS, files or HTTP: [`worker`] drives it and does the I/O.
+//! nothing of AWS, files or HTTP: the runtime's worker drives it and does the I/O.
 //! Delivery and recovery are here; invoking addresses and applying their
 //! replies in `invocation`, their egress records in `egress`, closing an epoch
 //! in `epoch`, delayed messages in `timers`, addresses beyond their cap in
@@ -17,12 +17,10 @@
 //! ignored by token), everything that changes state recorded in the epoch.
 
 pub mod budget;
-pub mod committer;
 mod egress;
 mod epoch;
-pub(crate) mod exchange_batches;
+pub mod exchange_batches;
 mod invocation;
-pub mod lineage;
 pub mod outbox;
 pub mod parking;
 mod ready;
@@ -32,7 +30,6 @@ pub mod sealed_entries;
 mod table;
 mod timers;
 mod wire;
-pub mod worker;
 
 #[cfg(test)]
 mod tests;
@@ -290,7 +287,7 @@ impl Partition {
         catalog: Arc<dyn Catalog>,
         history: impl IntoIterator<Item = EpochRecord>,
     ) -> Result<Self, CorruptHistory> {
-        use crate::checkpoint::HistorySink as _;
+        use restore::HistorySink as _;
         let mut restorer = restore::Restorer::new(id, partitions, catalog);
         for mut record in history {
             let epoch = record.epoch;

@@ -17,7 +17,7 @@ pub const MAX_EXCHANGE_RECORD_BYTES: usize = 512 * 1024;
 /// epoch, incarnation, the message's seq and length prefixes) and the record's partition
 /// key (`partition-<n>`, at most 14 bytes), stays within a Kinesis record.
 /// A larger message is dead-lettered where it is made.
-pub const MAX_ENVELOPE_BYTES: usize = crate::log::MAX_RECORD_BYTES - 64;
+pub const MAX_ENVELOPE_BYTES: usize = crate::limits::MAX_RECORD_BYTES - 64;
 
 /// `ExchangeBatch` field numbers (internal.proto).
 const BATCH_SOURCE_PARTITION: u32 = 1;
@@ -179,6 +179,6 @@ mod tests {
         let mut batches = ExchangeBatches::new(4095, u64::MAX, u64::MAX);
         batches.push(4095, u64::MAX, &encoded);
         let [(_, _, record)] = batches.finish().try_into().expect("one record");
-        crate::log::check_record("partition-4095", record.len(), None).expect("within Kinesis' limits");
+        crate::limits::check_record("partition-4095", record.len(), None).expect("within Kinesis' limits");
     }
 }

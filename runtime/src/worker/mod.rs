@@ -7,8 +7,11 @@
 //! Input is paused while too many messages are queued, or the partition holds
 //! more than the worker's memory budget leaves it (backpressure).
 //! Ingress shards are handed out by [`Discovery`] as they become readable
-//! (resharding: see [`super::lineage`]); a shard read to its end is marked
+//! (resharding: see [`lineage`]); a shard read to its end is marked
 //! finished once the epoch recording its end is published.
+
+pub mod committer;
+pub mod lineage;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -24,17 +27,17 @@ use statefun_proto::reqreply::{Address, FromFunction};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::budget::MemoryBudget;
-use super::committer::{Committer, CommitterEvent, Sealed};
-use super::lineage::{self, Discovery, IngressStream, ReadyShard};
-use super::outbox::IngressMessage;
-use super::{Bounds, Effect, Partition, parking};
 use crate::address::FunctionType;
 use crate::backoff::Backoff;
 use crate::checkpoint::BlobStore;
 use crate::invoke::Invoker;
 use crate::log::{LogRecord, LogStore, Position};
 use crate::now_ms;
+use crate::partition::budget::MemoryBudget;
+use crate::partition::outbox::IngressMessage;
+use crate::partition::{Bounds, Effect, Partition, parking};
+use committer::{Committer, CommitterEvent, Sealed};
+use lineage::{Discovery, IngressStream, ReadyShard};
 
 /// What an input shard carries.
 #[derive(Clone, Debug)]
@@ -740,8 +743,8 @@ mod tests {
         assert!(at >= before);
         assert!(partition.has_changes(), "the pinned start is committed with the first epoch");
         let (sealed, _) = partition.seal(true);
-        let mut restored =
-            Partition::restore(0, 1, Arc::new(NoEndpoints), vec![sealed.into_record()]).expect("the history replays");
+        let record = statefun_proto::internal::EpochRecord::decode(sealed.encode().as_slice()).expect("decodes");
+        let mut restored = Partition::restore(0, 1, Arc::new(NoEndpoints), vec![record]).expect("the history replays");
         assert_eq!(start_position(&mut restored, &input(Position::Latest)), Position::AtTimestamp(at));
     }
 
