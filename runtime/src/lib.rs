@@ -39,3 +39,6 @@ pub mod values;
 pub mod worker;
 
 pub use statefun_engine::{address, now_ms, partition};
+
+/// A boxed future, so the storage and transport traits stay object-safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -22,6 +22,7 @@ use statefun_runtime::checkpoint::s3::S3BlobStore;
 use statefun_runtime::checkpoint::{self, BlobStore, CheckpointError, object_key};
 use statefun_runtime::coordination::dynamodb::DynamoCommitStore;
 use statefun_runtime::coordination::{CommitError, CommitStore, Renewal};
+use statefun_runtime::faults::FaultPlan;
 use statefun_runtime::log::kinesis::KinesisLogStore;
 use statefun_runtime::log::{AppendRecord, LogError, LogStore, Position, ShardChoice};
 
@@ -219,9 +220,17 @@ async fn a_missing_bucket_is_a_permanent_error_naming_the_bucket() {
 // --- DynamoDB -------------------------------------------------------------------------------
 
 async fn commit_store() -> Arc<DynamoCommitStore> {
+    commit_store_under(None).await
+}
+
+/// A commit store on a new table, its client under the fault plan `plan` once the table exists.
+async fn commit_store_under(plan: Option<&str>) -> Arc<DynamoCommitStore> {
     let store = DynamoCommitStore::new(&sdk_config(&local_aws().dynamodb_endpoint).await, unique("statefun-leases"));
     store.create_table().await.expect("create table");
-    Arc::new(store)
+    Arc::new(match plan {
+        Some(plan) => store.with_faults(&fault_plan(plan)),
+        None => store,
+    })
 }
 
 async fn delete_table(table: &str) {
@@ -387,6 +396,12 @@ async fn a_missing_table_is_a_permanent_error_naming_table_region_and_endpoint()
 
 async fn kinesis(create_streams: bool) -> Arc<KinesisLogStore> {
     Arc::new(KinesisLogStore::new(&sdk_config(&local_aws().endpoint).await, create_streams))
+}
+
+/// A Kinesis store whose client is under the fault plan `plan`.
+async fn kinesis_under(create_streams: bool, plan: &str) -> Arc<KinesisLogStore> {
+    let store = KinesisLogStore::new(&sdk_config(&local_aws().endpoint).await, create_streams);
+    Arc::new(store.with_faults(&fault_plan(plan)))
 }
 
 async fn delete_stream(stream: &str) {
@@ -682,49 +697,24 @@ async fn a_missing_stream_is_reported_unless_the_store_may_create_it() {
     with_cleanup(body, delete_stream(&stream)).await;
 }
 
-// --- under injected faults (STATEFUN_FAULTS) ------------------------------------------------
+// --- under injected faults (a fault plan on the store's client) ------------------------------------------------
 
-/// Names the test a child process runs under a fault plan.
-const FAULTS_CHILD: &str = "STATEFUN_FAULTS_TEST";
-
-/// Whether this process is the child that runs `test` under a fault plan. Otherwise runs
-/// this test binary again for `test` alone with `STATEFUN_FAULTS=plan` (the stores read
-/// the plan when they are built, and a test cannot set a variable of its own process),
-/// checks that it passed, and returns `false`.
-fn in_child_under_faults(test: &str, plan: &str) -> bool {
-    if std::env::var(FAULTS_CHILD).as_deref() == Ok(test) {
-        return true;
-    }
-    let aws = local_aws();
-    let output = Command::new(std::env::current_exe().expect("test executable"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("STATEFUN_FAULTS", plan)
-        .env(FAULTS_CHILD, test)
-        .env("AWS_ENDPOINT_URL", &aws.endpoint)
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &aws.dynamodb_endpoint)
-        .env("AWS_REGION", &aws.region)
-        .env("AWS_ACCESS_KEY_ID", &aws.access_key)
-        .env("AWS_SECRET_ACCESS_KEY", &aws.secret_key)
-        .output()
-        .expect("running the test binary");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success() && text.contains("test result: ok. 1 passed"),
-        "{test} under STATEFUN_FAULTS=`{plan}`:\n{text}"
-    );
-    false
+fn fault_plan(text: &str) -> Arc<FaultPlan> {
+    Arc::new(FaultPlan::parse(text).expect("valid plan"))
 }
 
-/// The log of the child process: the fault layer says `injected fault: ...` for every fault.
+/// The log of one test: the fault layer says `injected fault: ...` for every fault.
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Captured {
-    fn install() -> Self {
+    /// Captures what this thread logs while the guard lives: a test on tokio's
+    /// current-thread runtime, which runs its spawned tasks on the same thread.
+    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
         let captured = Self::default();
         let writer = captured.clone();
-        let _ = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).try_init();
-        captured
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        (captured, tracing::subscriber::set_default(subscriber))
     }
 
     fn count(&self, what: &str) -> usize {
@@ -780,13 +770,9 @@ fn is_subsequence(part: &[String], whole: &[String]) -> bool {
 
 #[tokio::test]
 async fn appends_under_partial_failures_arrive_whole_and_each_shard_keeps_their_order() {
-    const TEST: &str = "appends_under_partial_failures_arrive_whole_and_each_shard_keeps_their_order";
-    if !in_child_under_faults(TEST, "seed=5; kinesis.PutRecords.partial=0.2") {
-        return;
-    }
-    let captured = Captured::install();
+    let (captured, _log) = Captured::install();
     let stream = unique("statefun-partial");
-    let log = kinesis(true).await;
+    let log = kinesis_under(true, "seed=5; kinesis.PutRecords.partial=0.2").await;
     let shards = log.ensure_stream(&stream, 4).await.expect("create stream");
     let inner = stream.clone();
     let body = async move {
@@ -846,7 +832,7 @@ async fn appends_under_partial_failures_arrive_whole_and_each_shard_keeps_their_
 
 /// A plan whose `UpdateItem` attempts 0 and 2 lose their answers and 1 and 3 do not.
 fn lost_commit_plan() -> String {
-    use statefun_runtime::faults::{AwsFault, FaultPlan, Service};
+    use statefun_runtime::faults::{AwsFault, Service};
     let lost = |plan: &FaultPlan, n| plan.attempt(Service::DynamoDb, "UpdateItem", n).fault == Some(AwsFault::Lost);
     (0..1000)
         .map(|seed| format!("seed={seed}; dynamodb.UpdateItem.lost=0.5"))
@@ -863,12 +849,8 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
     use statefun_runtime::partition::outbox::Outbox;
     use statefun_runtime::worker::committer::{Committer, CommitterEvent, OutputStreams, Sealed};
 
-    const TEST: &str = "a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_settles_it";
-    if !in_child_under_faults(TEST, &lost_commit_plan()) {
-        return;
-    }
-    let captured = Captured::install();
-    let store = commit_store().await;
+    let (captured, _log) = Captured::install();
+    let store = commit_store_under(Some(&lost_commit_plan())).await;
     let table = store.table().to_owned();
     let body = {
         let store = store.clone();
@@ -936,15 +918,14 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
 
 #[tokio::test]
 async fn checkpoint_objects_are_written_and_read_through_s3_throttling_and_errors() {
-    const TEST: &str = "checkpoint_objects_are_written_and_read_through_s3_throttling_and_errors";
-    if !in_child_under_faults(TEST, "seed=9; s3.throttle=0.1; s3.error=0.05") {
-        return;
-    }
-    let captured = Captured::install();
+    let (captured, _log) = Captured::install();
     let bucket = unique("statefun-faults");
     let config = sdk_config(&local_aws().endpoint).await;
     let part = checkpoint::s3::MIN_PART_SIZE;
-    let store = S3BlobStore::new(&config, &bucket, "faults").with_multipart(part + 1, part).with_list_page_size(7);
+    let store = S3BlobStore::new(&config, &bucket, "faults")
+        .with_multipart(part + 1, part)
+        .with_list_page_size(7)
+        .with_faults(&fault_plan("seed=9; s3.throttle=0.1; s3.error=0.05"));
     retried!(store.create_bucket());
     let body = async move {
         let keys: Vec<String> = (1..=20).map(|epoch| object_key(0, epoch, 1, epoch % 10 == 0)).collect();

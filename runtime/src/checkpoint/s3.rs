@@ -59,14 +59,13 @@ impl S3BlobStore {
         let s3_config = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(path_style)
             .timeout_config(aws::storage_timeouts());
-        let s3_config = crate::faults::s3(s3_config).build();
         let prefix = match prefix.trim_start_matches('/') {
             "" => String::new(),
             p if p.ends_with('/') => p.to_owned(),
             p => format!("{p}/"),
         };
         Self {
-            client: Client::from_conf(s3_config),
+            client: Client::from_conf(s3_config.build()),
             bucket: bucket.into(),
             prefix,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
@@ -74,6 +73,14 @@ impl S3BlobStore {
             list_page_size: None,
             target: aws::describe_target(config, "S3"),
         }
+    }
+
+    /// The store with the fault layer of `plan` on its client, if the plan names
+    /// the service (tests: see [`crate::faults`]).
+    pub fn with_faults(mut self, plan: &std::sync::Arc<crate::faults::FaultPlan>) -> Self {
+        let config = crate::faults::s3(self.client.config().to_builder(), plan);
+        self.client = Client::from_conf(config.build());
+        self
     }
 
     /// Uploads objects larger than `threshold` bytes in parts of `part_size`

@@ -68,7 +68,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
         None => None,
     };
     let codec = ValueCodec::new(&args.descriptor_set)?;
-    let backends = args.storage.backends().await?;
+    let backends = args.storage.backends(None).await?;
     let mut all: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     // The exchange has one shard per partition; no exchange means the runtime never ran.
     let partitions = match patiently(|| backends.log.shards(&args.exchange_stream)).await {
@@ -112,7 +112,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
 }
 
 pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
-    let backends = args.storage.backends().await?;
+    let backends = args.storage.backends(None).await?;
     let destination = match args.dead_letter_destination {
         DeadLetterDestination::Stream => Destination::Stream(args.stream.clone()),
         DeadLetterDestination::Objects => Destination::Objects(backends.blobs.clone()),

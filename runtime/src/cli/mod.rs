@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use statefun_runtime::backoff::Backoff;
+use statefun_runtime::faults::FaultPlan;
 use statefun_runtime::log::{LogError, LogStore, kinesis::KinesisLogStore, local::LocalLogStore};
 use statefun_runtime::node::Backends;
 
@@ -110,13 +111,14 @@ impl Storage {
         })
     }
 
-    pub async fn backends(&self) -> anyhow::Result<Backends> {
+    /// The backends, with the fault layer of `faults` on the AWS clients it names.
+    pub async fn backends(&self, faults: Option<&Arc<FaultPlan>>) -> anyhow::Result<Backends> {
         match self.backend {
             BackendKind::Local => Backends::local(&self.data_dir),
             BackendKind::Aws => {
                 let bucket =
                     self.bucket.as_deref().context("--bucket (STATEFUN_BUCKET) is required with --backend aws")?;
-                Ok(Backends::aws(&self.sdk_config().await, &self.table, bucket, &self.prefix))
+                Ok(Backends::aws(&self.sdk_config().await, &self.table, bucket, &self.prefix, faults))
             }
         }
     }

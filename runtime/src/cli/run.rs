@@ -1,9 +1,11 @@
 //! `statefun run`: load module.yaml, then run every partition until SIGINT/SIGTERM.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use statefun_runtime::faults::{self, FaultPlan};
 use statefun_runtime::invoke::retry::RetryPolicy;
 use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
 use statefun_runtime::partition::{Bounds, DEFAULT_MAX_HOPS};
@@ -65,10 +67,14 @@ pub struct RunArgs {
     /// How often idle inputs are polled.
     #[arg(long, env = "STATEFUN_POLL_INTERVAL", default_value = "10ms", value_parser = duration)]
     poll_interval: Duration,
+    /// Faults to inject, for tests only (syntax: the `faults` module of the runtime).
+    #[arg(long, env = faults::ENV, hide = true)]
+    faults: Option<String>,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let module = args.topology.load()?;
+    let faults = fault_plan(args.faults.as_deref())?;
     anyhow::ensure!(args.invoke_attempts >= 1, "--invoke-attempts must be at least 1");
     anyhow::ensure!(args.snapshot_every >= 1, "--snapshot-every must be at least 1");
     anyhow::ensure!(!args.commit_interval.is_zero(), "--commit-interval must be above zero");
@@ -112,6 +118,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             failover: args.lease_failover,
             take_over_at_once: false,
         },
+        faults: faults.clone(),
     };
     settings.leases.validate().map_err(anyhow::Error::msg)?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -123,9 +130,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(partitions = settings.partitions, backend = ?args.storage.backend, owner = %settings.owner, "runtime starting");
     let outcome = match args.storage.backend {
         BackendKind::Local => node::run_local(module, settings, &args.storage.data_dir, shutdown).await,
-        BackendKind::Aws => node::run(module, settings, args.storage.backends().await?, shutdown).await,
+        BackendKind::Aws => node::run(module, settings, args.storage.backends(faults.as_ref()).await?, shutdown).await,
     };
     outcome.context("runtime stopped")
+}
+
+/// The plan of `--faults` (`STATEFUN_FAULTS`), parsed once, here; a plan is
+/// announced by a warning naming every fault in it, so one set by mistake
+/// shows at once. An invalid plan stops the start, naming the item.
+fn fault_plan(text: Option<&str>) -> anyhow::Result<Option<Arc<FaultPlan>>> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else { return Ok(None) };
+    let plan = FaultPlan::parse(text)?;
+    tracing::warn!("fault injection is on ({}): these faults will be injected on purpose: {plan}", faults::ENV);
+    Ok(Some(Arc::new(plan)))
 }
 
 /// A quarter of what the process may use: its cgroup's limit (a container's),
@@ -180,5 +197,20 @@ async fn wait_for_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_plan_is_parsed_once_at_start_and_a_bad_one_stops_it_naming_the_item() {
+        assert!(fault_plan(None).expect("no plan").is_none());
+        assert!(fault_plan(Some("  ")).expect("an empty plan").is_none());
+        let plan = fault_plan(Some("seed=3; s3.error=5%")).expect("valid").expect("a plan");
+        assert_eq!(plan.to_string(), "seed=3; s3.error=5%", "the warning names every item");
+        let error = fault_plan(Some("seed=3; s3.eror=1")).expect_err("invalid").to_string();
+        assert!(error.contains("STATEFUN_FAULTS: item `s3.eror=1`: unknown fault `eror`"), "{error}");
     }
 }

@@ -74,12 +74,19 @@ fn condition_failed<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) 
 impl DynamoCommitStore {
     pub fn new(config: &SdkConfig, table: impl Into<String>) -> Self {
         let dynamo_config = aws_sdk_dynamodb::config::Builder::from(config).timeout_config(aws::storage_timeouts());
-        let dynamo_config = crate::faults::dynamodb(dynamo_config).build();
         Self {
-            client: Client::from_conf(dynamo_config),
+            client: Client::from_conf(dynamo_config.build()),
             table: table.into(),
             target: aws::describe_target(config, "DYNAMODB"),
         }
+    }
+
+    /// The store with the fault layer of `plan` on its client, if the plan names
+    /// the service (tests: see [`crate::faults`]).
+    pub fn with_faults(mut self, plan: &std::sync::Arc<crate::faults::FaultPlan>) -> Self {
+        let config = crate::faults::dynamodb(self.client.config().to_builder(), plan);
+        self.client = Client::from_conf(config.build());
+        self
     }
 
     pub fn table(&self) -> &str {

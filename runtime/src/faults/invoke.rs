@@ -14,9 +14,9 @@ use prost::Message;
 use statefun_proto::reqreply::{Address, ToFunction, to_function};
 
 use super::{FaultPlan, InvokeFault};
+use crate::BoxFuture;
 use crate::address::{self, FunctionType};
 use crate::invoke::{FunctionClient, InvokeError};
-use crate::log::BoxFuture;
 
 /// `inner` with the invoke rules of `plan` applied; `inner` itself without a plan or rules.
 pub fn wrap(

@@ -2,12 +2,14 @@
 //! fail on purpose, so tests can show that the contract holds when services
 //! throttle, fail, answer slowly or lose an answer after applying a request.
 //!
-//! The plan comes from the environment variable `STATEFUN_FAULTS`, read when
-//! a client is built. Without it (or with it empty) nothing is installed: the
-//! clients are exactly the production ones. With it, every AWS client the plan
-//! names gets the layer of [`sdk`] and every function endpoint the wrapper of
-//! [`invoke`]. Each injected fault is logged at `info` with the words
-//! `injected fault`.
+//! A plan is a value: `statefun run` parses the environment variable
+//! `STATEFUN_FAULTS` once at start ([`FaultPlan::parse`]), logs a warning that
+//! names every fault in it, and hands it to the backends and the invoker, which
+//! wrap themselves with it; nothing here reads the environment. Without a plan
+//! (or with the variable empty) nothing is installed: the clients are exactly
+//! the production ones. With one, every AWS client the plan names gets the
+//! layer of [`sdk`] and every function endpoint the wrapper of [`invoke`].
+//! Each injected fault is logged at `info` with the words `injected fault`.
 //!
 //! ```text
 //! STATEFUN_FAULTS = item { ";" item }              whitespace around items is ignored
@@ -61,9 +63,8 @@
 //! on the interleaving of concurrent calls, so a run is repeatable as far as
 //! its calls are.
 //!
-//! An invalid plan is reported naming the item and the problem: the Invoker
-//! refuses to start, and an AWS client built with it fails every call with that
-//! message (a permanent error, so the runtime stops at start).
+//! An invalid plan is reported naming the item and the problem, and the
+//! runtime does not start.
 
 pub mod invoke;
 pub mod sdk;
@@ -216,12 +217,14 @@ struct InvokeRule {
     text: String,
 }
 
-/// A parsed `STATEFUN_FAULTS`.
+/// A parsed `STATEFUN_FAULTS`: shown as its items, `; `-separated.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultPlan {
     pub seed: u64,
     aws: Vec<AwsRule>,
     invoke: Vec<InvokeRule>,
+    /// The items as written, for the warning at start.
+    items: Vec<String>,
 }
 
 /// A plan that does not parse: the item and what is wrong with it.
@@ -232,23 +235,18 @@ pub struct FaultPlanError {
     pub detail: String,
 }
 
-impl FaultPlan {
-    /// The plan in `STATEFUN_FAULTS`; `Ok(None)` when the variable is absent or empty.
-    pub fn from_env() -> Result<Option<Self>, FaultPlanError> {
-        match std::env::var(ENV) {
-            Ok(text) if text.trim().is_empty() => Ok(None),
-            Ok(text) => Self::parse(&text).map(Some),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(FaultPlanError { item: "<not unicode>".into(), detail: "the variable is not valid UTF-8".into() })
-            }
-        }
+impl std::fmt::Display for FaultPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.items.join("; "))
     }
+}
 
+impl FaultPlan {
     pub fn parse(text: &str) -> Result<Self, FaultPlanError> {
         let mut plan = FaultPlan::default();
         for item in text.split(';').map(str::trim).filter(|i| !i.is_empty()) {
             plan.parse_item(item).map_err(|detail| FaultPlanError { item: item.to_owned(), detail })?;
+            plan.items.push(item.to_owned());
         }
         Ok(plan)
     }

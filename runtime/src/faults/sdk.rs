@@ -27,9 +27,7 @@ use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, Connec
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextMut,
-};
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, Metadata};
 use aws_smithy_runtime_api::client::result::ConnectorError;
@@ -42,14 +40,17 @@ use aws_smithy_types::config_bag::ConfigBag;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use super::{AwsFault, ENV, FaultPlan, Service};
+use super::{AwsFault, FaultPlan, Service};
 
 /// Said in every fabricated answer and in the log.
 const NOTE: &str = "injected by STATEFUN_FAULTS";
 
-/// The Kinesis client configuration, with the fault layer of `STATEFUN_FAULTS` when it names Kinesis.
-pub fn kinesis(mut builder: aws_sdk_kinesis::config::Builder) -> aws_sdk_kinesis::config::Builder {
-    if let Some(layer) = Layer::from_env(Service::Kinesis) {
+/// The Kinesis client configuration, with the fault layer when `plan` names Kinesis.
+pub fn kinesis(
+    mut builder: aws_sdk_kinesis::config::Builder,
+    plan: &Arc<FaultPlan>,
+) -> aws_sdk_kinesis::config::Builder {
+    if let Some(layer) = Layer::for_plan(Service::Kinesis, plan) {
         let inner = builder.clone().build().http_client();
         builder.set_http_client(Some(layer.http_client(inner)));
         builder.push_interceptor(layer.interceptor);
@@ -57,9 +58,9 @@ pub fn kinesis(mut builder: aws_sdk_kinesis::config::Builder) -> aws_sdk_kinesis
     builder
 }
 
-/// The S3 client configuration, with the fault layer of `STATEFUN_FAULTS` when it names S3.
-pub fn s3(mut builder: aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder {
-    if let Some(layer) = Layer::from_env(Service::S3) {
+/// The S3 client configuration, with the fault layer when `plan` names S3.
+pub fn s3(mut builder: aws_sdk_s3::config::Builder, plan: &Arc<FaultPlan>) -> aws_sdk_s3::config::Builder {
+    if let Some(layer) = Layer::for_plan(Service::S3, plan) {
         let inner = builder.clone().build().http_client();
         builder.set_http_client(Some(layer.http_client(inner)));
         builder.push_interceptor(layer.interceptor);
@@ -67,9 +68,12 @@ pub fn s3(mut builder: aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Build
     builder
 }
 
-/// The DynamoDB client configuration, with the fault layer of `STATEFUN_FAULTS` when it names DynamoDB.
-pub fn dynamodb(mut builder: aws_sdk_dynamodb::config::Builder) -> aws_sdk_dynamodb::config::Builder {
-    if let Some(layer) = Layer::from_env(Service::DynamoDb) {
+/// The DynamoDB client configuration, with the fault layer when `plan` names DynamoDB.
+pub fn dynamodb(
+    mut builder: aws_sdk_dynamodb::config::Builder,
+    plan: &Arc<FaultPlan>,
+) -> aws_sdk_dynamodb::config::Builder {
+    if let Some(layer) = Layer::for_plan(Service::DynamoDb, plan) {
         let inner = builder.clone().build().http_client();
         builder.set_http_client(Some(layer.http_client(inner)));
         builder.push_interceptor(layer.interceptor);
@@ -77,9 +81,9 @@ pub fn dynamodb(mut builder: aws_sdk_dynamodb::config::Builder) -> aws_sdk_dynam
     builder
 }
 
-/// The Lambda client, rebuilt with the fault layer when `STATEFUN_FAULTS` names Lambda (else unchanged).
-pub fn lambda_client(client: aws_sdk_lambda::Client) -> aws_sdk_lambda::Client {
-    let Some(layer) = Layer::from_env(Service::Lambda) else { return client };
+/// The Lambda client, rebuilt with the fault layer when `plan` names Lambda (else unchanged).
+pub fn lambda_client(client: aws_sdk_lambda::Client, plan: &Arc<FaultPlan>) -> aws_sdk_lambda::Client {
+    let Some(layer) = Layer::for_plan(Service::Lambda, plan) else { return client };
     let mut builder = client.config().to_builder();
     builder.set_http_client(Some(layer.http_client(client.config().http_client())));
     builder.push_interceptor(layer.interceptor);
@@ -93,23 +97,16 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
-    fn from_env(service: Service) -> Option<Self> {
-        let plan = match FaultPlan::from_env() {
-            Ok(None) => return None,
-            Ok(Some(plan)) if !plan.covers(service) => return None,
-            Ok(Some(plan)) => Ok(plan),
-            Err(e) => {
-                tracing::error!("{e}; every {} call fails", service.name());
-                Err(e.to_string())
-            }
-        };
-        tracing::info!(service = service.name(), "fault injection ({ENV}) installed on the {} client", service.name());
-        Some(Self::new(service, plan))
+    /// The layer of `service`, if `plan` has rules for it.
+    fn for_plan(service: Service, plan: &Arc<FaultPlan>) -> Option<Self> {
+        plan.covers(service).then(|| {
+            tracing::info!(service = service.name(), "fault injection installed on the {} client", service.name());
+            Self::new(service, plan.clone())
+        })
     }
 
-    /// The layer for `plan` (`Err`: an invalid plan, which fails every call with its message).
-    pub(crate) fn new(service: Service, plan: Result<FaultPlan, String>) -> Self {
-        let interceptor = FaultInterceptor { service, plan: plan.map(Arc::new), attempts: Mutex::new(HashMap::new()) };
+    pub(crate) fn new(service: Service, plan: Arc<FaultPlan>) -> Self {
+        let interceptor = FaultInterceptor { service, plan, attempts: Mutex::new(HashMap::new()) };
         Self { service, interceptor: SharedInterceptor::new(interceptor) }
     }
 
@@ -149,7 +146,7 @@ struct Refused {
 #[derive(Debug)]
 struct FaultInterceptor {
     service: Service,
-    plan: Result<Arc<FaultPlan>, String>,
+    plan: Arc<FaultPlan>,
     /// Attempts so far per operation: the `n` of the plan's decisions.
     attempts: Mutex<HashMap<String, u64>>,
 }
@@ -168,24 +165,13 @@ impl Intercept for FaultInterceptor {
         "statefun-faults"
     }
 
-    fn read_before_execution(
-        &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        match &self.plan {
-            Ok(_) => Ok(()),
-            Err(invalid) => Err(invalid.clone().into()),
-        }
-    }
-
     fn modify_before_signing(
         &self,
         context: &mut BeforeTransmitInterceptorContextMut<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Ok(plan) = &self.plan else { return Ok(()) };
+        let plan = &self.plan;
         let operation = cfg.load::<Metadata>().map(|m| m.name().to_owned()).unwrap_or_default();
         let attempt = self.next_attempt(&operation);
         let decided = plan.attempt(self.service, &operation, attempt);

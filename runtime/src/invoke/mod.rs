@@ -70,30 +70,22 @@ pub struct EndpointError {
     pub detail: String,
 }
 
-/// Why the invoker cannot be built.
-#[derive(Debug, thiserror::Error)]
-pub enum InvokerError {
-    #[error(transparent)]
-    Endpoint(#[from] EndpointError),
-    #[error(transparent)]
-    Faults(#[from] crate::faults::FaultPlanError),
-}
+/// Wraps the client of each endpoint as it is built (tests wrap them with a fault plan).
+pub type ClientLayer<'a> = &'a dyn Fn(Arc<dyn FunctionClient>, &EndpointConfig) -> Arc<dyn FunctionClient>;
 
 impl Invoker {
-    /// Builds one pooled client per endpoint of the module; Lambda endpoints
-    /// need a Lambda client (the AWS mode has one). With `STATEFUN_FAULTS`
-    /// set, the clients get the fault layers of [`crate::faults`].
+    /// Builds one pooled client per endpoint of the module, each passed through
+    /// `layer`; Lambda endpoints need a Lambda client (the AWS mode has one).
     pub fn new(
         module: Arc<ModuleConfig>,
         retry: RetryPolicy,
         lambda: Option<aws_sdk_lambda::Client>,
-    ) -> Result<Self, InvokerError> {
-        let faults = crate::faults::FaultPlan::from_env()?.map(Arc::new);
-        let lambda = lambda.map(crate::faults::lambda_client);
+        layer: ClientLayer<'_>,
+    ) -> Result<Self, EndpointError> {
         let clients = module
             .endpoints
             .iter()
-            .map(|e| Ok(crate::faults::invoke::wrap(client_for(e, lambda.as_ref())?, faults.as_ref(), e.call_timeout)))
+            .map(|e| Ok(layer(client_for(e, lambda.as_ref())?, e)))
             .collect::<Result<Vec<_>, EndpointError>>()?;
         Ok(Self { module, clients, routes: Mutex::new(HashMap::new()), retry })
     }

@@ -155,14 +155,21 @@ impl KinesisLogStore {
     /// streams must exist (deployments create them with Terraform).
     pub fn new(config: &SdkConfig, create_streams: bool) -> Self {
         let kinesis_config = aws_sdk_kinesis::config::Builder::from(config).timeout_config(aws::storage_timeouts());
-        let kinesis_config = crate::faults::kinesis(kinesis_config).build();
         Self {
-            client: Client::from_conf(kinesis_config),
+            client: Client::from_conf(kinesis_config.build()),
             create_streams,
             target: aws::describe_target(config, "KINESIS"),
             shard_lists: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The store with the fault layer of `plan` on its client, if the plan names
+    /// the service (tests: see [`crate::faults`]).
+    pub fn with_faults(mut self, plan: &std::sync::Arc<crate::faults::FaultPlan>) -> Self {
+        let config = crate::faults::kinesis(self.client.config().to_builder(), plan);
+        self.client = Client::from_conf(config.build());
+        self
     }
 
     /// Maps an SDK error of `operation` on `stream` onto the module's error.

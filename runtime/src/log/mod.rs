@@ -8,13 +8,9 @@
 pub mod kinesis;
 pub mod local;
 
-use std::future::Future;
-use std::pin::Pin;
-
 use statefun_engine::limits::{self, InvalidStreamName};
 
-/// A boxed future, so the storage traits stay object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// Where an appended record goes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -25,12 +25,13 @@ pub use leases::LeaseSettings;
 use leases::{Decision, LeaseTable};
 
 use crate::checkpoint::{self, BlobStore, fs::FsBlobStore, s3::S3BlobStore};
-use crate::config::{ModuleConfig, StartupPosition};
+use crate::config::{EndpointConfig, ModuleConfig, StartupPosition};
 use crate::coordination::guard::LeaseGuard;
 use crate::coordination::{
     CommitError, CommitStore, Committed, Lease, dynamodb::DynamoCommitStore, local::LocalCommitStore,
 };
 use crate::dead_letters::Destination;
+use crate::faults::{self, FaultPlan};
 use crate::invoke::{Invoker, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
 use crate::partition::Partition;
@@ -59,6 +60,9 @@ pub struct NodeSettings {
     pub resident_memory: Option<fn() -> Option<usize>>,
     pub retry: RetryPolicy,
     pub leases: LeaseSettings,
+    /// Faults to inject into the function endpoints (tests only; the AWS
+    /// clients take theirs in [`Backends::aws`]).
+    pub faults: Option<Arc<FaultPlan>>,
 }
 
 /// How often the process's resident memory is measured.
@@ -88,13 +92,30 @@ impl Backends {
         })
     }
 
-    /// Kinesis, S3, DynamoDB and Lambda through one SDK configuration.
-    pub fn aws(config: &aws_config::SdkConfig, table: &str, bucket: &str, prefix: &str) -> Self {
+    /// Kinesis, S3, DynamoDB and Lambda through one SDK configuration, each
+    /// client with the fault layer of `faults` when the plan names its service.
+    pub fn aws(
+        config: &aws_config::SdkConfig,
+        table: &str,
+        bucket: &str,
+        prefix: &str,
+        faults: Option<&Arc<FaultPlan>>,
+    ) -> Self {
+        let mut log = KinesisLogStore::new(config, false);
+        let mut blobs = S3BlobStore::new(config, bucket, prefix);
+        let mut commits = DynamoCommitStore::new(config, table);
+        let mut lambda = aws_sdk_lambda::Client::new(config);
+        if let Some(plan) = faults {
+            log = log.with_faults(plan);
+            blobs = blobs.with_faults(plan);
+            commits = commits.with_faults(plan);
+            lambda = faults::lambda_client(lambda, plan);
+        }
         Self {
-            log: Arc::new(KinesisLogStore::new(config, false)),
-            blobs: Arc::new(S3BlobStore::new(config, bucket, prefix)),
-            commits: Arc::new(DynamoCommitStore::new(config, table)),
-            lambda: Some(aws_sdk_lambda::Client::new(config)),
+            log: Arc::new(log),
+            blobs: Arc::new(blobs),
+            commits: Arc::new(commits),
+            lambda: Some(lambda),
             create_streams: false,
         }
     }
@@ -140,7 +161,9 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let module = Arc::new(module);
-    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry, backends.lambda.clone())?);
+    let plan = settings.faults.clone();
+    let layer = |client, endpoint: &EndpointConfig| faults::invoke::wrap(client, plan.as_ref(), endpoint.call_timeout);
+    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry, backends.lambda.clone(), &layer)?);
     let catalog = Arc::new(ModuleCatalog {
         invoker: invoker.clone(),
         module: module.clone(),

@@ -65,6 +65,7 @@ fn settings() -> NodeSettings {
             failover: Duration::from_secs(2),
             take_over_at_once: true,
         },
+        faults: None,
     }
 }
 
