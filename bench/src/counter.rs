@@ -120,10 +120,10 @@ mod tests {
     use statefun_sdk::proto::egress::KinesisEgressRecord;
     use statefun_sdk::testing::invocation_result;
 
-    #[test]
-    fn the_counter_adds_the_message_to_its_state_and_emits_the_new_count() {
+    #[tokio::test]
+    async fn the_counter_adds_the_message_to_its_state_and_emits_the_new_count() {
         let request = prost::Message::decode(request("k1", Some(41), 1).as_slice()).expect("request");
-        let reply = functions("out").handle_request(request);
+        let reply = functions("out").handle_request(request).await;
         let result = invocation_result(reply.expect("reply")).expect("an invocation result");
         assert_eq!(result.state_mutations.len(), 1);
         let egress = &result.outgoing_egresses[0];

@@ -126,15 +126,19 @@ mod tests {
     use statefun_sdk::proto::reqreply::from_function::InvocationResponse;
     use statefun_sdk::testing::{TestRequest, invocation_result};
 
-    fn call(function: FunctionType, request: impl FnOnce(TestRequest) -> TestRequest) -> Option<InvocationResponse> {
+    async fn call(
+        function: FunctionType,
+        request: impl FnOnce(TestRequest) -> TestRequest,
+    ) -> Option<InvocationResponse> {
         let request = request(TestRequest::new(function.address("k"))).to_function();
-        register(Functions::new()).handle_request(request).ok().and_then(invocation_result)
+        register(Functions::new()).handle_request(request).await.ok().and_then(invocation_result)
     }
 
-    #[test]
-    fn the_scheduler_sends_its_count_of_delayed_messages_to_the_arrivals() {
+    #[tokio::test]
+    async fn the_scheduler_sends_its_count_of_delayed_messages_to_the_arrivals() {
         let schedule = Schedule { due_at_ms: crate::now_ms() + 20_000, count: 3, first: 9_999 };
         let result = call(scheduler_type(), |r| r.with_invocation(None, &schedule_type(), &schedule).expect("a"))
+            .await
             .expect("an invocation result");
         assert_eq!(result.delayed_invocations.len(), 3);
         let delay = result.delayed_invocations[0].delay_in_ms;
@@ -143,10 +147,11 @@ mod tests {
         assert_eq!(ids, [Some("a9999".into()), Some("a0".into()), Some("a1".into())]);
     }
 
-    #[test]
-    fn the_fanout_sends_four_one_level_deeper_to_new_keys() {
-        let result =
-            call(fanout_type(), |r| r.with_invocation(None, &LongType, &2).expect("a")).expect("an invocation result");
+    #[tokio::test]
+    async fn the_fanout_sends_four_one_level_deeper_to_new_keys() {
+        let result = call(fanout_type(), |r| r.with_invocation(None, &LongType, &2).expect("a"))
+            .await
+            .expect("an invocation result");
         assert_eq!(result.outgoing_messages.len(), FANOUT);
         let mut keys: Vec<_> = result.outgoing_messages.iter().filter_map(|m| m.target.as_ref()).collect();
         keys.dedup_by(|a, b| a.id == b.id);
@@ -154,10 +159,10 @@ mod tests {
         assert!(FANOUT_DEPTH.load(Ordering::Relaxed) >= 2);
     }
 
-    #[test]
-    fn the_failing_function_fails() {
+    #[tokio::test]
+    async fn the_failing_function_fails() {
         let request = TestRequest::new(failing_type().address("hot")).with_invocation(None, &LongType, &1);
         let request = request.expect("an invocation").to_function();
-        assert!(register(Functions::new()).handle_request(request).is_err());
+        assert!(register(Functions::new()).handle_request(request).await.is_err());
     }
 }

@@ -8,12 +8,59 @@
 //! dead-letter entries and are the only clue a user has.
 //!
 //! User functions return [`BoxError`], so `?` works on both SDK errors and the
-//! user's own errors (`Err("quantity must be positive".into())`).
+//! user's own errors (`Err("quantity must be positive".into())`). Such errors
+//! are retryable: the endpoint answers 500 and the runtime tries again. An
+//! error wrapped in [`Permanent`] says the input will never be accepted: the
+//! endpoint answers 422 and the runtime dead-letters the message at once.
 
 use crate::address::{Address, FunctionType};
 
 /// Any error, as returned by user functions and [`Type`](crate::Type) codecs.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error of a function that trying again cannot fix: input the function
+/// will never accept (a quantity out of range, a message it does not handle).
+/// The endpoint answers it with `422 Unprocessable Content`, which the runtime
+/// takes as permanent: the message is dead-lettered without further attempts.
+/// Other errors, and panics, stay retryable.
+///
+/// ```
+/// use statefun_sdk::{BoxError, Context, IntType, Message, Permanent};
+///
+/// fn handle(_ctx: &mut Context, message: Message) -> Result<(), BoxError> {
+///     let quantity = message.as_value(&IntType)?;
+///     if quantity <= 0 {
+///         return Err(Permanent::new(format!("quantity must be positive, got {quantity}")).into());
+///     }
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Permanent(BoxError);
+
+impl Permanent {
+    /// Marks `error` as permanent.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self(error.into())
+    }
+
+    /// The error it marks.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Permanent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Permanent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 /// An error of the request-reply handler.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +186,13 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+}
+
+impl Error {
+    /// Whether the error is a function's [`Permanent`] one, which retrying cannot fix.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::Function { source, .. } if source.downcast_ref::<Permanent>().is_some())
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,15 @@
 //! `POST` to any path with a `ToFunction` body (`application/octet-stream`)
 //! answers `200` with the `FromFunction` bytes; a request the handler rejects
 //! or a function error answers `500` with the error as text, so the runtime
-//! retries and eventually dead-letters with that reason; other methods answer
-//! `405`. Connections are HTTP/1.1 with keep-alive, as the runtime pools them.
+//! retries and eventually dead-letters with that reason; a [`Permanent`]
+//! error answers `422`, which the runtime dead-letters at once; other methods
+//! answer `405`. Connections are HTTP/1.1 with keep-alive, as the runtime
+//! pools them.
 //!
-//! Functions run on the connection's task: they are synchronous and expected to
-//! be short. Bind port 0 to let the OS choose, and read
-//! [`Server::local_addr`].
+//! Functions run on the connection's task (asynchronous ones await there).
+//! Bind port 0 to let the OS choose, and read [`Server::local_addr`].
+//!
+//! [`Permanent`]: crate::Permanent
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,6 +30,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
+use crate::error::Error;
 use crate::functions::Functions;
 
 /// The largest request body accepted, in bytes.
@@ -138,7 +142,7 @@ async fn respond(functions: Arc<Functions>, request: Request<Incoming>) -> Resul
             return Ok(text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {error}\n")));
         }
     };
-    Ok(match functions.handle(&body) {
+    Ok(match functions.handle(&body).await {
         Ok(bytes) => {
             let mut response = Response::new(Full::new(Bytes::from(bytes)));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -146,9 +150,14 @@ async fn respond(functions: Arc<Functions>, request: Request<Incoming>) -> Resul
         }
         Err(error) => {
             tracing::warn!(%error, "request failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
+            text(error_status(&error), format!("{error}\n"))
         }
     })
+}
+
+/// `422` for a function's permanent error (the runtime does not retry it), else `500`.
+pub(crate) fn error_status(error: &Error) -> StatusCode {
+    if error.is_permanent() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::INTERNAL_SERVER_ERROR }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -258,6 +267,28 @@ mod tests {
         let (status, _, body) = post(&mut sender, Method::POST, vec![0xff, 0xff, 0xff]).await?;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(String::from_utf8_lossy(&body).starts_with("cannot decode the ToFunction request"));
+        serving.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_permanent_error_answers_422_and_any_other_error_500() -> TestResult {
+        let ft = FunctionType::new("t", "strict");
+        let functions = Functions::new().with(ft.clone(), &[], |_ctx, msg| match msg.as_value(&IntType)? {
+            n if n < 0 => Err(crate::Permanent::new("below zero").into()),
+            _ => Err("not now".into()),
+        });
+        let server = Server::bind("127.0.0.1:0").await?;
+        let addr = server.local_addr();
+        let serving = tokio::spawn(server.serve(functions));
+        let stream = TcpStream::connect(addr).await?;
+        let (mut sender, connection) = client::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        for (n, expected) in [(-1, StatusCode::UNPROCESSABLE_ENTITY), (1, StatusCode::INTERNAL_SERVER_ERROR)] {
+            let request = TestRequest::new(ft.address("a")).with_invocation(None, &IntType, &n)?;
+            let (status, _, body) = post(&mut sender, Method::POST, request.to_bytes()).await?;
+            assert_eq!(status, expected, "{}", String::from_utf8_lossy(&body));
+        }
         serving.abort();
         Ok(())
     }

@@ -1,8 +1,13 @@
 //! Write StateFun-compatible stateful functions in Rust.
 //!
 //! A function is a plain Rust closure `Fn(&mut Context, Message) ->
-//! Result<(), BoxError>`, registered with [`Functions`] under a
-//! [`FunctionType`] together with the states it declares ([`ValueSpec`]).
+//! Result<(), BoxError>`, registered with [`Functions::with`] under a
+//! [`FunctionType`] together with the states it declares ([`ValueSpec`]); one
+//! that must await another service (DynamoDB, an HTTP API) is an async closure
+//! `Fn(Context, Message) -> impl Future<Output = Result<Context, BoxError>>`,
+//! registered with [`Functions::with_async`]. An error is retried by the
+//! runtime; a [`Permanent`] one (input the function will never accept) is
+//! dead-lettered at once.
 //! The runtime (ours, or Apache Flink StateFun 3.x) keeps the state and sends
 //! it with every batch of messages over StateFun's remote protocol v3; the
 //! function answers with the state changes and the messages it sends. The
@@ -56,8 +61,8 @@ pub mod testing;
 pub use address::{Address, FunctionType};
 pub use context::Context;
 pub use egress::{EgressIdentifier, EgressMessage, KinesisEgressRecord};
-pub use error::{BoxError, Error};
-pub use functions::{Functions, Handler};
+pub use error::{BoxError, Error, Permanent};
+pub use functions::{AsyncHandler, Functions, Handler, HandlerFuture};
 pub use message::Message;
 pub use spec::{AnyValueSpec, Expiration, StateSpec, ValueSpec};
 pub use types::{

@@ -36,6 +36,15 @@ pub enum InvokeError {
     Malformed(String),
 }
 
+impl InvokeError {
+    /// Whether trying again cannot help: a 4xx answer other than 408 (timeout)
+    /// and 429 (throttling), as StateFun classifies them. A function refuses
+    /// input it will never accept this way (the SDK's `Permanent` error, 422).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, InvokeError::Status { status, .. } if (400..500).contains(status) && !matches!(status, 408 | 429))
+    }
+}
+
 /// One attempt to call a function over some transport.
 pub trait FunctionClient: Send + Sync {
     fn call<'a>(
@@ -131,6 +140,12 @@ impl Invoker {
             });
             match outcome {
                 Ok(reply) => return Ok(reply),
+                Err(error) if error.is_permanent() => {
+                    return Err(format!(
+                        "invoking {} failed with an answer that trying again cannot change (not retried): {error}",
+                        address::display(address)
+                    ));
+                }
                 Err(error) => {
                     let Some(delay) = self.retry.backoff(attempt, matches!(error, InvokeError::Throttled(_))) else {
                         return Err(format!(
@@ -168,5 +183,63 @@ fn client_for(
                 ),
             }),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use statefun_proto::reqreply::to_function::InvocationBatchRequest;
+
+    use super::*;
+
+    /// Answers every call with `status` and counts the calls.
+    struct Answers {
+        status: u16,
+        calls: AtomicUsize,
+    }
+
+    impl FunctionClient for Answers {
+        fn call<'a>(&'a self, _: &'a FunctionType, _: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let status = self.status;
+            Box::pin(async move { Err(InvokeError::Status { status, body: "refused".into() }) })
+        }
+    }
+
+    /// How many calls one invocation makes when every answer is `status`, and its error.
+    async fn calls_when_answered(status: u16) -> (usize, String) {
+        let yaml =
+            "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: t/*\n  urlPathTemplate: http://127.0.0.1:1/\n";
+        let module = Arc::new(ModuleConfig::parse(yaml, "test").expect("valid module.yaml"));
+        let answers = Arc::new(Answers { status, calls: AtomicUsize::new(0) });
+        let client: Arc<dyn FunctionClient> = answers.clone();
+        let retry = RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        };
+        let invoker = Invoker::new(module, retry, None, &|_, _| client.clone()).expect("invoker");
+        let target = FunctionType::new("t", "f").address("a");
+        let batch = InvocationBatchRequest { target: Some(target.clone()), ..Default::default() };
+        let request = ToFunction { request: Some(statefun_proto::reqreply::to_function::Request::Invocation(batch)) };
+        let error = invoker.invoke(&target, request).await.expect_err("every answer fails");
+        (answers.calls.load(Ordering::SeqCst), error)
+    }
+
+    #[tokio::test]
+    async fn a_4xx_answer_fails_at_once_and_5xx_408_429_spend_the_retry_budget() {
+        for status in [400, 404, 413, 422] {
+            let (calls, error) = calls_when_answered(status).await;
+            assert_eq!(calls, 1, "HTTP {status} is permanent");
+            assert!(error.contains("not retried") && error.contains(&format!("HTTP {status}")), "{error}");
+        }
+        for status in [408, 429, 500, 503] {
+            let (calls, error) = calls_when_answered(status).await;
+            assert_eq!(calls, 4, "HTTP {status} is retried");
+            assert!(error.contains("after 4 attempts"), "{error}");
+        }
     }
 }

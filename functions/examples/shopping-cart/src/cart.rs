@@ -11,6 +11,10 @@ use crate::{CART_RESULTS_STREAM, CartError, CartResult, Status, egress, inventor
 
 /// Handles one message to a cart.
 pub(crate) fn handle(ctx: &mut Context, message: Message) -> Result<(), BoxError> {
+    dispatch(ctx, message).map_err(crate::error::classify)
+}
+
+fn dispatch(ctx: &mut Context, message: Message) -> Result<(), BoxError> {
     if message.is_proto::<AddToCart>() {
         add_to_cart(ctx, message.as_proto()?)
     } else if message.is_proto::<ItemAvailability>() {

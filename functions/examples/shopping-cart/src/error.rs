@@ -1,7 +1,14 @@
-//! The example's errors: bad input that the runtime should retry and then
-//! dead-letter with a clear reason.
+//! The example's errors: input the functions will never accept. They are
+//! answered as [`Permanent`], so the runtime dead-letters the message at once
+//! with the reason, instead of trying it again; any other error (a state that
+//! does not decode, the supplier being down) stays retryable.
 
-use statefun_sdk::Address;
+use statefun_sdk::{Address, BoxError, Permanent};
+
+/// Marks the example's own errors as permanent; leaves the others retryable.
+pub(crate) fn classify(error: BoxError) -> BoxError {
+    if error.is::<CartError>() { Permanent::new(error).into() } else { error }
+}
 
 /// Why the cart or the inventory rejected a message.
 #[derive(Debug, thiserror::Error)]

@@ -3,15 +3,43 @@
 //! On `RequestItem` it reserves the quantity if enough is in stock and answers
 //! the caller with `ItemAvailability` (RESERVED or UNAVAILABLE, with the stock
 //! left). On `RestockItem` it adds to the stock and writes an
-//! [`InventoryUpdate`] to `inventory-updates`.
+//! [`InventoryUpdate`] to `inventory-updates`. With a [`Supplier`] it is an
+//! asynchronous function: a restock first awaits the supplier, and only what
+//! it delivers is added.
 
 use statefun_proto::shoppingcart::{ItemAvailability, RequestItem, RestockItem, item_availability::Status};
 use statefun_sdk::{Address, BoxError, Context, EgressMessage, Message};
 
+use crate::error::classify;
+use crate::supplier::Supplier;
 use crate::{CartError, INVENTORY_UPDATES_STREAM, InventoryUpdate, egress, in_stock, reserved};
 
 /// Handles one message to an inventory.
 pub(crate) fn handle(ctx: &mut Context, message: Message) -> Result<(), BoxError> {
+    dispatch(ctx, message).map_err(classify)
+}
+
+/// Handles one message to an inventory whose restocks come from `supplier`.
+pub(crate) async fn handle_with_supplier(
+    supplier: Supplier,
+    mut ctx: Context,
+    message: Message,
+) -> Result<Context, BoxError> {
+    if !message.is_proto::<RestockItem>() {
+        handle(&mut ctx, message)?;
+        return Ok(ctx);
+    }
+    let order: RestockItem = message.as_proto()?;
+    let address = ctx.self_address().clone();
+    check_positive(&address, order.quantity).map_err(|e| classify(e.into()))?;
+    let delivered = supplier.deliver(address.id(), order.quantity).await?;
+    if delivered > 0 {
+        restock(&mut ctx, RestockItem { quantity: delivered, ..order }).map_err(classify)?;
+    }
+    Ok(ctx)
+}
+
+fn dispatch(ctx: &mut Context, message: Message) -> Result<(), BoxError> {
     if message.is_proto::<RequestItem>() {
         request_item(ctx, message.as_proto()?)
     } else if message.is_proto::<RestockItem>() {

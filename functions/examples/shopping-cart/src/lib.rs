@@ -21,11 +21,13 @@ mod cart;
 mod error;
 mod inventory;
 mod records;
+mod supplier;
 
 use statefun_sdk::{EgressIdentifier, FunctionType, Functions, IntType, JsonType, ValueSpec};
 
 pub use error::CartError;
 pub use records::{CartResult, InventoryUpdate, Status};
+pub use supplier::{Supplier, SupplierError};
 
 /// The namespace of the example's function types and egress.
 pub const NAMESPACE: &str = "shoppingcart";
@@ -84,6 +86,23 @@ pub fn functions() -> Functions {
         inventory_type(),
         &[&in_stock(), &reserved()],
         inventory::handle,
+    )
+}
+
+/// Both functions, the inventory an asynchronous one that awaits `supplier`
+/// on every restock and adds only what it delivers ([`Supplier`]).
+///
+/// ```
+/// let supplier = shopping_cart::Supplier::new("http://127.0.0.1:9000/deliveries")?;
+/// let functions = shopping_cart::functions_with_supplier(supplier);
+/// assert!(functions.specs(&shopping_cart::inventory_type()).is_some());
+/// # Ok::<(), shopping_cart::SupplierError>(())
+/// ```
+pub fn functions_with_supplier(supplier: Supplier) -> Functions {
+    Functions::new().with(cart_type(), &[&items()], cart::handle).with_async(
+        inventory_type(),
+        &[&in_stock(), &reserved()],
+        move |ctx, message| inventory::handle_with_supplier(supplier.clone(), ctx, message),
     )
 }
 

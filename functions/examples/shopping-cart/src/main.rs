@@ -5,7 +5,9 @@
 //! StateFun HTTP endpoint on `--listen` (or `LISTEN`, default
 //! `127.0.0.1:8000`; port 0 picks a free port) and, once bound, prints exactly
 //! one line, `listening on http://<addr>`, to stdout; logs go to stderr. It
-//! stops on SIGTERM or SIGINT after the requests in flight.
+//! stops on SIGTERM or SIGINT after the requests in flight. With
+//! `--supplier-url` (`SUPPLIER_URL`) the inventory awaits that supplier on
+//! every restock (see `shopping_cart::Supplier`).
 
 use std::io::{IsTerminal, Write};
 
@@ -21,6 +23,10 @@ struct Args {
     /// The address to serve HTTP on (ignored under Lambda).
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8000")]
     listen: String,
+    /// A supplier the inventory awaits on every restock (`POST` of the order,
+    /// answering `{"delivered": n}`); without it, restocks arrive whole.
+    #[arg(long, env = "SUPPLIER_URL")]
+    supplier_url: Option<String>,
 }
 
 #[tokio::main]
@@ -32,7 +38,10 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let functions = shopping_cart::functions();
+    let functions = match &args.supplier_url {
+        Some(url) => shopping_cart::functions_with_supplier(shopping_cart::Supplier::new(url)?),
+        None => shopping_cart::functions(),
+    };
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("running as a Lambda function");
         return statefun_sdk::lambda::run(functions).await.map_err(|error| anyhow::anyhow!(error));
