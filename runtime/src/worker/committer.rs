@@ -109,6 +109,7 @@ impl Committer {
             lease: self.lease.counter,
         };
         let mut ambiguous = false;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         loop {
             if !self.guard.is_valid() {
                 return Err(self.lease_untrusted());
@@ -129,7 +130,7 @@ impl Committer {
                         Ok(_) => return Err(CommitterEvent::Fenced(e.to_string())),
                         Err(read) => {
                             tracing::warn!(partition, epoch, "cannot read the commit record, retrying: {read}");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            backoff.wait().await;
                             continue;
                         }
                     }
@@ -141,7 +142,7 @@ impl Committer {
                 Err(e) => {
                     ambiguous = true;
                     tracing::warn!(partition, epoch, "commit failed, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    backoff.wait().await;
                 }
             }
         }
