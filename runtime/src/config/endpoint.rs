@@ -6,6 +6,7 @@
 //! the invoker picks a transport from `target` and reads every limit from one place.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::address::FunctionType;
@@ -87,6 +88,8 @@ pub enum EndpointTarget {
         /// `urlPathTemplate` as written, possibly containing [`FUNCTION_NAME_PLACEHOLDER`];
         /// see [`EndpointConfig::url_for`].
         url_template: String,
+        /// The TLS files of an `https://` endpoint.
+        tls: TlsFiles,
     },
     /// A Lambda function called through the Invoke API (`statefun-aws.endpoints.v1/lambda`).
     Lambda {
@@ -96,6 +99,39 @@ pub enum EndpointTarget {
         /// Version or alias to invoke; `None` invokes `$LATEST` (unqualified).
         qualifier: Option<String>,
     },
+}
+
+/// StateFun's TLS files of an HTTP endpoint (`spec.transport.trust_cacerts`,
+/// `client_cert`, `client_key`, `client_key_password`), as paths; they are read
+/// when the endpoint's client is built.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificates of the CAs to trust instead of the system's.
+    pub trust_cacerts: Option<PathBuf>,
+    /// The PEM certificate chain presented to servers that ask for one (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// The password of an encrypted `client_key`.
+    pub client_key_password: Option<String>,
+}
+
+impl TlsFiles {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+impl fmt::Debug for TlsFiles {
+    /// The password never shows.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("trust_cacerts", &self.trust_cacerts)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("client_key_password", &self.client_key_password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// One endpoint document: which function types it serves, how to reach them, and the limits that apply.
@@ -131,7 +167,7 @@ impl EndpointConfig {
     /// callers get the endpoint from [`super::ModuleConfig::endpoint_for`].
     pub fn url_for(&self, function_type: &FunctionType) -> Option<String> {
         match &self.target {
-            EndpointTarget::Http { url_template } => {
+            EndpointTarget::Http { url_template, .. } => {
                 Some(url_template.replace(FUNCTION_NAME_PLACEHOLDER, &function_type.name))
             }
             EndpointTarget::Lambda { .. } => None,

@@ -13,17 +13,23 @@
 //!     pool_ttl: 15s
 //!     pool_size: 1024
 //!     payload_max_bytes: 33554432
+//!     trust_cacerts: /etc/statefun/ca.pem           # https: CAs to trust instead of the system's
+//!     client_cert: /etc/statefun/client.pem         # https: mutual TLS, with client_key
+//!     client_key: /etc/statefun/client.key
 //! ```
 //!
 //! StateFun's async transport also reads `transport.timeouts.{call,connect}` (taking precedence
-//! over `call`/`connect`, kept for migration from OkHttp) and mTLS files; timeouts are honoured,
-//! while `timeouts.{read,write}` and the TLS fields are accepted and reported as unused.
+//! over `call`/`connect`, kept for migration from OkHttp); `timeouts.{read,write}` are accepted and
+//! reported as unused. The TLS files keep StateFun's meaning: PEM files, `~/` for the home
+//! directory; `classpath:` resources are Java's and refused. The scheme is case-insensitive.
+
+use std::path::PathBuf;
 
 use super::endpoint::{
     self, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_PAYLOAD_MAX_BYTES, DEFAULT_POOL_SIZE,
-    DEFAULT_POOL_TTL, EndpointConfig, EndpointTarget, FUNCTION_NAME_PLACEHOLDER,
+    DEFAULT_POOL_TTL, EndpointConfig, EndpointTarget, FUNCTION_NAME_PLACEHOLDER, TlsFiles,
 };
-use super::walk::{Fault, Node, Walked, check_http_url};
+use super::walk::{Fault, Fields, Node, Walked, check_http_url};
 
 /// The `kind` this file parses.
 pub const KIND: &str = "io.statefun.endpoints.v2/http";
@@ -34,9 +40,19 @@ pub const ASYNC_TRANSPORT: &str = "io.statefun.transports.v1/async";
 pub const OKHTTP_TRANSPORT: &str = "io.statefun.transports.v1/okhttp";
 
 const SPEC_FIELDS: &[&str] = &["functions", "urlPathTemplate", "maxNumBatchRequests", "transport"];
-const TRANSPORT_FIELDS: &[&str] =
-    &["type", "call", "connect", "pool_ttl", "pool_size", "payload_max_bytes", "timeouts"];
-const TRANSPORT_UNUSED: &[&str] = &["trust_cacerts", "client_cert", "client_key", "client_key_password"];
+const TRANSPORT_FIELDS: &[&str] = &[
+    "type",
+    "call",
+    "connect",
+    "pool_ttl",
+    "pool_size",
+    "payload_max_bytes",
+    "timeouts",
+    "trust_cacerts",
+    "client_cert",
+    "client_key",
+    "client_key_password",
+];
 const TIMEOUTS_FIELDS: &[&str] = &["call", "connect"];
 const TIMEOUTS_UNUSED: &[&str] = &["read", "write"];
 
@@ -49,7 +65,7 @@ pub(crate) fn parse(spec: &Node<'_>, document: usize, warnings: &mut Vec<Fault>)
 
     let mut config = EndpointConfig {
         functions,
-        target: EndpointTarget::Http { url_template },
+        target: EndpointTarget::Http { url_template, tls: TlsFiles::default() },
         max_batch,
         call_timeout: DEFAULT_CALL_TIMEOUT,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -65,7 +81,7 @@ pub(crate) fn parse(spec: &Node<'_>, document: usize, warnings: &mut Vec<Fault>)
 }
 
 fn apply_transport(node: &Node<'_>, config: &mut EndpointConfig, warnings: &mut Vec<Fault>) -> Walked<()> {
-    let fields = node.fields(TRANSPORT_FIELDS, TRANSPORT_UNUSED)?;
+    let fields = node.fields(TRANSPORT_FIELDS, &[])?;
     if let Some(kind) = fields.optional("type") {
         let kind_text = kind.non_empty_str()?;
         if kind_text != ASYNC_TRANSPORT && kind_text != OKHTTP_TRANSPORT {
@@ -90,11 +106,14 @@ fn apply_transport(node: &Node<'_>, config: &mut EndpointConfig, warnings: &mut 
     if let Some(max) = fields.optional("payload_max_bytes") {
         config.payload_max_bytes = max.positive_usize()?;
     }
-    for path in fields.unused_present() {
-        warnings.push(Fault::new(
-            path,
-            "accepted for StateFun compatibility but not used by this runtime (TLS uses the system's trust roots)",
-        ));
+    if let EndpointTarget::Http { url_template, tls } = &mut config.target {
+        *tls = tls_files(&fields)?;
+        if !tls.is_empty() && !is_https(url_template) {
+            warnings.push(Fault::new(
+                node.path(),
+                "the TLS files are not used: the endpoint's urlPathTemplate is http://, not https://",
+            ));
+        }
     }
     if let Some(timeouts) = fields.optional("timeouts") {
         let timeout_fields = timeouts.fields(TIMEOUTS_FIELDS, TIMEOUTS_UNUSED)?;
@@ -120,6 +139,48 @@ fn apply_transport(node: &Node<'_>, config: &mut EndpointConfig, warnings: &mut 
     Ok(())
 }
 
+/// Whether a URL (or template) is `https://`, in any case.
+pub(crate) fn is_https(url: &str) -> bool {
+    url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
+/// Reads StateFun's TLS keys of `transport`.
+fn tls_files(fields: &Fields<'_>) -> Walked<TlsFiles> {
+    let path = |name: &str| -> Walked<Option<PathBuf>> {
+        let Some(node) = fields.optional(name) else { return Ok(None) };
+        let text = node.non_empty_str()?;
+        if text.starts_with("classpath:") {
+            return Err(node.fault(format!("{text:?}: classpath: resources are Java's; give a file path")));
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Ok(Some(match (text.strip_prefix("~/"), home) {
+            (Some(rest), Some(home)) => home.join(rest),
+            _ => PathBuf::from(text),
+        }))
+    };
+    let files = TlsFiles {
+        trust_cacerts: path("trust_cacerts")?,
+        client_cert: path("client_cert")?,
+        client_key: path("client_key")?,
+        client_key_password: match fields.optional("client_key_password") {
+            Some(node) => Some(node.non_empty_str()?.to_owned()),
+            None => None,
+        },
+    };
+    let missing = match (&files.client_cert, &files.client_key, &files.client_key_password) {
+        (Some(_), None, _) => Some(("client_cert", "client_key")),
+        (None, Some(_), _) => Some(("client_key", "client_cert")),
+        (None, None, Some(_)) => Some(("client_key_password", "client_key")),
+        _ => None,
+    };
+    if let Some((given, needed)) = missing
+        && let Some(node) = fields.optional(given)
+    {
+        return Err(node.fault(format!("mutual TLS needs both client_cert and client_key: {given} without {needed}")));
+    }
+    Ok(files)
+}
+
 /// Checks `urlPathTemplate`: only the `{function.name}` placeholder, and an http(s) URL once filled in.
 fn url_template(node: &Node<'_>) -> Walked<String> {
     let template = node.non_empty_str()?;
@@ -132,7 +193,11 @@ fn url_template(node: &Node<'_>) -> Walked<String> {
         )));
     }
     check_http_url(&filled).map_err(|_| node.fault(format!("{template:?} is not an http:// or https:// URL")))?;
-    Ok(template.to_owned())
+    // The scheme in lower case: `HTTPS://` is https.
+    Ok(match template.split_once("://") {
+        Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+        None => template.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -181,7 +246,10 @@ mod tests {
             "{warnings}"
         );
         assert!(warnings.contains("spec.transport.timeouts.write"), "{warnings}");
-        assert!(warnings.contains("spec.transport.trust_cacerts"), "{warnings}");
+        assert!(
+            warnings.contains("spec.transport: the TLS files are not used: the endpoint's urlPathTemplate is http://"),
+            "{warnings}"
+        );
         assert!(warnings.contains("spec.transport.call: overridden by spec.transport.timeouts.call"), "{warnings}");
     }
 
@@ -263,5 +331,42 @@ mod tests {
             "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: sh*/cart\n  urlPathTemplate: http://x/\n",
         );
         assert!(error.contains("spec.functions: \"sh*/cart\": `*` may only stand for the whole name"), "{error}");
+    }
+
+    #[test]
+    fn tls_files_keep_statefun_meaning_and_the_scheme_is_case_insensitive() {
+        let config = loads(
+            "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shop/*\n  urlPathTemplate: HTTPS://fns.example.com/{function.name}\n  transport:\n    trust_cacerts: /etc/ca.pem\n    client_cert: ~/client.pem\n    client_key: keys/client.key\n    client_key_password: secret\n",
+        );
+        let endpoint = &config.endpoints[0];
+        assert_eq!(
+            endpoint.url_for(&FunctionType::new("shop", "cart")).as_deref(),
+            Some("https://fns.example.com/cart")
+        );
+        let super::EndpointTarget::Http { tls, .. } = &endpoint.target else { panic!("an HTTP endpoint") };
+        assert_eq!(tls.trust_cacerts.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        let home = std::env::var("HOME").unwrap_or_default();
+        assert_eq!(tls.client_cert, Some(std::path::Path::new(&home).join("client.pem")));
+        assert_eq!(tls.client_key.as_deref(), Some(std::path::Path::new("keys/client.key")));
+        assert!(!format!("{tls:?}").contains("secret"), "the password never shows");
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn a_client_cert_without_its_key_and_classpath_files_are_refused_naming_the_field() {
+        let error = error_of(
+            "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shop/*\n  urlPathTemplate: https://fns/\n  transport:\n    client_cert: /c.pem\n",
+        );
+        assert!(
+            error.contains("spec.transport.client_cert: mutual TLS needs both client_cert and client_key"),
+            "{error}"
+        );
+        let error = error_of(
+            "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shop/*\n  urlPathTemplate: https://fns/\n  transport:\n    trust_cacerts: classpath:ca.pem\n",
+        );
+        assert!(
+            error.contains("spec.transport.trust_cacerts: \"classpath:ca.pem\": classpath: resources are Java's"),
+            "{error}"
+        );
     }
 }

@@ -46,8 +46,9 @@ pub use egress::EgressConfig;
 pub use endpoint::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_PAYLOAD_MAX_BYTES, DEFAULT_MAX_BATCH,
     DEFAULT_POOL_SIZE, DEFAULT_POOL_TTL, EndpointConfig, EndpointTarget, FUNCTION_NAME_PLACEHOLDER, FunctionPattern,
-    LAMBDA_PAYLOAD_MAX_BYTES,
+    LAMBDA_PAYLOAD_MAX_BYTES, TlsFiles,
 };
+pub(crate) use http::is_https;
 pub use ingress::{IngressConfig, IngressStream, StartupPosition};
 
 use walk::{Fault, Node, Walked, describe};
@@ -434,7 +435,10 @@ spec:
         assert_eq!(endpoint.functions, FunctionPattern::Namespace("shoppingcart".into()));
         assert_eq!(
             endpoint.target,
-            EndpointTarget::Http { url_template: "http://functions:8000/statefun/{function.name}".into() }
+            EndpointTarget::Http {
+                url_template: "http://functions:8000/statefun/{function.name}".into(),
+                tls: TlsFiles::default()
+            }
         );
         assert_eq!(endpoint.call_timeout, Duration::from_secs(30));
         assert_eq!(endpoint.connect_timeout, DEFAULT_CONNECT_TIMEOUT);

@@ -1,10 +1,12 @@
 //! The StateFun HTTP transport: POST the `ToFunction` bytes, read the
-//! `FromFunction` bytes of a 2xx reply. One pooled keep-alive client per endpoint.
+//! `FromFunction` bytes of a 2xx reply. One pooled keep-alive client per
+//! endpoint, over TLS for `https://` endpoints ([`super::tls`]).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -15,7 +17,7 @@ use crate::config::{EndpointConfig, EndpointTarget};
 use crate::log::BoxFuture;
 
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url_template: String,
     call_timeout: Duration,
     /// The largest reply body read (`payload_max_bytes`): a larger one is refused
@@ -32,15 +34,17 @@ pub const MAX_IN_FLIGHT: usize = 128;
 
 impl HttpClient {
     pub fn new(endpoint: &EndpointConfig) -> Result<Self, String> {
-        let EndpointTarget::Http { url_template } = &endpoint.target else {
+        let EndpointTarget::Http { url_template, tls } = &endpoint.target else {
             return Err("not an HTTP endpoint".into());
         };
-        if url_template.starts_with("https://") {
-            return Err(format!("`{url_template}`: https endpoints are not supported by this build yet; use http://"));
-        }
+        let https = crate::config::is_https(url_template);
+        let tls = super::tls::client_config(tls, https)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(endpoint.connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let connector =
+            HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(endpoint.pool_ttl)
             .pool_max_idle_per_host(endpoint.pool_size)
@@ -111,6 +115,8 @@ impl FunctionClient for HttpClient {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -162,5 +168,164 @@ mod tests {
         let reply =
             client(serve(small).await).call(&function_type, b"request".to_vec()).await.expect("within the limit");
         assert_eq!(reply, b"abc");
+    }
+
+    /// A CA made for one test, the server's certificate it signed (for 127.0.0.1)
+    /// and a client certificate it signed, as PEM files in `dir`.
+    struct TestPki {
+        dir: tempfile::TempDir,
+        ca: rcgen::Certificate,
+        server: (rcgen::Certificate, rcgen::KeyPair),
+    }
+
+    impl TestPki {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ca_key = rcgen::KeyPair::generate().expect("key");
+            let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            ca_params.distinguished_name.push(rcgen::DnType::CommonName, "statefun test CA");
+            let ca = ca_params.self_signed(&ca_key).expect("CA");
+            let issuer = rcgen::Issuer::new(ca_params, ca_key);
+            let signed = |names: Vec<String>| {
+                let key = rcgen::KeyPair::generate().expect("key");
+                let cert =
+                    rcgen::CertificateParams::new(names).expect("params").signed_by(&key, &issuer).expect("sign");
+                (cert, key)
+            };
+            let server = signed(vec!["127.0.0.1".into()]);
+            let (client, client_key) = signed(vec!["statefun-runtime".into()]);
+            let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).expect("write");
+            write("ca.pem", ca.pem());
+            write("client.pem", client.pem());
+            write("client.key", client_key.serialize_pem());
+            write("not-pem.txt", "hello".into());
+            Self { dir, ca, server }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        /// A TLS server on a local port answering every request with `ok`; with
+        /// `client_auth`, it accepts only clients with a certificate of the CA.
+        async fn serve(&self, client_auth: bool) -> std::net::SocketAddr {
+            use tokio_rustls::rustls;
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("versions");
+            let builder = if client_auth {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(self.ca.der().clone()).expect("CA");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .expect("verifier");
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_no_client_auth()
+            };
+            let (cert, key) = &self.server;
+            let key = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
+            let config = builder.with_single_cert(vec![cert.der().clone()], key).expect("server config");
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut stream) = acceptor.accept(stream).await else { return };
+                        let mut request = vec![0; 64 * 1024];
+                        let _ = stream.read(&mut request).await;
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        let _ = stream.shutdown().await;
+                    });
+                }
+            });
+            addr
+        }
+    }
+
+    fn https_client(url: &str, transport: &[(&str, String)]) -> Result<HttpClient, String> {
+        let mut text =
+            format!("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: {url}\n");
+        if !transport.is_empty() {
+            text.push_str("  transport:\n");
+            for (key, value) in transport {
+                text.push_str(&format!("    {key}: {value}\n"));
+            }
+        }
+        let module = ModuleConfig::parse(&text, "module.yaml").expect("module");
+        HttpClient::new(&module.endpoints[0])
+    }
+
+    #[tokio::test]
+    async fn an_https_endpoint_is_trusted_through_trust_cacerts_and_refused_without_it() {
+        let pki = TestPki::new();
+        let addr = pki.serve(false).await;
+        let function_type = FunctionType::new("ns", "f");
+        // The scheme in capitals is https all the same.
+        let trusted =
+            https_client(&format!("HTTPS://{addr}/f"), &[("trust_cacerts", pki.path("ca.pem"))]).expect("client");
+        assert_eq!(trusted.call(&function_type, b"request".to_vec()).await.expect("answered"), b"ok");
+        let untrusted = https_client(&format!("https://{addr}/f"), &[]).expect("client with the system's roots");
+        let error = untrusted.call(&function_type, b"request".to_vec()).await.expect_err("unknown CA");
+        assert!(matches!(error, InvokeError::Transport(_)), "{error}");
+        assert!(error.to_string().contains("UnknownIssuer"), "the reason is the certificate: {error}");
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_is_satisfied_by_client_cert_and_key_and_refused_without_them() {
+        let pki = TestPki::new();
+        let addr = pki.serve(true).await;
+        let function_type = FunctionType::new("ns", "f");
+        let url = format!("https://{addr}/f");
+        let with_identity = https_client(
+            &url,
+            &[
+                ("trust_cacerts", pki.path("ca.pem")),
+                ("client_cert", pki.path("client.pem")),
+                ("client_key", pki.path("client.key")),
+            ],
+        )
+        .expect("client");
+        assert_eq!(with_identity.call(&function_type, b"request".to_vec()).await.expect("answered"), b"ok");
+        let anonymous = https_client(&url, &[("trust_cacerts", pki.path("ca.pem"))]).expect("client");
+        let error = anonymous.call(&function_type, b"request".to_vec()).await.expect_err("no client certificate");
+        assert!(matches!(error, InvokeError::Transport(_)), "{error}");
+    }
+
+    #[test]
+    fn bad_tls_files_stop_the_start_naming_the_key_the_file_and_the_problem() {
+        let pki = TestPki::new();
+        let url = "https://127.0.0.1:1/f";
+        let error = |transport: &[(&str, String)]| https_client(url, transport).err().unwrap_or_default();
+        let missing = pki.path("missing.pem");
+        let text = error(&[("trust_cacerts", missing.clone())]);
+        assert!(text.starts_with(&format!("transport.trust_cacerts: {missing}: ")), "{text}");
+        let not_pem = pki.path("not-pem.txt");
+        let text = error(&[("trust_cacerts", not_pem.clone())]);
+        assert_eq!(
+            text,
+            format!("transport.trust_cacerts: {not_pem}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        );
+        let text = error(&[("client_cert", pki.path("client.pem")), ("client_key", not_pem.clone())]);
+        assert!(
+            text.starts_with(&format!("transport.client_key: {not_pem}: no unencrypted PEM private key")),
+            "{text}"
+        );
+        let text = error(&[
+            ("client_cert", pki.path("client.pem")),
+            ("client_key", pki.path("client.key")),
+            ("client_key_password", "secret".into()),
+        ]);
+        assert!(
+            text.starts_with("transport.client_key_password: encrypted private keys are not supported yet"),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
+        // An http:// endpoint reads no TLS file.
+        assert!(https_client("http://127.0.0.1:1/f", &[("trust_cacerts", missing)]).is_ok());
     }
 }

@@ -7,6 +7,7 @@
 pub mod http;
 pub mod lambda;
 pub mod retry;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -93,19 +93,19 @@ impl Backends {
     }
 
     /// Kinesis, S3, DynamoDB and Lambda through one SDK configuration, each
-    /// client with the fault layer of `faults` when the plan names its service.
+    /// client with the fault layer of `plan` when it names the client's service.
     pub fn aws(
         config: &aws_config::SdkConfig,
         table: &str,
         bucket: &str,
         prefix: &str,
-        faults: Option<&Arc<FaultPlan>>,
+        plan: Option<&Arc<FaultPlan>>,
     ) -> Self {
         let mut log = KinesisLogStore::new(config, false);
         let mut blobs = S3BlobStore::new(config, bucket, prefix);
         let mut commits = DynamoCommitStore::new(config, table);
         let mut lambda = aws_sdk_lambda::Client::new(config);
-        if let Some(plan) = faults {
+        if let Some(plan) = plan {
             log = log.with_faults(plan);
             blobs = blobs.with_faults(plan);
             commits = commits.with_faults(plan);
