@@ -366,37 +366,25 @@ mod tests {
                     "body": body, "isBase64Encoded": true
                 }),
             ),
-            (
-                "HTTP API",
-                json!({
-                    "version": "2.0", "routeKey": "POST /statefun", "rawPath": "/statefun", "rawQueryString": "",
-                    "headers": {"content-type": "application/octet-stream"},
-                    "requestContext": {
-                        "accountId": "123456789012", "apiId": "api-id", "domainName": "id.execute-api.us-east-1.amazonaws.com",
-                        "domainPrefix": "id", "http": {"method": "POST", "path": "/statefun", "protocol": "HTTP/1.1",
-                        "sourceIp": "192.0.2.1", "userAgent": "statefun"},
-                        "requestId": "id", "routeKey": "POST /statefun", "stage": "$default",
-                        "time": "12/Mar/2020:19:03:58 +0000", "timeEpoch": 1583348638390_i64
-                    },
-                    "body": body, "isBase64Encoded": true
-                }),
-            ),
-            (
-                "Function URL",
-                json!({
-                    "version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "",
-                    "headers": {"content-type": "application/octet-stream"},
-                    "requestContext": {
-                        "accountId": "anonymous", "apiId": "urlid", "domainName": "urlid.lambda-url.us-east-1.on.aws",
-                        "domainPrefix": "urlid", "http": {"method": "POST", "path": "/", "protocol": "HTTP/1.1",
-                        "sourceIp": "192.0.2.1", "userAgent": "statefun"},
-                        "requestId": "id", "routeKey": "$default", "stage": "$default",
-                        "time": "12/Mar/2020:19:03:58 +0000", "timeEpoch": 1583348638390_i64
-                    },
-                    "body": body, "isBase64Encoded": true
-                }),
-            ),
+            ("HTTP API", v2_event(body, "id.execute-api.us-east-1.amazonaws.com", "POST /statefun", "/statefun")),
+            ("Function URL", v2_event(body, "urlid.lambda-url.us-east-1.on.aws", "$default", "/")),
         ]
+    }
+
+    /// Payload format 2.0, shared by HTTP APIs and Function URLs (told apart by the domain).
+    fn v2_event(body: &str, domain: &str, route: &str, path: &str) -> Value {
+        let prefix = domain.split('.').next().unwrap_or_default();
+        json!({
+            "version": "2.0", "routeKey": route, "rawPath": path, "rawQueryString": "",
+            "headers": {"content-type": "application/octet-stream"},
+            "requestContext": {
+                "accountId": "123456789012", "apiId": prefix, "domainName": domain, "domainPrefix": prefix,
+                "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "statefun"},
+                "requestId": "id", "routeKey": route, "stage": "$default",
+                "time": "12/Mar/2020:19:03:58 +0000", "timeEpoch": 1583348638390_i64
+            },
+            "body": body, "isBase64Encoded": true
+        })
     }
 
     #[tokio::test]
