@@ -16,8 +16,19 @@ use crate::address::FunctionType;
 use crate::config::{EndpointConfig, EndpointTarget};
 use crate::log::BoxFuture;
 
+type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The connection pool and its generation. A connection that dies before
+    /// any reply byte (the function's process was replaced) means the others
+    /// are most likely dead too: the pool is replaced whole, and the request
+    /// goes again at once on a fresh connection.
+    pool: std::sync::Mutex<(u64, Pool)>,
+    connector: HttpsConnector<HttpConnector>,
+    pool_ttl: Duration,
+    /// Idle connections kept: never more than [`MAX_IN_FLIGHT`], so the pool
+    /// holds no more connections than requests can use.
+    pool_idle: usize,
     url_template: String,
     call_timeout: Duration,
     /// The largest reply body read (`payload_max_bytes`): a larger one is refused
@@ -32,6 +43,37 @@ pub struct HttpClient {
 /// Requests in flight per HTTP endpoint.
 pub const MAX_IN_FLIGHT: usize = 128;
 
+/// How often one request may go again on a fresh pool after its connection
+/// died before answering; beyond that the failure is the attempt's.
+const MAX_FRESH_TRIES: u32 = 2;
+
+fn new_pool(connector: &HttpsConnector<HttpConnector>, ttl: Duration, idle: usize) -> Pool {
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(ttl).pool_max_idle_per_host(idle).build(connector.clone())
+}
+
+/// Whether a request failed because its connection broke before any answer
+/// (reset, closed, broken pipe) rather than because no connection could be
+/// made (the endpoint is down: that is the attempt's failure).
+fn died_before_reply(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+            return matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof);
+        }
+        source = cause.source();
+    }
+    false
+}
+
 impl HttpClient {
     pub fn new(endpoint: &EndpointConfig) -> Result<Self, String> {
         let EndpointTarget::Http { url_template, tls } = &endpoint.target else {
@@ -45,12 +87,13 @@ impl HttpClient {
         connector.enforce_http(false);
         let connector =
             HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(endpoint.pool_ttl)
-            .pool_max_idle_per_host(endpoint.pool_size)
-            .build(connector);
+        let pool_idle = endpoint.pool_size.min(MAX_IN_FLIGHT);
+        let pool = new_pool(&connector, endpoint.pool_ttl, pool_idle);
         Ok(Self {
-            client,
+            pool: std::sync::Mutex::new((0, pool)),
+            connector,
+            pool_ttl: endpoint.pool_ttl,
+            pool_idle,
             url_template: url_template.clone(),
             call_timeout: endpoint.call_timeout,
             reply_max_bytes: endpoint.payload_max_bytes,
@@ -58,13 +101,39 @@ impl HttpClient {
         })
     }
 
+    /// Sends the request; one that dies on a pooled connection before any reply
+    /// byte goes again at once on a fresh pool, without counting as an attempt.
+    async fn send(&self, url: &str, body: Bytes) -> Result<http::Response<hyper::body::Incoming>, InvokeError> {
+        let mut fresh_tries = 0;
+        loop {
+            let (generation, pool) = {
+                let current = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                (current.0, current.1.clone())
+            };
+            let request = http::Request::post(url)
+                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .body(Full::new(body.clone()))
+                .map_err(|e| InvokeError::Transport(format!("{url}: {e}")))?;
+            match pool.request(request).await {
+                Ok(response) => return Ok(response),
+                Err(e) if fresh_tries < MAX_FRESH_TRIES && died_before_reply(&e) => {
+                    fresh_tries += 1;
+                    tracing::debug!(
+                        url,
+                        "a pooled connection died before answering ({e}); sending again on a fresh one"
+                    );
+                    let mut current = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+                    if current.0 == generation {
+                        *current = (generation + 1, new_pool(&self.connector, self.pool_ttl, self.pool_idle));
+                    }
+                }
+                Err(e) => return Err(InvokeError::Transport(format!("{url}: {e:?}"))),
+            }
+        }
+    }
+
     async fn post(&self, url: String, body: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
-        let request = http::Request::post(&url)
-            .header(http::header::CONTENT_TYPE, "application/octet-stream")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| InvokeError::Transport(format!("{url}: {e}")))?;
-        let response =
-            self.client.request(request).await.map_err(|e| InvokeError::Transport(format!("{url}: {e:?}")))?;
+        let response = self.send(&url, Bytes::from(body)).await?;
         let status = response.status();
         let limit = self.reply_max_bytes;
         let too_large = || {
@@ -327,5 +396,42 @@ mod tests {
         assert!(!text.contains("secret"), "{text}");
         // An http:// endpoint reads no TLS file.
         assert!(https_client("http://127.0.0.1:1/f", &[("trust_cacerts", missing)]).is_ok());
+    }
+
+    /// A server that answers the first request of each connection with `ok`
+    /// and keeps it open; a later request on the same connection is read and
+    /// the connection reset without an answer, as when the function's process
+    /// is replaced while the runtime holds its connections. Counts connections.
+    async fn serve_then_reset_kept_connections() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = vec![0; 64 * 1024];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.set_zero_linger();
+                    drop(stream);
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_pooled_connection_that_was_reset_goes_again_at_once_on_a_fresh_one() {
+        let (addr, connections) = serve_then_reset_kept_connections().await;
+        let client = client(addr);
+        let function_type = FunctionType::new("ns", "f");
+        for call in 0..3 {
+            let reply = client.call(&function_type, b"request".to_vec()).await;
+            assert_eq!(reply.as_deref().ok(), Some(&b"ok"[..]), "call {call}: {reply:?}");
+        }
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3, "one fresh connection per call");
     }
 }
