@@ -51,6 +51,22 @@ fn new_pool(connector: &HttpsConnector<HttpConnector>, ttl: Duration, idle: usiz
     Client::builder(TokioExecutor::new()).pool_idle_timeout(ttl).pool_max_idle_per_host(idle).build(connector.clone())
 }
 
+/// Whether no connection could be made (refused, timed out, no route, no
+/// name): the endpoint is down or being replaced. A TLS handshake that fails
+/// (an untrusted certificate) is not an outage but the attempt's failure.
+fn unreachable(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        // An I/O error's `source` skips the error it wraps: follow `get_ref` instead.
+        source = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => return false,
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
+    }
+    error.is_connect()
+}
+
 /// Whether a request failed because its connection broke before any answer
 /// (reset, closed, broken pipe) rather than because no connection could be
 /// made (the endpoint is down: that is the attempt's failure).
@@ -127,6 +143,7 @@ impl HttpClient {
                         *current = (generation + 1, new_pool(&self.connector, self.pool_ttl, self.pool_idle));
                     }
                 }
+                Err(e) if unreachable(&e) => return Err(InvokeError::Unreachable(format!("{url}: {e:?}"))),
                 Err(e) => return Err(InvokeError::Transport(format!("{url}: {e:?}"))),
             }
         }
@@ -433,5 +450,17 @@ mod tests {
             assert_eq!(reply.as_deref().ok(), Some(&b"ok"[..]), "call {call}: {reply:?}");
         }
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3, "one fresh connection per call");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable_and_an_untrusted_certificate_is_not() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let error = client(free).call(&FunctionType::new("ns", "f"), b"request".to_vec()).await.expect_err("refused");
+        assert!(matches!(error, InvokeError::Unreachable(_)), "{error}");
+        let pki = TestPki::new();
+        let addr = pki.serve(false).await;
+        let untrusted = https_client(&format!("https://{addr}/f"), &[]).expect("client with the system's roots");
+        let error = untrusted.call(&FunctionType::new("ns", "f"), b"request".to_vec()).await.expect_err("unknown CA");
+        assert!(matches!(error, InvokeError::Transport(_)), "{error}");
     }
 }

@@ -27,6 +27,9 @@ pub enum InvokeError {
     Timeout(std::time::Duration),
     #[error("transport error: {0}")]
     Transport(String),
+    /// No connection could be made: the endpoint is down or being replaced.
+    #[error("endpoint unreachable: {0}")]
+    Unreachable(String),
     #[error("HTTP {status}: {body}")]
     Status { status: u16, body: String },
     #[error("throttled: {0}")]
@@ -63,6 +66,8 @@ pub struct Route {
     pub max_batch: usize,
     /// What one request may carry (the endpoint's payload limit, or Lambda's).
     pub max_request_bytes: usize,
+    /// The budget of a whole call, retries included (`transport.call`).
+    pub call_budget: std::time::Duration,
 }
 
 /// Resolves function types to endpoints (once per type) and invokes with retries.
@@ -119,45 +124,62 @@ impl Invoker {
                     client: self.clients[index].clone(),
                     max_batch: endpoint.max_batch,
                     max_request_bytes: max_bytes,
+                    call_budget: endpoint.call_timeout,
                 })
             })
             .clone()
     }
 
     /// Invokes with retries; `Err` carries the reason after the budget is spent.
+    ///
+    /// Failed attempts are bounded by the retry policy's attempts. An endpoint
+    /// that cannot be reached at all (it is down, or being deployed) does not
+    /// spend attempts: its calls wait with backoff until the endpoint's call
+    /// budget (`transport.call`) since the first attempt is spent, so an outage
+    /// shorter than that dead-letters nothing.
     pub async fn invoke(&self, address: &Address, request: ToFunction) -> Result<FromFunction, String> {
         let function_type = FunctionType::of(address);
         let Some(route) = self.route(&function_type) else {
             return Err(format!("no endpoint serves function type {function_type}"));
         };
         let body = request.encode_to_vec();
-        let mut attempt = 0;
+        let started = std::time::Instant::now();
+        let (mut attempt, mut unreachable) = (0, 0);
         loop {
-            attempt += 1;
             let outcome = route.client.call(&function_type, body.clone()).await.and_then(|reply| {
                 FromFunction::decode(reply.as_slice()).map_err(|e| {
                     InvokeError::Malformed(format!("not a FromFunction message ({} bytes): {e}", reply.len()))
                 })
             });
-            match outcome {
+            let error = match outcome {
                 Ok(reply) => return Ok(reply),
-                Err(error) if error.is_permanent() => {
+                Err(error) => error,
+            };
+            let target = address::display(address);
+            if error.is_permanent() {
+                return Err(format!(
+                    "invoking {target} failed with an answer that trying again cannot change (not retried): {error}"
+                ));
+            }
+            let delay = if matches!(error, InvokeError::Unreachable(_)) {
+                if started.elapsed() >= route.call_budget {
                     return Err(format!(
-                        "invoking {} failed with an answer that trying again cannot change (not retried): {error}",
-                        address::display(address)
+                        "invoking {target}: the endpoint stayed unreachable for the call budget of {:?}; last error: \
+                         {error}",
+                        route.call_budget
                     ));
                 }
-                Err(error) => {
-                    let Some(delay) = self.retry.backoff(attempt, matches!(error, InvokeError::Throttled(_))) else {
-                        return Err(format!(
-                            "invoking {} failed after {attempt} attempts; last error: {error}",
-                            address::display(address)
-                        ));
-                    };
-                    tracing::debug!(address = %address::display(address), attempt, "invocation failed, retrying: {error}");
-                    tokio::time::sleep(delay).await;
-                }
-            }
+                unreachable += 1;
+                self.retry.ceiling(unreachable, false)
+            } else {
+                attempt += 1;
+                let Some(delay) = self.retry.backoff(attempt, matches!(error, InvokeError::Throttled(_))) else {
+                    return Err(format!("invoking {target} failed after {attempt} attempts; last error: {error}"));
+                };
+                delay
+            };
+            tracing::debug!(address = %target, attempt, unreachable, "invocation failed, retrying: {error}");
+            tokio::time::sleep(delay).await;
         }
     }
 }
@@ -210,13 +232,33 @@ mod tests {
         }
     }
 
-    /// How many calls one invocation makes when every answer is `status`, and its error.
-    async fn calls_when_answered(status: u16) -> (usize, String) {
-        let yaml =
-            "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: t/*\n  urlPathTemplate: http://127.0.0.1:1/\n";
-        let module = Arc::new(ModuleConfig::parse(yaml, "test").expect("valid module.yaml"));
-        let answers = Arc::new(Answers { status, calls: AtomicUsize::new(0) });
-        let client: Arc<dyn FunctionClient> = answers.clone();
+    /// Unreachable for its first `down` calls (all of them with `None`), then answers.
+    struct Outage {
+        down: Option<usize>,
+        calls: AtomicUsize,
+    }
+
+    impl FunctionClient for Outage {
+        fn call<'a>(&'a self, _: &'a FunctionType, _: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            let up = self.down.is_some_and(|down| call >= down);
+            Box::pin(async move {
+                if up {
+                    let reply = FromFunction { response: None };
+                    Ok(reply.encode_to_vec())
+                } else {
+                    Err(InvokeError::Unreachable("connection refused".into()))
+                }
+            })
+        }
+    }
+
+    /// Invokes once through `client`, with 4 attempts and a call budget of `call`.
+    async fn invoke_through(client: Arc<dyn FunctionClient>, call: &str) -> Result<FromFunction, String> {
+        let yaml = format!(
+            "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: t/*\n  urlPathTemplate: http://127.0.0.1:1/\n  transport:\n    call: {call}\n"
+        );
+        let module = Arc::new(ModuleConfig::parse(&yaml, "test").expect("valid module.yaml"));
         let retry = RetryPolicy {
             max_attempts: 4,
             initial_backoff: Duration::from_millis(1),
@@ -226,8 +268,26 @@ mod tests {
         let target = FunctionType::new("t", "f").address("a");
         let batch = InvocationBatchRequest { target: Some(target.clone()), ..Default::default() };
         let request = ToFunction { request: Some(statefun_proto::reqreply::to_function::Request::Invocation(batch)) };
-        let error = invoker.invoke(&target, request).await.expect_err("every answer fails");
+        invoker.invoke(&target, request).await
+    }
+
+    /// How many calls one invocation makes when every answer is `status`, and its error.
+    async fn calls_when_answered(status: u16) -> (usize, String) {
+        let answers = Arc::new(Answers { status, calls: AtomicUsize::new(0) });
+        let error = invoke_through(answers.clone(), "2m").await.expect_err("every answer fails");
         (answers.calls.load(Ordering::SeqCst), error)
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_spends_no_attempts_while_the_call_budget_lasts() {
+        let outage = Arc::new(Outage { down: Some(10), calls: AtomicUsize::new(0) });
+        invoke_through(outage.clone(), "1m").await.expect("answered once the endpoint is back");
+        assert_eq!(outage.calls.load(Ordering::SeqCst), 11, "10 refused connections, more than the 4 attempts");
+
+        let outage = Arc::new(Outage { down: None, calls: AtomicUsize::new(0) });
+        let error = invoke_through(outage.clone(), "50ms").await.expect_err("down for longer than the budget");
+        assert!(error.contains("stayed unreachable for the call budget of 50ms"), "{error}");
+        assert!(outage.calls.load(Ordering::SeqCst) >= 2, "retried within the budget");
     }
 
     #[tokio::test]
