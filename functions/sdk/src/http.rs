@@ -255,15 +255,26 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn garbage_body_is_a_500_that_says_the_request_does_not_decode() -> TestResult {
-        let (functions, _) = counter();
+    /// Serves `functions` on a free port and opens one client connection to it.
+    async fn serve_and_connect(
+        functions: Functions,
+    ) -> Result<
+        (client::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<io::Result<()>>),
+        Box<dyn std::error::Error + Send + Sync>,
+    > {
         let server = Server::bind("127.0.0.1:0").await?;
         let addr = server.local_addr();
         let serving = tokio::spawn(server.serve(functions));
         let stream = TcpStream::connect(addr).await?;
-        let (mut sender, connection) = client::handshake(TokioIo::new(stream)).await?;
+        let (sender, connection) = client::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
+        Ok((sender, serving))
+    }
+
+    #[tokio::test]
+    async fn garbage_body_is_a_500_that_says_the_request_does_not_decode() -> TestResult {
+        let (functions, _) = counter();
+        let (mut sender, serving) = serve_and_connect(functions).await?;
         let (status, _, body) = post(&mut sender, Method::POST, vec![0xff, 0xff, 0xff]).await?;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(String::from_utf8_lossy(&body).starts_with("cannot decode the ToFunction request"));
@@ -278,12 +289,7 @@ mod tests {
             n if n < 0 => Err(crate::Permanent::new("below zero").into()),
             _ => Err("not now".into()),
         });
-        let server = Server::bind("127.0.0.1:0").await?;
-        let addr = server.local_addr();
-        let serving = tokio::spawn(server.serve(functions));
-        let stream = TcpStream::connect(addr).await?;
-        let (mut sender, connection) = client::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+        let (mut sender, serving) = serve_and_connect(functions).await?;
         for (n, expected) in [(-1, StatusCode::UNPROCESSABLE_ENTITY), (1, StatusCode::INTERNAL_SERVER_ERROR)] {
             let request = TestRequest::new(ft.address("a")).with_invocation(None, &IntType, &n)?;
             let (status, _, body) = post(&mut sender, Method::POST, request.to_bytes()).await?;

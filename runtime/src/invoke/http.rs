@@ -51,43 +51,42 @@ fn new_pool(connector: &HttpsConnector<HttpConnector>, ttl: Duration, idle: usiz
     Client::builder(TokioExecutor::new()).pool_idle_timeout(ttl).pool_max_idle_per_host(idle).build(connector.clone())
 }
 
+type Cause<'a> = &'a (dyn std::error::Error + 'static);
+
+/// The causes of a client error, outermost first. An I/O error's `source`
+/// skips the error it wraps, so the walk follows its `get_ref` instead.
+fn causes(error: &hyper_util::client::legacy::Error) -> impl Iterator<Item = Cause<'_>> {
+    std::iter::successors(std::error::Error::source(error), |cause: &Cause<'_>| {
+        match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as Cause<'_>),
+            None => cause.source(),
+        }
+    })
+}
+
+fn io_kind(cause: Cause<'_>) -> Option<std::io::ErrorKind> {
+    cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+}
+
 /// Whether no connection could be made (refused, timed out, no route, no
 /// name): the endpoint is down or being replaced. A TLS handshake that fails
-/// (an untrusted certificate) is not an outage but the attempt's failure.
+/// (an untrusted certificate, reported as invalid data) is not an outage but
+/// the attempt's failure.
 fn unreachable(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        // An I/O error's `source` skips the error it wraps: follow `get_ref` instead.
-        source = match cause.downcast_ref::<std::io::Error>() {
-            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => return false,
-            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => cause.source(),
-        };
-    }
-    error.is_connect()
+    error.is_connect() && !causes(error).any(|cause| io_kind(cause) == Some(std::io::ErrorKind::InvalidData))
 }
 
 /// Whether a request failed because its connection broke before any answer
 /// (reset, closed, broken pipe) rather than because no connection could be
 /// made (the endpoint is down: that is the attempt's failure).
 fn died_before_reply(error: &hyper_util::client::legacy::Error) -> bool {
-    if error.is_connect() {
-        return false;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(hyper) = cause.downcast_ref::<hyper::Error>()
-            && (hyper.is_incomplete_message() || hyper.is_canceled())
-        {
-            return true;
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-            return matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof);
-        }
-        source = cause.source();
-    }
-    false
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    !error.is_connect()
+        && causes(error).any(|cause| {
+            let closed =
+                cause.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_incomplete_message() || e.is_canceled());
+            closed || matches!(io_kind(cause), Some(ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof))
+        })
 }
 
 impl HttpClient {
