@@ -1,34 +1,22 @@
 //! The StateFun HTTP transport: POST the `ToFunction` bytes, read the
-//! `FromFunction` bytes of a 2xx reply. One pooled keep-alive client per
-//! endpoint, over TLS for `https://` endpoints ([`super::tls`]).
+//! `FromFunction` bytes of a 2xx reply, over keep-alive connections of the
+//! endpoint's [`super::pool`], with TLS for `https://` endpoints ([`super::tls`]).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::pool::{ConnectError, Connection, Pool};
 use super::{FunctionClient, InvokeError};
 use crate::address::FunctionType;
 use crate::config::{EndpointConfig, EndpointTarget};
 use crate::log::BoxFuture;
 
-type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 pub struct HttpClient {
-    /// The connection pool and its generation. A connection that dies before
-    /// any reply byte (the function's process was replaced) means the others
-    /// are most likely dead too: the pool is replaced whole, and the request
-    /// goes again at once on a fresh connection.
-    pool: std::sync::Mutex<(u64, Pool)>,
-    connector: HttpsConnector<HttpConnector>,
-    pool_ttl: Duration,
-    /// Idle connections kept: never more than [`MAX_IN_FLIGHT`], so the pool
-    /// holds no more connections than requests can use.
-    pool_idle: usize,
+    pool: Pool,
     url_template: String,
     call_timeout: Duration,
     /// The largest reply body read (`payload_max_bytes`): a larger one is refused
@@ -36,31 +24,26 @@ pub struct HttpClient {
     reply_max_bytes: usize,
     /// Requests in flight to the endpoint, at most [`MAX_IN_FLIGHT`]: beyond that,
     /// more connections only add overhead, while queued messages wait in their
-    /// mailboxes and leave in bigger batches.
+    /// mailboxes and leave in bigger batches. The pool opens no more
+    /// connections than this either.
     in_flight: tokio::sync::Semaphore,
 }
 
-/// Requests in flight per HTTP endpoint.
+/// Requests in flight, and connections open, per HTTP endpoint.
 pub const MAX_IN_FLIGHT: usize = 128;
 
-/// How often one request may go again on a fresh pool after its connection
-/// died before answering; beyond that the failure is the attempt's.
+/// How often one request may go again on a fresh connection after a pooled
+/// one died before answering; beyond that the failure is the attempt's.
 const MAX_FRESH_TRIES: u32 = 2;
-
-fn new_pool(connector: &HttpsConnector<HttpConnector>, ttl: Duration, idle: usize) -> Pool {
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(ttl).pool_max_idle_per_host(idle).build(connector.clone())
-}
 
 type Cause<'a> = &'a (dyn std::error::Error + 'static);
 
-/// The causes of a client error, outermost first. An I/O error's `source`
-/// skips the error it wraps, so the walk follows its `get_ref` instead.
-fn causes(error: &hyper_util::client::legacy::Error) -> impl Iterator<Item = Cause<'_>> {
-    std::iter::successors(std::error::Error::source(error), |cause: &Cause<'_>| {
-        match cause.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|inner| inner as Cause<'_>),
-            None => cause.source(),
-        }
+/// The causes of an error, itself first. An I/O error's `source` skips the
+/// error it wraps, so the walk follows its `get_ref` instead.
+fn causes<'a>(error: Cause<'a>) -> impl Iterator<Item = Cause<'a>> {
+    std::iter::successors(Some(error), |cause: &Cause<'_>| match cause.downcast_ref::<std::io::Error>() {
+        Some(io) => io.get_ref().map(|inner| inner as Cause<'_>),
+        None => cause.source(),
     })
 }
 
@@ -68,24 +51,28 @@ fn io_kind(cause: Cause<'_>) -> Option<std::io::ErrorKind> {
     cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
 }
 
-/// Whether no connection could be made (refused, timed out, no route, no
-/// name): the endpoint is down or being replaced. A TLS handshake that fails
-/// (an untrusted certificate, reported as invalid data) is not an outage but
-/// the attempt's failure.
-fn unreachable(error: &hyper_util::client::legacy::Error) -> bool {
-    error.is_connect() && !causes(error).any(|cause| io_kind(cause) == Some(std::io::ErrorKind::InvalidData))
+/// A failed connect is an outage (refused, timed out, no route, no name: the
+/// endpoint is down or being replaced), unless the TLS handshake failed (an
+/// untrusted certificate, reported as invalid data): that is the attempt's failure.
+fn connect_failure(url: &str, error: ConnectError) -> InvokeError {
+    match error {
+        ConnectError::Connect(error) => {
+            let tls = causes(error.as_ref()).any(|cause| io_kind(cause) == Some(std::io::ErrorKind::InvalidData));
+            let text = format!("{url}: connecting: {error:?}");
+            if tls { InvokeError::Transport(text) } else { InvokeError::Unreachable(text) }
+        }
+        ConnectError::Handshake(error) => InvokeError::Transport(format!("{url}: connecting: {error:?}")),
+    }
 }
 
 /// Whether a request failed because its connection broke before any answer
-/// (reset, closed, broken pipe) rather than because no connection could be
-/// made (the endpoint is down: that is the attempt's failure).
-fn died_before_reply(error: &hyper_util::client::legacy::Error) -> bool {
+/// (reset, closed, broken pipe).
+fn died_before_reply(error: &hyper::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    !error.is_connect()
-        && causes(error).any(|cause| {
-            let closed =
-                cause.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_incomplete_message() || e.is_canceled());
-            closed || matches!(io_kind(cause), Some(ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof))
+    error.is_incomplete_message()
+        || error.is_canceled()
+        || causes(error).any(|cause| {
+            matches!(io_kind(cause), Some(ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof))
         })
 }
 
@@ -102,13 +89,8 @@ impl HttpClient {
         connector.enforce_http(false);
         let connector =
             HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(connector);
-        let pool_idle = endpoint.pool_size.min(MAX_IN_FLIGHT);
-        let pool = new_pool(&connector, endpoint.pool_ttl, pool_idle);
         Ok(Self {
-            pool: std::sync::Mutex::new((0, pool)),
-            connector,
-            pool_ttl: endpoint.pool_ttl,
-            pool_idle,
+            pool: Pool::new(connector, MAX_IN_FLIGHT, endpoint.pool_size, endpoint.pool_ttl),
             url_template: url_template.clone(),
             call_timeout: endpoint.call_timeout,
             reply_max_bytes: endpoint.payload_max_bytes,
@@ -117,39 +99,40 @@ impl HttpClient {
     }
 
     /// Sends the request; one that dies on a pooled connection before any reply
-    /// byte goes again at once on a fresh pool, without counting as an attempt.
-    async fn send(&self, url: &str, body: Bytes) -> Result<http::Response<hyper::body::Incoming>, InvokeError> {
+    /// byte goes again at once on a fresh connection, without counting as an attempt.
+    async fn send(
+        &self,
+        url: &str,
+        body: Bytes,
+    ) -> Result<(http::Response<hyper::body::Incoming>, Connection), InvokeError> {
+        let uri: http::Uri = url.parse().map_err(|e| InvokeError::Transport(format!("{url}: not a URL: {e}")))?;
+        let host = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let mut fresh_tries = 0;
         loop {
-            let (generation, pool) = {
-                let current = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                (current.0, current.1.clone())
-            };
-            let request = http::Request::post(url)
+            let mut connection = self.pool.get(&uri).await.map_err(|e| connect_failure(url, e))?;
+            let request = http::Request::post(path.as_str())
+                .header(http::header::HOST, host.as_str())
                 .header(http::header::CONTENT_TYPE, "application/octet-stream")
                 .body(Full::new(body.clone()))
                 .map_err(|e| InvokeError::Transport(format!("{url}: {e}")))?;
-            match pool.request(request).await {
-                Ok(response) => return Ok(response),
-                Err(e) if fresh_tries < MAX_FRESH_TRIES && died_before_reply(&e) => {
+            match connection.sender.send_request(request).await {
+                Ok(response) => return Ok((response, connection)),
+                Err(e) if connection.reused && fresh_tries < MAX_FRESH_TRIES && died_before_reply(&e) => {
                     fresh_tries += 1;
                     tracing::debug!(
                         url,
                         "a pooled connection died before answering ({e}); sending again on a fresh one"
                     );
-                    let mut current = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-                    if current.0 == generation {
-                        *current = (generation + 1, new_pool(&self.connector, self.pool_ttl, self.pool_idle));
-                    }
+                    self.pool.clear_idle();
                 }
-                Err(e) if unreachable(&e) => return Err(InvokeError::Unreachable(format!("{url}: {e:?}"))),
                 Err(e) => return Err(InvokeError::Transport(format!("{url}: {e:?}"))),
             }
         }
     }
 
     async fn post(&self, url: String, body: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
-        let response = self.send(&url, Bytes::from(body)).await?;
+        let (response, connection) = self.send(&url, Bytes::from(body)).await?;
         let status = response.status();
         let limit = self.reply_max_bytes;
         let too_large = || {
@@ -167,6 +150,8 @@ impl HttpClient {
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
             Err(e) => return Err(InvokeError::Transport(format!("{url}: reading the reply: {e}"))),
         };
+        // Read whole: the connection can serve the next request.
+        self.pool.put(connection);
         if status.is_success() {
             return Ok(Vec::from(body));
         }
