@@ -2,9 +2,13 @@
 for the Python functions of the tests (greeter.py, inventory.py).
 
 POST body = ToFunction bytes; 200 with FromFunction bytes, or 500 with the traceback.
-Binds 127.0.0.1 and prints "listening on http://127.0.0.1:<port>" once it accepts requests.
+Binds 127.0.0.1 and prints "listening on http://127.0.0.1:<port>" once it accepts requests;
+with TLS_CERT and TLS_KEY (PEM files) in the environment it serves HTTPS instead and
+prints "listening on https://127.0.0.1:<port>".
 """
 
+import os
+import ssl
 import sys
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,13 +49,35 @@ def serve(handler, name, port=0, describe=None):
             self.end_headers()
             self.wfile.write(body)
 
+        def setup(self):
+            handshake(self.request)
+            super().setup()
+
         def log_message(self, format, *args):
             pass  # requests are logged by describe(), failures always
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Endpoint)
     server.daemon_threads = True
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    scheme = "http"
+    if os.environ.get("TLS_CERT"):
+        use_tls(server, os.environ["TLS_CERT"], os.environ["TLS_KEY"])
+        scheme = "https"
+    print(f"listening on {scheme}://127.0.0.1:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+
+
+def use_tls(server, cert, key):
+    """Makes `server` accept TLS connections with the PEM files `cert` and `key`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    # The handshake runs in each connection's thread (see handshake), not in the accepting one.
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+
+
+def handshake(connection):
+    """Completes the TLS handshake of an accepted connection (nothing for plain TCP)."""
+    if isinstance(connection, ssl.SSLSocket):
+        connection.do_handshake()

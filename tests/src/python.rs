@@ -39,12 +39,18 @@ pub struct PythonServer {
 
 impl PythonServer {
     /// Starts `tests/python/<script>` with `args`; it must print
-    /// `listening on http://127.0.0.1:<port>` first.
+    /// `listening on http://127.0.0.1:<port>` (or `https://`) first.
     pub fn start(python: &Path, script: &str, args: &[&str], dir: &Path) -> Self {
+        Self::start_with_env(python, script, args, &[], dir)
+    }
+
+    /// [`PythonServer::start`] with variables added to its environment.
+    pub fn start_with_env(python: &Path, script: &str, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Self {
         let stderr = dir.join(format!("{script}.stderr.log"));
         let mut child = Command::new(python)
             .arg(repo_root().join("tests/python").join(script))
             .args(args)
+            .envs(env.iter().copied())
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -60,7 +66,9 @@ impl PythonServer {
         });
         let mut server = Self { child, port: 0, stderr };
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let port = line.trim().strip_prefix("listening on http://127.0.0.1:").and_then(|p| p.parse().ok());
+        let address = line.trim().strip_prefix("listening on ");
+        let address = address.and_then(|a| a.strip_prefix("http://").or_else(|| a.strip_prefix("https://")));
+        let port = address.and_then(|a| a.strip_prefix("127.0.0.1:")).and_then(|p| p.parse().ok());
         match port {
             Some(port) => server.port = port,
             None => panic!("{script} did not report its port (first line {line:?}); stderr:\n{}", server.stderr_text()),

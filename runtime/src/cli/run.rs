@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use statefun_runtime::faults::{self, FaultPlan};
 use statefun_runtime::invoke::retry::RetryPolicy;
+use statefun_runtime::invoke::sigv4::AwsIdentity;
 use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
 use statefun_runtime::partition::{Bounds, DEFAULT_MAX_HOPS};
 use statefun_runtime::worker::WorkerSettings;
@@ -129,7 +130,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     tracing::info!(partitions = settings.partitions, backend = ?args.storage.backend, owner = %settings.owner, "runtime starting");
     let outcome = match args.storage.backend {
-        BackendKind::Local => node::run_local(module, settings, &args.storage.data_dir, shutdown).await,
+        BackendKind::Local => {
+            // The local mode needs AWS credentials only to sign requests to endpoints that ask for it.
+            let identity = match module.signs_requests() {
+                true => AwsIdentity::from_sdk_config(&args.storage.sdk_config().await),
+                false => None,
+            };
+            node::run_local(module, settings, &args.storage.data_dir, identity, shutdown).await
+        }
         BackendKind::Aws => node::run(module, settings, args.storage.backends(faults.as_ref()).await?, shutdown).await,
     };
     outcome.context("runtime stopped")

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::address::FunctionType;
 
+pub use super::auth::{EndpointAuth, Signing};
 use super::walk::{Node, Walked, parse_function_type};
 
 /// The placeholder in `urlPathTemplate` replaced by the function type's name.
@@ -90,6 +91,8 @@ pub enum EndpointTarget {
         url_template: String,
         /// The TLS files of an `https://` endpoint.
         tls: TlsFiles,
+        /// Extra headers and signing (`spec.statefun-aws`).
+        auth: EndpointAuth,
     },
     /// A Lambda function called through the Invoke API (`statefun-aws.endpoints.v1/lambda`).
     Lambda {

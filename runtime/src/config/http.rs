@@ -25,9 +25,10 @@
 
 use std::path::PathBuf;
 
+use super::auth;
 use super::endpoint::{
     self, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_PAYLOAD_MAX_BYTES, DEFAULT_POOL_SIZE,
-    DEFAULT_POOL_TTL, EndpointConfig, EndpointTarget, FUNCTION_NAME_PLACEHOLDER, TlsFiles,
+    DEFAULT_POOL_TTL, EndpointAuth, EndpointConfig, EndpointTarget, FUNCTION_NAME_PLACEHOLDER, TlsFiles,
 };
 use super::walk::{Fault, Fields, Node, Walked, check_http_url};
 
@@ -39,7 +40,7 @@ pub const ASYNC_TRANSPORT: &str = "io.statefun.transports.v1/async";
 /// StateFun's older transport type; its settings mean the same here, so it loads as the async one.
 pub const OKHTTP_TRANSPORT: &str = "io.statefun.transports.v1/okhttp";
 
-const SPEC_FIELDS: &[&str] = &["functions", "urlPathTemplate", "maxNumBatchRequests", "transport"];
+const SPEC_FIELDS: &[&str] = &["functions", "urlPathTemplate", "maxNumBatchRequests", "transport", auth::KEY];
 const TRANSPORT_FIELDS: &[&str] = &[
     "type",
     "call",
@@ -62,10 +63,14 @@ pub(crate) fn parse(spec: &Node<'_>, document: usize, warnings: &mut Vec<Fault>)
     let functions = endpoint::functions(&fields.required("functions")?)?;
     let url_template = url_template(&fields.required("urlPathTemplate")?)?;
     let max_batch = endpoint::max_batch(fields.optional("maxNumBatchRequests"))?;
+    let auth = match fields.optional(auth::KEY) {
+        Some(node) => auth::parse(&node, &|name| std::env::var(name).ok())?,
+        None => EndpointAuth::default(),
+    };
 
     let mut config = EndpointConfig {
         functions,
-        target: EndpointTarget::Http { url_template, tls: TlsFiles::default() },
+        target: EndpointTarget::Http { url_template, tls: TlsFiles::default(), auth },
         max_batch,
         call_timeout: DEFAULT_CALL_TIMEOUT,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -106,7 +111,7 @@ fn apply_transport(node: &Node<'_>, config: &mut EndpointConfig, warnings: &mut 
     if let Some(max) = fields.optional("payload_max_bytes") {
         config.payload_max_bytes = max.positive_usize()?;
     }
-    if let EndpointTarget::Http { url_template, tls } = &mut config.target {
+    if let EndpointTarget::Http { url_template, tls, .. } = &mut config.target {
         *tls = tls_files(&fields)?;
         if !tls.is_empty() && !is_https(url_template) {
             warnings.push(Fault::new(
@@ -275,7 +280,7 @@ mod tests {
     fn misspelt_spec_field_names_the_allowed_ones() {
         let error =
             error_of("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: shop/*\n  urlPathTemplte: http://x/\n");
-        assert!(error.starts_with("module.yaml, document 1 (io.statefun.endpoints.v2/http): spec.urlPathTemplte: unknown field (did you mean `urlPathTemplate`?); allowed fields are: functions, maxNumBatchRequests, transport, urlPathTemplate"), "{error}");
+        assert!(error.starts_with("module.yaml, document 1 (io.statefun.endpoints.v2/http): spec.urlPathTemplte: unknown field (did you mean `urlPathTemplate`?); allowed fields are: functions, maxNumBatchRequests, statefun-aws, transport, urlPathTemplate"), "{error}");
     }
 
     #[test]

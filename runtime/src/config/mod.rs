@@ -24,6 +24,7 @@
 //! everything to fix. Fields accepted only for StateFun compatibility land in
 //! [`ModuleConfig::warnings`] for the caller to log.
 
+mod auth;
 mod aws;
 mod egress;
 mod endpoint;
@@ -41,12 +42,13 @@ use serde_yaml_ng::Value;
 
 use crate::address::FunctionType;
 
+pub use auth::function_url_region;
 pub use aws::{AwsCredentials, AwsRegion};
 pub use egress::EgressConfig;
 pub use endpoint::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_PAYLOAD_MAX_BYTES, DEFAULT_MAX_BATCH,
-    DEFAULT_POOL_SIZE, DEFAULT_POOL_TTL, EndpointConfig, EndpointTarget, FUNCTION_NAME_PLACEHOLDER, FunctionPattern,
-    LAMBDA_PAYLOAD_MAX_BYTES, TlsFiles,
+    DEFAULT_POOL_SIZE, DEFAULT_POOL_TTL, EndpointAuth, EndpointConfig, EndpointTarget, FUNCTION_NAME_PLACEHOLDER,
+    FunctionPattern, LAMBDA_PAYLOAD_MAX_BYTES, Signing, TlsFiles,
 };
 pub(crate) use http::is_https;
 pub use ingress::{IngressConfig, IngressStream, StartupPosition};
@@ -217,6 +219,11 @@ impl ModuleConfig {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(config)
+    }
+
+    /// Whether an endpoint signs its requests with the worker's AWS credentials.
+    pub fn signs_requests(&self) -> bool {
+        self.endpoints.iter().any(|e| matches!(&e.target, EndpointTarget::Http { auth, .. } if auth.signing.is_some()))
     }
 
     /// The endpoint serving `function_type`.
@@ -437,7 +444,8 @@ spec:
             endpoint.target,
             EndpointTarget::Http {
                 url_template: "http://functions:8000/statefun/{function.name}".into(),
-                tls: TlsFiles::default()
+                tls: TlsFiles::default(),
+                auth: EndpointAuth::default(),
             }
         );
         assert_eq!(endpoint.call_timeout, Duration::from_secs(30));

@@ -126,6 +126,17 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// The entries of a mapping whose keys are strings, in their order.
+    pub(crate) fn entries(&self) -> Walked<Vec<(&'a str, Node<'a>)>> {
+        self.mapping()?
+            .iter()
+            .map(|(key, value)| match key {
+                Value::String(name) => Ok((name.as_str(), self.child(name, value))),
+                _ => Err(self.fault(format!("keys must be strings, found {}", describe(key)))),
+            })
+            .collect()
+    }
+
     /// A mapping whose keys must all be among `fields` or `unused` (see [`Fields`]).
     pub(crate) fn fields(
         &self,

@@ -10,6 +10,7 @@ use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::pool::{ConnectError, Connection, Pool};
+use super::sigv4::{AwsIdentity, Signer};
 use super::{FunctionClient, InvokeError};
 use crate::address::FunctionType;
 use crate::config::{EndpointConfig, EndpointTarget};
@@ -27,6 +28,9 @@ pub struct HttpClient {
     /// mailboxes and leave in bigger batches. The pool opens no more
     /// connections than this either.
     in_flight: tokio::sync::Semaphore,
+    /// The endpoint's extra headers (`spec.statefun-aws.headers`), marked sensitive.
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    signer: Option<Signer>,
 }
 
 /// Requests in flight, and connections open, per HTTP endpoint.
@@ -77,9 +81,37 @@ fn died_before_reply(error: &hyper::Error) -> bool {
 }
 
 impl HttpClient {
-    pub fn new(endpoint: &EndpointConfig) -> Result<Self, String> {
-        let EndpointTarget::Http { url_template, tls } = &endpoint.target else {
+    /// The client of one endpoint; `identity` signs its requests if it asks for signing.
+    pub fn new(endpoint: &EndpointConfig, identity: Option<&AwsIdentity>) -> Result<Self, String> {
+        let EndpointTarget::Http { url_template, tls, auth } = &endpoint.target else {
             return Err("not an HTTP endpoint".into());
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &auth.headers {
+            let invalid = |what: &str| format!("spec.statefun-aws.headers.{name}: not a valid header {what}");
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("name"))?;
+            let mut value = http::HeaderValue::from_str(value).map_err(|_| invalid("value"))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
+        }
+        let signer = match &auth.signing {
+            None => None,
+            Some(signing) => {
+                let identity = identity.ok_or(
+                    "spec.statefun-aws.signing: signing needs the worker's AWS credentials, and none were found \
+                     (the standard chain: environment, profile, container or instance role)",
+                )?;
+                let region = signing
+                    .region
+                    .clone()
+                    .or_else(|| crate::config::function_url_region(url_template).map(str::to_owned))
+                    .or_else(|| identity.region.clone())
+                    .ok_or(
+                        "spec.statefun-aws.signing: no region to sign for: set `region` (the URL is not a Lambda \
+                         Function URL and the worker has no AWS region)",
+                    )?;
+                Some(Signer::new(identity, signing.service.clone(), region))
+            }
         };
         let https = crate::config::is_https(url_template);
         let tls = super::tls::client_config(tls, https)?;
@@ -95,6 +127,8 @@ impl HttpClient {
             call_timeout: endpoint.call_timeout,
             reply_max_bytes: endpoint.payload_max_bytes,
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            headers,
+            signer,
         })
     }
 
@@ -111,11 +145,15 @@ impl HttpClient {
         let mut fresh_tries = 0;
         loop {
             let mut connection = self.pool.get(&uri).await.map_err(|e| connect_failure(url, e))?;
-            let request = http::Request::post(path.as_str())
+            let mut request = http::Request::post(path.as_str())
                 .header(http::header::HOST, host.as_str())
                 .header(http::header::CONTENT_TYPE, "application/octet-stream")
                 .body(Full::new(body.clone()))
                 .map_err(|e| InvokeError::Transport(format!("{url}: {e}")))?;
+            request.headers_mut().extend(self.headers.iter().cloned());
+            if let Some(signer) = &self.signer {
+                signer.sign(&mut request, url, &body).await?;
+            }
             match connection.sender.send_request(request).await {
                 Ok(response) => return Ok((response, connection)),
                 Err(e) if connection.reused && fresh_tries < MAX_FRESH_TRIES && died_before_reply(&e) => {
@@ -211,7 +249,7 @@ mod tests {
             "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: ns/*\n  urlPathTemplate: http://{addr}/f\n  transport:\n    payload_max_bytes: 1000\n"
         );
         let module = ModuleConfig::parse(&text, "module.yaml").expect("module");
-        HttpClient::new(&module.endpoints[0]).expect("client")
+        HttpClient::new(&module.endpoints[0], None).expect("client")
     }
 
     #[tokio::test]
@@ -327,7 +365,7 @@ mod tests {
             }
         }
         let module = ModuleConfig::parse(&text, "module.yaml").expect("module");
-        HttpClient::new(&module.endpoints[0])
+        HttpClient::new(&module.endpoints[0], None)
     }
 
     #[tokio::test]

@@ -28,6 +28,16 @@ pub fn max_request_bytes(payload_max_bytes: usize) -> usize {
     payload_max_bytes.saturating_sub(2048) / 4 * 3
 }
 
+/// The Lambda client for invocations: the SDK's own retries are off, because
+/// the invoker retries every call within its budget and two retry loops would
+/// multiply each other's attempts.
+pub fn sdk_client(config: &aws_config::SdkConfig) -> aws_sdk_lambda::Client {
+    let config = aws_sdk_lambda::config::Builder::from(config)
+        .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_lambda::Client::from_conf(config)
+}
+
 pub struct LambdaClient {
     client: aws_sdk_lambda::Client,
     function_name: String,
@@ -110,6 +120,20 @@ fn classify(target: &str, error: InvokeSdkError) -> InvokeError {
             ));
         }
     }
+    if let SdkError::DispatchFailure(failure) = &error {
+        // No answer at all: the Lambda endpoint could not be reached (or the
+        // connection broke). Calls wait within the call budget, as for an HTTP
+        // endpoint that is down.
+        if failure.is_io() {
+            return InvokeError::Unreachable(format!("Lambda {target}: {message}"));
+        }
+    }
+    if let Some(service) = error.as_service_error()
+        && (service.is_resource_conflict_exception() || service.is_resource_not_ready_exception())
+    {
+        // The function is being updated or is not active yet: a deploy, which passes.
+        return InvokeError::Transport(format!("Lambda {target}: {code}: {message}"));
+    }
     match status {
         // `cargo lambda watch` answers a function error with HTTP 500.
         Some(500) => InvokeError::Function(format!("Lambda {target}: function error: {message}")),
@@ -189,39 +213,81 @@ mod tests {
         assert!(garbage.to_string().contains("not a proxy response"), "{garbage}");
     }
 
-    /// A Lambda Invoke endpoint that answers every call with `reply`.
-    async fn fake_lambda(reply: Vec<u8>) -> String {
+    /// A Lambda Invoke endpoint that answers every call with `status`, the
+    /// error type `error_type` (if any) and `reply`; counts the calls.
+    async fn fake_lambda(
+        status: &str,
+        error_type: Option<&str>,
+        reply: Vec<u8>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let error_header = error_type.map(|t| format!("x-amzn-errortype: {t}\r\n")).unwrap_or_default();
+        let head = format!("HTTP/1.1 {status}\r\n{error_header}content-length: {}\r\n\r\n", reply.len());
         tokio::spawn(async move {
             while let Ok((mut connection, _)) = listener.accept().await {
-                let reply = reply.clone();
+                let (head, reply, counted) = (head.clone(), reply.clone(), counted.clone());
                 tokio::spawn(async move {
                     // The request is small: one read takes it (its body is not needed).
                     let mut request = vec![0; 64 * 1024];
-                    let _ = connection.read(&mut request).await;
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", reply.len());
-                    let _ = connection.write_all(head.as_bytes()).await;
-                    let _ = connection.write_all(&reply).await;
+                    while matches!(connection.read(&mut request).await, Ok(n) if n > 0) {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = connection.write_all(head.as_bytes()).await;
+                        let _ = connection.write_all(&reply).await;
+                    }
                 });
             }
         });
-        url
+        (url, calls)
+    }
+
+    /// A client of [`sdk_client`] calling the Lambda endpoint at `url`.
+    fn client_at(url: String) -> LambdaClient {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_sdk_lambda::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_lambda::config::SharedCredentialsProvider::new(
+                aws_sdk_lambda::config::Credentials::new("id", "secret", None, None, "test"),
+            ))
+            .endpoint_url(url)
+            .build();
+        LambdaClient::new(sdk_client(&config), "f".into(), None, Duration::from_secs(30))
     }
 
     #[tokio::test]
     async fn a_reply_beyond_lambdas_limit_is_refused() {
-        let config = aws_sdk_lambda::Config::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_sdk_lambda::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_lambda::config::Credentials::new("id", "secret", None, None, "test"))
-            .endpoint_url(fake_lambda(vec![b' '; MAX_REPLY_BYTES + 1]).await)
-            .build();
-        let client =
-            LambdaClient::new(aws_sdk_lambda::Client::from_conf(config), "f".into(), None, Duration::from_secs(30));
-        let refused = client.invoke(b"{}".to_vec()).await.expect_err("too large");
+        let (url, _) = fake_lambda("200 OK", None, vec![b' '; MAX_REPLY_BYTES + 1]).await;
+        let refused = client_at(url).invoke(b"{}".to_vec()).await.expect_err("too large");
         assert!(refused.to_string().contains("larger than Lambda's limit of 6291556 bytes"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn lambda_failures_are_classified_and_the_sdk_does_not_retry_them_itself() {
+        let body = br#"{"message":"it failed"}"#.to_vec();
+        let cases = [
+            ("503 Service Unavailable", "ServiceException", "transport"),
+            ("409 Conflict", "ResourceConflictException", "transport"),
+            ("429 Too Many Requests", "TooManyRequestsException", "throttled"),
+            ("404 Not Found", "ResourceNotFoundException", "permanent"),
+        ];
+        for (status, error_type, expected) in cases {
+            let (url, calls) = fake_lambda(status, Some(error_type), body.clone()).await;
+            let error = client_at(url).invoke(b"{}".to_vec()).await.expect_err("fails");
+            let kind = match &error {
+                InvokeError::Throttled(_) => "throttled",
+                e if e.is_permanent() => "permanent",
+                InvokeError::Transport(_) | InvokeError::Status { .. } => "transport",
+                _ => "other",
+            };
+            assert_eq!(kind, expected, "{error_type}: {error}");
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "{error_type}: one request, no SDK retry");
+        }
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let error = client_at(format!("http://{free}")).invoke(b"{}".to_vec()).await.expect_err("refused");
+        assert!(matches!(error, InvokeError::Unreachable(_)), "{error}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod http;
 pub mod lambda;
 pub mod pool;
 pub mod retry;
+pub mod sigv4;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -91,17 +92,19 @@ pub type ClientLayer<'a> = &'a dyn Fn(Arc<dyn FunctionClient>, &EndpointConfig) 
 
 impl Invoker {
     /// Builds one pooled client per endpoint of the module, each passed through
-    /// `layer`; Lambda endpoints need a Lambda client (the AWS mode has one).
+    /// `layer`; Lambda endpoints need a Lambda client (the AWS mode has one),
+    /// signed HTTP endpoints the worker's AWS identity.
     pub fn new(
         module: Arc<ModuleConfig>,
         retry: RetryPolicy,
         lambda: Option<aws_sdk_lambda::Client>,
+        identity: Option<&sigv4::AwsIdentity>,
         layer: ClientLayer<'_>,
     ) -> Result<Self, EndpointError> {
         let clients = module
             .endpoints
             .iter()
-            .map(|e| Ok(layer(client_for(e, lambda.as_ref())?, e)))
+            .map(|e| Ok(layer(client_for(e, lambda.as_ref(), identity)?, e)))
             .collect::<Result<Vec<_>, EndpointError>>()?;
         Ok(Self { module, clients, routes: Mutex::new(HashMap::new()), retry })
     }
@@ -133,21 +136,27 @@ impl Invoker {
 
     /// Invokes with retries; `Err` carries the reason after the budget is spent.
     ///
-    /// Failed attempts are bounded by the retry policy's attempts. An endpoint
-    /// that cannot be reached at all (it is down, or being deployed) does not
-    /// spend attempts: its calls wait with backoff until the endpoint's call
-    /// budget (`transport.call`) since the first attempt is spent, so an outage
-    /// shorter than that dead-letters nothing.
+    /// The endpoint's call budget (`transport.call`) bounds the whole call,
+    /// retries and waits included, as in StateFun; failed attempts are also
+    /// bounded by the retry policy. An endpoint that cannot be reached at all
+    /// (it is down, or being deployed) spends no attempts, only the budget, so
+    /// an outage shorter than the budget dead-letters nothing.
     pub async fn invoke(&self, address: &Address, request: ToFunction) -> Result<FromFunction, String> {
         let function_type = FunctionType::of(address);
         let Some(route) = self.route(&function_type) else {
             return Err(format!("no endpoint serves function type {function_type}"));
         };
         let body = request.encode_to_vec();
+        let budget = route.call_budget;
         let started = std::time::Instant::now();
         let (mut attempt, mut unreachable) = (0, 0);
         loop {
-            let outcome = route.client.call(&function_type, body.clone()).await.and_then(|reply| {
+            let remaining = budget.saturating_sub(started.elapsed());
+            let outcome = match tokio::time::timeout(remaining, route.client.call(&function_type, body.clone())).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(InvokeError::Timeout(remaining)),
+            };
+            let outcome = outcome.and_then(|reply| {
                 FromFunction::decode(reply.as_slice()).map_err(|e| {
                     InvokeError::Malformed(format!("not a FromFunction message ({} bytes): {e}", reply.len()))
                 })
@@ -163,13 +172,6 @@ impl Invoker {
                 ));
             }
             let delay = if matches!(error, InvokeError::Unreachable(_)) {
-                if started.elapsed() >= route.call_budget {
-                    return Err(format!(
-                        "invoking {target}: the endpoint stayed unreachable for the call budget of {:?}; last error: \
-                         {error}",
-                        route.call_budget
-                    ));
-                }
                 unreachable += 1;
                 self.retry.ceiling(unreachable, false)
             } else {
@@ -179,6 +181,19 @@ impl Invoker {
                 };
                 delay
             };
+            if started.elapsed() + delay >= budget {
+                return Err(if attempt == 0 {
+                    format!(
+                        "invoking {target}: the endpoint stayed unreachable for the call budget of {budget:?}; last \
+                         error: {error}"
+                    )
+                } else {
+                    format!(
+                        "invoking {target}: the call budget of {budget:?} is spent after {attempt} failed attempts \
+                         ({unreachable} unreachable); last error: {error}"
+                    )
+                });
+            }
             tracing::debug!(address = %target, attempt, unreachable, "invocation failed, retrying: {error}");
             tokio::time::sleep(delay).await;
         }
@@ -188,10 +203,12 @@ impl Invoker {
 fn client_for(
     endpoint: &EndpointConfig,
     lambda: Option<&aws_sdk_lambda::Client>,
+    identity: Option<&sigv4::AwsIdentity>,
 ) -> Result<Arc<dyn FunctionClient>, EndpointError> {
     match &endpoint.target {
         EndpointTarget::Http { .. } => Ok(Arc::new(
-            http::HttpClient::new(endpoint).map_err(|detail| EndpointError { document: endpoint.document, detail })?,
+            http::HttpClient::new(endpoint, identity)
+                .map_err(|detail| EndpointError { document: endpoint.document, detail })?,
         )),
         EndpointTarget::Lambda { function_name, qualifier } => match lambda {
             Some(client) => Ok(Arc::new(lambda::LambdaClient::new(
@@ -254,6 +271,15 @@ mod tests {
         }
     }
 
+    /// Never answers.
+    struct Hangs;
+
+    impl FunctionClient for Hangs {
+        fn call<'a>(&'a self, _: &'a FunctionType, _: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
     /// Invokes once through `client`, with 4 attempts and a call budget of `call`.
     async fn invoke_through(client: Arc<dyn FunctionClient>, call: &str) -> Result<FromFunction, String> {
         let yaml = format!(
@@ -265,7 +291,7 @@ mod tests {
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
         };
-        let invoker = Invoker::new(module, retry, None, &|_, _| client.clone()).expect("invoker");
+        let invoker = Invoker::new(module, retry, None, None, &|_, _| client.clone()).expect("invoker");
         let target = FunctionType::new("t", "f").address("a");
         let batch = InvocationBatchRequest { target: Some(target.clone()), ..Default::default() };
         let request = ToFunction { request: Some(statefun_proto::reqreply::to_function::Request::Invocation(batch)) };
@@ -303,5 +329,13 @@ mod tests {
             assert_eq!(calls, 4, "HTTP {status} is retried");
             assert!(error.contains("after 4 attempts"), "{error}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_call_budget_bounds_the_whole_call_even_with_attempts_left() {
+        // Four attempts are allowed; the first one, cut at the budget, is the last.
+        let error = invoke_through(Arc::new(Hangs), "100ms").await.expect_err("never answered");
+        assert!(error.contains("the call budget of 100ms is spent after 1 failed attempts"), "{error}");
+        assert!(error.contains("no answer within"), "{error}");
     }
 }

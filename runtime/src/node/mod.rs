@@ -32,6 +32,7 @@ use crate::coordination::{
 };
 use crate::dead_letters::Destination;
 use crate::faults::{self, FaultPlan};
+use crate::invoke::sigv4::AwsIdentity;
 use crate::invoke::{Invoker, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
 use crate::partition::Partition;
@@ -75,6 +76,8 @@ pub struct Backends {
     pub commits: Arc<dyn CommitStore>,
     /// For Lambda endpoints (the AWS mode only).
     pub lambda: Option<aws_sdk_lambda::Client>,
+    /// The worker's AWS credentials and region, for HTTP endpoints that sign their requests.
+    pub identity: Option<AwsIdentity>,
     /// Whether missing streams are created (the local mode) or an error (AWS:
     /// the deployment creates them).
     pub create_streams: bool,
@@ -88,6 +91,7 @@ impl Backends {
             blobs: Arc::new(FsBlobStore::new(data_dir)),
             commits: Arc::new(LocalCommitStore::open(data_dir)?),
             lambda: None,
+            identity: None,
             create_streams: true,
         })
     }
@@ -104,7 +108,7 @@ impl Backends {
         let mut log = KinesisLogStore::new(config, false);
         let mut blobs = S3BlobStore::new(config, bucket, prefix);
         let mut commits = DynamoCommitStore::new(config, table);
-        let mut lambda = aws_sdk_lambda::Client::new(config);
+        let mut lambda = crate::invoke::lambda::sdk_client(config);
         if let Some(plan) = plan {
             log = log.with_faults(plan);
             blobs = blobs.with_faults(plan);
@@ -116,6 +120,7 @@ impl Backends {
             blobs: Arc::new(blobs),
             commits: Arc::new(commits),
             lambda: Some(lambda),
+            identity: AwsIdentity::from_sdk_config(config),
             create_streams: false,
         }
     }
@@ -140,15 +145,17 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-/// Runs on the local backends of `data_dir`, which this process then holds alone.
+/// Runs on the local backends of `data_dir`, which this process then holds
+/// alone; `identity` signs requests to endpoints that ask for it.
 pub async fn run_local(
     module: ModuleConfig,
     settings: NodeSettings,
     data_dir: &std::path::Path,
+    identity: Option<AwsIdentity>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let _lock = lock_data_dir(data_dir)?;
-    let backends = Backends::local(data_dir)?;
+    let backends = Backends { identity, ..Backends::local(data_dir)? };
     // The lock proves whoever held a lease here before is gone.
     let leases = LeaseSettings { take_over_at_once: true, ..settings.leases.clone() };
     run(module, NodeSettings { leases, ..settings }, backends, shutdown).await
@@ -163,7 +170,13 @@ pub async fn run(
     let module = Arc::new(module);
     let plan = settings.faults.clone();
     let layer = |client, endpoint: &EndpointConfig| faults::invoke::wrap(client, plan.as_ref(), endpoint.call_timeout);
-    let invoker = Arc::new(Invoker::new(module.clone(), settings.retry, backends.lambda.clone(), &layer)?);
+    let invoker = Arc::new(Invoker::new(
+        module.clone(),
+        settings.retry,
+        backends.lambda.clone(),
+        backends.identity.as_ref(),
+        &layer,
+    )?);
     let catalog = Arc::new(ModuleCatalog {
         invoker: invoker.clone(),
         module: module.clone(),

@@ -84,8 +84,14 @@ fn start_node(
     commits: Arc<dyn CommitStore>,
     settings: NodeSettings,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
-    let backends =
-        Backends { log: Arc::new(LocalLogStore::new(dir)), blobs, commits, lambda: None, create_streams: true };
+    let backends = Backends {
+        log: Arc::new(LocalLogStore::new(dir)),
+        blobs,
+        commits,
+        lambda: None,
+        identity: None,
+        create_streams: true,
+    };
     let module = ModuleConfig::parse(module, "module.yaml").expect("module");
     let (stop, shutdown) = watch::channel(false);
     (stop, tokio::spawn(run(module, settings, backends, shutdown)))
