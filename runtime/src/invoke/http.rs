@@ -404,6 +404,40 @@ mod tests {
         assert!(matches!(error, InvokeError::Transport(_)), "{error}");
     }
 
+    #[tokio::test]
+    async fn an_encrypted_client_key_is_read_with_its_password_and_a_wrong_one_stops_the_start() {
+        let pki = TestPki::new();
+        let addr = pki.serve(true).await;
+        let url = format!("https://{addr}/f");
+        // Encrypted by OpenSSL, an implementation independent of this one: its default scheme, and an older PRF.
+        for (name, scheme) in [
+            ("aes256.key", &["-v2", "aes-256-cbc"][..]),
+            ("aes128.key", &["-v2", "aes-128-cbc", "-v2prf", "hmacWithSHA1"]),
+        ] {
+            let output = std::process::Command::new("openssl")
+                .args(["pkcs8", "-topk8", "-in", &pki.path("client.key"), "-out", &pki.path(name)])
+                .args(scheme)
+                .args(["-passout", "pass:correct horse"])
+                .output()
+                .expect("openssl (Debian's openssl package)");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            let transport = |password: &str| {
+                vec![
+                    ("trust_cacerts", pki.path("ca.pem")),
+                    ("client_cert", pki.path("client.pem")),
+                    ("client_key", pki.path(name)),
+                    ("client_key_password", format!("\"{password}\"")),
+                ]
+            };
+            let client = https_client(&url, &transport("correct horse")).expect("the key decrypts");
+            let reply = client.call(&FunctionType::new("ns", "f"), b"request".to_vec()).await;
+            assert_eq!(reply.as_deref().ok(), Some(&b"ok"[..]), "{name}: {reply:?}");
+            let error = https_client(&url, &transport("wrong horse")).err().unwrap_or_default();
+            assert!(error.contains("the password does not decrypt the key"), "{name}: {error}");
+            assert!(!error.contains("horse"), "the password never shows: {error}");
+        }
+    }
+
     #[test]
     fn bad_tls_files_stop_the_start_naming_the_key_the_file_and_the_problem() {
         let pki = TestPki::new();
@@ -428,8 +462,12 @@ mod tests {
             ("client_key", pki.path("client.key")),
             ("client_key_password", "secret".into()),
         ]);
+        let key = pki.path("client.key");
         assert!(
-            text.starts_with("transport.client_key_password: encrypted private keys are not supported yet"),
+            text.starts_with(&format!(
+                "transport.client_key: {key}: transport.client_key_password is given, but the file holds no \
+                 encrypted PKCS#8 key"
+            )),
             "{text}"
         );
         assert!(!text.contains("secret"), "{text}");

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod lambda;
+pub mod pkcs8;
 pub mod pool;
 pub mod retry;
 pub mod sigv4;

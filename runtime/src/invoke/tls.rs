@@ -5,8 +5,9 @@
 //! file that cannot be read or holds nothing usable stops the start with the
 //! key, the file and the problem. Trust is the system's roots unless
 //! `trust_cacerts` names the CAs to trust instead; `client_cert` and
-//! `client_key` are presented to a server that asks (mutual TLS). rustls on
-//! aws-lc-rs, the stack the AWS SDK's client uses too.
+//! `client_key` are presented to a server that asks (mutual TLS), the key
+//! decrypted with `client_key_password` if it is encrypted ([`super::pkcs8`]).
+//! rustls on aws-lc-rs, the stack the AWS SDK's client uses too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,21 +36,17 @@ pub fn client_config(files: &TlsFiles, https: bool) -> Result<ClientConfig, Stri
     let (Some(cert), Some(key)) = (&files.client_cert, &files.client_key) else {
         return Ok(builder.with_no_client_auth());
     };
-    if files.client_key_password.is_some() {
-        return Err(format!(
-            "transport.client_key_password: encrypted private keys are not supported yet; give transport.client_key \
-             as an unencrypted PEM key in a file only the runtime may read (`openssl pkcs8 -in {} -nocrypt -out \
-             client.key` writes one)",
-            key.display()
-        ));
-    }
     let chain = certificates(cert, "transport.client_cert")?;
-    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        format!(
-            "transport.client_key: {}: no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1) could be read: {e}",
-            key.display()
-        )
-    })?;
+    let private_key = match &files.client_key_password {
+        Some(password) => encrypted_key(key, password)?,
+        None => PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            format!(
+                "transport.client_key: {}: no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1) could be read \
+                 (an encrypted one needs transport.client_key_password): {e}",
+                key.display()
+            )
+        })?,
+    };
     builder.with_client_auth_cert(chain, private_key).map_err(|e| {
         format!(
             "transport.client_cert and transport.client_key ({} and {}) do not make a client identity: {e}",
@@ -57,6 +54,21 @@ pub fn client_config(files: &TlsFiles, https: bool) -> Result<ClientConfig, Stri
             key.display()
         )
     })
+}
+
+/// The encrypted PKCS#8 key of a PEM file, decrypted with `password` (which no message repeats).
+fn encrypted_key(path: &Path, password: &str) -> Result<PrivateKeyDer<'static>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("transport.client_key: {}: {e}", path.display()))?;
+    if !super::pkcs8::is_encrypted(&text) {
+        return Err(format!(
+            "transport.client_key: {}: transport.client_key_password is given, but the file holds no encrypted \
+             PKCS#8 key (-----BEGIN ENCRYPTED PRIVATE KEY-----; `openssl pkcs8 -topk8 -v2 aes-256-cbc` writes one)",
+            path.display()
+        ));
+    }
+    let der = super::pkcs8::decrypt_pem(&text, password)
+        .map_err(|e| format!("transport.client_key: {}: {e}", path.display()))?;
+    Ok(PrivateKeyDer::Pkcs8(der.into()))
 }
 
 /// The certificates of a PEM file; at least one.
