@@ -48,7 +48,7 @@ pub async fn run(settings: &Settings, functions: &Functions) -> Row {
 async fn try_run(settings: &Settings, functions: &Functions, title: &str) -> anyhow::Result<Row> {
     let module = ModuleConfig::parse(&counter::module_yaml(&functions.url, counter::INGRESS_STREAM), "bench")?;
     let endpoint = module.endpoints.first().ok_or_else(|| anyhow::anyhow!("no endpoint"))?;
-    let client = Arc::new(HttpClient::new(endpoint).map_err(anyhow::Error::msg)?);
+    let client = Arc::new(HttpClient::new(endpoint, None).map_err(anyhow::Error::msg)?);
     let requests: Arc<Vec<Vec<u8>>> =
         Arc::new((0..settings.keys.max(1)).map(|k| counter::request(&format!("k{k}"), Some(1_000), 1)).collect());
 
