@@ -80,7 +80,7 @@ fn a_stop_right_after_a_take_over_leaves_a_history_the_next_owner_recovers() {
     let before = lease_chains(&data.join("checkpoints"));
 
     // Takes every partition over, reads one order, and stops long before its commit interval is up.
-    let mut taker = Runtime::start(&data, &module, &["--commit-interval", "60s"]);
+    let mut taker = Runtime::start(&data, &module, &["--commit-interval", "60s", "--group-commit", "false"]);
     send_lines(&data, &module, "add-to-cart", &workload.order_records(first));
     std::thread::sleep(Duration::from_secs(3));
     assert!(taker.terminate().success(), "runtime log:\n{}", taker.log_text());

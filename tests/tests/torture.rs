@@ -4,7 +4,7 @@
 //!
 //! - the embedded local mode (a data directory, one worker at a time): SIGKILL
 //!   and restart, SIGTERM and restart, SIGSTOP/SIGCONT, a stop right after a
-//!   take-over (a worker with `--commit-interval 60s` that gets SIGTERM soon
+//!   take-over (a worker with `--commit-interval 60s --group-commit false` that gets SIGTERM soon
 //!   after it took the partitions), and a restart of the function server on the
 //!   same port;
 //! - the local AWS stack (LocalStack Kinesis and S3, moto DynamoDB), with short
@@ -289,7 +289,7 @@ enum Fault {
     Term(Who),
     /// SIGSTOP for this many milliseconds, then SIGCONT.
     Freeze(Who, u64),
-    /// SIGTERM, then a worker with `--commit-interval 60s` that gets SIGTERM this
+    /// SIGTERM, then a worker with `--commit-interval 60s --group-commit false` that gets SIGTERM this
     /// many milliseconds after it took a lease (its only commit is on the way
     /// out), then a new worker.
     StopAfterTakeOver(Who, u64),
@@ -561,7 +561,7 @@ impl<D: Deployment + ?Sized> Cluster<'_, D> {
             }
             Fault::StopAfterTakeOver(who, ms) => {
                 self.stop(who);
-                self.start(who, &["--commit-interval", "60s"]);
+                self.start(who, &["--commit-interval", "60s", "--group-commit", "false"]);
                 let taker = self.worker(who);
                 wait_until(TIMEOUT, "the stand-in worker to take a lease", || {
                     taker.runtime.log_text().contains("took the lease")

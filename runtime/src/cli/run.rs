@@ -20,9 +20,16 @@ pub struct RunArgs {
     storage: Storage,
     #[command(flatten)]
     topology: Topology,
-    /// How often each partition commits an epoch.
+    /// The longest a partition waits between commits. With --group-commit (the
+    /// default) an epoch is committed sooner, as soon as output waits in it.
     #[arg(long, env = "STATEFUN_COMMIT_INTERVAL", default_value = "100ms", value_parser = duration)]
     commit_interval: Duration,
+    /// Commit an epoch as soon as it holds output someone waits for (egress
+    /// records, messages for other partitions) while nothing else is to be read
+    /// and no commit is in flight; under load, commits group what arrived
+    /// meanwhile. With false, epochs are committed every --commit-interval only.
+    #[arg(long, env = "STATEFUN_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    group_commit: bool,
     /// Every how many epochs a full snapshot replaces the deltas.
     #[arg(long, env = "STATEFUN_SNAPSHOT_EVERY", default_value_t = 100)]
     snapshot_every: u64,
@@ -93,6 +100,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stream_shards: args.topology.stream_shards.max(1),
         worker: WorkerSettings {
             commit_interval: args.commit_interval,
+            group_commit: args.group_commit,
             snapshot_every: args.snapshot_every,
             max_queued: args.max_queued.max(1),
             max_epoch_entries: args.max_epoch_entries.max(1),

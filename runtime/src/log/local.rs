@@ -44,6 +44,11 @@ struct Streams {
     open: Mutex<HashMap<String, Arc<Mutex<Stream>>>>,
     /// The shard counts of the open streams, readable while a stream is busy.
     shard_counts: Mutex<HashMap<String, u32>>,
+    /// Appends to the streams read here, by this process or another (see
+    /// [`LogStore::appends`] and [`super::wake`]).
+    appended: Arc<super::wake::Signals>,
+    /// Whether the streams' directory is watched for other processes' appends.
+    watching: std::sync::atomic::AtomicBool,
 }
 
 struct Stream {
@@ -59,6 +64,8 @@ impl LocalLogStore {
                 dir,
                 open: Mutex::new(HashMap::new()),
                 shard_counts: Mutex::new(HashMap::new()),
+                appended: Arc::default(),
+                watching: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -367,12 +374,33 @@ impl LogStore for LocalLogStore {
             }
             tx.commit()
         });
+        let inner = self.inner.clone();
         Box::pin(async move {
             work.await.map_err(|e| match e {
-                LogError::Backend { detail, .. } => LogError::Backend { stream: name, detail },
+                LogError::Backend { detail, .. } => LogError::Backend { stream: name.clone(), detail },
                 other => other,
-            })
+            })?;
+            if let Some(signal) = inner.appended.lock().unwrap_or_else(|e| e.into_inner()).get(&name) {
+                signal.send_modify(|appends| *appends += 1);
+            }
+            Ok(())
         })
+    }
+
+    fn appends(&self, stream: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let inner = &self.inner;
+        // The watch is a task of the runtime the first reader runs on.
+        if tokio::runtime::Handle::try_current().is_ok()
+            && !inner.watching.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let watched = std::fs::create_dir_all(&inner.dir)
+                .and_then(|()| super::wake::watch_dir(&inner.dir, Arc::downgrade(&inner.appended)));
+            if let Err(e) = watched {
+                tracing::debug!(dir = %inner.dir.display(), "not watching the local streams ({e}); readers poll");
+            }
+        }
+        let mut appended = inner.appended.lock().unwrap_or_else(|e| e.into_inner());
+        Some(appended.entry(stream.to_owned()).or_insert_with(|| tokio::sync::watch::Sender::new(0)).subscribe())
     }
 
     fn read<'a>(
@@ -640,6 +668,26 @@ mod tests {
         assert_eq!(shards.len(), 4);
         assert_eq!(reader.read("s", &shards[2].id, &Position::Start, 10).await.expect("read").0.len(), 1);
         assert!(reader.read("s", &shards[1].id, &Position::Start, 10).await.expect("read").0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reader_is_signalled_by_appends_of_its_own_store_and_of_another() {
+        let changed = |mut signal: tokio::sync::watch::Receiver<u64>| async move {
+            tokio::time::timeout(std::time::Duration::from_secs(30), signal.changed()).await
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = LocalLogStore::new(dir.path());
+        writer.ensure_stream("s", 1).await.expect("create");
+        // The same store (another partition of this process).
+        let own = writer.appends("s").expect("the local log signals appends");
+        writer.append("s", &[record("k", b"a", None)]).await.expect("append");
+        assert!(matches!(changed(own).await, Ok(Ok(()))), "woken by its own store's append");
+        // Another store on the same files, as a worker is to `statefun send` in another process:
+        // only the watch of the files can tell, and it starts after every write above.
+        let reader = LocalLogStore::new(dir.path());
+        let other = reader.appends("s").expect("the local log signals appends");
+        writer.append("s", &[record("k", b"b", None)]).await.expect("append");
+        assert!(matches!(changed(other).await, Ok(Ok(()))), "woken by another store's append");
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 
 pub mod kinesis;
 pub mod local;
+mod wake;
 
 use statefun_engine::limits::{self, InvalidStreamName};
 
@@ -124,6 +125,14 @@ pub trait LogStore: Send + Sync {
         from: &'a Position,
         max: usize,
     ) -> BoxFuture<'a, Result<(Vec<LogRecord>, Position), LogError>>;
+
+    /// A signal that changes whenever this store appends to `stream`, so a
+    /// reader in the same process that found nothing is woken at once instead
+    /// of sleeping its poll interval; `None` where that cannot be known (the
+    /// reader polls).
+    fn appends(&self, _stream: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 pub use statefun_engine::limits::{MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, bounded_key, check_record};

@@ -48,6 +48,7 @@ fn settings() -> NodeSettings {
         stream_shards: 1,
         worker: WorkerSettings {
             commit_interval: Duration::from_millis(50),
+            group_commit: true,
             snapshot_every: 10,
             max_queued: 1000,
             max_epoch_entries: 1000,

@@ -1,6 +1,7 @@
 //! The task that owns one partition: it reads the partition's inputs, drives
-//! the [`Partition`] state machine, starts invocations, seals an epoch every
-//! commit interval and hands it to the [`Committer`].
+//! the [`Partition`] state machine, starts invocations, seals an epoch (every
+//! commit interval, or as soon as output waits in it) and hands it to the
+//! [`Committer`].
 //!
 //! Flow: readers (one task per input shard) → bounded channel → worker →
 //! invocation tasks → results channel → worker → sealed epochs → committer.
@@ -59,7 +60,12 @@ pub struct Input {
 
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
+    /// The longest time between commits.
     pub commit_interval: Duration,
+    /// Seal an epoch as soon as output waits in it, the inputs have nothing
+    /// more to give and no commit is in flight (group commit): latency is then
+    /// about one commit, while under load epochs still fill for the interval.
+    pub group_commit: bool,
     /// Every how many epochs a full snapshot replaces the chain of deltas.
     pub snapshot_every: u64,
     /// Input pauses while more messages than this are queued in the partition.
@@ -214,6 +220,15 @@ impl PartitionWorker {
                 && share.has_room()
                 && !epoch_full
                 && sealed_tx.capacity() > 0;
+            // Output waits in this epoch (egress records, messages for other partitions), the inputs have
+            // nothing more right now and no commit is in flight: sealed at once. Under load the inputs
+            // always have more, so epochs keep filling until their interval or size is up.
+            let output_waits = settings.group_commit
+                && partition.outbox_len() > 0
+                && sealing.in_commit.is_empty()
+                && intake.is_none()
+                && input_rx.is_empty()
+                && sealed_tx.capacity() > 0;
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting && intake.is_none() => {
@@ -265,8 +280,8 @@ impl PartitionWorker {
                         permit.send(sealing.seal(&mut partition));
                     }
                 }
-                // Full before its interval is up: sealed now (the next one gets the rest of the interval).
-                _ = std::future::ready(()), if epoch_full => {
+                // Full, or awaited, before its interval is up: sealed now (the next one gets the rest of the interval).
+                _ = std::future::ready(()), if epoch_full || output_waits => {
                     if let Ok(permit) = sealed_tx.try_reserve() {
                         permit.send(sealing.seal(&mut partition));
                         commit_tick.reset();
@@ -663,7 +678,12 @@ async fn read_loop(
     settings: WorkerSettings,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
+    let mut appended = log.appends(&input.stream);
     loop {
+        // Marked before the read: an append after it, even before the wait starts, ends the wait.
+        if let Some(signal) = appended.as_mut() {
+            signal.mark_unchanged();
+        }
         match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
             Ok((records, next)) => {
                 backoff.reset();
@@ -674,7 +694,15 @@ async fn read_loop(
                     return;
                 }
                 if records.is_empty() {
-                    tokio::time::sleep(settings.poll_interval).await;
+                    // Woken by an append of this process (to any shard of the stream), else polled.
+                    match appended.as_mut() {
+                        Some(signal) => {
+                            if let Ok(Err(_)) = tokio::time::timeout(settings.poll_interval, signal.changed()).await {
+                                appended = None;
+                            }
+                        }
+                        None => tokio::time::sleep(settings.poll_interval).await,
+                    }
                 } else if tx.send(InputBatch { input: index, records, end }).await.is_err() {
                     return;
                 }
