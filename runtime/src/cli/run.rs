@@ -25,9 +25,9 @@ pub struct RunArgs {
     #[arg(long, env = "STATEFUN_COMMIT_INTERVAL", default_value = "100ms", value_parser = duration)]
     commit_interval: Duration,
     /// Commit an epoch as soon as it holds output someone waits for (egress
-    /// records, messages for other partitions) while nothing else is to be read
-    /// and no commit is in flight; under load, commits group what arrived
-    /// meanwhile. With false, epochs are committed every --commit-interval only.
+    /// records, messages for other partitions) and the partition is idle, with
+    /// no commit in flight; a busy partition commits every --commit-interval.
+    /// With false, epochs are committed every --commit-interval only.
     #[arg(long, env = "STATEFUN_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
     group_commit: bool,
     /// Every how many epochs a full snapshot replaces the deltas.

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -62,9 +63,10 @@ pub struct Input {
 pub struct WorkerSettings {
     /// The longest time between commits.
     pub commit_interval: Duration,
-    /// Seal an epoch as soon as output waits in it, the inputs have nothing
-    /// more to give and no commit is in flight (group commit): latency is then
-    /// about one commit, while under load epochs still fill for the interval.
+    /// Seal an epoch as soon as output waits in it, the partition is idle (no
+    /// message queued or in flight, nothing more to read) and no commit is in
+    /// flight: latency is then about one commit, while under load epochs still
+    /// fill for the interval.
     pub group_commit: bool,
     /// Every how many epochs a full snapshot replaces the chain of deltas.
     pub snapshot_every: u64,
@@ -155,10 +157,20 @@ impl PartitionWorker {
         let committer_task = tokio::spawn(committer.run(sealed_rx, events_tx));
 
         let (input_tx, mut input_rx) = mpsc::channel::<InputBatch>(4);
+        // Readers whose last read was full, so more input is there to read.
+        let behind = Arc::new(AtomicUsize::new(0));
         let mut readers = JoinSet::new();
         for (index, input) in inputs.iter().enumerate() {
             let start = start_position(&mut partition, input);
-            readers.spawn(read_loop(log.clone(), input.clone(), index, start, input_tx.clone(), settings.clone()));
+            readers.spawn(read_loop(
+                log.clone(),
+                input.clone(),
+                index,
+                start,
+                input_tx.clone(),
+                behind.clone(),
+                settings.clone(),
+            ));
         }
 
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<ReadyShard>();
@@ -220,14 +232,17 @@ impl PartitionWorker {
                 && share.has_room()
                 && !epoch_full
                 && sealed_tx.capacity() > 0;
-            // Output waits in this epoch (egress records, messages for other partitions), the inputs have
-            // nothing more right now and no commit is in flight: sealed at once. Under load the inputs
-            // always have more, so epochs keep filling until their interval or size is up.
+            // Output waits in this epoch (egress records, messages for other partitions) and the partition
+            // is idle (no message queued or in flight, nothing more to read right now) with no commit in
+            // flight: sealed at once. A busy partition has more output coming, so its epoch keeps filling
+            // until its interval or size is up, and commits stay few under load.
             let output_waits = settings.group_commit
                 && partition.outbox_len() > 0
+                && partition.queued_messages() == 0
                 && sealing.in_commit.is_empty()
                 && intake.is_none()
                 && input_rx.is_empty()
+                && behind.load(Ordering::Relaxed) == 0
                 && sealed_tx.capacity() > 0;
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
@@ -253,7 +268,7 @@ impl PartitionWorker {
                         }
                         start => {
                             tracing::info!(partition = id, stream = %input.stream, shard = %input.shard, "reading ingress shard");
-                            readers.spawn(read_loop(log.clone(), input.clone(), inputs.len(), start, input_tx.clone(), settings.clone()));
+                            readers.spawn(read_loop(log.clone(), input.clone(), inputs.len(), start, input_tx.clone(), behind.clone(), settings.clone()));
                             inputs.push(input);
                         }
                     }
@@ -675,8 +690,29 @@ async fn read_loop(
     index: usize,
     mut position: Position,
     tx: mpsc::Sender<InputBatch>,
+    behind: Arc<AtomicUsize>,
     settings: WorkerSettings,
 ) {
+    // Counted in `behind` while the last read was full; uncounted when the reader ends.
+    struct Behind(Arc<AtomicUsize>, bool);
+    impl Behind {
+        fn set(&mut self, full: bool) {
+            if full != self.1 {
+                self.1 = full;
+                if full {
+                    self.0.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    self.0.fetch_sub(1, Ordering::Relaxed)
+                };
+            }
+        }
+    }
+    impl Drop for Behind {
+        fn drop(&mut self) {
+            self.set(false);
+        }
+    }
+    let mut behind = Behind(behind, false);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
     let mut appended = log.appends(&input.stream);
     loop {
@@ -687,6 +723,7 @@ async fn read_loop(
         match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
             Ok((records, next)) => {
                 backoff.reset();
+                behind.set(records.len() >= settings.read_batch);
                 let end = next == Position::End;
                 position = next;
                 if end {
