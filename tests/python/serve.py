@@ -14,15 +14,33 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, the TLS handshake in the connection's thread, quiet access log."""
+
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, status, content_type, body):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def setup(self):
+        handshake(self.request)
+        super().setup()
+
+    def log_message(self, format, *args):
+        pass  # requests are logged by their servers, failures always
+
+
 def serve(handler, name, port=0, describe=None):
     """Serves `handler` (a statefun RequestReplyHandler) until interrupted.
 
     `describe(request, reply)`, when given, returns one log line per request (to stderr).
     """
 
-    class Endpoint(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Endpoint(Handler):
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             request = self.rfile.read(length)
@@ -41,20 +59,6 @@ def serve(handler, name, port=0, describe=None):
                     sys.stderr.write(f"{name}: (could not describe request: {e})\n")
                 sys.stderr.flush()
             self.answer(200, "application/octet-stream", reply)
-
-        def answer(self, status, content_type, body):
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def setup(self):
-            handshake(self.request)
-            super().setup()
-
-        def log_message(self, format, *args):
-            pass  # requests are logged by describe(), failures always
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Endpoint)
     server.daemon_threads = True

@@ -24,14 +24,15 @@ import sys
 import types
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import botocore.auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from serve import handshake, use_tls
+from serve import Handler, use_tls
 
 TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+OCTETS = "application/octet-stream"
 
 
 def sign_at(when, url, headers, body, credentials, region, service):
@@ -91,9 +92,7 @@ def proxy(upstream, cert, key, region, service, api_key):
         os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], os.environ.get("AWS_SESSION_TOKEN")
     )
 
-    class Endpoint(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Endpoint(Handler):
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
@@ -103,32 +102,18 @@ def proxy(upstream, cert, key, region, service, api_key):
             if reason is not None:
                 sys.stderr.write(f"refused {self.path}: {reason}\n")
                 sys.stderr.flush()
-                self.answer(403, reason.encode("utf-8"))
+                self.answer(403, "text/plain; charset=utf-8", reason.encode("utf-8"))
                 return
             forwarded = urllib.request.Request(
                 upstream, data=body, method="POST", headers={"Content-Type": "application/octet-stream"}
             )
             try:
                 with urllib.request.urlopen(forwarded, timeout=30) as response:
-                    self.answer(response.status, response.read())
+                    self.answer(response.status, OCTETS, response.read())
             except urllib.error.HTTPError as e:
-                self.answer(e.code, e.read())
+                self.answer(e.code, OCTETS, e.read())
             except OSError as e:
-                self.answer(502, f"upstream: {e}".encode("utf-8"))
-
-        def answer(self, status, body):
-            self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def setup(self):
-            handshake(self.request)
-            super().setup()
-
-        def log_message(self, format, *args):
-            pass
+                self.answer(502, "text/plain; charset=utf-8", f"upstream: {e}".encode("utf-8"))
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     server.daemon_threads = True
