@@ -77,14 +77,25 @@ impl Committer {
     pub async fn run(mut self, mut sealed: mpsc::Receiver<Sealed>, events: mpsc::UnboundedSender<CommitterEvent>) {
         while let Some(Sealed { record, outbox }) = sealed.recv().await {
             let epoch = record.record.epoch;
+            let started = std::time::Instant::now();
             if let Err(stop) = self.commit(record).await {
                 let _ = events.send(stop);
                 return;
             }
+            let committed = started.elapsed();
             if let Err(stop) = self.publish(&outbox).await {
                 let _ = events.send(stop);
                 return;
             }
+            // Where a result's time goes between its epoch's seal and its publication.
+            tracing::debug!(
+                partition = self.lease.partition,
+                epoch,
+                records = outbox.len(),
+                commit_ms = committed.as_secs_f64() * 1e3,
+                publish_ms = (started.elapsed() - committed).as_secs_f64() * 1e3,
+                "epoch committed and published"
+            );
             let _ = events.send(CommitterEvent::Published(epoch));
         }
     }

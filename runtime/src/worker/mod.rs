@@ -723,6 +723,7 @@ async fn read_loop(
         match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
             Ok((records, next)) => {
                 backoff.reset();
+                let was_behind = behind.1;
                 behind.set(records.len() >= settings.read_batch);
                 let end = next == Position::End;
                 position = next;
@@ -731,6 +732,11 @@ async fn read_loop(
                     return;
                 }
                 if records.is_empty() {
+                    // Caught up after a full read: an empty batch wakes a worker that waits for its
+                    // inputs to be caught up before it commits what output waits.
+                    if was_behind && tx.send(InputBatch { input: index, records, end }).await.is_err() {
+                        return;
+                    }
                     // Woken by an append of this process (to any shard of the stream), else polled.
                     match appended.as_mut() {
                         Some(signal) => {
@@ -785,6 +791,42 @@ mod tests {
         assert!(Intake::take_step(intake, &mut partition, &inputs, &mut sealing).is_none());
         assert_eq!(partition.position("in", "s"), Some(END_POSITION));
         assert_eq!(sealing.ended_unsealed.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reader_counts_as_behind_after_a_full_read_and_says_when_it_caught_up() {
+        use crate::log::{AppendRecord, LogStore, ShardChoice, local::LocalLogStore};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(LocalLogStore::new(dir.path()));
+        let shards = log.ensure_stream("in", 1).await.expect("stream");
+        let record = AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: vec![1], id: None };
+        log.append("in", &[record.clone(), record.clone(), record]).await.expect("append");
+        let settings = WorkerSettings {
+            commit_interval: Duration::from_secs(1),
+            group_commit: true,
+            snapshot_every: 1,
+            max_queued: 10,
+            max_epoch_entries: 10,
+            poll_interval: Duration::from_millis(10),
+            read_batch: 3,
+            expiry_sweep: Duration::from_secs(1),
+            shard_discovery: Duration::from_secs(1),
+            bounds: Default::default(),
+        };
+        let input = Input { shard: shards[0].id.clone(), ..input(Position::Start) };
+        let (tx, mut rx) = mpsc::channel(4);
+        let behind = Arc::new(AtomicUsize::new(0));
+        let reader = tokio::spawn(read_loop(log, input, 0, Position::Start, tx, behind.clone(), settings));
+        let full = rx.recv().await.expect("the three records");
+        assert_eq!(full.records.len(), 3);
+        let caught_up = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .expect("a batch saying the reader caught up");
+        assert!(caught_up.records.is_empty());
+        assert_eq!(behind.load(Ordering::Relaxed), 0, "not behind once a read came back short");
+        reader.abort();
     }
 
     #[test]
