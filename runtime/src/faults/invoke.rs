@@ -19,18 +19,11 @@ use crate::address::{self, FunctionType};
 use crate::invoke::{FunctionClient, InvokeError};
 
 /// `inner` with the invoke rules of `plan` applied; `inner` itself without a plan or rules.
-pub fn wrap(
-    inner: Arc<dyn FunctionClient>,
-    plan: Option<&Arc<FaultPlan>>,
-    call_timeout: Duration,
-) -> Arc<dyn FunctionClient> {
+pub fn wrap(inner: Arc<dyn FunctionClient>, plan: Option<&Arc<FaultPlan>>) -> Arc<dyn FunctionClient> {
     match plan {
-        Some(plan) if plan.has_invoke_faults() => Arc::new(FaultyFunctionClient {
-            inner,
-            plan: plan.clone(),
-            call_timeout,
-            calls: Mutex::new(HashMap::new()),
-        }),
+        Some(plan) if plan.has_invoke_faults() => {
+            Arc::new(FaultyFunctionClient { inner, plan: plan.clone(), calls: Mutex::new(HashMap::new()) })
+        }
         _ => inner,
     }
 }
@@ -38,8 +31,6 @@ pub fn wrap(
 pub struct FaultyFunctionClient {
     inner: Arc<dyn FunctionClient>,
     plan: Arc<FaultPlan>,
-    /// The endpoint's call timeout: how long a `timeout` fault keeps the caller waiting.
-    call_timeout: Duration,
     /// Calls so far per address: the `n` of the plan's decisions.
     calls: Mutex<HashMap<String, u64>>,
 }
@@ -65,6 +56,7 @@ impl FunctionClient for FaultyFunctionClient {
         &'a self,
         function_type: &'a FunctionType,
         request: Vec<u8>,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
         Box::pin(async move {
             if let Some(address) = target(&request) {
@@ -79,13 +71,14 @@ impl FunctionClient for FaultyFunctionClient {
                             )));
                         }
                         InvokeFault::Timeout => {
-                            tokio::time::sleep(self.call_timeout).await;
-                            return Err(InvokeError::Timeout(self.call_timeout));
+                            // The caller waits the attempt's whole timeout, as for a function that never answers.
+                            tokio::time::sleep(timeout).await;
+                            return Err(InvokeError::Timeout(timeout));
                         }
                     }
                 }
             }
-            self.inner.call(function_type, request).await
+            self.inner.call(function_type, request, timeout).await
         })
     }
 }

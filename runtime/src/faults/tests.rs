@@ -383,7 +383,12 @@ struct EchoFunction {
 }
 
 impl FunctionClient for EchoFunction {
-    fn call<'a>(&'a self, _: &'a FunctionType, request: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+    fn call<'a>(
+        &'a self,
+        _: &'a FunctionType,
+        request: Vec<u8>,
+        _: Duration,
+    ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
         *self.calls.lock().expect("lock") += 1;
         Box::pin(async move { Ok(request) })
     }
@@ -394,25 +399,32 @@ fn request_for(target: Address) -> Vec<u8> {
     ToFunction { request: Some(to_function::Request::Invocation(batch)) }.encode_to_vec()
 }
 
+/// The timeout the calls below are given: a `timeout` fault waits it out.
+const TIMEOUT: Duration = Duration::from_millis(20);
+
 #[tokio::test]
 async fn chosen_addresses_fail_or_time_out_and_the_others_reach_the_function() {
     let echo = Arc::new(EchoFunction { calls: Mutex::new(0) });
     let plan =
         Arc::new(FaultPlan::parse("invoke:shop/cart/bad-*.error=1; invoke:shop/cart/slow.timeout=1").expect("valid"));
-    let client = invoke::wrap(echo.clone(), Some(&plan), Duration::from_millis(20));
+    let client = invoke::wrap(echo.clone(), Some(&plan));
     let function_type = FunctionType { namespace: "shop".into(), name: "cart".into() };
 
-    let error = client.call(&function_type, request_for(address("shop", "cart", "bad-7"))).await.expect_err("fails");
+    let error =
+        client.call(&function_type, request_for(address("shop", "cart", "bad-7")), TIMEOUT).await.expect_err("fails");
     assert!(matches!(&error, InvokeError::Function(m) if m.contains("invoke:shop/cart/bad-*.error=1")), "{error}");
-    let error = client.call(&function_type, request_for(address("shop", "cart", "slow"))).await.expect_err("times out");
-    assert!(matches!(error, InvokeError::Timeout(d) if d == Duration::from_millis(20)), "{error}");
+    let error = client
+        .call(&function_type, request_for(address("shop", "cart", "slow")), TIMEOUT)
+        .await
+        .expect_err("times out");
+    assert!(matches!(error, InvokeError::Timeout(d) if d == TIMEOUT), "{error}");
     assert_eq!(*echo.calls.lock().expect("lock"), 0);
 
     let request = request_for(address("shop", "cart", "good"));
-    assert_eq!(client.call(&function_type, request.clone()).await.expect("passes"), request);
+    assert_eq!(client.call(&function_type, request.clone(), TIMEOUT).await.expect("passes"), request);
     assert_eq!(*echo.calls.lock().expect("lock"), 1);
 
     let untouched: Arc<dyn FunctionClient> = echo.clone();
-    let without = invoke::wrap(untouched.clone(), None, Duration::from_millis(20));
+    let without = invoke::wrap(untouched.clone(), None);
     assert!(Arc::ptr_eq(&without, &untouched), "no plan, no wrapper");
 }

@@ -19,7 +19,6 @@ use crate::log::BoxFuture;
 pub struct HttpClient {
     pool: Pool,
     url_template: String,
-    call_timeout: Duration,
     /// The largest reply body read (`payload_max_bytes`): a larger one is refused
     /// as it arrives, before it is held whole.
     reply_max_bytes: usize,
@@ -124,7 +123,6 @@ impl HttpClient {
         Ok(Self {
             pool: Pool::new(connector, MAX_IN_FLIGHT, endpoint.pool_size, endpoint.pool_ttl),
             url_template: url_template.clone(),
-            call_timeout: endpoint.call_timeout,
             reply_max_bytes: endpoint.payload_max_bytes,
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             headers,
@@ -206,16 +204,17 @@ impl FunctionClient for HttpClient {
         &'a self,
         function_type: &'a FunctionType,
         request: Vec<u8>,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
         let url = self.url_template.replace("{function.name}", &function_type.name);
         Box::pin(async move {
-            // The call timeout runs from when the request may go out, not while it waits its turn.
+            // The timeout runs from when the request may go out, not while it waits its turn.
             let Ok(_turn) = self.in_flight.acquire().await else {
                 return Err(InvokeError::Transport("the endpoint's request limiter was closed".into()));
             };
-            match tokio::time::timeout(self.call_timeout, self.post(url, request)).await {
+            match tokio::time::timeout(timeout, self.post(url, request)).await {
                 Ok(result) => result,
-                Err(_) => Err(InvokeError::Timeout(self.call_timeout)),
+                Err(_) => Err(InvokeError::Timeout(timeout)),
             }
         })
     }
@@ -229,6 +228,9 @@ mod tests {
 
     use super::*;
     use crate::config::ModuleConfig;
+
+    /// The timeout of each test call: far more than any of them takes.
+    const TIMEOUT: Duration = Duration::from_secs(30);
 
     /// Answers every request with `reply` (raw HTTP/1.1 bytes), then closes the connection.
     async fn serve(reply: Vec<u8>) -> std::net::SocketAddr {
@@ -267,14 +269,16 @@ mod tests {
         chunked.extend(b"0\r\n\r\n");
         for reply in [announced, chunked] {
             let client = client(serve(reply).await);
-            let error = client.call(&function_type, b"request".to_vec()).await.expect_err("over the limit");
+            let error = client.call(&function_type, b"request".to_vec(), TIMEOUT).await.expect_err("over the limit");
             assert!(matches!(error, InvokeError::Malformed(_)), "{error}");
             assert!(error.to_string().contains("larger than the endpoint's payload_max_bytes (1000 bytes)"), "{error}");
         }
         let mut small = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n".to_vec();
         small.extend(b"abc");
-        let reply =
-            client(serve(small).await).call(&function_type, b"request".to_vec()).await.expect("within the limit");
+        let reply = client(serve(small).await)
+            .call(&function_type, b"request".to_vec(), TIMEOUT)
+            .await
+            .expect("within the limit");
         assert_eq!(reply, b"abc");
     }
 
@@ -376,9 +380,9 @@ mod tests {
         // The scheme in capitals is https all the same.
         let trusted =
             https_client(&format!("HTTPS://{addr}/f"), &[("trust_cacerts", pki.path("ca.pem"))]).expect("client");
-        assert_eq!(trusted.call(&function_type, b"request".to_vec()).await.expect("answered"), b"ok");
+        assert_eq!(trusted.call(&function_type, b"request".to_vec(), TIMEOUT).await.expect("answered"), b"ok");
         let untrusted = https_client(&format!("https://{addr}/f"), &[]).expect("client with the system's roots");
-        let error = untrusted.call(&function_type, b"request".to_vec()).await.expect_err("unknown CA");
+        let error = untrusted.call(&function_type, b"request".to_vec(), TIMEOUT).await.expect_err("unknown CA");
         assert!(matches!(error, InvokeError::Transport(_)), "{error}");
         assert!(error.to_string().contains("UnknownIssuer"), "the reason is the certificate: {error}");
     }
@@ -398,9 +402,10 @@ mod tests {
             ],
         )
         .expect("client");
-        assert_eq!(with_identity.call(&function_type, b"request".to_vec()).await.expect("answered"), b"ok");
+        assert_eq!(with_identity.call(&function_type, b"request".to_vec(), TIMEOUT).await.expect("answered"), b"ok");
         let anonymous = https_client(&url, &[("trust_cacerts", pki.path("ca.pem"))]).expect("client");
-        let error = anonymous.call(&function_type, b"request".to_vec()).await.expect_err("no client certificate");
+        let error =
+            anonymous.call(&function_type, b"request".to_vec(), TIMEOUT).await.expect_err("no client certificate");
         assert!(matches!(error, InvokeError::Transport(_)), "{error}");
     }
 
@@ -430,7 +435,7 @@ mod tests {
                 ]
             };
             let client = https_client(&url, &transport("correct horse")).expect("the key decrypts");
-            let reply = client.call(&FunctionType::new("ns", "f"), b"request".to_vec()).await;
+            let reply = client.call(&FunctionType::new("ns", "f"), b"request".to_vec(), TIMEOUT).await;
             assert_eq!(reply.as_deref().ok(), Some(&b"ok"[..]), "{name}: {reply:?}");
             let error = https_client(&url, &transport("wrong horse")).err().unwrap_or_default();
             assert!(error.contains("the password does not decrypt the key"), "{name}: {error}");
@@ -506,7 +511,7 @@ mod tests {
         let client = client(addr);
         let function_type = FunctionType::new("ns", "f");
         for call in 0..3 {
-            let reply = client.call(&function_type, b"request".to_vec()).await;
+            let reply = client.call(&function_type, b"request".to_vec(), TIMEOUT).await;
             assert_eq!(reply.as_deref().ok(), Some(&b"ok"[..]), "call {call}: {reply:?}");
         }
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3, "one fresh connection per call");
@@ -515,12 +520,14 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_is_unreachable_and_an_untrusted_certificate_is_not() {
         let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-        let error = client(free).call(&FunctionType::new("ns", "f"), b"request".to_vec()).await.expect_err("refused");
+        let error =
+            client(free).call(&FunctionType::new("ns", "f"), b"request".to_vec(), TIMEOUT).await.expect_err("refused");
         assert!(matches!(error, InvokeError::Unreachable(_)), "{error}");
         let pki = TestPki::new();
         let addr = pki.serve(false).await;
         let untrusted = https_client(&format!("https://{addr}/f"), &[]).expect("client with the system's roots");
-        let error = untrusted.call(&FunctionType::new("ns", "f"), b"request".to_vec()).await.expect_err("unknown CA");
+        let error =
+            untrusted.call(&FunctionType::new("ns", "f"), b"request".to_vec(), TIMEOUT).await.expect_err("unknown CA");
         assert!(matches!(error, InvokeError::Transport(_)), "{error}");
     }
 }

@@ -42,17 +42,11 @@ pub struct LambdaClient {
     client: aws_sdk_lambda::Client,
     function_name: String,
     qualifier: Option<String>,
-    call_timeout: Duration,
 }
 
 impl LambdaClient {
-    pub fn new(
-        client: aws_sdk_lambda::Client,
-        function_name: String,
-        qualifier: Option<String>,
-        call_timeout: Duration,
-    ) -> Self {
-        Self { client, function_name, qualifier, call_timeout }
+    pub fn new(client: aws_sdk_lambda::Client, function_name: String, qualifier: Option<String>) -> Self {
+        Self { client, function_name, qualifier }
     }
 
     async fn invoke(&self, event: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
@@ -92,12 +86,13 @@ impl FunctionClient for LambdaClient {
         &'a self,
         function_type: &'a FunctionType,
         request: Vec<u8>,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
         Box::pin(async move {
             let event = proxy_event(function_type, &request);
-            match tokio::time::timeout(self.call_timeout, self.invoke(event)).await {
+            match tokio::time::timeout(timeout, self.invoke(event)).await {
                 Ok(result) => result,
-                Err(_) => Err(InvokeError::Timeout(self.call_timeout)),
+                Err(_) => Err(InvokeError::Timeout(timeout)),
             }
         })
     }
@@ -254,7 +249,7 @@ mod tests {
             ))
             .endpoint_url(url)
             .build();
-        LambdaClient::new(sdk_client(&config), "f".into(), None, Duration::from_secs(30))
+        LambdaClient::new(sdk_client(&config), "f".into(), None)
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prost::Message;
 use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
@@ -54,10 +55,14 @@ impl InvokeError {
 
 /// One attempt to call a function over some transport.
 pub trait FunctionClient: Send + Sync {
+    /// Calls once; without an answer within `timeout` from when the request
+    /// may go out (not while it waits its turn), the attempt is a
+    /// [`InvokeError::Timeout`].
     fn call<'a>(
         &'a self,
         function_type: &'a FunctionType,
         request: Vec<u8>,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>>;
 }
 
@@ -152,12 +157,9 @@ impl Invoker {
         let started = std::time::Instant::now();
         let (mut attempt, mut unreachable) = (0, 0);
         loop {
-            let remaining = budget.saturating_sub(started.elapsed());
-            let outcome = match tokio::time::timeout(remaining, route.client.call(&function_type, body.clone())).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(InvokeError::Timeout(remaining)),
-            };
-            let outcome = outcome.and_then(|reply| {
+            // The budget starts with the first attempt, which has it whole.
+            let remaining = if attempt + unreachable == 0 { budget } else { budget.saturating_sub(started.elapsed()) };
+            let outcome = route.client.call(&function_type, body.clone(), remaining).await.and_then(|reply| {
                 FromFunction::decode(reply.as_slice()).map_err(|e| {
                     InvokeError::Malformed(format!("not a FromFunction message ({} bytes): {e}", reply.len()))
                 })
@@ -212,12 +214,9 @@ fn client_for(
                 .map_err(|detail| EndpointError { document: endpoint.document, detail })?,
         )),
         EndpointTarget::Lambda { function_name, qualifier } => match lambda {
-            Some(client) => Ok(Arc::new(lambda::LambdaClient::new(
-                client.clone(),
-                function_name.clone(),
-                qualifier.clone(),
-                endpoint.call_timeout,
-            ))),
+            Some(client) => {
+                Ok(Arc::new(lambda::LambdaClient::new(client.clone(), function_name.clone(), qualifier.clone())))
+            }
             None => Err(EndpointError {
                 document: endpoint.document,
                 detail: format!(
@@ -244,7 +243,12 @@ mod tests {
     }
 
     impl FunctionClient for Answers {
-        fn call<'a>(&'a self, _: &'a FunctionType, _: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+        fn call<'a>(
+            &'a self,
+            _: &'a FunctionType,
+            _: Vec<u8>,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let status = self.status;
             Box::pin(async move { Err(InvokeError::Status { status, body: "refused".into() }) })
@@ -258,7 +262,12 @@ mod tests {
     }
 
     impl FunctionClient for Outage {
-        fn call<'a>(&'a self, _: &'a FunctionType, _: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+        fn call<'a>(
+            &'a self,
+            _: &'a FunctionType,
+            _: Vec<u8>,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
             let call = self.calls.fetch_add(1, Ordering::SeqCst);
             let up = self.down.is_some_and(|down| call >= down);
             Box::pin(async move {
@@ -272,12 +281,23 @@ mod tests {
         }
     }
 
-    /// Never answers.
-    struct Hangs;
+    /// Never answers: each attempt ends at the timeout it was given, which it records.
+    struct Silent {
+        timeouts: Mutex<Vec<Duration>>,
+    }
 
-    impl FunctionClient for Hangs {
-        fn call<'a>(&'a self, _: &'a FunctionType, _: Vec<u8>) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
-            Box::pin(std::future::pending())
+    impl FunctionClient for Silent {
+        fn call<'a>(
+            &'a self,
+            _: &'a FunctionType,
+            _: Vec<u8>,
+            timeout: Duration,
+        ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+            self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).push(timeout);
+            Box::pin(async move {
+                tokio::time::sleep(timeout).await;
+                Err(InvokeError::Timeout(timeout))
+            })
         }
     }
 
@@ -334,9 +354,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_call_budget_bounds_the_whole_call_even_with_attempts_left() {
-        // Four attempts are allowed; the first one, cut at the budget, is the last.
-        let error = invoke_through(Arc::new(Hangs), "100ms").await.expect_err("never answered");
+        // Four attempts are allowed; the first one has the whole budget and is the last.
+        let silent = Arc::new(Silent { timeouts: Mutex::new(Vec::new()) });
+        let error = invoke_through(silent.clone(), "100ms").await.expect_err("never answered");
         assert!(error.contains("the call budget of 100ms is spent after 1 failed attempts"), "{error}");
-        assert!(error.contains("no answer within"), "{error}");
+        assert!(error.contains("no answer within 100ms"), "{error}");
+        assert_eq!(*silent.timeouts.lock().unwrap_or_else(|e| e.into_inner()), [Duration::from_millis(100)]);
     }
 }

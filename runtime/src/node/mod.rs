@@ -169,7 +169,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let module = Arc::new(module);
     let plan = settings.faults.clone();
-    let layer = |client, endpoint: &EndpointConfig| faults::invoke::wrap(client, plan.as_ref(), endpoint.call_timeout);
+    let layer = |client, _: &EndpointConfig| faults::invoke::wrap(client, plan.as_ref());
     let invoker = Arc::new(Invoker::new(
         module.clone(),
         settings.retry,
