@@ -42,8 +42,8 @@ const SIGNED: &[&str] = &["authorization", "x-amz-date", "x-amz-security-token",
 /// Extra headers and signing of one HTTP endpoint.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct EndpointAuth {
-    /// Sent with every request, names in lower case; values are never shown.
-    pub headers: Vec<(String, String)>,
+    /// Sent with every request; the values are marked sensitive and never shown.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub signing: Option<Signing>,
 }
 
@@ -72,22 +72,22 @@ pub(crate) fn parse(node: &Node<'_>, env: &dyn Fn(&str) -> Option<String>) -> Wa
     let mut headers = Vec::new();
     if let Some(node) = fields.optional("headers") {
         for (name, value) in node.entries()? {
-            let lower = name.to_ascii_lowercase();
-            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
                 return Err(value.fault("is not a valid HTTP header name"));
-            }
-            if RESERVED.contains(&lower.as_str()) {
+            };
+            let lower = header.as_str();
+            if RESERVED.contains(&lower) {
                 return Err(value.fault("is set by the transport itself and cannot be given"));
             }
-            if signing.is_some() && SIGNED.contains(&lower.as_str()) {
+            if signing.is_some() && SIGNED.contains(&lower) {
                 return Err(value.fault("is set by the SigV4 signature (`signing`) and cannot be given with it"));
             }
-            let text = header_value(&value, env)?;
-            if http::HeaderValue::from_str(&text).is_err() {
+            let Ok(mut text) = http::HeaderValue::from_str(&header_value(&value, env)?) else {
                 // The value may be a secret: the message does not repeat it.
                 return Err(value.fault("the value is not valid in an HTTP header (control characters or non-ASCII)"));
-            }
-            headers.push((lower, text));
+            };
+            text.set_sensitive(true);
+            headers.push((header, text));
         }
     }
     Ok(EndpointAuth { headers, signing })
@@ -141,7 +141,8 @@ mod tests {
     #[test]
     fn headers_are_given_or_read_from_the_environment_and_never_shown() {
         let auth = parsed("headers:\n  X-Api-Key: { env: SHOP_KEY }\n  x-team: shop\n").expect("valid");
-        assert_eq!(auth.headers, [("x-api-key".into(), "s3cret-value".into()), ("x-team".into(), "shop".into())]);
+        let headers: Vec<(&str, &[u8])> = auth.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        assert_eq!(headers, [("x-api-key", &b"s3cret-value"[..]), ("x-team", b"shop")]);
         assert_eq!(auth.signing, None);
         let shown = format!("{auth:?}");
         assert!(shown.contains("x-api-key") && !shown.contains("s3cret"), "{shown}");

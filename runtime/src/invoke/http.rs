@@ -27,7 +27,7 @@ pub struct HttpClient {
     /// mailboxes and leave in bigger batches. The pool opens no more
     /// connections than this either.
     in_flight: tokio::sync::Semaphore,
-    /// The endpoint's extra headers (`spec.statefun-aws.headers`), marked sensitive.
+    /// The endpoint's extra headers (`spec.statefun-aws.headers`), their values marked sensitive.
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     signer: Option<Signer>,
 }
@@ -85,14 +85,6 @@ impl HttpClient {
         let EndpointTarget::Http { url_template, tls, auth } = &endpoint.target else {
             return Err("not an HTTP endpoint".into());
         };
-        let mut headers = Vec::new();
-        for (name, value) in &auth.headers {
-            let invalid = |what: &str| format!("spec.statefun-aws.headers.{name}: not a valid header {what}");
-            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("name"))?;
-            let mut value = http::HeaderValue::from_str(value).map_err(|_| invalid("value"))?;
-            value.set_sensitive(true);
-            headers.push((name, value));
-        }
         let signer = match &auth.signing {
             None => None,
             Some(signing) => {
@@ -125,7 +117,7 @@ impl HttpClient {
             url_template: url_template.clone(),
             reply_max_bytes: endpoint.payload_max_bytes,
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
-            headers,
+            headers: auth.headers.clone(),
             signer,
         })
     }
