@@ -10,7 +10,7 @@ use statefun_proto::reqreply::Address;
 use statefun_proto::reqreply::from_function::EgressMessage;
 use statefun_proto::typenames;
 
-use super::Partition;
+use super::{DeadLetterCause, Partition};
 
 impl Partition {
     pub(super) fn egress(&mut self, address: &Address, message: EgressMessage, now_ms: i64) {
@@ -18,7 +18,15 @@ impl Partition {
             Ok(record) => record,
             Err(reason) => {
                 let raw = message.encode_to_vec();
-                self.dead_letter(Some(address.clone()), reason, Vec::new(), "egress", raw, now_ms);
+                self.dead_letter(
+                    DeadLetterCause::BadEgress,
+                    Some(address.clone()),
+                    reason,
+                    Vec::new(),
+                    "egress",
+                    raw,
+                    now_ms,
+                );
                 return;
             }
         };

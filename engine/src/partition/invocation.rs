@@ -15,7 +15,7 @@ use statefun_proto::reqreply::to_function::{self, InvocationBatchRequest, Persis
 use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
 
 use super::record::State;
-use super::{Effect, Partition, addressed};
+use super::{DeadLetterCause, Effect, Partition, addressed};
 use crate::address::{self, FunctionType};
 
 /// How many times a function may answer `incomplete_invocation_context` for one batch.
@@ -118,7 +118,15 @@ impl Partition {
             let stranded = addressed(self.unqueued(stranded), address);
             self.mark_dirty(address);
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(address));
-            self.dead_letter(Some(address.clone()), reason, stranded, "", Vec::new(), now_ms);
+            self.dead_letter(
+                DeadLetterCause::NoEndpoint,
+                Some(address.clone()),
+                reason,
+                stranded,
+                "",
+                Vec::new(),
+                now_ms,
+            );
             self.remove_if_empty(address);
             return;
         };
@@ -166,7 +174,15 @@ impl Partition {
                     limits.max_bytes,
                     FunctionType::of(address)
                 );
-                self.dead_letter(Some(address.clone()), reason, vec![envelope], "", Vec::new(), now_ms);
+                self.dead_letter(
+                    DeadLetterCause::TooLarge,
+                    Some(address.clone()),
+                    reason,
+                    vec![envelope],
+                    "",
+                    Vec::new(),
+                    now_ms,
+                );
                 continue;
             }
             self.next_token += 1;
@@ -248,7 +264,15 @@ impl Partition {
         } else {
             reason
         };
-        self.dead_letter(Some(address.clone()), reason, failed, "", Vec::new(), now_ms);
+        self.dead_letter(
+            DeadLetterCause::InvocationFailed,
+            Some(address.clone()),
+            reason,
+            failed,
+            "",
+            Vec::new(),
+            now_ms,
+        );
         self.remove_if_empty(address);
         self.dispatch(address, now_ms);
         self.unpark_if_drained(address, now_ms);

@@ -17,6 +17,7 @@
 //! ignored by token), everything that changes state recorded in the epoch.
 
 pub mod budget;
+mod causes;
 mod egress;
 mod epoch;
 pub mod exchange_batches;
@@ -43,6 +44,7 @@ use statefun_proto::reqreply::from_function::{DelayedInvocation, PersistedValueS
 use statefun_proto::reqreply::{Address, ToFunction};
 
 use crate::address::{self, FunctionType};
+pub use causes::{DeadLetterCause, DeadLetterCounts};
 pub use epoch::SealedEpoch;
 use outbox::{IngressMessage, Outbox};
 use ready::Ready;
@@ -156,6 +158,7 @@ pub struct Partition {
     awaiting_commit: Vec<Address>,
     bounds: Bounds,
     dead_letter_log: LogLimit,
+    dead_letters: DeadLetterCounts,
 }
 
 /// Log lines per second for one kind of event: a flood (a loop cut by the hop
@@ -185,6 +188,15 @@ impl LogLimit {
         }
         self.logged <= Self::PER_SECOND
     }
+}
+
+/// What waits at one function type of a partition ([`Partition::load_by_type`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TypeLoad {
+    /// Messages waiting: queued and not in flight, or parked.
+    pub backlog: usize,
+    /// Addresses with a batch in flight.
+    pub blocked: usize,
 }
 
 /// Bounds a partition holds what it is given to.
@@ -266,6 +278,7 @@ impl Partition {
             awaiting_commit: Vec::new(),
             bounds: Bounds::default(),
             dead_letter_log: LogLimit::default(),
+            dead_letters: DeadLetterCounts::default(),
         }
     }
 
@@ -389,6 +402,32 @@ impl Partition {
         self.outbox.len()
     }
 
+    /// Messages dead-lettered by this partition since it was created or restored, by cause.
+    pub fn dead_letter_counts(&self) -> &DeadLetterCounts {
+        &self.dead_letters
+    }
+
+    /// What waits at each function type: messages queued behind a batch in
+    /// flight or for a slot, or parked (StateFun's backlog), and addresses
+    /// with a batch in flight (StateFun's blocked addresses). Walks every
+    /// address: for occasional reports, not the hot path.
+    pub fn load_by_type(&self) -> Vec<(FunctionType, TypeLoad)> {
+        let mut loads: Vec<(FunctionType, TypeLoad)> = Vec::new();
+        for (function_type, record) in self.addresses.busy() {
+            let (waiting, in_flight) = record.load();
+            let index = match loads.iter().position(|(t, _)| t == function_type) {
+                Some(index) => index,
+                None => {
+                    loads.push((function_type.clone(), TypeLoad::default()));
+                    loads.len() - 1
+                }
+            };
+            loads[index].1.backlog += waiting;
+            loads[index].1.blocked += usize::from(in_flight);
+        }
+        loads
+    }
+
     pub fn has_changes(&self) -> bool {
         self.changed
     }
@@ -427,7 +466,15 @@ impl Partition {
     pub fn deliver(&mut self, envelope: Envelope, now_ms: i64) {
         self.changed = true;
         let Some(target) = envelope.target.as_ref() else {
-            self.dead_letter(None, "message has no target address".into(), vec![envelope], "", Vec::new(), now_ms);
+            self.dead_letter(
+                DeadLetterCause::BadInput,
+                None,
+                "message has no target address".into(),
+                vec![envelope],
+                "",
+                Vec::new(),
+                now_ms,
+            );
             return;
         };
         if envelope.hops > self.bounds.max_hops {
@@ -436,20 +483,39 @@ impl Partition {
                  received the one before (a loop? --max-hops raises the limit)",
                 self.bounds.max_hops, envelope.hops
             );
-            self.dead_letter(Some(target.clone()), reason, vec![envelope], "", Vec::new(), now_ms);
+            self.dead_letter(
+                DeadLetterCause::HopLimit,
+                Some(target.clone()),
+                reason,
+                vec![envelope],
+                "",
+                Vec::new(),
+                now_ms,
+            );
             return;
         }
         let partition = address::partition_of(target, self.partitions);
         if partition != self.id {
             let seq = self.outbox_seq();
             if let Err(size) = self.outbox.push_exchange(seq, partition, &envelope) {
-                self.dead_letter_whole(outbox::too_large_for_exchange(envelope, size, partition, now_ms));
+                self.dead_letter_whole(
+                    DeadLetterCause::TooLarge,
+                    outbox::too_large_for_exchange(envelope, size, partition, now_ms),
+                );
             }
             return;
         }
         if self.limits_of(target).is_none() {
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(target));
-            self.dead_letter(Some(target.clone()), reason, vec![envelope], "", Vec::new(), now_ms);
+            self.dead_letter(
+                DeadLetterCause::NoEndpoint,
+                Some(target.clone()),
+                reason,
+                vec![envelope],
+                "",
+                Vec::new(),
+                now_ms,
+            );
             return;
         }
         // A queued message does not keep its target: the address it waits at is it.
@@ -494,7 +560,10 @@ impl Partition {
             let seq = self.outbox_seq();
             if let Err(size) = self.outbox.push_ingress_exchange(seq, partition, &message) {
                 let envelope = message.into_envelope();
-                self.dead_letter_whole(outbox::too_large_for_exchange(envelope, size, partition, now_ms));
+                self.dead_letter_whole(
+                    DeadLetterCause::TooLarge,
+                    outbox::too_large_for_exchange(envelope, size, partition, now_ms),
+                );
             }
             return;
         }
@@ -526,7 +595,7 @@ impl Partition {
     /// Records a dead letter for something that could not even become a message
     /// (an input record that cannot be routed, a malformed exchange record).
     pub fn dead_letter_input(&mut self, reason: String, source: String, raw: Vec<u8>, now_ms: i64) {
-        self.dead_letter(None, reason, Vec::new(), &source, raw, now_ms);
+        self.dead_letter(DeadLetterCause::BadInput, None, reason, Vec::new(), &source, raw, now_ms);
     }
 
     /// The earliest due time of a delayed message.
@@ -593,8 +662,10 @@ impl Partition {
         format!("{}.e{}.{}", self.id_prefix, self.epoch, seq)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn dead_letter(
         &mut self,
+        cause: DeadLetterCause,
         address: Option<Address>,
         reason: String,
         messages: Vec<Envelope>,
@@ -611,10 +682,11 @@ impl Partition {
             raw,
             ..Default::default()
         };
-        self.dead_letter_whole(letter);
+        self.dead_letter_whole(cause, letter);
     }
 
-    fn dead_letter_whole(&mut self, letter: DeadLetter) {
+    fn dead_letter_whole(&mut self, cause: DeadLetterCause, letter: DeadLetter) {
+        self.dead_letters.add(cause, letter.messages.len());
         if self.dead_letter_log.admits(letter.at_ms, self.id) {
             tracing::warn!(
                 address = letter.address.as_ref().map(address::display).unwrap_or_default(),

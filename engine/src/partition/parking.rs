@@ -17,7 +17,7 @@ use prost::Message as _;
 use statefun_proto::internal::{Envelope, ParkedMessages};
 use statefun_proto::reqreply::Address;
 
-use super::{Effect, Partition};
+use super::{DeadLetterCause, Effect, Partition};
 
 /// Where the segments of a partition are stored.
 pub fn prefix(partition: u32) -> String {
@@ -132,7 +132,15 @@ impl Partition {
             Ok(messages) => self.requeue(address, messages, now_ms),
             Err(reason) => {
                 let reason = format!("parked messages could not be read back from segment {segment}: {reason}");
-                self.dead_letter(Some(address.clone()), reason, Vec::new(), "parked", Vec::new(), now_ms);
+                self.dead_letter(
+                    DeadLetterCause::ParkedLost,
+                    Some(address.clone()),
+                    reason,
+                    Vec::new(),
+                    "parked",
+                    Vec::new(),
+                    now_ms,
+                );
             }
         }
         self.unpark_if_drained(address, now_ms);

@@ -171,6 +171,11 @@ static IDLE: Busy = Busy {
 };
 
 impl AddressRecord {
+    /// Whether the address has anything queued, in flight or parked.
+    pub fn is_busy(&self) -> bool {
+        self.busy.is_some()
+    }
+
     pub fn busy(&self) -> &Busy {
         self.busy.as_deref().unwrap_or(&IDLE)
     }
@@ -181,6 +186,14 @@ impl AddressRecord {
 
     pub fn mailbox(&self) -> &VecDeque<Envelope> {
         &self.busy().mailbox
+    }
+
+    /// Messages waiting in memory (queued behind the batch in flight, or
+    /// parked since the last seal), and whether a batch is in flight.
+    pub fn load(&self) -> (usize, bool) {
+        let busy = self.busy();
+        let parked = busy.parked.as_ref().map_or(0, |parked| parked.fresh.len());
+        (busy.mailbox.len() - busy.in_flight as usize + parked, busy.in_flight > 0)
     }
 
     /// Queues a message of `bytes` encoded bytes.

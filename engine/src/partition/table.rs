@@ -128,6 +128,14 @@ impl AddressTable {
         self.records.iter_mut().map(move |(key, record)| (address_of(types, key), record))
     }
 
+    /// Every record with something queued, in flight or parked, with its function type.
+    pub fn busy(&self) -> impl Iterator<Item = (&FunctionType, &AddressRecord)> {
+        self.records
+            .iter()
+            .filter(|(_, record)| record.is_busy())
+            .filter_map(|(key, record)| Some((self.types.get_index(key.function_type as usize)?, record)))
+    }
+
     /// Runs `f` on every record with its function type; the addresses of those it returned true for.
     pub fn touched_by(&mut self, mut f: impl FnMut(&FunctionType, &mut AddressRecord) -> bool) -> Vec<Address> {
         let types = &self.types;

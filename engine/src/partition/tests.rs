@@ -249,6 +249,32 @@ fn a_failed_batch_is_dead_lettered_and_the_address_moves_on() {
     }
 }
 
+#[test]
+fn dead_letters_are_counted_by_cause_and_the_load_by_type_shows_backlog_and_blocked_addresses() {
+    let mut p = partition();
+    p.deliver(message("a", 1), 0);
+    p.deliver(message("b", 1), 0);
+    let started = invocations(&mut p);
+    p.deliver(message("a", 2), 0);
+    p.deliver(message("a", 3), 0);
+    let load = p.load_by_type();
+    assert_eq!(load, [(FunctionType::new("test", "fn"), TypeLoad { backlog: 2, blocked: 2 })]);
+
+    let (address, token, _) = started.into_iter().find(|(address, ..)| address.id == "a").expect("a in flight");
+    p.on_invocation_result(&address, token, Err("HTTP 500: boom".into()), 0);
+    let mut unknown = message("x", 9);
+    unknown.target = Some(FunctionType::new("nobody", "here").address("x"));
+    p.deliver(unknown, 0);
+    p.dead_letter_input("not a record".into(), "in/s/1".into(), vec![1], 0);
+    let counts = p.dead_letter_counts();
+    assert_eq!(counts.get(DeadLetterCause::InvocationFailed), 1);
+    assert_eq!(counts.get(DeadLetterCause::NoEndpoint), 1);
+    assert_eq!(counts.get(DeadLetterCause::BadInput), 1, "an input record that never became a message counts once");
+    assert_eq!(counts.get(DeadLetterCause::HopLimit), 0);
+    let load = p.load_by_type();
+    assert_eq!(load, [(FunctionType::new("test", "fn"), TypeLoad { backlog: 0, blocked: 2 })], "a's next batch flies");
+}
+
 /// Messages 1 to `queued` of address `a`, queued while message 0 was in flight:
 /// the batch sent once message 0 is answered.
 fn batch_behind_a_first_message(p: &mut Partition, queued: u32) -> (Address, u64, InvocationBatchRequest) {
