@@ -44,12 +44,19 @@ sed "s/\${FUNCTIONS_PORT}/$port/" functions/examples/shopping-cart/module.yaml >
 export STATEFUN_MODULE="$demo/module.yaml"
 
 step "Starting the runtime: 4 partitions, local streams and checkpoints in $demo/data"
-"$bin/statefun" run --partitions 4 2>"$demo/runtime.log" &
+"$bin/statefun" run --partitions 4 --admin-listen "${STATEFUN_ADMIN_LISTEN:-127.0.0.1:0}" --log-format text \
+  2>"$demo/runtime.log" &
 runtime=$!
 pids+=($runtime)
-sleep 0.5
-kill -0 "$runtime" 2>/dev/null || { cat "$demo/runtime.log"; exit 1; }
+admin=""
+for _ in $(seq 1 100); do
+  kill -0 "$runtime" 2>/dev/null || { cat "$demo/runtime.log"; exit 1; }
+  admin=$(sed -n 's/.*admin server listening: status page at \(http:[^,]*\),.*/\1/p' "$demo/runtime.log" | head -n 1)
+  [ -n "$admin" ] && break
+  sleep 0.1
+done
 echo "runtime running (pid $runtime); log: $demo/runtime.log"
+echo "live status page: $admin (metrics at ${admin}metrics, while the demo runs)"
 
 step "Restocking: 5 apples, 2 bananas, 3 cherries (no durians)"
 "$bin/statefun" send --stream restock --lines - <<'JSON'

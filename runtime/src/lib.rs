@@ -35,6 +35,7 @@ pub mod faults;
 pub mod invoke;
 pub mod log;
 pub mod node;
+pub mod observe;
 pub mod values;
 pub mod worker;
 

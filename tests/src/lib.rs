@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use statefun_runtime::log::local::LocalLogStore;
+use statefun_runtime::log::{AppendRecord, LogError, LogStore as _, ShardChoice};
 
 /// A binary of this workspace, built next to the test executable.
 pub fn workspace_bin(name: &str) -> PathBuf {
@@ -58,6 +60,8 @@ impl Deployment for PathBuf {
 
 fn command<D: Deployment + ?Sized>(deployment: &D) -> Command {
     let mut command = Command::new(workspace_bin("statefun"));
+    // Tests read the runtime's log as text; JSON logs have their own test.
+    command.env("STATEFUN_LOG_FORMAT", "text");
     command.envs(deployment.envs());
     command
 }
@@ -107,6 +111,13 @@ pub fn send_lines<D: Deployment + ?Sized>(deployment: &D, module: &Path, stream:
     let module = module.to_string_lossy();
     let file = file.to_string_lossy();
     statefun(deployment, &["send", "--module", &module, "--stream", stream, "--lines", &file]);
+}
+
+/// Appends one record as given (no encoding, any key) to a local stream.
+pub fn append_raw(data_dir: &Path, stream: &str, key: &str, data: &[u8]) -> Result<(), LogError> {
+    let log = LocalLogStore::new(data_dir);
+    let record = AppendRecord { partition_key: key.into(), shard: ShardChoice::ByKey, data: data.to_vec(), id: None };
+    tokio::runtime::Runtime::new().expect("tokio").block_on(log.append(stream, &[record]))
 }
 
 /// Polls `check` until it holds, or panics after `timeout` naming `what`.

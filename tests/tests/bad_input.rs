@@ -16,7 +16,8 @@ use prost::Message;
 use serde_json::{Value, json};
 use statefun_proto::reqreply::ToFunction;
 use statefun_proto::reqreply::to_function::Request;
-use statefun_runtime::log::{AppendRecord, LogError, LogStore, MAX_RECORD_BYTES, ShardChoice, local::LocalLogStore};
+use statefun_runtime::log::MAX_RECORD_BYTES;
+use statefun_tests::append_raw as try_append_raw;
 use statefun_tests::cart;
 use statefun_tests::{FunctionServer, Runtime, dead_letters_json, send_lines, shopping_cart_module, wait_until};
 
@@ -66,12 +67,6 @@ fn start_broken_endpoint() -> u16 {
 
 fn append_raw(data_dir: &Path, stream: &str, key: &str, data: &[u8]) {
     try_append_raw(data_dir, stream, key, data).expect("append");
-}
-
-fn try_append_raw(data_dir: &Path, stream: &str, key: &str, data: &[u8]) -> Result<(), LogError> {
-    let log = LocalLogStore::new(data_dir);
-    let record = AppendRecord { partition_key: key.into(), shard: ShardChoice::ByKey, data: data.to_vec(), id: None };
-    tokio::runtime::Runtime::new().expect("tokio").block_on(log.append(stream, &[record]))
 }
 
 fn letter_for<'a>(letters: &'a [Value], address: &str) -> &'a Value {

@@ -23,6 +23,32 @@ use statefun_runtime::node::Backends;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr are written: one JSON object per line (the
+    /// default when stderr is not a terminal, as on ECS), or text (the default
+    /// on a terminal; colours only there).
+    #[arg(long, global = true, env = "STATEFUN_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Cli {
+    /// Installs the log subscriber: `STATEFUN_LOG` filters (default `info`), `--log-format` shapes.
+    pub fn init_logging(&self) {
+        use std::io::IsTerminal as _;
+        let terminal = std::io::stderr().is_terminal();
+        let filter = tracing_subscriber::EnvFilter::try_from_env("STATEFUN_LOG").unwrap_or_else(|_| "info".into());
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let format = self.log_format.unwrap_or(if terminal { LogFormat::Text } else { LogFormat::Json });
+        match format {
+            LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+            LogFormat::Text => builder.with_ansi(terminal).init(),
+        }
+    }
 }
 
 /// Which backends a verb works on.

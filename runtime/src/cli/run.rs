@@ -1,5 +1,6 @@
 //! `statefun run`: load module.yaml, then run every partition until SIGINT/SIGTERM.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use statefun_runtime::faults::{self, FaultPlan};
 use statefun_runtime::invoke::retry::RetryPolicy;
 use statefun_runtime::invoke::sigv4::AwsIdentity;
 use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
+use statefun_runtime::observe::{Observer, admin};
 use statefun_runtime::partition::{Bounds, DEFAULT_MAX_HOPS};
 use statefun_runtime::worker::WorkerSettings;
 
@@ -77,6 +79,15 @@ pub struct RunArgs {
     /// How often idle inputs are polled.
     #[arg(long, env = "STATEFUN_POLL_INTERVAL", default_value = "10ms", value_parser = duration)]
     poll_interval: Duration,
+    /// Serve metrics (/metrics), health (/health), readiness (/ready) and a live
+    /// status page (/) over HTTP at this address, e.g. 127.0.0.1:9464 (port 0:
+    /// any free port; the address is logged). Off when not given.
+    #[arg(long, env = "STATEFUN_ADMIN_LISTEN")]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// A partition that keeps failing, recovers, or holds work without a commit
+    /// for longer than this counts as stuck (status, metrics, alarms).
+    #[arg(long, env = "STATEFUN_STUCK_AFTER", default_value = "2m", value_parser = duration)]
+    stuck_after: Duration,
     /// Faults to inject, for tests only (syntax: the `faults` module of the runtime).
     #[arg(long, env = faults::ENV, hide = true)]
     faults: Option<String>,
@@ -93,9 +104,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => default_memory_budget().context("--memory-budget is not given and the memory available is unknown")?,
     };
     tracing::info!(memory_budget_bytes = memory_budget, "memory budget");
+    let owner = owner_name();
+    let observer = Arc::new(Observer::new(&owner, args.stuck_after));
+    // Bound before anything starts: a taken port stops the start, naming it.
+    let _admin = match args.admin_listen {
+        Some(address) => Some(start_admin_server(address, observer.clone()).await?),
+        None => None,
+    };
     let settings = NodeSettings {
         partitions: args.topology.partitions,
-        owner: owner_name(),
+        owner,
         exchange_stream: args.topology.exchange_stream,
         dead_letter_stream: args.topology.dead_letter_stream,
         dead_letters_as_objects: args.topology.dead_letter_destination == DeadLetterDestination::Objects,
@@ -130,6 +148,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             take_over_at_once: false,
         },
         faults: faults.clone(),
+        observer,
     };
     settings.leases.validate().map_err(anyhow::Error::msg)?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -151,6 +170,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         BackendKind::Aws => node::run(module, settings, args.storage.backends(faults.as_ref()).await?, shutdown).await,
     };
     outcome.context("runtime stopped")
+}
+
+/// Listens at `address` and serves the admin endpoints until the returned task is dropped.
+async fn start_admin_server(address: SocketAddr, observer: Arc<Observer>) -> anyhow::Result<AbortOnDrop> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("--admin-listen {address}: cannot listen there"))?;
+    let bound = listener.local_addr().context("--admin-listen: the bound address")?;
+    tracing::info!(address = %bound, "admin server listening: status page at http://{bound}/, metrics at http://{bound}/metrics");
+    Ok(AbortOnDrop(tokio::spawn(admin::serve(listener, observer))))
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The plan of `--faults` (`STATEFUN_FAULTS`), parsed once, here; a plan is

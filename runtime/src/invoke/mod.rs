@@ -17,11 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
-use statefun_proto::reqreply::{Address, FromFunction, ToFunction};
+use statefun_proto::reqreply::{Address, FromFunction, ToFunction, to_function};
 
 use crate::address::{self, FunctionType};
 use crate::config::{EndpointConfig, EndpointTarget, ModuleConfig};
 use crate::log::BoxFuture;
+use crate::observe::Observer;
+use crate::observe::metrics::FunctionMetrics;
 use retry::RetryPolicy;
 
 /// Why one attempt failed.
@@ -76,6 +78,8 @@ pub struct Route {
     pub max_request_bytes: usize,
     /// The budget of a whole call, retries included (`transport.call`).
     pub call_budget: std::time::Duration,
+    /// The function type's call metrics, when the invoker records them.
+    pub metrics: Option<FunctionMetrics>,
 }
 
 /// Resolves function types to endpoints (once per type) and invokes with retries.
@@ -84,6 +88,7 @@ pub struct Invoker {
     clients: Vec<Arc<dyn FunctionClient>>,
     routes: Mutex<HashMap<FunctionType, Option<Route>>>,
     retry: RetryPolicy,
+    observer: Option<Arc<Observer>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +117,12 @@ impl Invoker {
             .iter()
             .map(|e| Ok(layer(client_for(e, lambda.as_ref(), identity)?, e)))
             .collect::<Result<Vec<_>, EndpointError>>()?;
-        Ok(Self { module, clients, routes: Mutex::new(HashMap::new()), retry })
+        Ok(Self { module, clients, routes: Mutex::new(HashMap::new()), retry, observer: None })
+    }
+
+    /// Records every call's outcome, attempts and batch size in `observer`'s metrics.
+    pub fn with_observer(self, observer: Arc<Observer>) -> Self {
+        Self { observer: Some(observer), ..self }
     }
 
     pub fn route(&self, function_type: &FunctionType) -> Option<Route> {
@@ -135,6 +145,7 @@ impl Invoker {
                     max_batch: endpoint.max_batch,
                     max_request_bytes: max_bytes,
                     call_budget: endpoint.call_timeout,
+                    metrics: self.observer.as_ref().map(|o| o.metrics.function(function_type)),
                 })
             })
             .clone()
@@ -152,25 +163,41 @@ impl Invoker {
         let Some(route) = self.route(&function_type) else {
             return Err(format!("no endpoint serves function type {function_type}"));
         };
+        let messages = match &request.request {
+            Some(to_function::Request::Invocation(batch)) => batch.invocations.len(),
+            None => 0,
+        };
         let body = request.encode_to_vec();
         let budget = route.call_budget;
+        let metrics = route.metrics.as_ref();
         let started = std::time::Instant::now();
         let (mut attempt, mut unreachable) = (0, 0);
         loop {
             // The budget starts with the first attempt, which has it whole.
             let remaining = if attempt + unreachable == 0 { budget } else { budget.saturating_sub(started.elapsed()) };
+            let attempt_started = std::time::Instant::now();
             let outcome = route.client.call(&function_type, body.clone(), remaining).await.and_then(|reply| {
                 FromFunction::decode(reply.as_slice()).map_err(|e| {
                     InvokeError::Malformed(format!("not a FromFunction message ({} bytes): {e}", reply.len()))
                 })
             });
+            if let Some(metrics) = metrics {
+                metrics.attempt(messages, attempt_started.elapsed().as_secs_f64());
+            }
             let error = match outcome {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => {
+                    metrics.inspect(|m| m.ok());
+                    return Ok(reply);
+                }
                 Err(error) => error,
+            };
+            let failed = |reason: String| {
+                metrics.inspect(|m| m.dead_lettered());
+                Err(reason)
             };
             let target = address::display(address);
             if error.is_permanent() {
-                return Err(format!(
+                return failed(format!(
                     "invoking {target} failed with an answer that trying again cannot change (not retried): {error}"
                 ));
             }
@@ -180,12 +207,12 @@ impl Invoker {
             } else {
                 attempt += 1;
                 let Some(delay) = self.retry.backoff(attempt, matches!(error, InvokeError::Throttled(_))) else {
-                    return Err(format!("invoking {target} failed after {attempt} attempts; last error: {error}"));
+                    return failed(format!("invoking {target} failed after {attempt} attempts; last error: {error}"));
                 };
                 delay
             };
             if started.elapsed() + delay >= budget {
-                return Err(if attempt == 0 {
+                return failed(if attempt == 0 {
                     format!(
                         "invoking {target}: the endpoint stayed unreachable for the call budget of {budget:?}; last \
                          error: {error}"
@@ -198,6 +225,7 @@ impl Invoker {
                 });
             }
             tracing::debug!(address = %target, attempt, unreachable, "invocation failed, retrying: {error}");
+            metrics.inspect(|m| m.retried());
             tokio::time::sleep(delay).await;
         }
     }

@@ -35,6 +35,9 @@ use crate::faults::{self, FaultPlan};
 use crate::invoke::sigv4::AwsIdentity;
 use crate::invoke::{Invoker, retry::RetryPolicy};
 use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogStore};
+use crate::now_ms;
+use crate::observe::Observer;
+use crate::observe::metrics::FailureReason;
 use crate::partition::Partition;
 use crate::partition::budget::MemoryBudget;
 use crate::worker::committer::{Committer, OutputStreams};
@@ -64,6 +67,8 @@ pub struct NodeSettings {
     /// Faults to inject into the function endpoints (tests only; the AWS
     /// clients take theirs in [`Backends::aws`]).
     pub faults: Option<Arc<FaultPlan>>,
+    /// Where this process's metrics and partition statuses are recorded.
+    pub observer: Arc<Observer>,
 }
 
 /// How often the process's resident memory is measured.
@@ -170,13 +175,10 @@ pub async fn run(
     let module = Arc::new(module);
     let plan = settings.faults.clone();
     let layer = |client, _: &EndpointConfig| faults::invoke::wrap(client, plan.as_ref());
-    let invoker = Arc::new(Invoker::new(
-        module.clone(),
-        settings.retry,
-        backends.lambda.clone(),
-        backends.identity.as_ref(),
-        &layer,
-    )?);
+    let invoker = Arc::new(
+        Invoker::new(module.clone(), settings.retry, backends.lambda.clone(), backends.identity.as_ref(), &layer)?
+            .with_observer(settings.observer.clone()),
+    );
     let catalog = Arc::new(ModuleCatalog {
         invoker: invoker.clone(),
         module: module.clone(),
@@ -245,6 +247,7 @@ pub async fn run(
         exchange_shards: exchange_shards.into_iter().map(|s| s.id).collect(),
         worker: settings.worker.clone(),
         budget: MemoryBudget::new(settings.memory_budget),
+        observer: settings.observer.clone(),
     });
     let mut watch_resident = JoinSet::new();
     if let Some(measure) = settings.resident_memory {
@@ -275,6 +278,7 @@ struct PartitionContext {
     exchange_shards: Vec<String>,
     worker: WorkerSettings,
     budget: Arc<MemoryBudget>,
+    observer: Arc<Observer>,
 }
 
 /// A partition running here.
@@ -300,6 +304,8 @@ async fn hold_leases(
 ) -> anyhow::Result<()> {
     let leases = &settings.leases;
     let commits = context.commits.clone();
+    let board = &context.observer.board;
+    let metrics = &context.observer.metrics;
     let mut table = LeaseTable::default();
     let mut held: HashMap<u32, Held> = HashMap::new();
     let mut resting: HashMap<u32, Instant> = HashMap::new();
@@ -320,10 +326,23 @@ async fn hold_leases(
                 let Some(ended) = held.remove(&partition) else { continue };
                 match outcome {
                     // A hand-over: committed, now released.
-                    Ok(()) => release(commits.as_ref(), &ended.lease, leases.renew_every).await,
-                    Err(e @ WorkerError::Fenced { .. }) => tracing::warn!("{e}"),
-                    Err(e @ WorkerError::Failed { .. }) => {
-                        tracing::error!("{e}; released, retried after {FAILED_PARTITION_REST:?}");
+                    Ok(()) => {
+                        release(commits.as_ref(), &ended.lease, leases.renew_every).await;
+                        board.gone(partition);
+                    }
+                    Err(WorkerError::Fenced { reason, .. }) => {
+                        tracing::warn!(partition, reason = %reason, "partition stopped: its lease moved to another worker");
+                        board.gone(partition);
+                    }
+                    Err(WorkerError::Failed { reason, cause, .. }) => {
+                        tracing::error!(
+                            partition,
+                            reason = %reason,
+                            cause = cause.label(),
+                            "partition failed; released, retried after {FAILED_PARTITION_REST:?}"
+                        );
+                        metrics.partition_failed(cause);
+                        board.failed(partition, &reason, now_ms());
                         // Whatever of the partition still runs (its committer) must stop publishing now.
                         ended.guard.revoke();
                         release(commits.as_ref(), &ended.lease, leases.renew_every).await;
@@ -340,6 +359,7 @@ async fn hold_leases(
         let now = Instant::now();
         resting.retain(|_, until| *until > now);
         let Some(records) = read_leases(&commits, context.partitions, leases.renew_every).await else { continue };
+        board.lease_round_done(now_ms());
         for (partition, record) in records.iter().enumerate() {
             table.observe(partition as u32, record.as_ref(), now);
         }
@@ -355,7 +375,14 @@ async fn hold_leases(
                         Ok(Some(lease)) => {
                             let guard = Arc::new(LeaseGuard::new(started, leases.validity()));
                             let (stop, stopped) = watch::channel(false);
-                            tracing::info!(partition, counter = lease.counter, "took the lease");
+                            match seen.as_ref().filter(|seen| !seen.is_free() && seen.owner != settings.owner) {
+                                Some(seen) => {
+                                    tracing::warn!(partition, counter = lease.counter, previous_owner = %seen.owner, "took the lease over from a silent worker");
+                                    metrics.lease_taken_over();
+                                }
+                                None => tracing::info!(partition, counter = lease.counter, "took the lease"),
+                            }
+                            board.recovering(partition, lease.counter, now_ms());
                             let task = run_partition(context.clone(), lease.clone(), guard.clone(), stopped);
                             running.spawn(without_panics(partition, task));
                             held.insert(partition, Held { lease, guard, stop });
@@ -375,8 +402,9 @@ async fn hold_leases(
         }
     }
 
-    for holding in held.values() {
+    for (&partition, holding) in &held {
         holding.stop.send_replace(true);
+        board.stopping(partition, now_ms());
     }
     // Leases are renewed while the partitions drain: a slow last commit must not outlive its lease.
     let mut failure = None;
@@ -396,6 +424,7 @@ async fn hold_leases(
                 if let Some(ended) = held.remove(&partition) {
                     release(commits.as_ref(), &ended.lease, leases.renew_every).await;
                 }
+                board.gone(partition);
             }
             Ok((partition, Err(e))) => {
                 held.remove(&partition);
@@ -508,7 +537,7 @@ async fn without_panics(
         Ok(ended) => ended,
         Err(panic) => {
             let reason = format!("the partition's task panicked: {}", panic_message(panic.as_ref()));
-            (partition, Err(WorkerError::Failed { partition, reason }))
+            (partition, Err(WorkerError::Failed { partition, reason, cause: FailureReason::Panic }))
         }
     }
 }
@@ -558,7 +587,7 @@ async fn run_partition(
     };
     let partition = match recovered {
         Ok(partition) => partition,
-        Err(reason) => return (id, Err(WorkerError::Failed { partition: id, reason })),
+        Err(reason) => return (id, Err(WorkerError::Failed { partition: id, reason, cause: FailureReason::Recovery })),
     };
     let committer = Committer {
         lease,
@@ -570,6 +599,7 @@ async fn run_partition(
         committed_epoch: manifest.epoch,
         snapshot_epoch: manifest.snapshot_epoch,
         incarnation: partition.incarnation(),
+        metrics: context.observer.metrics.committer(id),
     };
     let exchange = Input {
         stream: context.streams.exchange.clone(),
@@ -588,6 +618,7 @@ async fn run_partition(
         ingress: context.ingress.clone(),
         settings: context.worker.clone(),
         budget: context.budget.clone(),
+        observer: context.observer.clone(),
     };
     (id, worker.run(stop).await)
 }

@@ -10,6 +10,7 @@ use super::*;
 use crate::checkpoint::{CheckpointError, ChunkSink, object_key};
 use crate::coordination::Committed;
 use crate::log::BoxFuture;
+use crate::observe::DEFAULT_STUCK_AFTER;
 
 /// The local checkpoint store, except that the first read of a partition's object panics.
 struct PanicsOnce {
@@ -67,6 +68,7 @@ fn settings() -> NodeSettings {
             take_over_at_once: true,
         },
         faults: None,
+        observer: Arc::new(Observer::new("this-worker", DEFAULT_STUCK_AFTER)),
     }
 }
 

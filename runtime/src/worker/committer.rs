@@ -23,6 +23,7 @@ use crate::coordination::guard::LeaseGuard;
 use crate::coordination::{CommitError, CommitStore, Lease};
 use crate::dead_letters::{self, Destination};
 use crate::log::{AppendRecord, LogError, LogStore, ShardChoice};
+use crate::observe::metrics::CommitMetrics;
 use crate::partition::SealedEpoch;
 use crate::partition::exchange_batches::ExchangeBatches;
 use crate::partition::outbox::{Item, Outbox};
@@ -63,6 +64,7 @@ pub struct Committer {
     pub snapshot_epoch: u64,
     /// The partition's history, named in its exchange batches.
     pub incarnation: u64,
+    pub metrics: CommitMetrics,
 }
 
 impl Committer {
@@ -78,10 +80,13 @@ impl Committer {
         while let Some(Sealed { record, outbox }) = sealed.recv().await {
             let epoch = record.record.epoch;
             let started = std::time::Instant::now();
-            if let Err(stop) = self.commit(record).await {
-                let _ = events.send(stop);
-                return;
-            }
+            let bytes = match self.commit(record).await {
+                Ok(bytes) => bytes,
+                Err(stop) => {
+                    let _ = events.send(stop);
+                    return;
+                }
+            };
             let committed = started.elapsed();
             if let Err(stop) = self.publish(&outbox).await {
                 let _ = events.send(stop);
@@ -96,12 +101,13 @@ impl Committer {
                 publish_ms = (started.elapsed() - committed).as_secs_f64() * 1e3,
                 "epoch committed and published"
             );
+            self.metrics.committed(bytes, started.elapsed().as_secs_f64(), crate::now_ms());
             let _ = events.send(CommitterEvent::Published(epoch));
         }
     }
 
-    /// Writes the epoch's object and commits it; `Err` is the event that stops the partition.
-    async fn commit(&mut self, mut sealed: SealedEpoch) -> Result<(), CommitterEvent> {
+    /// Writes the epoch's object and commits it; its encoded size, or the event that stops the partition.
+    async fn commit(&mut self, mut sealed: SealedEpoch) -> Result<usize, CommitterEvent> {
         let partition = self.lease.partition;
         let (epoch, snapshot) = (sealed.record.epoch, sealed.record.snapshot);
         // The record lists the parked segments: they are written first.
@@ -113,6 +119,7 @@ impl Committer {
         let live_parked = sealed.live_parked.take();
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = bytes::Bytes::from(sealed.encode());
+        let size = bytes.len();
         self.put_blob(self.blobs.as_ref(), &key, bytes, "writing checkpoint").await?;
         let manifest = PartitionManifest {
             epoch,
@@ -175,7 +182,7 @@ impl Committer {
                 tracing::warn!(partition, "garbage collection of parked messages failed: {e}");
             }
         }
-        Ok(())
+        Ok(size)
     }
 
     /// Deletes the partition's parked segments that the committed snapshot does not list.
@@ -207,11 +214,13 @@ impl Committer {
         let (exchange, egress, mut dead_letters) = self.split(outbox);
         if !exchange.is_empty() {
             self.append(&self.streams.exchange, &exchange).await.map_err(|e| self.stop(e))?;
+            self.metrics.exchange_out(exchange.len());
         }
         for (stream, records) in egress {
             match self.append(&stream, &records).await {
-                Ok(()) => {}
+                Ok(()) => self.metrics.egress(&stream, records.len()),
                 Err(Undeliverable::Refused(reason)) => {
+                    self.metrics.egress_refused(records.len());
                     dead_letters.extend(records.into_iter().map(|record| undeliverable(record, &stream, &reason)));
                 }
                 Err(other) => return Err(self.stop(other)),
@@ -473,6 +482,7 @@ mod tests {
             committed_epoch: 0,
             snapshot_epoch: 0,
             incarnation: 1,
+            metrics: crate::observe::metrics::Metrics::new().committer(0),
         }
     }
 

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
@@ -35,9 +35,12 @@ use crate::checkpoint::BlobStore;
 use crate::invoke::Invoker;
 use crate::log::{LogRecord, LogStore, Position};
 use crate::now_ms;
+use crate::observe::Observer;
+use crate::observe::metrics::{FailureReason, InputMetrics};
+use crate::observe::status::{InputStatus, Progress, TypeLoad};
 use crate::partition::budget::MemoryBudget;
 use crate::partition::outbox::IngressMessage;
-use crate::partition::{Bounds, Effect, Partition, parking};
+use crate::partition::{Bounds, DeadLetterCause, DeadLetterCounts, Effect, Partition, parking};
 use committer::{Committer, CommitterEvent, Sealed};
 use lineage::{Discovery, IngressStream, ReadyShard};
 
@@ -90,7 +93,7 @@ pub enum WorkerError {
     #[error("partition {partition} lost its lease: {reason}")]
     Fenced { partition: u32, reason: String },
     #[error("partition {partition} stopped: {reason}")]
-    Failed { partition: u32, reason: String },
+    Failed { partition: u32, reason: String, cause: FailureReason },
 }
 
 /// How long a stopping partition waits for its last commit.
@@ -130,12 +133,24 @@ pub struct PartitionWorker {
     pub settings: WorkerSettings,
     /// Shared by every partition of the process.
     pub budget: Arc<MemoryBudget>,
+    pub observer: Arc<Observer>,
 }
 
 impl PartitionWorker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
-        let Self { mut partition, partitions, invoker, log, blobs, committer, mut inputs, ingress, settings, budget } =
-            self;
+        let Self {
+            mut partition,
+            partitions,
+            invoker,
+            log,
+            blobs,
+            committer,
+            mut inputs,
+            ingress,
+            settings,
+            budget,
+            observer,
+        } = self;
         let id = partition.id();
         partition.set_bounds(settings.bounds);
         partition.set_lease(committer.lease.counter);
@@ -145,7 +160,9 @@ impl PartitionWorker {
         match committer.republish(&unpublished).await {
             Ok(()) => {}
             Err(CommitterEvent::Fenced(reason)) => return Err(WorkerError::Fenced { partition: id, reason }),
-            Err(CommitterEvent::Failed(reason)) => return Err(WorkerError::Failed { partition: id, reason }),
+            Err(CommitterEvent::Failed(reason)) => {
+                return Err(WorkerError::Failed { partition: id, reason, cause: FailureReason::Commit });
+            }
             Err(CommitterEvent::Published(_)) => {}
         }
         if let Some(last) = unpublished.last() {
@@ -160,17 +177,12 @@ impl PartitionWorker {
         // Readers whose last read was full, so more input is there to read.
         let behind = Arc::new(AtomicUsize::new(0));
         let mut readers = JoinSet::new();
+        // Per input, the lag its reader last saw (ingress shards), for the status reports.
+        let mut lags: Vec<Arc<AtomicI64>> = Vec::new();
         for (index, input) in inputs.iter().enumerate() {
             let start = start_position(&mut partition, input);
-            readers.spawn(read_loop(
-                log.clone(),
-                input.clone(),
-                index,
-                start,
-                input_tx.clone(),
-                behind.clone(),
-                settings.clone(),
-            ));
+            let reader = Reader::new(input, index, &observer, &mut lags);
+            readers.spawn(read_loop(log.clone(), reader, start, input_tx.clone(), behind.clone(), settings.clone()));
         }
 
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<ReadyShard>();
@@ -204,6 +216,8 @@ impl PartitionWorker {
         let mut commit_tick = tokio::time::interval(settings.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sweep_tick = tokio::time::interval(settings.expiry_sweep);
+        let mut report_tick = tokio::time::interval(REPORT_EVERY);
+        let mut reported = DeadLetterCounts::default();
 
         partition.resume(now_ms());
         tasks.start(partition.take_effects());
@@ -213,6 +227,7 @@ impl PartitionWorker {
             addresses = partition.address_count(),
             "partition running"
         );
+        observer.board.serving(id, partition.epoch().saturating_sub(1), now_ms());
 
         let mut share = budget.share();
         let mut intake: Option<Intake> = None;
@@ -268,7 +283,8 @@ impl PartitionWorker {
                         }
                         start => {
                             tracing::info!(partition = id, stream = %input.stream, shard = %input.shard, "reading ingress shard");
-                            readers.spawn(read_loop(log.clone(), input.clone(), inputs.len(), start, input_tx.clone(), behind.clone(), settings.clone()));
+                            let reader = Reader::new(&input, inputs.len(), &observer, &mut lags);
+                            readers.spawn(read_loop(log.clone(), reader, start, input_tx.clone(), behind.clone(), settings.clone()));
                             inputs.push(input);
                         }
                     }
@@ -288,6 +304,9 @@ impl PartitionWorker {
                     partition.fire_due_timers(now_ms());
                 }
                 _ = sweep_tick.tick() => partition.expire_states(now_ms()),
+                _ = report_tick.tick() => {
+                    report(&observer, &partition, &inputs, &lags, sealing.in_commit.len(), &mut reported);
+                }
                 _ = commit_tick.tick() => {
                     if partition.has_changes()
                         && let Ok(permit) = sealed_tx.try_reserve()
@@ -304,8 +323,9 @@ impl PartitionWorker {
                 }
                 event = events_rx.recv() => match event {
                     // The committer's task ended without saying why: it panicked.
-                    None => break Err(WorkerError::Failed { partition: id, reason: "the committer ended unexpectedly".into() }),
+                    None => break Err(WorkerError::Failed { partition: id, reason: "the committer ended unexpectedly".into(), cause: FailureReason::Commit }),
                     Some(CommitterEvent::Published(epoch)) => {
+                        observer.board.committed(id, epoch, now_ms());
                         partition.mark_published(epoch);
                         sealing.published(epoch);
                         let (published, waiting) = sealing.ended_sealed.drain(..).partition(|(sealed, ..)| *sealed <= epoch);
@@ -321,7 +341,7 @@ impl PartitionWorker {
                         }
                     }
                     Some(CommitterEvent::Fenced(reason)) => break Err(WorkerError::Fenced { partition: id, reason }),
-                    Some(CommitterEvent::Failed(reason)) => break Err(WorkerError::Failed { partition: id, reason }),
+                    Some(CommitterEvent::Failed(reason)) => break Err(WorkerError::Failed { partition: id, reason, cause: FailureReason::Commit }),
                 },
                 // Lost, or not renewed in time: stop at once, drop what is not committed.
                 _ = lease_revoked.changed() => {
@@ -332,6 +352,7 @@ impl PartitionWorker {
             tasks.start(partition.take_effects());
         };
         tasks.running.abort_all();
+        report(&observer, &partition, &inputs, &lags, sealing.in_commit.len(), &mut reported);
 
         readers.abort_all();
         side_tasks.abort_all();
@@ -350,17 +371,19 @@ impl PartitionWorker {
                 Ok(Ok(())) => {}
                 Ok(Err(ended)) => {
                     let reason = format!("the committer ended unexpectedly during the last commit: {ended}");
-                    return Err(WorkerError::Failed { partition: id, reason });
+                    return Err(WorkerError::Failed { partition: id, reason, cause: FailureReason::Stop });
                 }
                 Err(_) => {
                     let reason = format!("the last commit did not finish within {SHUTDOWN_COMMIT_TIMEOUT:?}");
-                    return Err(WorkerError::Failed { partition: id, reason });
+                    return Err(WorkerError::Failed { partition: id, reason, cause: FailureReason::Stop });
                 }
             }
             while let Ok(event) = events_rx.try_recv() {
                 match event {
                     CommitterEvent::Fenced(reason) => return Err(WorkerError::Fenced { partition: id, reason }),
-                    CommitterEvent::Failed(reason) => return Err(WorkerError::Failed { partition: id, reason }),
+                    CommitterEvent::Failed(reason) => {
+                        return Err(WorkerError::Failed { partition: id, reason, cause: FailureReason::Commit });
+                    }
                     CommitterEvent::Published(_) => {}
                 }
             }
@@ -684,10 +707,94 @@ fn route_input(partition: &mut Partition, input: &Input, records: impl Iterator<
     }
 }
 
-async fn read_loop(
-    log: Arc<dyn LogStore>,
+/// What a reader task takes: its input, its index among the worker's inputs, where it reports.
+struct Reader {
     input: Input,
     index: usize,
+    metrics: InputMetrics,
+    /// The lag it last saw, for the worker's status reports.
+    lag: Arc<AtomicI64>,
+}
+
+impl Reader {
+    fn new(input: &Input, index: usize, observer: &Observer, lags: &mut Vec<Arc<AtomicI64>>) -> Self {
+        let exchange = matches!(input.kind, InputKind::Exchange);
+        let metrics = observer.metrics.input(&input.stream, &input.shard, exchange);
+        let lag = Arc::new(AtomicI64::new(if exchange { NO_LAG } else { 0 }));
+        lags.push(lag.clone());
+        Self { input: input.clone(), index, metrics, lag }
+    }
+
+    fn read(&self, records: &[LogRecord], caught_up: bool) {
+        let now = now_ms();
+        let newest = records.last().map_or(0, |r| r.appended_at_ms);
+        self.metrics.read(records.len(), newest, caught_up, now);
+        if self.lag.load(Ordering::Relaxed) != NO_LAG {
+            let lag = if caught_up {
+                0
+            } else if newest > 0 {
+                (now - newest).max(0)
+            } else {
+                return;
+            };
+            self.lag.store(lag, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The lag of an input that has none (the exchange).
+const NO_LAG: i64 = i64::MIN;
+
+/// How often a partition reports its progress to the status board.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Reports the partition's progress and its new dead letters.
+fn report(
+    observer: &Observer,
+    partition: &Partition,
+    inputs: &[Input],
+    lags: &[Arc<AtomicI64>],
+    sealed_unpublished: usize,
+    reported: &mut DeadLetterCounts,
+) {
+    let counts = partition.dead_letter_counts();
+    for cause in DeadLetterCause::ALL {
+        observer.metrics.dead_lettered_by_engine(cause, counts.get(cause) - reported.get(cause));
+    }
+    *reported = counts.clone();
+    let inputs = inputs
+        .iter()
+        .zip(lags)
+        .map(|(input, lag)| InputStatus {
+            stream: input.stream.clone(),
+            shard: input.shard.clone(),
+            position: partition.position(&input.stream, &input.shard).map(str::to_owned),
+            lag_ms: Some(lag.load(Ordering::Relaxed)).filter(|lag| *lag != NO_LAG),
+        })
+        .collect();
+    let loads = partition
+        .load_by_type()
+        .into_iter()
+        .map(|(function_type, load)| TypeLoad {
+            function_type: function_type.to_string(),
+            backlog: load.backlog,
+            blocked: load.blocked,
+        })
+        .collect();
+    let progress = Progress {
+        queued: partition.queued_messages(),
+        unpublished: partition.outbox_len() + sealed_unpublished,
+        addresses: partition.address_count(),
+        timers: partition.pending_timers(),
+        inputs,
+        loads,
+    };
+    observer.board.progress(partition.id(), progress);
+}
+
+async fn read_loop(
+    log: Arc<dyn LogStore>,
+    reader: Reader,
     mut position: Position,
     tx: mpsc::Sender<InputBatch>,
     behind: Arc<AtomicUsize>,
@@ -714,6 +821,7 @@ async fn read_loop(
     }
     let mut behind = Behind(behind, false);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
+    let (input, index) = (&reader.input, reader.index);
     let mut appended = log.appends(&input.stream);
     loop {
         // Marked before the read: an append after it, even before the wait starts, ends the wait.
@@ -724,7 +832,9 @@ async fn read_loop(
             Ok((records, next)) => {
                 backoff.reset();
                 let was_behind = behind.1;
-                behind.set(records.len() >= settings.read_batch);
+                let full = records.len() >= settings.read_batch;
+                behind.set(full);
+                reader.read(&records, !full);
                 let end = next == Position::End;
                 position = next;
                 if end {
@@ -816,7 +926,9 @@ mod tests {
         let input = Input { shard: shards[0].id.clone(), ..input(Position::Start) };
         let (tx, mut rx) = mpsc::channel(4);
         let behind = Arc::new(AtomicUsize::new(0));
-        let reader = tokio::spawn(read_loop(log, input, 0, Position::Start, tx, behind.clone(), settings));
+        let observer = Observer::new("test", Duration::from_secs(60));
+        let input = Reader::new(&input, 0, &observer, &mut Vec::new());
+        let reader = tokio::spawn(read_loop(log, input, Position::Start, tx, behind.clone(), settings));
         let full = rx.recv().await.expect("the three records");
         assert_eq!(full.records.len(), 3);
         let caught_up = tokio::time::timeout(Duration::from_secs(30), rx.recv())

@@ -1,0 +1,394 @@
+//! The runtime's metrics, in a registry of its own (no global state), and the
+//! handles the hot paths keep so that recording a value is an atomic add, not
+//! a lookup by labels. Labels stay bounded: function types, streams, shards,
+//! partitions and fixed sets of outcomes and reasons; never an address id or
+//! anything from a message.
+
+use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::address::FunctionType;
+use crate::partition::DeadLetterCause;
+
+/// A label set: names fixed here, values owned or static.
+pub(super) type Labels<const N: usize> = [(&'static str, Cow<'static, str>); N];
+
+type HistogramFamily<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+/// Why a partition stopped against its will (`statefun_partition_failures_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Its checkpoint could not be read or restored.
+    Recovery,
+    /// An epoch could not be committed or published (a permanent error), or the committer stopped.
+    Commit,
+    /// Its task panicked.
+    Panic,
+    /// Its last commit at a stop did not finish.
+    Stop,
+}
+
+impl FailureReason {
+    pub const ALL: [Self; 4] = [Self::Recovery, Self::Commit, Self::Panic, Self::Stop];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Recovery => "recovery",
+            Self::Commit => "commit",
+            Self::Panic => "panic",
+            Self::Stop => "stop",
+        }
+    }
+}
+
+/// The dead-letter reason of egress records a stream refused for good (the
+/// committer's; the engine's causes are [`DeadLetterCause`]).
+pub const EGRESS_REFUSED: &str = "egress_refused";
+
+/// Every metric of one process.
+pub struct Metrics {
+    registry: Registry,
+    invocations: Family<Labels<2>, Counter>,
+    invocation_duration: HistogramFamily<1>,
+    invocation_batch_size: HistogramFamily<1>,
+    pub(super) backlog: Family<Labels<1>, Gauge>,
+    pub(super) blocked: Family<Labels<1>, Gauge>,
+    pub(super) partitions_held: Gauge,
+    pub(super) stuck_partitions: Gauge,
+    commits: Family<Labels<1>, Counter>,
+    commit_duration: Histogram,
+    last_commit: Family<Labels<1>, Gauge<f64, AtomicU64>>,
+    epoch_bytes: Histogram,
+    ingress_records: Family<Labels<1>, Counter>,
+    ingress_lag: Family<Labels<2>, Gauge>,
+    exchange_records: Family<Labels<1>, Counter>,
+    egress_records: Family<Labels<1>, Counter>,
+    dead_letters: Family<Labels<1>, Counter>,
+    partition_failures: Family<Labels<1>, Counter>,
+    lease_takeovers: Counter,
+    /// Sums over the label sets, for the status page (not exported: Prometheus sums itself).
+    pub(super) totals: Totals,
+}
+
+/// Process-wide sums of some labelled counters.
+#[derive(Clone, Default)]
+pub struct Totals {
+    pub records_in: Counter,
+    pub records_out: Counter,
+    pub dead_letters: Counter,
+    pub invocations: Counter,
+}
+
+fn seconds_buckets() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn batch_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let this = Self {
+            invocations: Family::default(),
+            invocation_duration: Family::new_with_constructor(seconds_buckets),
+            invocation_batch_size: Family::new_with_constructor(batch_buckets),
+            backlog: Family::default(),
+            blocked: Family::default(),
+            partitions_held: Gauge::default(),
+            stuck_partitions: Gauge::default(),
+            commits: Family::default(),
+            commit_duration: seconds_buckets(),
+            last_commit: Family::default(),
+            // 1 KiB to 256 MiB.
+            epoch_bytes: Histogram::new(exponential_buckets(1024.0, 4.0, 10)),
+            ingress_records: Family::default(),
+            ingress_lag: Family::default(),
+            exchange_records: Family::default(),
+            egress_records: Family::default(),
+            dead_letters: Family::default(),
+            partition_failures: Family::default(),
+            lease_takeovers: Counter::default(),
+            totals: Totals::default(),
+            registry: Registry::default(),
+        };
+        // Counters are registered without `_total`: the exposition adds it.
+        let r = &mut registry;
+        r.register(
+            "statefun_invocations",
+            "Function calls by outcome: ok; retried (an attempt failed and was retried); dead_lettered (the call was given up: a single message is dead-lettered, a batch of several is split to find the poison message)",
+            this.invocations.clone(),
+        );
+        r.register(
+            "statefun_invocation_duration_seconds",
+            "Time of one attempt of a function call",
+            this.invocation_duration.clone(),
+        );
+        r.register("statefun_invocation_batch_size", "Messages per function call", this.invocation_batch_size.clone());
+        r.register(
+            "statefun_backlog_messages",
+            "Messages waiting in memory for their address's batch in flight, a slot, or parked (StateFun's numBacklog)",
+            this.backlog.clone(),
+        );
+        r.register(
+            "statefun_blocked_addresses",
+            "Addresses with a batch in flight (StateFun's numBlockedAddress)",
+            this.blocked.clone(),
+        );
+        r.register("statefun_partitions_held", "Partitions this worker holds", this.partitions_held.clone());
+        r.register("statefun_stuck_partitions", "Partitions this worker holds or tried to run that are stuck: failing, recovering for too long, or holding work without committing", this.stuck_partitions.clone());
+        r.register("statefun_commits", "Epochs committed and published", this.commits.clone());
+        r.register(
+            "statefun_commit_duration_seconds",
+            "Time to write, commit and publish one epoch",
+            this.commit_duration.clone(),
+        );
+        r.register(
+            "statefun_last_commit_timestamp_seconds",
+            "When the partition's last epoch was published (Unix time)",
+            this.last_commit.clone(),
+        );
+        r.register("statefun_epoch_bytes", "Encoded size of an epoch's checkpoint object", this.epoch_bytes.clone());
+        r.register("statefun_ingress_records", "Records read from ingress streams", this.ingress_records.clone());
+        r.register(
+            "statefun_ingress_lag_milliseconds",
+            "How far the partition's reader of an ingress shard is behind the shard's newest record (0 when caught up)",
+            this.ingress_lag.clone(),
+        );
+        r.register(
+            "statefun_exchange_records",
+            "Exchange records read (in) and published (out)",
+            this.exchange_records.clone(),
+        );
+        r.register("statefun_egress_records", "Records published to egress streams", this.egress_records.clone());
+        r.register("statefun_dead_letters", "Messages dead-lettered, by cause", this.dead_letters.clone());
+        r.register(
+            "statefun_partition_failures",
+            "Partitions that stopped against their will, by reason",
+            this.partition_failures.clone(),
+        );
+        r.register(
+            "statefun_lease_takeovers",
+            "Leases taken over from another worker that stopped renewing them",
+            this.lease_takeovers.clone(),
+        );
+        // Every reason is exported from the start, at zero, so that rates and alarms see the first one.
+        for cause in DeadLetterCause::ALL {
+            let _ = this.dead_letters.get_or_create(&[("reason", Cow::Borrowed(cause.label()))]);
+        }
+        let _ = this.dead_letters.get_or_create(&[("reason", Cow::Borrowed(EGRESS_REFUSED))]);
+        for reason in FailureReason::ALL {
+            let _ = this.partition_failures.get_or_create(&[("reason", Cow::Borrowed(reason.label()))]);
+        }
+        Self { registry, ..this }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// The handles of one function type's calls.
+    pub fn function(&self, function_type: &FunctionType) -> FunctionMetrics {
+        let name: Cow<'static, str> = Cow::Owned(function_type.to_string());
+        let outcome = |outcome: &'static str| {
+            self.invocations
+                .get_or_create_owned(&[("function_type", name.clone()), ("outcome", Cow::Borrowed(outcome))])
+        };
+        FunctionMetrics {
+            ok: outcome("ok"),
+            retried: outcome("retried"),
+            dead_lettered: outcome("dead_lettered"),
+            duration: self.invocation_duration.get_or_create_owned(&[("function_type", name.clone())]),
+            batch_size: self.invocation_batch_size.get_or_create_owned(&[("function_type", name)]),
+            total: self.totals.invocations.clone(),
+        }
+    }
+
+    /// The handles of one partition's committer.
+    pub fn committer(&self, partition: u32) -> CommitMetrics {
+        let label = [("partition", Cow::Owned(partition.to_string()))];
+        CommitMetrics {
+            commits: self.commits.get_or_create_owned(&label),
+            last_commit: self.last_commit.get_or_create_owned(&label),
+            duration: self.commit_duration.clone(),
+            epoch_bytes: self.epoch_bytes.clone(),
+            exchange_out: self.exchange_records.get_or_create_owned(&[("direction", Cow::Borrowed("out"))]),
+            egress: self.egress_records.clone(),
+            records_out: self.totals.records_out.clone(),
+            refused: self.dead_letters.get_or_create_owned(&[("reason", Cow::Borrowed(EGRESS_REFUSED))]),
+            dead_letters: self.totals.dead_letters.clone(),
+        }
+    }
+
+    /// The handles of one input shard's reader: ingress records and lag, or exchange records in.
+    pub fn input(&self, stream: &str, shard: &str, exchange: bool) -> InputMetrics {
+        if exchange {
+            let records = self.exchange_records.get_or_create_owned(&[("direction", Cow::Borrowed("in"))]);
+            return InputMetrics { records, lag: None, records_in: self.totals.records_in.clone() };
+        }
+        let labels = [("stream", Cow::Owned(stream.to_owned())), ("shard", Cow::Owned(shard.to_owned()))];
+        InputMetrics {
+            records: self.ingress_records.get_or_create_owned(&[("stream", Cow::Owned(stream.to_owned()))]),
+            lag: Some(LagGauge {
+                gauge: self.ingress_lag.get_or_create_owned(&labels),
+                labels,
+                family: self.ingress_lag.clone(),
+            }),
+            records_in: self.totals.records_in.clone(),
+        }
+    }
+
+    pub fn dead_lettered(&self, cause: &'static str, messages: u64) {
+        if messages > 0 {
+            self.dead_letters.get_or_create(&[("reason", Cow::Borrowed(cause))]).inc_by(messages);
+            self.totals.dead_letters.inc_by(messages);
+        }
+    }
+
+    /// Dead letters counted by the engine, by cause.
+    pub fn dead_lettered_by_engine(&self, cause: DeadLetterCause, messages: u64) {
+        self.dead_lettered(cause.label(), messages);
+    }
+
+    pub fn partition_failed(&self, reason: FailureReason) {
+        self.partition_failures.get_or_create(&[("reason", Cow::Borrowed(reason.label()))]).inc();
+    }
+
+    pub fn lease_taken_over(&self) {
+        self.lease_takeovers.inc();
+    }
+}
+
+/// One function type's call metrics.
+#[derive(Clone)]
+pub struct FunctionMetrics {
+    ok: Counter,
+    retried: Counter,
+    dead_lettered: Counter,
+    duration: Histogram,
+    batch_size: Histogram,
+    total: Counter,
+}
+
+impl FunctionMetrics {
+    /// One attempt of a call of `messages` messages took `seconds`.
+    pub fn attempt(&self, messages: usize, seconds: f64) {
+        self.duration.observe(seconds);
+        self.batch_size.observe(messages as f64);
+    }
+
+    pub fn ok(&self) {
+        self.ok.inc();
+        self.total.inc();
+    }
+
+    pub fn retried(&self) {
+        self.retried.inc();
+    }
+
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+        self.total.inc();
+    }
+}
+
+/// One partition's commit metrics.
+#[derive(Clone)]
+pub struct CommitMetrics {
+    commits: Counter,
+    last_commit: Gauge<f64, AtomicU64>,
+    duration: Histogram,
+    epoch_bytes: Histogram,
+    exchange_out: Counter,
+    egress: Family<Labels<1>, Counter>,
+    records_out: Counter,
+    refused: Counter,
+    dead_letters: Counter,
+}
+
+impl CommitMetrics {
+    /// An epoch of `bytes` was committed and published in `seconds`, at `at_ms`.
+    pub fn committed(&self, bytes: usize, seconds: f64, at_ms: i64) {
+        self.commits.inc();
+        self.duration.observe(seconds);
+        self.epoch_bytes.observe(bytes as f64);
+        self.last_commit.set(at_ms as f64 / 1000.0);
+    }
+
+    pub fn exchange_out(&self, records: usize) {
+        self.exchange_out.inc_by(records as u64);
+        self.records_out.inc_by(records as u64);
+    }
+
+    pub fn egress(&self, stream: &str, records: usize) {
+        self.egress.get_or_create(&[("stream", Cow::Owned(stream.to_owned()))]).inc_by(records as u64);
+        self.records_out.inc_by(records as u64);
+    }
+
+    /// Egress records their stream refused for good, dead-lettered.
+    pub fn egress_refused(&self, records: usize) {
+        self.refused.inc_by(records as u64);
+        self.dead_letters.inc_by(records as u64);
+    }
+}
+
+/// One input shard's metrics.
+pub struct InputMetrics {
+    records: Counter,
+    /// Ingress shards only.
+    lag: Option<LagGauge>,
+    records_in: Counter,
+}
+
+impl InputMetrics {
+    /// A read returned `records`; the newest of them arrived at `newest_at_ms` (0: unknown), and
+    /// `caught_up` says whether the read reached the shard's end as it was.
+    pub fn read(&self, records: usize, newest_at_ms: i64, caught_up: bool, now_ms: i64) {
+        self.records.inc_by(records as u64);
+        self.records_in.inc_by(records as u64);
+        if let Some(lag) = &self.lag {
+            match caught_up {
+                true => lag.set(0),
+                false if newest_at_ms > 0 => lag.set((now_ms - newest_at_ms).max(0)),
+                false => {}
+            }
+        }
+    }
+}
+
+/// An ingress shard's lag; its series goes away with its reader (the shard may move to another worker).
+pub struct LagGauge {
+    gauge: Gauge,
+    labels: Labels<2>,
+    family: Family<Labels<2>, Gauge>,
+}
+
+impl LagGauge {
+    pub fn set(&self, millis: i64) {
+        self.gauge.set(millis);
+    }
+}
+
+impl Drop for LagGauge {
+    fn drop(&mut self) {
+        self.family.remove(&self.labels);
+    }
+}
