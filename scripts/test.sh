@@ -5,7 +5,8 @@
 # (the Rust SDK over HTTP and as a Lambda, and the official StateFun Python SDK
 # in a venv under .local/) on the local backends and on the local AWS stack
 # (LocalStack, moto, cargo lambda watch: installed under .local/ on first use,
-# started here and stopped at the end if this run started them).
+# started here and stopped at the end if this run started them). Debian's
+# prometheus and chromium are installed with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,17 @@ RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
 
 echo "== building the binaries the end-to-end tests start"
 cargo build --bins
+
+echo "== Debian packages of the observability tests: prometheus (scrapes the admin server), chromium (the status page)"
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 echo "== preparing the StateFun Python SDK environment (.local/python-statefun)"
 bash scripts/python-env.sh >/dev/null

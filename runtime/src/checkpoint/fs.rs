@@ -116,7 +116,8 @@ impl BlobStore for FsBlobStore {
                 Ok(entries) => {
                     for entry in entries {
                         let name = entry?.file_name().to_string_lossy().into_owned();
-                        if name.ends_with(".pb") {
+                        // A `.tmp` file is a write not yet renamed into place (or one a crash cut short).
+                        if !name.ends_with(".tmp") {
                             keys.push(format!("{}/{name}", prefix.trim_end_matches('/')));
                         }
                     }

@@ -5,6 +5,7 @@ mod inspect;
 mod run;
 mod send;
 mod setup;
+mod status;
 mod tail;
 
 use std::path::PathBuf;
@@ -162,6 +163,8 @@ enum Command {
     State(inspect::StateArgs),
     /// Print the dead letters: what could not be processed, and why.
     DeadLetters(inspect::DeadLetterArgs),
+    /// Print every partition: its holder, last commit, input lag, and whether it is stuck.
+    Status(status::StatusArgs),
     /// Create the table, bucket and streams a deployment needs (local stacks, tests).
     Setup(setup::SetupArgs),
 }
@@ -173,6 +176,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => tail::tail(args).await,
         Command::State(args) => inspect::state(args).await,
         Command::DeadLetters(args) => inspect::dead_letters(args).await,
+        Command::Status(args) => status::status(args).await,
         Command::Setup(args) => setup::setup(args).await,
     }
 }

@@ -10,6 +10,7 @@ use statefun_runtime::faults::{self, FaultPlan};
 use statefun_runtime::invoke::retry::RetryPolicy;
 use statefun_runtime::invoke::sigv4::AwsIdentity;
 use statefun_runtime::node::{self, LeaseSettings, NodeSettings};
+use statefun_runtime::observe::emf::{self, EmfSettings};
 use statefun_runtime::observe::{Observer, admin};
 use statefun_runtime::partition::{Bounds, DEFAULT_MAX_HOPS};
 use statefun_runtime::worker::WorkerSettings;
@@ -88,6 +89,18 @@ pub struct RunArgs {
     /// for longer than this counts as stuck (status, metrics, alarms).
     #[arg(long, env = "STATEFUN_STUCK_AFTER", default_value = "2m", value_parser = duration)]
     stuck_after: Duration,
+    /// Write metrics to stdout in CloudWatch's embedded metric format, one line
+    /// every --metrics-emf-interval (on ECS the log driver ships them to CloudWatch).
+    #[arg(long, env = "STATEFUN_METRICS_EMF")]
+    metrics_emf: bool,
+    #[arg(long, env = "STATEFUN_METRICS_EMF_INTERVAL", default_value = "60s", value_parser = duration)]
+    metrics_emf_interval: Duration,
+    /// The CloudWatch namespace of the embedded metrics.
+    #[arg(long, env = "STATEFUN_METRICS_EMF_NAMESPACE", default_value = "StatefunAws")]
+    metrics_emf_namespace: String,
+    /// The value of the embedded metrics' `Deployment` dimension.
+    #[arg(long, env = "STATEFUN_METRICS_EMF_DEPLOYMENT", default_value = "statefun")]
+    metrics_emf_deployment: String,
     /// Faults to inject, for tests only (syntax: the `faults` module of the runtime).
     #[arg(long, env = faults::ENV, hide = true)]
     faults: Option<String>,
@@ -111,6 +124,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(address) => Some(start_admin_server(address, observer.clone()).await?),
         None => None,
     };
+    anyhow::ensure!(!args.metrics_emf_interval.is_zero(), "--metrics-emf-interval must be above zero");
+    let _emf = args.metrics_emf.then(|| {
+        let settings = EmfSettings {
+            namespace: args.metrics_emf_namespace.clone(),
+            deployment: args.metrics_emf_deployment.clone(),
+            interval: args.metrics_emf_interval,
+        };
+        tracing::info!(namespace = %settings.namespace, deployment = %settings.deployment, "writing embedded metrics to stdout every {:?}", settings.interval);
+        AbortOnDrop(tokio::spawn(emf::write_every(observer.clone(), settings)))
+    });
     let settings = NodeSettings {
         partitions: args.topology.partitions,
         owner,

@@ -38,6 +38,7 @@ use crate::log::{LogStore, Position, kinesis::KinesisLogStore, local::LocalLogSt
 use crate::now_ms;
 use crate::observe::Observer;
 use crate::observe::metrics::FailureReason;
+use crate::observe::reports::Reporter;
 use crate::partition::Partition;
 use crate::partition::budget::MemoryBudget;
 use crate::worker::committer::{Committer, OutputStreams};
@@ -249,10 +250,22 @@ pub async fn run(
         budget: MemoryBudget::new(settings.memory_budget),
         observer: settings.observer.clone(),
     });
-    let mut watch_resident = JoinSet::new();
+    let mut side_tasks = JoinSet::new();
+    // The worker's report, for `statefun status`: written when a partition changes phase, and when due.
+    let (blobs, observer, owner) = (context.blobs.clone(), context.observer.clone(), settings.owner.clone());
+    let every = settings.leases.renew_every;
+    side_tasks.spawn(async move {
+        let mut reporter = Reporter::new(&owner);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            reporter.report(blobs.as_ref(), &observer, now_ms()).await;
+        }
+    });
     if let Some(measure) = settings.resident_memory {
         let budget = context.budget.clone();
-        watch_resident.spawn(async move {
+        side_tasks.spawn(async move {
             let mut every = tokio::time::interval(RESIDENT_EVERY);
             loop {
                 every.tick().await;
@@ -262,7 +275,11 @@ pub async fn run(
             }
         });
     }
-    hold_leases(context, &settings, shutdown).await
+    let held = hold_leases(context.clone(), &settings, shutdown).await;
+    side_tasks.abort_all();
+    // Stopped cleanly or not, this worker holds nothing any more.
+    Reporter::new(&settings.owner).withdraw(context.blobs.as_ref()).await;
+    held
 }
 
 /// What every partition of this process shares.
@@ -331,7 +348,7 @@ async fn hold_leases(
                         board.gone(partition);
                     }
                     Err(WorkerError::Fenced { reason, .. }) => {
-                        tracing::warn!(partition, reason = %reason, "partition stopped: its lease moved to another worker");
+                        tracing::warn!(partition, reason = %reason, "partition lost its lease; stopped");
                         board.gone(partition);
                     }
                     Err(WorkerError::Failed { reason, cause, .. }) => {

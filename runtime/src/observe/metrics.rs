@@ -76,13 +76,24 @@ pub struct Metrics {
     pub(super) totals: Totals,
 }
 
-/// Process-wide sums of some labelled counters.
+/// Process-wide sums over the label sets, for the status page and the
+/// embedded metric format; every handle carries them (each field is shared).
 #[derive(Clone, Default)]
 pub struct Totals {
+    /// Ingress and exchange records read.
     pub records_in: Counter,
+    /// Egress and exchange records published.
     pub records_out: Counter,
-    pub dead_letters: Counter,
+    pub ingress: Counter,
+    pub egress: Counter,
+    /// Calls that ended (answered, or given up).
     pub invocations: Counter,
+    pub invocations_dead_lettered: Counter,
+    pub attempts: Counter,
+    pub attempt_seconds: Counter<f64, AtomicU64>,
+    pub dead_letters: Counter,
+    pub commits: Counter,
+    pub partition_failures: Counter,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -218,7 +229,7 @@ impl Metrics {
             dead_lettered: outcome("dead_lettered"),
             duration: self.invocation_duration.get_or_create_owned(&[("function_type", name.clone())]),
             batch_size: self.invocation_batch_size.get_or_create_owned(&[("function_type", name)]),
-            total: self.totals.invocations.clone(),
+            totals: self.totals.clone(),
         }
     }
 
@@ -232,9 +243,8 @@ impl Metrics {
             epoch_bytes: self.epoch_bytes.clone(),
             exchange_out: self.exchange_records.get_or_create_owned(&[("direction", Cow::Borrowed("out"))]),
             egress: self.egress_records.clone(),
-            records_out: self.totals.records_out.clone(),
             refused: self.dead_letters.get_or_create_owned(&[("reason", Cow::Borrowed(EGRESS_REFUSED))]),
-            dead_letters: self.totals.dead_letters.clone(),
+            totals: self.totals.clone(),
         }
     }
 
@@ -242,7 +252,7 @@ impl Metrics {
     pub fn input(&self, stream: &str, shard: &str, exchange: bool) -> InputMetrics {
         if exchange {
             let records = self.exchange_records.get_or_create_owned(&[("direction", Cow::Borrowed("in"))]);
-            return InputMetrics { records, lag: None, records_in: self.totals.records_in.clone() };
+            return InputMetrics { records, lag: None, totals: self.totals.clone() };
         }
         let labels = [("stream", Cow::Owned(stream.to_owned())), ("shard", Cow::Owned(shard.to_owned()))];
         InputMetrics {
@@ -252,7 +262,7 @@ impl Metrics {
                 labels,
                 family: self.ingress_lag.clone(),
             }),
-            records_in: self.totals.records_in.clone(),
+            totals: self.totals.clone(),
         }
     }
 
@@ -270,6 +280,11 @@ impl Metrics {
 
     pub fn partition_failed(&self, reason: FailureReason) {
         self.partition_failures.get_or_create(&[("reason", Cow::Borrowed(reason.label()))]).inc();
+        self.totals.partition_failures.inc();
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
     }
 
     pub fn lease_taken_over(&self) {
@@ -285,7 +300,7 @@ pub struct FunctionMetrics {
     dead_lettered: Counter,
     duration: Histogram,
     batch_size: Histogram,
-    total: Counter,
+    totals: Totals,
 }
 
 impl FunctionMetrics {
@@ -293,11 +308,13 @@ impl FunctionMetrics {
     pub fn attempt(&self, messages: usize, seconds: f64) {
         self.duration.observe(seconds);
         self.batch_size.observe(messages as f64);
+        self.totals.attempts.inc();
+        self.totals.attempt_seconds.inc_by(seconds);
     }
 
     pub fn ok(&self) {
         self.ok.inc();
-        self.total.inc();
+        self.totals.invocations.inc();
     }
 
     pub fn retried(&self) {
@@ -306,7 +323,8 @@ impl FunctionMetrics {
 
     pub fn dead_lettered(&self) {
         self.dead_lettered.inc();
-        self.total.inc();
+        self.totals.invocations.inc();
+        self.totals.invocations_dead_lettered.inc();
     }
 }
 
@@ -319,15 +337,15 @@ pub struct CommitMetrics {
     epoch_bytes: Histogram,
     exchange_out: Counter,
     egress: Family<Labels<1>, Counter>,
-    records_out: Counter,
     refused: Counter,
-    dead_letters: Counter,
+    totals: Totals,
 }
 
 impl CommitMetrics {
     /// An epoch of `bytes` was committed and published in `seconds`, at `at_ms`.
     pub fn committed(&self, bytes: usize, seconds: f64, at_ms: i64) {
         self.commits.inc();
+        self.totals.commits.inc();
         self.duration.observe(seconds);
         self.epoch_bytes.observe(bytes as f64);
         self.last_commit.set(at_ms as f64 / 1000.0);
@@ -335,18 +353,19 @@ impl CommitMetrics {
 
     pub fn exchange_out(&self, records: usize) {
         self.exchange_out.inc_by(records as u64);
-        self.records_out.inc_by(records as u64);
+        self.totals.records_out.inc_by(records as u64);
     }
 
     pub fn egress(&self, stream: &str, records: usize) {
         self.egress.get_or_create(&[("stream", Cow::Owned(stream.to_owned()))]).inc_by(records as u64);
-        self.records_out.inc_by(records as u64);
+        self.totals.records_out.inc_by(records as u64);
+        self.totals.egress.inc_by(records as u64);
     }
 
     /// Egress records their stream refused for good, dead-lettered.
     pub fn egress_refused(&self, records: usize) {
         self.refused.inc_by(records as u64);
-        self.dead_letters.inc_by(records as u64);
+        self.totals.dead_letters.inc_by(records as u64);
     }
 }
 
@@ -355,7 +374,7 @@ pub struct InputMetrics {
     records: Counter,
     /// Ingress shards only.
     lag: Option<LagGauge>,
-    records_in: Counter,
+    totals: Totals,
 }
 
 impl InputMetrics {
@@ -363,8 +382,9 @@ impl InputMetrics {
     /// `caught_up` says whether the read reached the shard's end as it was.
     pub fn read(&self, records: usize, newest_at_ms: i64, caught_up: bool, now_ms: i64) {
         self.records.inc_by(records as u64);
-        self.records_in.inc_by(records as u64);
+        self.totals.records_in.inc_by(records as u64);
         if let Some(lag) = &self.lag {
+            self.totals.ingress.inc_by(records as u64);
             match caught_up {
                 true => lag.set(0),
                 false if newest_at_ms > 0 => lag.set((now_ms - newest_at_ms).max(0)),

@@ -7,7 +7,9 @@
 //! into one [`Observer`] per process; nothing here reaches back into them.
 
 pub mod admin;
+pub mod emf;
 pub mod metrics;
+pub mod reports;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};

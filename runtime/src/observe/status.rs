@@ -59,6 +59,8 @@ pub struct PartitionStatus {
     /// When the phase began (Unix milliseconds).
     pub since_ms: i64,
     pub lease_counter: u64,
+    /// When this worker took the lease (Unix milliseconds).
+    pub taken_ms: i64,
     /// The last epoch published (0: none since it was taken here).
     pub epoch: u64,
     pub last_commit_ms: Option<i64>,
@@ -82,6 +84,7 @@ impl PartitionStatus {
             phase: Phase::Recovering,
             since_ms: now_ms,
             lease_counter,
+            taken_ms: now_ms,
             epoch: 0,
             last_commit_ms: None,
             queued: 0,
@@ -196,16 +199,18 @@ impl StatusBoard {
         });
     }
 
-    /// Why a partition counts as stuck, if it does: it failed within the stuck
-    /// time, has been recovering for longer, or holds work without a commit
-    /// for longer. An idle partition is never stuck.
+    /// Why a partition counts as stuck, if it does: it failed here within the
+    /// stuck time and has not served since (resting, or recovering again: a
+    /// restart loop), has been recovering for longer, or holds work without a
+    /// commit for longer. An idle partition is never stuck.
     fn stuck_reason(&self, status: &PartitionStatus, now_ms: i64) -> Option<String> {
         let age = now_ms - status.since_ms;
         let seconds = |ms: i64| format!("{:.0} s", ms as f64 / 1000.0);
         match status.phase {
-            Phase::Failed => Some(format!(
-                "failed {} time(s) in a row: {}",
+            Phase::Failed | Phase::Recovering if status.failures > 0 => Some(format!(
+                "failed {} time(s) in a row{}: {}",
                 status.failures,
+                if status.phase == Phase::Recovering { ", recovering again" } else { "" },
                 status.failure.as_deref().unwrap_or("unknown")
             )),
             Phase::Recovering if age > self.stuck_after_ms => Some(format!("recovering for {}", seconds(age))),
@@ -236,9 +241,10 @@ impl StatusBoard {
             .partitions(now_ms)
             .iter()
             .filter(|s| s.phase != Phase::Serving)
-            .map(|s| match s.phase {
-                Phase::Failed => format!("partition {} failed: {}", s.partition, s.failure.as_deref().unwrap_or("")),
-                phase => format!("partition {} is {phase:?}", s.partition).to_lowercase(),
+            .map(|s| match (&s.failure, s.phase) {
+                (Some(failure), Phase::Failed) => format!("partition {} failed: {failure}", s.partition),
+                (Some(failure), _) => format!("partition {} failed, and is retried: {failure}", s.partition),
+                (None, phase) => format!("partition {} is {}", s.partition, format!("{phase:?}").to_lowercase()),
             })
             .collect();
         match waiting.is_empty() {
@@ -271,6 +277,7 @@ mod tests {
     #[test]
     fn stuck_means_failing_recovering_too_long_or_holding_work_without_commits_but_never_idle() {
         let board = StatusBoard::new(Duration::from_secs(60));
+        board.lease_round_done(0);
         board.recovering(0, 1, 0);
         assert_eq!(board.partitions(60_000)[0].stuck, None);
         assert_eq!(board.partitions(61_000)[0].stuck.as_deref(), Some("recovering for 61 s"));
@@ -284,6 +291,14 @@ mod tests {
         assert_eq!(board.partitions(161_000)[0].stuck.as_deref(), Some("holding work without a commit for 61 s"));
 
         board.failed(0, "publishing: stream refused", 200_000);
+        board.recovering(0, 2, 204_000);
+        let again = board.partitions(204_500);
+        let expected = "failed 1 time(s) in a row, recovering again: publishing: stream refused";
+        assert_eq!(again[0].stuck.as_deref(), Some(expected), "a restart loop is stuck between its failures too");
+        assert_eq!(
+            board.readiness(204_500),
+            Err("partition 0 failed, and is retried: publishing: stream refused".into())
+        );
         board.failed(0, "publishing: stream refused", 205_000);
         let failed = board.partitions(206_000);
         assert_eq!(failed[0].stuck.as_deref(), Some("failed 2 time(s) in a row: publishing: stream refused"));
