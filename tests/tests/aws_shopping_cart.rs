@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use statefun_tests::aws::{AwsDeployment, kinesis_client};
 use statefun_tests::cart::{self, Shape, Workload};
 use statefun_tests::python::{PythonServer, python_env};
-use statefun_tests::{Deployment, FunctionServer, Runtime, send_lines, wait_until};
+use statefun_tests::{Deployment, FunctionServer, Runtime, send_lines, statefun, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 const PARTITIONS: u32 = 4;
@@ -146,6 +146,20 @@ fn a_worker_killed_mid_run_is_replaced_and_the_checks_still_hold() {
     let mut second = Runtime::start(&deployment, &module, &["--partitions", &partitions]);
     wait_until(TIMEOUT, "a result for every order", || all_results(&deployment, &workload));
     let seconds = restarted_at.elapsed().as_secs_f64();
+    // `statefun status` on the AWS stores: the new worker holds and serves every partition; the
+    // killed worker's report is left behind (nothing withdrew it) but speaks for no partition.
+    let mut status = serde_json::Value::Null;
+    wait_until(TIMEOUT, "statefun status to show the new worker serving everything", || {
+        status = serde_json::from_str(&statefun(&deployment, &["status", "--json"])).expect("status --json");
+        let rows = status["partitions"].as_array().cloned().unwrap_or_default();
+        let owner = &rows.first().map(|r| r["owner"].clone()).unwrap_or_default();
+        rows.len() == PARTITIONS as usize
+            && rows.iter().all(|r| {
+                r["owner"] == *owner && r["reported_by"] == *owner && r["phase"] == "serving" && r["stuck"].is_null()
+            })
+    });
+    let workers = status["workers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(workers.len(), 2, "the new worker's report and the killed one's: {status:#}");
     assert!(second.terminate().success(), "runtime log:\n{}", second.log_text());
     let report = cart::check(&deployment, &workload);
     eprintln!(

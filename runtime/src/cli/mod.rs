@@ -154,7 +154,7 @@ impl Storage {
 #[derive(Subcommand)]
 enum Command {
     /// Run the partition worker.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Append records to a stream (an ingress, usually).
     Send(send::SendArgs),
     /// Print the records of a stream (an egress, usually).
@@ -171,7 +171,7 @@ enum Command {
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(*args).await,
         Command::Send(args) => send::send(args).await,
         Command::Tail(args) => tail::tail(args).await,
         Command::State(args) => inspect::state(args).await,

@@ -270,6 +270,7 @@ fn the_example_plan_grants_only_this_deployments_resources_and_wires_the_worker_
     check_policies(&plan, &deployment);
     check_worker(&plan, &deployment);
     check_alarms(&plan, &deployment);
+    check_metrics(&plan, &deployment);
 
     // Dead letters as objects: no dead-letter stream, the objects under the checkpoint prefix.
     let plan = plan_example(&workspace, &["-var", "dead_letter_destination=objects"])
@@ -280,6 +281,7 @@ fn the_example_plan_grants_only_this_deployments_resources_and_wires_the_worker_
     check_policies(&plan, &deployment);
     check_worker(&plan, &deployment);
     check_alarms(&plan, &deployment);
+    check_metrics(&plan, &deployment);
     let lifecycle = planned_one(&plan, "aws_s3_bucket_lifecycle_configuration");
     let rules = lifecycle["rule"].as_array().cloned().unwrap_or_default();
     assert!(
@@ -462,16 +464,8 @@ fn check_policies(plan: &Value, deployment: &Deployment) {
 
 /// The worker runs `statefun run` on exactly these resources, with a module.yaml the runtime loads.
 fn check_worker(plan: &Value, deployment: &Deployment) {
-    let task = planned_one(plan, "aws_ecs_task_definition");
-    let containers: Value =
-        serde_json::from_str(task["container_definitions"].as_str().expect("container definitions known at plan time"))
-            .expect("container definitions JSON");
-    let env: BTreeMap<String, String> = containers[0]["environment"]
-        .as_array()
-        .expect("environment")
-        .iter()
-        .map(|e| (name_of(e, "name"), name_of(e, "value")))
-        .collect();
+    let container = worker_container(plan);
+    let env = environment_of(&container);
     assert_eq!(env["STATEFUN_BACKEND"], "aws");
     assert_eq!(env["STATEFUN_TABLE"], deployment.table);
     assert_eq!(env["STATEFUN_BUCKET"], deployment.bucket);
@@ -481,11 +475,29 @@ fn check_worker(plan: &Value, deployment: &Deployment) {
     let destination = if deployment.dead_letters.is_some() { "stream" } else { "objects" };
     assert_eq!(env["STATEFUN_DEAD_LETTER_DESTINATION"], destination);
     assert_eq!(env["STATEFUN_PARTITIONS"], PARTITIONS.to_string());
-    assert_eq!(containers[0]["command"], json!(["run"]));
+    assert_eq!(container["command"], json!(["run"]));
     assert_eq!(planned_one(plan, "aws_ecs_service")["desired_count"], 1);
     let module_yaml = &env["STATEFUN_MODULE_YAML"];
     assert!(module_yaml.contains(&deployment.alias_arn), "module.yaml invokes the alias: {module_yaml}");
     module_yaml_loads_through_the_image_entrypoint(module_yaml, &deployment.ingress);
+}
+
+/// The worker's container definition, as planned.
+fn worker_container(plan: &Value) -> Value {
+    let task = planned_one(plan, "aws_ecs_task_definition");
+    let containers: Value =
+        serde_json::from_str(task["container_definitions"].as_str().expect("container definitions known at plan time"))
+            .expect("container definitions JSON");
+    containers[0].clone()
+}
+
+fn environment_of(container: &Value) -> BTreeMap<String, String> {
+    container["environment"]
+        .as_array()
+        .expect("environment")
+        .iter()
+        .map(|e| (name_of(e, "name"), name_of(e, "value")))
+        .collect()
 }
 
 /// Alarms watch the streams the worker reads, the dead letters, and phrases the runtime logs.
@@ -530,8 +542,119 @@ fn check_alarms(plan: &Value, deployment: &Deployment) {
     }
 }
 
+/// The metrics the workers write in CloudWatch embedded metric format (`STATEFUN_METRICS_EMF`, the
+/// runtime's observe/emf.rs), in the namespace and with the `Deployment` dimension they are given.
+const EMF_METRICS: &[&str] = &[
+    "StuckPartitions",
+    "PartitionsHeld",
+    "BacklogMessages",
+    "IngressLagMaxMilliseconds",
+    "Invocations",
+    "InvocationsDeadLettered",
+    "DeadLetters",
+    "Commits",
+    "IngressRecords",
+    "EgressRecords",
+    "PartitionFailures",
+    "InvocationDurationAverage",
+];
+
+/// The workers publish metrics (in embedded metric format, in their log) under the namespace and
+/// `Deployment` dimension that the stuck-partitions alarm watches and the dashboard graphs; the
+/// runtime still writes every metric the dashboard graphs, the dashboard graphs each of them, the
+/// iterator age of exactly the streams the workers read, and shows the stuck-partitions alarm.
+fn check_metrics(plan: &Value, deployment: &Deployment) {
+    let env = environment_of(&worker_container(plan));
+    assert_eq!(env.get("STATEFUN_METRICS_EMF").map(String::as_str), Some("true"), "the workers publish metrics");
+    let namespace = env.get("STATEFUN_METRICS_EMF_NAMESPACE").expect("STATEFUN_METRICS_EMF_NAMESPACE");
+    let name = name_of(&planned_one(plan, "aws_ecs_cluster"), "name");
+    assert_eq!(
+        env.get("STATEFUN_METRICS_EMF_DEPLOYMENT"),
+        Some(&name),
+        "the metrics' Deployment dimension is the deployment's name"
+    );
+    let stuck_after = env.get("STATEFUN_STUCK_AFTER").expect("STATEFUN_STUCK_AFTER");
+    let stuck_seconds: u64 = stuck_after
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("STATEFUN_STUCK_AFTER={stuck_after} is not a whole number of seconds"));
+    assert!(stuck_seconds >= 30, "STATEFUN_STUCK_AFTER={stuck_after}: a slow commit is not a stuck partition");
+    // The alarm below needs a value every period: the workers write one every 60 s unless told otherwise.
+    assert_eq!(env.get("STATEFUN_METRICS_EMF_INTERVAL"), None, "the workers write their metrics every 60 s");
+
+    let sources = runtime_sources();
+    for metric in EMF_METRICS {
+        assert!(sources.contains(&format!("\"{metric}\"")), "the runtime no longer writes the metric {metric}");
+    }
+
+    let alarms = planned(plan, "aws_cloudwatch_metric_alarm");
+    let stuck: Vec<&Value> = alarms.values().filter(|a| a["metric_name"] == "StuckPartitions").collect();
+    assert_eq!(stuck.len(), 1, "one stuck-partitions alarm: {stuck:?}");
+    let stuck = stuck[0];
+    assert_eq!(stuck["namespace"], namespace.as_str(), "the alarm watches the workers' namespace: {stuck}");
+    assert_eq!(stuck["dimensions"], json!({"Deployment": &name}), "{stuck}");
+    assert_eq!(stuck["statistic"], "Maximum", "{stuck}");
+    assert_eq!(stuck["period"], 60, "{stuck}");
+    assert_eq!(stuck["comparison_operator"], "GreaterThanThreshold", "{stuck}");
+    assert_eq!(stuck["threshold"], 0, "any stuck partition: {stuck}");
+    assert!(stuck["evaluation_periods"].as_i64().is_some_and(|n| n >= 1), "{stuck}");
+    assert_eq!(stuck["treat_missing_data"], "notBreaching", "no worker running is no alarm: {stuck}");
+
+    let dashboard = planned_one(plan, "aws_cloudwatch_dashboard");
+    let body: Value =
+        serde_json::from_str(dashboard["dashboard_body"].as_str().expect("dashboard body known at plan time"))
+            .expect("dashboard body JSON");
+    let mut graphed = BTreeSet::new();
+    let mut iterator_ages = BTreeSet::new();
+    let mut shown_alarms = BTreeSet::new();
+    for widget in body["widgets"].as_array().expect("widgets") {
+        match widget["type"].as_str() {
+            Some("metric") => {
+                assert_eq!(widget["properties"]["region"], REGION, "{widget}");
+                for line in widget["properties"]["metrics"].as_array().expect("metrics of a metric widget") {
+                    // [namespace, metric, dimension, value, dimension, value, ..., {options}]
+                    let strings: Vec<&str> =
+                        line.as_array().expect("a metric line").iter().map_while(Value::as_str).collect();
+                    assert!(
+                        strings.len() >= 2 && strings.len().is_multiple_of(2) && !strings.contains(&"."),
+                        "every metric line spells out its namespace, name and dimensions: {line}"
+                    );
+                    let dimensions: BTreeMap<&str, &str> = strings[2..].chunks(2).map(|d| (d[0], d[1])).collect();
+                    match strings[0] {
+                        ns if ns == namespace => {
+                            assert!(
+                                EMF_METRICS.contains(&strings[1]),
+                                "the dashboard graphs {}, which the workers do not publish: {line}",
+                                strings[1]
+                            );
+                            assert_eq!(dimensions, BTreeMap::from([("Deployment", name.as_str())]), "{line}");
+                            graphed.insert(strings[1]);
+                        }
+                        "AWS/Kinesis" => {
+                            assert_eq!(strings[1], "GetRecords.IteratorAgeMilliseconds", "{line}");
+                            iterator_ages.insert(dimensions.get("StreamName").expect("a stream").to_string());
+                        }
+                        other => panic!("the dashboard graphs a metric of namespace {other}: {line}"),
+                    }
+                }
+            }
+            Some("alarm") => shown_alarms.extend(string_list(&widget["properties"]["alarms"])),
+            _ => {}
+        }
+    }
+    assert_eq!(graphed, EMF_METRICS.iter().copied().collect(), "the dashboard graphs every metric the workers publish");
+    assert_eq!(iterator_ages, deployment.ingress.iter().chain([&deployment.exchange]).cloned().collect());
+    let alarm_arns: BTreeSet<String> =
+        alarms.values().map(|a| arn("cloudwatch", &format!("alarm:{}", name_of(a, "alarm_name")))).collect();
+    assert!(
+        shown_alarms.contains(&arn("cloudwatch", &format!("alarm:{}", name_of(stuck, "alarm_name")))),
+        "the dashboard shows the stuck-partitions alarm: {shown_alarms:?}"
+    );
+    assert!(shown_alarms.is_subset(&alarm_arns), "the dashboard shows this deployment's alarms: {shown_alarms:?}");
+}
+
 /// Every .rs file under runtime/src, concatenated.
-fn runtime_sources() -> String {
+pub(super) fn runtime_sources() -> String {
     fn walk(dir: &Path, into: &mut String) {
         for entry in std::fs::read_dir(dir).expect("read runtime/src").flatten() {
             let path = entry.path();

@@ -47,3 +47,7 @@ output "worker_task_role_arn" {
 output "alarm_arns" {
   value = module.statefun.alarm_arns
 }
+
+output "dashboard_url" {
+  value = module.statefun.dashboard_url
+}

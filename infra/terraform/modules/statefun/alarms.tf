@@ -9,6 +9,17 @@
 #                           tests/tests/terraform.rs checks)
 #   dead-letters            records reached the dead-letter stream, or objects the dead-letter
 #                           prefix (`statefun dead-letters` shows them and why)
+#   stuck-partitions        a worker reported a stuck partition (StuckPartitions, from the metrics
+#                           the workers publish in their log) every minute for
+#                           stuck_partition_alarm_minutes: one that keeps failing to recover or to
+#                           commit and publish (a restart loop), that has been recovering for longer
+#                           than stuck_partition_seconds, or that holds work without a commit for
+#                           that long. The iterator age misses these: a partition wedged in a
+#                           restart loop, or one that stopped reading because it cannot publish,
+#                           reads nothing, and a shard nobody reads has no iterator age data (the
+#                           stream's age shows only the shards still read; no data at all is not
+#                           breaching). An idle partition is never stuck, and no data (no worker
+#                           running) is not an alarm either.
 
 locals {
   iterator_age_streams = concat(keys(var.ingress_streams), [local.exchange_stream])
@@ -110,4 +121,23 @@ resource "aws_s3_bucket_metric" "dead_letters" {
   filter {
     prefix = module.storage.dead_letter_prefix
   }
+}
+
+# Each worker reports its own stuck partitions once a minute (its STATEFUN_METRICS_EMF_INTERVAL, 60 s
+# by default, matches the period): the alarm takes the worst worker's.
+resource "aws_cloudwatch_metric_alarm" "stuck_partitions" {
+  alarm_name          = "${var.name}-stuck-partitions"
+  alarm_description   = "A statefun worker of ${var.name} has had a partition stuck (failing to recover, commit or publish, or holding work without a commit for ${var.stuck_partition_seconds} s) for ${var.stuck_partition_alarm_minutes} minutes; its log says why"
+  namespace           = var.metrics_namespace
+  metric_name         = "StuckPartitions"
+  dimensions          = { Deployment = var.name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = var.stuck_partition_alarm_minutes
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+  tags                = var.tags
 }

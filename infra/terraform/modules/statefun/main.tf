@@ -7,7 +7,9 @@
 #               module.yaml generated here
 #   iam         the worker's role: only this deployment's streams, table, checkpoint prefix and
 #               function aliases; the functions' roles: only their own log groups
-#   alarms      iterator age, commit failures, dead letters
+#   alarms      iterator age, commit failures, dead letters, stuck partitions
+#   dashboard   a CloudWatch dashboard of the metrics the workers publish (embedded metric format in
+#               their log) and of the streams' iterator age
 #
 # The IAM policies name their resources by ARNs built from names known at plan time, so
 # `terraform plan` shows exactly what every role may do before anything exists.

@@ -114,5 +114,16 @@ output "alarm_arns" {
     { for s, a in aws_cloudwatch_metric_alarm.iterator_age : a.alarm_name => a.arn },
     { (aws_cloudwatch_metric_alarm.commit_failures.alarm_name) = aws_cloudwatch_metric_alarm.commit_failures.arn },
     { (aws_cloudwatch_metric_alarm.dead_letters.alarm_name) = aws_cloudwatch_metric_alarm.dead_letters.arn },
+    { (aws_cloudwatch_metric_alarm.stuck_partitions.alarm_name) = aws_cloudwatch_metric_alarm.stuck_partitions.arn },
   )
+}
+
+output "dashboard_name" {
+  description = "Name of the CloudWatch dashboard of the deployment."
+  value       = aws_cloudwatch_dashboard.this.dashboard_name
+}
+
+output "dashboard_url" {
+  description = "The CloudWatch dashboard in the AWS console (of the standard partition)."
+  value       = "https://${local.region}.console.aws.amazon.com/cloudwatch/home?region=${local.region}#dashboards/dashboard/${aws_cloudwatch_dashboard.this.dashboard_name}"
 }

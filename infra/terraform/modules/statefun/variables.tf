@@ -311,6 +311,34 @@ variable "container_insights" {
   default     = false
 }
 
+# --- metrics, dashboard and alarms ---------------------------------------------------------------
+
+variable "metrics_namespace" {
+  description = "CloudWatch namespace of the metrics the workers publish (as embedded metric format lines in their log), with the dimension Deployment = name; the dashboard and the stuck-partitions alarm read them there."
+  type        = string
+  default     = "StatefunAws"
+}
+
+variable "stuck_partition_seconds" {
+  description = "A partition that keeps failing, has been recovering, or holds work without a commit for longer than this many seconds counts as stuck (STATEFUN_STUCK_AFTER). An idle partition is never stuck. Keep it well above commit_interval and a function's timeout."
+  type        = number
+  default     = 120
+  validation {
+    condition     = var.stuck_partition_seconds >= 30 && floor(var.stuck_partition_seconds) == var.stuck_partition_seconds
+    error_message = "stuck_partition_seconds must be a whole number, 30 or more."
+  }
+}
+
+variable "stuck_partition_alarm_minutes" {
+  description = "Consecutive minutes in which a worker reports a stuck partition before the stuck-partitions alarm fires (on top of stuck_partition_seconds, which a partition must first be stuck for)."
+  type        = number
+  default     = 3
+  validation {
+    condition     = var.stuck_partition_alarm_minutes >= 1 && floor(var.stuck_partition_alarm_minutes) == var.stuck_partition_alarm_minutes
+    error_message = "stuck_partition_alarm_minutes must be a whole number, 1 or more."
+  }
+}
+
 # --- alarms ---------------------------------------------------------------------------------------
 
 variable "alarm_actions" {

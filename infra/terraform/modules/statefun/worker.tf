@@ -17,6 +17,13 @@ locals {
       STATEFUN_MODULE_YAML     = local.module_yaml
       STATEFUN_LOG             = "info"
       NO_COLOR                 = "1"
+      # Every minute, one line of CloudWatch embedded metric format on stdout: the awslogs driver
+      # ships it with the log, and CloudWatch extracts the metrics of the dashboard and the
+      # stuck-partitions alarm from it (no agent, no sidecar).
+      STATEFUN_METRICS_EMF            = "true"
+      STATEFUN_METRICS_EMF_NAMESPACE  = var.metrics_namespace
+      STATEFUN_METRICS_EMF_DEPLOYMENT = var.name
+      STATEFUN_STUCK_AFTER            = "${var.stuck_partition_seconds}s"
     },
     var.worker_environment,
   )
