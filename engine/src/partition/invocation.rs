@@ -118,15 +118,7 @@ impl Partition {
             let stranded = addressed(self.unqueued(stranded), address);
             self.mark_dirty(address);
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(address));
-            self.dead_letter(
-                DeadLetterCause::NoEndpoint,
-                Some(address.clone()),
-                reason,
-                stranded,
-                "",
-                Vec::new(),
-                now_ms,
-            );
+            self.dead_letter_messages(DeadLetterCause::NoEndpoint, address, reason, stranded, now_ms);
             self.remove_if_empty(address);
             return;
         };
@@ -174,15 +166,7 @@ impl Partition {
                     limits.max_bytes,
                     FunctionType::of(address)
                 );
-                self.dead_letter(
-                    DeadLetterCause::TooLarge,
-                    Some(address.clone()),
-                    reason,
-                    vec![envelope],
-                    "",
-                    Vec::new(),
-                    now_ms,
-                );
+                self.dead_letter_messages(DeadLetterCause::TooLarge, address, reason, vec![envelope], now_ms);
                 continue;
             }
             self.next_token += 1;
@@ -264,15 +248,7 @@ impl Partition {
         } else {
             reason
         };
-        self.dead_letter(
-            DeadLetterCause::InvocationFailed,
-            Some(address.clone()),
-            reason,
-            failed,
-            "",
-            Vec::new(),
-            now_ms,
-        );
+        self.dead_letter_messages(DeadLetterCause::InvocationFailed, address, reason, failed, now_ms);
         self.remove_if_empty(address);
         self.dispatch(address, now_ms);
         self.unpark_if_drained(address, now_ms);

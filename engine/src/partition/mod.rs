@@ -483,15 +483,7 @@ impl Partition {
                  received the one before (a loop? --max-hops raises the limit)",
                 self.bounds.max_hops, envelope.hops
             );
-            self.dead_letter(
-                DeadLetterCause::HopLimit,
-                Some(target.clone()),
-                reason,
-                vec![envelope],
-                "",
-                Vec::new(),
-                now_ms,
-            );
+            self.dead_letter_messages(DeadLetterCause::HopLimit, &target.clone(), reason, vec![envelope], now_ms);
             return;
         }
         let partition = address::partition_of(target, self.partitions);
@@ -507,15 +499,7 @@ impl Partition {
         }
         if self.limits_of(target).is_none() {
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(target));
-            self.dead_letter(
-                DeadLetterCause::NoEndpoint,
-                Some(target.clone()),
-                reason,
-                vec![envelope],
-                "",
-                Vec::new(),
-                now_ms,
-            );
+            self.dead_letter_messages(DeadLetterCause::NoEndpoint, &target.clone(), reason, vec![envelope], now_ms);
             return;
         }
         // A queued message does not keep its target: the address it waits at is it.
@@ -683,6 +667,18 @@ impl Partition {
             ..Default::default()
         };
         self.dead_letter_whole(cause, letter);
+    }
+
+    /// Dead-letters messages that were on their way to (or queued at) `address`.
+    fn dead_letter_messages(
+        &mut self,
+        cause: DeadLetterCause,
+        address: &Address,
+        reason: String,
+        messages: Vec<Envelope>,
+        now_ms: i64,
+    ) {
+        self.dead_letter(cause, Some(address.clone()), reason, messages, "", Vec::new(), now_ms);
     }
 
     fn dead_letter_whole(&mut self, cause: DeadLetterCause, letter: DeadLetter) {

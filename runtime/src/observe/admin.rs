@@ -26,6 +26,7 @@ const METRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 
 /// Serves until the task is dropped; each connection on its own task.
 pub async fn serve(listener: TcpListener, observer: Arc<Observer>) {
+    observer.watch();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,

@@ -56,6 +56,7 @@ impl Seen {
 
 /// Writes a line every interval until the task is dropped.
 pub async fn write_every(observer: std::sync::Arc<Observer>, settings: EmfSettings) {
+    observer.watch();
     let mut seen = Seen::of(observer.metrics.totals());
     let mut every = tokio::time::interval(settings.interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -75,8 +76,9 @@ fn line(observer: &Observer, settings: &EmfSettings, before: &Seen, now: &Seen, 
     let partitions = observer.refresh(now_ms);
     let held = partitions.iter().filter(|s| s.phase != Phase::Failed).count();
     let stuck = partitions.iter().filter(|s| s.stuck.is_some()).count();
-    let backlog: usize = partitions.iter().map(|s| s.queued).sum();
-    let lag = partitions.iter().flat_map(|s| &s.inputs).filter_map(|i| i.lag_ms).max().unwrap_or(0);
+    // As `statefun_backlog_messages`, summed over the function types.
+    let backlog: usize = partitions.iter().flat_map(|s| &s.progress.loads).map(|load| load.backlog).sum();
+    let lag = partitions.iter().flat_map(|s| &s.progress.inputs).filter_map(|i| i.lag_ms).max().unwrap_or(0);
     let mut values: Vec<(&str, &str, Value)> = vec![
         ("StuckPartitions", "Count", json!(stuck)),
         ("PartitionsHeld", "Count", json!(held)),
@@ -118,14 +120,15 @@ fn line(observer: &Observer, settings: &EmfSettings, before: &Seen, now: &Seen, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::status::Progress;
+    use crate::observe::status::{Progress, TypeLoad};
 
     #[test]
     fn a_line_declares_every_value_it_carries_in_the_namespace_and_dimension_given() {
         let observer = Observer::new("w", Duration::from_secs(60));
         observer.board.recovering(0, 1, 0);
         observer.board.serving(0, 1, 0);
-        observer.board.progress(0, Progress { queued: 7, ..Progress::default() });
+        let load = TypeLoad { function_type: "a/b".into(), backlog: 7, blocked: 1 };
+        observer.board.progress(0, Progress { queued: 8, loads: vec![load], ..Progress::default() });
         observer.board.failed(1, "cannot recover: corrupt", 0);
         let totals = observer.metrics.totals();
         let before = Seen::of(totals);

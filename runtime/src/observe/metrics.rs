@@ -249,8 +249,8 @@ impl Metrics {
     }
 
     /// The handles of one input shard's reader: ingress records and lag, or exchange records in.
-    pub fn input(&self, stream: &str, shard: &str, exchange: bool) -> InputMetrics {
-        if exchange {
+    pub fn input(&self, stream: &str, shard: &str, ingress: bool) -> InputMetrics {
+        if !ingress {
             let records = self.exchange_records.get_or_create_owned(&[("direction", Cow::Borrowed("in"))]);
             return InputMetrics { records, lag: None, totals: self.totals.clone() };
         }
@@ -372,23 +372,20 @@ impl CommitMetrics {
 /// One input shard's metrics.
 pub struct InputMetrics {
     records: Counter,
-    /// Ingress shards only.
+    /// Ingress shards only (the exchange has none).
     lag: Option<LagGauge>,
     totals: Totals,
 }
 
 impl InputMetrics {
-    /// A read returned `records`; the newest of them arrived at `newest_at_ms` (0: unknown), and
-    /// `caught_up` says whether the read reached the shard's end as it was.
-    pub fn read(&self, records: usize, newest_at_ms: i64, caught_up: bool, now_ms: i64) {
+    /// A read returned `records` and left the reader `lag_ms` behind the shard's newest record, if known.
+    pub fn read(&self, records: usize, lag_ms: Option<i64>) {
         self.records.inc_by(records as u64);
         self.totals.records_in.inc_by(records as u64);
-        if let Some(lag) = &self.lag {
+        if let Some(gauge) = &self.lag {
             self.totals.ingress.inc_by(records as u64);
-            match caught_up {
-                true => lag.set(0),
-                false if newest_at_ms > 0 => lag.set((now_ms - newest_at_ms).max(0)),
-                false => {}
+            if let Some(lag) = lag_ms {
+                gauge.set(lag);
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -33,6 +34,9 @@ pub struct Observer {
     stuck_after: Duration,
     /// Function types that had a backlog series, so one that drained reads 0.
     types_seen: Mutex<BTreeSet<String>>,
+    /// Whether anything reads the load by function type (the admin server, the
+    /// embedded metrics): it walks every busy address, so it is skipped otherwise.
+    watched: AtomicBool,
 }
 
 impl std::fmt::Debug for Observer {
@@ -49,7 +53,17 @@ impl Observer {
             owner: owner.to_owned(),
             stuck_after,
             types_seen: Mutex::new(BTreeSet::new()),
+            watched: AtomicBool::new(false),
         }
+    }
+
+    /// Something now reads the partitions' load by function type.
+    pub fn watch(&self) {
+        self.watched.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_watched(&self) -> bool {
+        self.watched.load(Ordering::Relaxed)
     }
 
     /// Sets the gauges that sum the partitions' reports, and returns the reports.
@@ -59,7 +73,7 @@ impl Observer {
         self.metrics.partitions_held.set(held as i64);
         self.metrics.stuck_partitions.set(partitions.iter().filter(|s| s.stuck.is_some()).count() as i64);
         let mut loads: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-        for load in partitions.iter().flat_map(|s| &s.loads) {
+        for load in partitions.iter().flat_map(|s| &s.progress.loads) {
             let sum = loads.entry(&load.function_type).or_default();
             (sum.0, sum.1) = (sum.0 + load.backlog, sum.1 + load.blocked);
         }

@@ -41,7 +41,7 @@ pub struct TypeLoad {
 }
 
 /// A partition worker's periodic report.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Progress {
     pub queued: usize,
     /// Outbox entries and sealed epochs not yet published.
@@ -64,12 +64,8 @@ pub struct PartitionStatus {
     /// The last epoch published (0: none since it was taken here).
     pub epoch: u64,
     pub last_commit_ms: Option<i64>,
-    pub queued: usize,
-    pub unpublished: usize,
-    pub addresses: usize,
-    pub timers: usize,
-    pub inputs: Vec<InputStatus>,
-    pub loads: Vec<TypeLoad>,
+    #[serde(flatten)]
+    pub progress: Progress,
     /// Why it last failed here, and how many times in a row.
     pub failure: Option<String>,
     pub failures: u32,
@@ -87,12 +83,7 @@ impl PartitionStatus {
             taken_ms: now_ms,
             epoch: 0,
             last_commit_ms: None,
-            queued: 0,
-            unpublished: 0,
-            addresses: 0,
-            timers: 0,
-            inputs: Vec::new(),
-            loads: Vec::new(),
+            progress: Progress::default(),
             failure: None,
             failures: 0,
             stuck: None,
@@ -101,7 +92,8 @@ impl PartitionStatus {
 
     /// Whether anything waits: queued messages, unpublished output, or input not yet read.
     fn has_work(&self) -> bool {
-        self.queued > 0 || self.unpublished > 0 || self.inputs.iter().any(|i| i.lag_ms.is_some_and(|lag| lag > 0))
+        let Progress { queued, unpublished, inputs, .. } = &self.progress;
+        *queued > 0 || *unpublished > 0 || inputs.iter().any(|i| i.lag_ms.is_some_and(|lag| lag > 0))
     }
 }
 
@@ -158,10 +150,7 @@ impl StatusBoard {
     pub fn progress(&self, partition: u32, progress: Progress) {
         self.with(|all| {
             if let Some(status) = all.get_mut(&partition) {
-                let Progress { queued, unpublished, addresses, timers, inputs, loads } = progress;
-                (status.queued, status.unpublished, status.addresses, status.timers) =
-                    (queued, unpublished, addresses, timers);
-                (status.inputs, status.loads) = (inputs, loads);
+                status.progress = progress;
             }
         });
     }
@@ -172,7 +161,7 @@ impl StatusBoard {
             (status.phase, status.since_ms) = (Phase::Failed, now_ms);
             status.failure = Some(reason.to_owned());
             status.failures += 1;
-            (status.queued, status.unpublished, status.inputs, status.loads) = (0, 0, Vec::new(), Vec::new());
+            status.progress = Progress::default();
         });
     }
 

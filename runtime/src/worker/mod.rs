@@ -178,7 +178,7 @@ impl PartitionWorker {
         let behind = Arc::new(AtomicUsize::new(0));
         let mut readers = JoinSet::new();
         // Per input, the lag its reader last saw (ingress shards), for the status reports.
-        let mut lags: Vec<Arc<AtomicI64>> = Vec::new();
+        let mut lags: Vec<Option<Arc<AtomicI64>>> = Vec::new();
         for (index, input) in inputs.iter().enumerate() {
             let start = start_position(&mut partition, input);
             let reader = Reader::new(input, index, &observer, &mut lags);
@@ -712,38 +712,34 @@ struct Reader {
     input: Input,
     index: usize,
     metrics: InputMetrics,
-    /// The lag it last saw, for the worker's status reports.
-    lag: Arc<AtomicI64>,
+    /// Ingress shards: the lag it last saw, for the worker's status reports.
+    lag: Option<Arc<AtomicI64>>,
 }
 
 impl Reader {
-    fn new(input: &Input, index: usize, observer: &Observer, lags: &mut Vec<Arc<AtomicI64>>) -> Self {
-        let exchange = matches!(input.kind, InputKind::Exchange);
-        let metrics = observer.metrics.input(&input.stream, &input.shard, exchange);
-        let lag = Arc::new(AtomicI64::new(if exchange { NO_LAG } else { 0 }));
+    fn new(input: &Input, index: usize, observer: &Observer, lags: &mut Vec<Option<Arc<AtomicI64>>>) -> Self {
+        let ingress = matches!(input.kind, InputKind::Ingress { .. });
+        let metrics = observer.metrics.input(&input.stream, &input.shard, ingress);
+        let lag = ingress.then(|| Arc::new(AtomicI64::new(0)));
         lags.push(lag.clone());
         Self { input: input.clone(), index, metrics, lag }
     }
 
+    /// Counts a read, and notes how far behind the shard's newest record it
+    /// left the reader: 0 once a read comes back short (it reached the end as
+    /// it was), else the age of its last record (unknown without an arrival time).
     fn read(&self, records: &[LogRecord], caught_up: bool) {
-        let now = now_ms();
         let newest = records.last().map_or(0, |r| r.appended_at_ms);
-        self.metrics.read(records.len(), newest, caught_up, now);
-        if self.lag.load(Ordering::Relaxed) != NO_LAG {
-            let lag = if caught_up {
-                0
-            } else if newest > 0 {
-                (now - newest).max(0)
-            } else {
-                return;
-            };
-            self.lag.store(lag, Ordering::Relaxed);
+        let lag = match caught_up {
+            true => Some(0),
+            false => (newest > 0).then(|| (now_ms() - newest).max(0)),
+        };
+        self.metrics.read(records.len(), lag);
+        if let (Some(shared), Some(lag)) = (&self.lag, lag) {
+            shared.store(lag, Ordering::Relaxed);
         }
     }
 }
-
-/// The lag of an input that has none (the exchange).
-const NO_LAG: i64 = i64::MIN;
 
 /// How often a partition reports its progress to the status board.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -753,7 +749,7 @@ fn report(
     observer: &Observer,
     partition: &Partition,
     inputs: &[Input],
-    lags: &[Arc<AtomicI64>],
+    lags: &[Option<Arc<AtomicI64>>],
     sealed_unpublished: usize,
     reported: &mut DeadLetterCounts,
 ) {
@@ -769,11 +765,14 @@ fn report(
             stream: input.stream.clone(),
             shard: input.shard.clone(),
             position: partition.position(&input.stream, &input.shard).map(str::to_owned),
-            lag_ms: Some(lag.load(Ordering::Relaxed)).filter(|lag| *lag != NO_LAG),
+            lag_ms: lag.as_ref().map(|lag| lag.load(Ordering::Relaxed)),
         })
         .collect();
-    let loads = partition
-        .load_by_type()
+    let loads = match observer.is_watched() {
+        true => partition.load_by_type(),
+        false => Vec::new(),
+    };
+    let loads = loads
         .into_iter()
         .map(|(function_type, load)| TypeLoad {
             function_type: function_type.to_string(),
