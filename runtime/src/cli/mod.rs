@@ -114,10 +114,18 @@ pub enum DeadLetterDestination {
 }
 
 impl Topology {
-    /// Loads module.yaml (logging its warnings) and checks the partition count.
+    /// Loads module.yaml (logging its warnings), refuses AWS settings the runtime
+    /// cannot honor, and checks the partition count.
     pub fn load(&self) -> anyhow::Result<statefun_runtime::config::ModuleConfig> {
         anyhow::ensure!(self.partitions >= 1 && self.partitions <= 4096, "--partitions must be between 1 and 4096");
         let module = statefun_runtime::config::ModuleConfig::load(&self.module)?;
+        let refused = module.unhonored_aws_settings();
+        anyhow::ensure!(
+            refused.is_empty(),
+            "{}: {}",
+            self.module.display(),
+            refused.join(&format!("\n{}: ", self.module.display()))
+        );
         for warning in &module.warnings {
             tracing::warn!("{warning}");
         }

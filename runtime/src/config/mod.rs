@@ -239,6 +239,53 @@ impl ModuleConfig {
         self.ingresses.iter().flat_map(|ingress| ingress.streams.iter().map(move |stream| (ingress, stream)))
     }
 
+    /// The Kinesis ingress and egress settings the runtime cannot honor, each
+    /// named with its document and field: every stream is read and written
+    /// through the worker's own AWS configuration (`AWS_REGION` or `--region`,
+    /// `AWS_ENDPOINT_URL_KINESIS`, the default credential chain), so a document
+    /// naming another region, endpoint or credentials would silently talk to
+    /// other streams than it says. StateFun's `type: default` is accepted.
+    pub fn unhonored_aws_settings(&self) -> Vec<String> {
+        let documents = self
+            .ingresses
+            .iter()
+            .map(|i| (i.document, "io.statefun.kinesis.v1/ingress", &i.id, &i.region, &i.credentials))
+            .chain(
+                self.egresses
+                    .iter()
+                    .map(|e| (e.document, "io.statefun.kinesis.v1/egress", &e.id, &e.region, &e.credentials)),
+            );
+        let mut refused = Vec::new();
+        for (document, kind, id, region, credentials) in documents {
+            let place = format!("document {document} ({kind} `{id}`)");
+            let region = match region {
+                AwsRegion::Default => None,
+                AwsRegion::Specific(region) => Some(format!("type specific (`{region}`)")),
+                AwsRegion::CustomEndpoint { endpoint, .. } => Some(format!("type custom-endpoint (`{endpoint}`)")),
+            };
+            if let Some(region) = region {
+                refused.push(format!(
+                    "{place}: spec.awsRegion {region} is not supported: the runtime reaches every stream in the \
+                     worker's own region and endpoint (AWS_REGION or --region, AWS_ENDPOINT_URL_KINESIS); remove the \
+                     field or give it `type: default`"
+                ));
+            }
+            let credentials = match credentials {
+                AwsCredentials::Default => None,
+                AwsCredentials::Basic { .. } => Some("type basic"),
+                AwsCredentials::Profile { .. } => Some("type profile"),
+            };
+            if let Some(credentials) = credentials {
+                refused.push(format!(
+                    "{place}: spec.awsCredentials {credentials} is not supported: the runtime uses the worker's \
+                     default credential chain (environment, profile, container or instance role) for every stream; \
+                     remove the field or give it `type: default`"
+                ));
+            }
+        }
+        refused
+    }
+
     /// The egress with the id `namespace/name` (a function's `egress_namespace/egress_type`).
     /// Every egress message asks, so the id is compared in place rather than built.
     pub fn egress(&self, namespace: &str, name: &str) -> Option<&EgressConfig> {
@@ -433,6 +480,28 @@ spec:
   clientConfigProperties:
     - ThreadingModel: POOLED
 "#;
+
+    #[test]
+    fn aws_settings_other_than_the_default_are_named_with_their_document_and_field() {
+        let refused = loads(STATEFUN_MODULE).unhonored_aws_settings();
+        assert_eq!(refused.len(), 3, "{refused:#?}");
+        assert!(refused[0].starts_with(
+            "document 2 (io.statefun.kinesis.v1/ingress `shoppingcart/add-to-cart`): spec.awsRegion type \
+             custom-endpoint (`http://localhost:4566`) is not supported"
+        ));
+        assert!(refused[1].starts_with(
+            "document 2 (io.statefun.kinesis.v1/ingress `shoppingcart/add-to-cart`): spec.awsCredentials type basic"
+        ));
+        assert!(!refused[1].contains("test"), "no secret is repeated: {}", refused[1]);
+        assert!(refused[2].starts_with(
+            "document 3 (io.statefun.kinesis.v1/egress `shoppingcart/results`): spec.awsRegion type specific (`us-east-1`)"
+        ));
+        let example = include_str!("../../../functions/examples/shopping-cart/module.yaml");
+        assert!(
+            loads(&example.replace("${FUNCTIONS_PORT}", "8000")).unhonored_aws_settings().is_empty(),
+            "`type: default` is the runtime's own configuration"
+        );
+    }
 
     #[test]
     fn statefun_module_with_all_three_kinds_loads_with_defaults_filled_in() {

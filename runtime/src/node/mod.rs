@@ -173,6 +173,7 @@ pub async fn run(
     backends: Backends,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    check_stream_roles(&settings, &module)?;
     let module = Arc::new(module);
     let plan = settings.faults.clone();
     let layer = |client, _: &EndpointConfig| faults::invoke::wrap(client, plan.as_ref());
@@ -280,6 +281,32 @@ pub async fn run(
     // Stopped cleanly or not, this worker holds nothing any more.
     Reporter::new(&settings.owner).withdraw(context.blobs.as_ref()).await;
     held
+}
+
+/// Refuses a stream given two roles: the exchange or the dead-letter stream
+/// read as an ingress (the runtime would consume its own output as input), or
+/// dead letters written to the exchange (they would be read as batches).
+fn check_stream_roles(settings: &NodeSettings, module: &ModuleConfig) -> anyhow::Result<()> {
+    let dead_letters = (!settings.dead_letters_as_objects).then_some(settings.dead_letter_stream.as_str());
+    anyhow::ensure!(
+        dead_letters != Some(settings.exchange_stream.as_str()),
+        "the dead-letter stream and the exchange are both `{}`: give them different streams",
+        settings.exchange_stream
+    );
+    for (ingress, stream) in module.ingress_streams() {
+        let role = match stream.stream.as_str() {
+            name if name == settings.exchange_stream => "the exchange",
+            name if Some(name) == dead_letters => "the dead-letter stream",
+            _ => continue,
+        };
+        anyhow::bail!(
+            "document {} (ingress `{}`) reads stream `{}`, which is {role} of this runtime: give the ingress another stream",
+            ingress.document,
+            ingress.id,
+            stream.stream
+        );
+    }
+    Ok(())
 }
 
 /// What every partition of this process shares.

@@ -451,3 +451,30 @@ async fn a_backed_up_address_parks_what_passes_its_cap_and_the_others_go_on() {
     assert_eq!(segments(), 0, "segments read back are deleted once that is committed");
     assert_eq!(messages, HOT + OTHERS, "each message once");
 }
+
+#[test]
+fn a_stream_with_two_roles_is_refused_at_start() {
+    let module = |stream: &str| {
+        let yaml = format!(
+            "kind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  streams:\n    - stream: {stream}\n      valueType: t/v\n      targets: [ns/f]\n"
+        );
+        ModuleConfig::parse(&yaml, "module.yaml").expect("valid module.yaml")
+    };
+    assert!(check_stream_roles(&settings(), &module("orders")).is_ok());
+    let error =
+        check_stream_roles(&settings(), &module("dead-letters")).expect_err("reads its dead letters").to_string();
+    assert!(
+        error.contains("document 1 (ingress `ns/in`) reads stream `dead-letters`, which is the dead-letter stream"),
+        "{error}"
+    );
+    let error = check_stream_roles(&settings(), &module("exchange")).expect_err("reads the exchange").to_string();
+    assert!(error.contains("which is the exchange of this runtime"), "{error}");
+    let as_objects = NodeSettings { dead_letters_as_objects: true, ..settings() };
+    assert!(
+        check_stream_roles(&as_objects, &module("dead-letters")).is_ok(),
+        "dead letters go to objects, not that stream"
+    );
+    let same = NodeSettings { dead_letter_stream: "exchange".into(), ..settings() };
+    let error = check_stream_roles(&same, &module("orders")).expect_err("one stream, two roles").to_string();
+    assert!(error.contains("the dead-letter stream and the exchange are both `exchange`"), "{error}");
+}
