@@ -459,6 +459,8 @@ async fn records_read_back_in_order_from_start_after_a_sequence_and_latest() {
         let (nothing, still) = log.read(stream, shard, &end, 2).await.expect("read at the end");
         assert!(nothing.is_empty());
         assert_eq!(still, end);
+        // Kinesis says how far behind the newest record the read left the reader: at the end, nothing.
+        assert_eq!(log.millis_behind_latest(stream, shard), Some(0), "MillisBehindLatest of the last read");
 
         // A fresh Latest skips what is already there.
         let fresh = kinesis(false).await;

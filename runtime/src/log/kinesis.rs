@@ -128,6 +128,8 @@ struct Cursor {
     next: Option<(Position, String)>,
     /// When the next `GetRecords` call of the shard may go out.
     next_call: Option<Instant>,
+    /// The last `GetRecords` answer's `MillisBehindLatest`.
+    behind_ms: Option<i64>,
 }
 
 /// A record on its way into a `PutRecords` request.
@@ -541,6 +543,9 @@ impl KinesisLogStore {
             (Some(_), None) => from.clone(),
         };
         self.remember(&key, output.next_shard_iterator().map(|i| (next.clone(), i.to_owned())));
+        if let Some(behind) = output.millis_behind_latest() {
+            self.cursors.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().behind_ms = Some(behind);
+        }
         Ok((records, next))
     }
 }
@@ -689,6 +694,11 @@ impl LogStore for KinesisLogStore {
         max: usize,
     ) -> BoxFuture<'a, Result<(Vec<LogRecord>, Position), LogError>> {
         Box::pin(self.read_shard(stream, shard, from, max))
+    }
+
+    fn millis_behind_latest(&self, stream: &str, shard: &str) -> Option<i64> {
+        let cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        cursors.get(&(stream.to_owned(), shard.to_owned())).and_then(|cursor| cursor.behind_ms)
     }
 }
 

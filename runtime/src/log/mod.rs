@@ -126,6 +126,13 @@ pub trait LogStore: Send + Sync {
         max: usize,
     ) -> BoxFuture<'a, Result<(Vec<LogRecord>, Position), LogError>>;
 
+    /// How far behind the shard's newest record its last read left the
+    /// reader, where the backend says (Kinesis' `MillisBehindLatest`); `None`
+    /// where it does not (the reader estimates it from arrival times).
+    fn millis_behind_latest(&self, _stream: &str, _shard: &str) -> Option<i64> {
+        None
+    }
+
     /// A signal that changes whenever this store appends to `stream`, so a
     /// reader in the same process that found nothing is woken at once instead
     /// of sleeping its poll interval; `None` where that cannot be known (the

@@ -177,7 +177,7 @@ impl Metrics {
         r.register("statefun_ingress_records", "Records read from ingress streams", this.ingress_records.clone());
         r.register(
             "statefun_ingress_lag_milliseconds",
-            "How far the partition's reader of an ingress shard is behind the shard's newest record (0 when caught up)",
+            "How far the partition's reader of an ingress shard is behind the shard's newest record (Kinesis' MillisBehindLatest; locally the age of the last record of a full read, 0 when caught up)",
             this.ingress_lag.clone(),
         );
         r.register(

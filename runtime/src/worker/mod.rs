@@ -726,13 +726,15 @@ impl Reader {
     }
 
     /// Counts a read, and notes how far behind the shard's newest record it
-    /// left the reader: 0 once a read comes back short (it reached the end as
-    /// it was), else the age of its last record (unknown without an arrival time).
-    fn read(&self, records: &[LogRecord], caught_up: bool) {
+    /// left the reader: what the backend says (Kinesis' `MillisBehindLatest`),
+    /// else 0 once a read comes back short (it reached the end as it was), else
+    /// the age of its last record (unknown without an arrival time).
+    fn read(&self, records: &[LogRecord], caught_up: bool, behind_latest: Option<i64>) {
         let newest = records.last().map_or(0, |r| r.appended_at_ms);
-        let lag = match caught_up {
-            true => Some(0),
-            false => (newest > 0).then(|| (now_ms() - newest).max(0)),
+        let lag = match (behind_latest, caught_up) {
+            (Some(behind), _) => Some(behind),
+            (None, true) => Some(0),
+            (None, false) => (newest > 0).then(|| (now_ms() - newest).max(0)),
         };
         self.metrics.read(records.len(), lag);
         if let (Some(shared), Some(lag)) = (&self.lag, lag) {
@@ -833,7 +835,7 @@ async fn read_loop(
                 let was_behind = behind.1;
                 let full = records.len() >= settings.read_batch;
                 behind.set(full);
-                reader.read(&records, !full);
+                reader.read(&records, !full, log.millis_behind_latest(&input.stream, &input.shard));
                 let end = next == Position::End;
                 position = next;
                 if end {
