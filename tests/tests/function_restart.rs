@@ -15,17 +15,21 @@ use statefun_tests::{FunctionServer, Runtime, dead_letters_json, send_lines, sho
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Established connections whose server end is on `port` (Linux' /proc/net/tcp).
+/// Counted by their address pair: the kernel writes the table in pieces, one
+/// read at a time, and a table that changes between two reads can list a
+/// connection twice.
 fn connections_to(port: u16) -> usize {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let local_port = format!(":{port:04X}");
-    table
+    let established: std::collections::HashSet<(&str, &str)> = table
         .lines()
         .skip(1)
-        .filter(|line| {
+        .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            fields.len() > 3 && fields[1].ends_with(&local_port) && fields[3] == "01"
+            (fields.len() > 3 && fields[1].ends_with(&local_port) && fields[3] == "01").then(|| (fields[1], fields[2]))
         })
-        .count()
+        .collect();
+    established.len()
 }
 
 /// Samples [`connections_to`] every 20 ms until `stop`; the most seen.
