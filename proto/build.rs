@@ -7,6 +7,7 @@ const FILES: &[&str] = &[
     "io/statefun/types.proto",
     "io/statefun/kinesis-egress.proto",
     "statefun_aws/internal.proto",
+    "statefun_aws/kpl.proto",
     "examples/shoppingcart.proto",
 ];
 

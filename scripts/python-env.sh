@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates (once) the Python environment for the StateFun compatibility tests:
-# a venv at <repo>/.local/python-statefun with the OFFICIAL StateFun Python SDK, and
-# botocore (AWS's own SigV4 signer, which checks the runtime's signatures).
+# a venv at <repo>/.local/python-statefun with the OFFICIAL StateFun Python SDK,
+# botocore (AWS's own SigV4 signer, which checks the runtime's signatures) and
+# aws-kinesis-agg (AWS's own KPL aggregation library, which makes and reads the
+# aggregated records of the de-aggregation tests).
 #
 #   scripts/python-env.sh          -> prints the venv's python path on its last stdout line
 #
@@ -14,7 +16,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.local/python-statefun"
-PACKAGES=(apache-flink-statefun==3.3.0 protobuf==3.20.3 botocore==1.39.14)
+PACKAGES=(apache-flink-statefun==3.3.0 protobuf==3.20.3 botocore==1.39.14 aws-kinesis-agg==1.2.3)
 MARKER="$VENV/.statefun-installed"
 WANT="${PACKAGES[*]}"
 
@@ -52,7 +54,7 @@ rm -rf "$VENV"
 "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q "${PACKAGES[@]}" >&2 \
     || fail "pip install ${PACKAGES[*]} failed (see pip's output above; PyPI must be reachable)"
 
-"$VENV/bin/python" -c 'import statefun, google.protobuf, botocore.auth; from statefun import RequestReplyHandler, StatefulFunctions, kinesis_egress_message' >&2 \
+"$VENV/bin/python" -c 'import statefun, google.protobuf, botocore.auth, aws_kinesis_agg.aggregator; from statefun import RequestReplyHandler, StatefulFunctions, kinesis_egress_message' >&2 \
     || fail "the installed StateFun SDK does not import"
 
 echo "$WANT" >"$MARKER"

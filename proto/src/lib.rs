@@ -4,6 +4,7 @@
 //! - [`types`]: the built-in value types (`io.statefun.types/*`).
 //! - [`egress`]: the Kinesis egress record.
 //! - [`internal`]: the runtime's exchange, checkpoint and dead-letter formats.
+//! - [`kpl`]: the Kinesis Producer Library's aggregated record.
 //! - [`shoppingcart`]: the example's messages.
 //!
 //! This crate only holds generated code and typename constants; it must not grow logic.
@@ -14,6 +15,7 @@ include!(concat!(env!("OUT_DIR"), "/packages.rs"));
 
 pub use io::statefun::sdk::{egress, reqreply, types};
 pub use statefun_aws::internal::v1 as internal;
+pub use statefun_aws::kpl;
 
 /// A `FileDescriptorSet` of every message above, for tools that encode or
 /// decode values by typename (the CLI's `send` and `tail`).

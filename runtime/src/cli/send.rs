@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::Value;
 use statefun_runtime::config::ModuleConfig;
-use statefun_runtime::log::{AppendRecord, ShardChoice};
+use statefun_runtime::log::{AppendRecord, MAX_RECORD_BYTES, ShardChoice, kpl};
 use statefun_runtime::values::ValueCodec;
 
 use super::{Storage, patiently};
@@ -40,6 +40,11 @@ pub struct SendArgs {
     /// Shards of the stream if it has to be created (local mode; on AWS the stream must exist).
     #[arg(long, default_value_t = 4)]
     shards: u32,
+    /// Aggregate up to N records into each Kinesis record, as the Kinesis Producer
+    /// Library does (its aggregated record format; the outer partition key is the
+    /// first user record's). The runtime reads each user record on its own.
+    #[arg(long, value_name = "N")]
+    kpl_aggregate: Option<usize>,
 }
 
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
@@ -91,12 +96,56 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
             id: None,
         });
     }
+    let count = records.len();
+    if let Some(per_record) = args.kpl_aggregate {
+        anyhow::ensure!(per_record >= 1, "--kpl-aggregate must be at least 1");
+        records = aggregated(records, per_record)?;
+    }
     let log = args.storage.log().await?;
     patiently(|| log.ensure_stream(&args.stream, args.shards)).await?;
-    let count = records.len();
     patiently(|| log.append(&args.stream, &records)).await?;
-    eprintln!("appended {count} record(s) of {typename} to {}", args.stream);
+    match args.kpl_aggregate {
+        Some(_) => eprintln!(
+            "appended {count} record(s) of {typename} to {} in {} KPL-aggregated record(s)",
+            args.stream,
+            records.len()
+        ),
+        None => eprintln!("appended {count} record(s) of {typename} to {}", args.stream),
+    }
     Ok(())
+}
+
+/// Groups `records` into KPL-aggregated records of at most `per_record` user
+/// records each, and no larger than a Kinesis record may be.
+fn aggregated(records: Vec<AppendRecord>, per_record: usize) -> anyhow::Result<Vec<AppendRecord>> {
+    let mut out = Vec::new();
+    let mut group: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut bytes = 0;
+    // Room for the framing: magic, checksum, table entries and field tags.
+    let overhead = |key: &str, data: &[u8]| key.len() + data.len() + 32;
+    let flush = |group: &mut Vec<(String, Vec<u8>)>, out: &mut Vec<AppendRecord>| {
+        if let Some((key, _)) = group.first() {
+            let partition_key = key.clone();
+            out.push(AppendRecord { partition_key, shard: ShardChoice::ByKey, data: kpl::aggregate(group), id: None });
+            group.clear();
+        }
+    };
+    for record in records {
+        let size = overhead(&record.partition_key, &record.data);
+        anyhow::ensure!(
+            size + record.partition_key.len() <= MAX_RECORD_BYTES,
+            "a record of {} bytes does not fit in an aggregated record",
+            record.data.len()
+        );
+        if group.len() == per_record || bytes + size + group.first().map_or(0, |(k, _)| k.len()) > MAX_RECORD_BYTES {
+            flush(&mut group, &mut out);
+            bytes = 0;
+        }
+        bytes += size;
+        group.push((record.partition_key, record.data));
+    }
+    flush(&mut group, &mut out);
+    Ok(out)
 }
 
 fn stream_value_type(module: &std::path::Path, stream: &str) -> anyhow::Result<String> {

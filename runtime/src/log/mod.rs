@@ -6,6 +6,7 @@
 //! knows nothing of messages, partitions or epochs.
 
 pub mod kinesis;
+pub mod kpl;
 pub mod local;
 mod wake;
 

@@ -33,7 +33,7 @@ use crate::address::FunctionType;
 use crate::backoff::Backoff;
 use crate::checkpoint::BlobStore;
 use crate::invoke::Invoker;
-use crate::log::{LogRecord, LogStore, Position};
+use crate::log::{LogRecord, LogStore, Position, kpl};
 use crate::now_ms;
 use crate::observe::Observer;
 use crate::observe::metrics::{FailureReason, InputMetrics};
@@ -667,33 +667,41 @@ fn route_input(partition: &mut Partition, input: &Input, records: impl Iterator<
                 record.data,
                 now,
             ),
-            InputKind::Ingress { value_type, targets } => {
-                let mut data = record.data;
-                for (index, target) in targets.iter().enumerate() {
-                    // The last target may take the record's bytes; the others borrow them.
-                    let value = if index + 1 == targets.len() {
-                        Cow::Owned(std::mem::take(&mut data))
-                    } else {
-                        Cow::Borrowed(&data[..])
-                    };
-                    let indexed;
-                    let id = if targets.len() == 1 {
-                        source.as_str()
-                    } else {
-                        indexed = format!("{source}/{index}");
-                        indexed.as_str()
-                    };
-                    let message = IngressMessage {
-                        namespace: &target.namespace,
-                        name: &target.name,
-                        key: &record.partition_key,
-                        typename: value_type,
-                        value,
-                        id,
-                    };
-                    partition.deliver_ingress(message, now);
+            InputKind::Ingress { value_type, targets } => match kpl::deaggregate(&record.data) {
+                Ok(None) => {
+                    deliver_to_targets(
+                        partition,
+                        &source,
+                        &record.partition_key,
+                        record.data,
+                        value_type,
+                        targets,
+                        now,
+                    );
                 }
-            }
+                // Each user record on its own, under its own key: an epoch takes a record's user records whole,
+                // with the position after them, so a restart never resumes inside one.
+                Ok(Some(users)) => {
+                    for (index, user) in users.into_iter().enumerate() {
+                        let id = format!("{source}/{index}");
+                        if user.partition_key.is_empty() {
+                            let reason = format!(
+                                "KPL user record {index} has an empty partition key, so it has no target id (stream {})",
+                                input.stream
+                            );
+                            partition.dead_letter_input(reason, id, user.data, now);
+                            continue;
+                        }
+                        deliver_to_targets(partition, &id, &user.partition_key, user.data, value_type, targets, now);
+                    }
+                }
+                Err(problem) => partition.dead_letter_input(
+                    format!("KPL-aggregated record is malformed: {problem} (stream {})", input.stream),
+                    source.clone(),
+                    record.data,
+                    now,
+                ),
+            },
         }
         if last_position.as_ref().is_some_and(|(shard, _)| *shard != record.shard)
             && let Some((shard, sequence)) = last_position.take()
@@ -791,6 +799,34 @@ fn report(
         loads,
     };
     observer.board.progress(partition.id(), progress);
+}
+
+/// Delivers one ingress record's value to every target of its stream, under
+/// `key` (the id), as message `id` (with the target's index when there are several).
+fn deliver_to_targets(
+    partition: &mut Partition,
+    id: &str,
+    key: &str,
+    mut data: Vec<u8>,
+    value_type: &str,
+    targets: &[FunctionType],
+    now: i64,
+) {
+    for (index, target) in targets.iter().enumerate() {
+        // The last target may take the record's bytes; the others borrow them.
+        let value =
+            if index + 1 == targets.len() { Cow::Owned(std::mem::take(&mut data)) } else { Cow::Borrowed(&data[..]) };
+        let indexed;
+        let id = if targets.len() == 1 {
+            id
+        } else {
+            indexed = format!("{id}/{index}");
+            indexed.as_str()
+        };
+        let message =
+            IngressMessage { namespace: &target.namespace, name: &target.name, key, typename: value_type, value, id };
+        partition.deliver_ingress(message, now);
+    }
 }
 
 async fn read_loop(
