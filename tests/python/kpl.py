@@ -41,15 +41,25 @@ def aggregate(records_in, aggregated_out, max_per_record):
 def deaggregate(aggregated_in, user_records_out):
     with open(aggregated_in) as lines:
         records = [json.loads(line) for line in lines if line.strip()]
+    # As Lambda hands Kinesis records to a function, which is what the library reads.
     kinesis = [
-        {"kinesis": {"partitionKey": r["key"], "data": r["data"], "sequenceNumber": str(n), "explicitHashKey": None}}
+        {
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "partitionKey": r["key"],
+                "data": r["data"],
+                "sequenceNumber": str(n),
+                "approximateArrivalTimestamp": 0,
+            }
+        }
         for n, r in enumerate(records)
     ]
     with open(user_records_out, "w") as file:
         for user in deaggregate_records(kinesis):
             k = user["kinesis"]
             sub = k.get("subSequenceNumber")
-            file.write(json.dumps({"key": k["partitionKey"], "data": k["data"], "sub": sub}) + "\n")
+            data = k["data"].decode() if isinstance(k["data"], bytes) else k["data"]
+            file.write(json.dumps({"key": k["partitionKey"], "data": data, "sub": sub}) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,163 @@
+//! KPL-aggregated ingress, against AWS's own implementation of the format
+//! (`aws-kinesis-agg` from PyPI, in the Python test environment):
+//!
+//! - shopping-cart orders that the library aggregated, 50 user records to a
+//!   Kinesis record, each get exactly one result, their carts match their
+//!   results, although the worker is SIGKILLed while it takes them in and the
+//!   rest arrive while it is down;
+//! - records `statefun send --kpl-aggregate` writes are read back whole and in
+//!   order by the library's de-aggregator.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use statefun_runtime::log::local::LocalLogStore;
+use statefun_runtime::log::{LogStore as _, Position, kpl};
+use statefun_runtime::values::ValueCodec;
+use statefun_tests::aws::repo_root;
+use statefun_tests::cart;
+use statefun_tests::python::python_env;
+use statefun_tests::{
+    FunctionServer, Runtime, append_raw, dead_letters_json, shopping_cart_module, statefun, wait_until,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+const ADD_TO_CART: &str = "type.googleapis.com/shoppingcart.AddToCart";
+
+fn write_lines(path: &Path, lines: &[Value]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).expect("write lines");
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("read lines");
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+/// Runs `tests/python/kpl.py` with `args` in the test environment's Python.
+fn kpl_py(python: &Path, args: &[&str]) {
+    let output =
+        Command::new(python).arg(repo_root().join("tests/python/kpl.py")).args(args).output().expect("run kpl.py");
+    assert!(output.status.success(), "kpl.py {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn orders_aggregated_by_aws_kinesis_agg_each_get_one_result_across_a_sigkill_mid_run() {
+    let python = python_env();
+    let server = FunctionServer::start(shopping_cart::functions());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let module = shopping_cart_module(dir.path(), server.addr.port());
+    let workload = cart::workload(50, 2000, 31);
+
+    // Restocks aggregated by the runtime's own `send --kpl-aggregate`.
+    let mut runtime = Runtime::start(&data, &module, &[]);
+    let restocks = dir.path().join("restocks.jsonl");
+    write_lines(&restocks, &workload.restock_records());
+    let module_arg = module.to_string_lossy();
+    let restocks_arg = restocks.to_string_lossy();
+    let args =
+        ["send", "--module", &module_arg, "--stream", "restock", "--lines", &restocks_arg, "--kpl-aggregate", "3"];
+    statefun(&data, &args);
+    wait_until(TIMEOUT, "the restocks", || workload.restocks_applied(&data) == workload.restocks.len());
+
+    // Orders aggregated by aws-kinesis-agg, 50 user records to a Kinesis record.
+    let codec = ValueCodec::new(&[]).expect("codec");
+    let users: Vec<Value> = workload
+        .order_records(&workload.orders)
+        .iter()
+        .map(|r| {
+            let bytes = codec.encode(ADD_TO_CART, &r["value"]).expect("encode an order");
+            json!({"key": r["key"], "data": STANDARD.encode(bytes)})
+        })
+        .collect();
+    let (users_file, aggregated_file) = (dir.path().join("users.jsonl"), dir.path().join("aggregated.jsonl"));
+    write_lines(&users_file, &users);
+    kpl_py(&python, &["aggregate", &users_file.to_string_lossy(), &aggregated_file.to_string_lossy(), "50"]);
+    let aggregated: Vec<(String, Vec<u8>)> = read_lines(&aggregated_file)
+        .iter()
+        .map(|r| {
+            let bytes = STANDARD.decode(r["data"].as_str().expect("data")).expect("base64");
+            (r["key"].as_str().expect("key").to_owned(), bytes)
+        })
+        .collect();
+    assert_eq!(aggregated.len(), workload.orders.len() / 50, "the library made records of 50 user records");
+    assert!(aggregated.iter().all(|(_, bytes)| bytes.starts_with(&kpl::MAGIC)));
+
+    // Half of them, a SIGKILL while they are taken in, the rest while the worker is down.
+    let (first, second) = aggregated.split_at(aggregated.len() / 2);
+    for (key, bytes) in first {
+        append_raw(&data, "add-to-cart", key, bytes).expect("append");
+    }
+    // Killed at the first result: the first half is still being taken in.
+    wait_until(TIMEOUT, "the first result", || !cart::results(&data).is_empty());
+    runtime.kill();
+    let at_kill = cart::results(&data).len();
+    assert!(at_kill < workload.orders.len() / 2, "killed before the first half was done ({at_kill} results)");
+    for (key, bytes) in second {
+        append_raw(&data, "add-to-cart", key, bytes).expect("append");
+    }
+    let mut restarted = Runtime::start(&data, &module, &[]);
+    wait_until(TIMEOUT, "a result for every order", || cart::results(&data).len() >= workload.orders.len());
+    assert!(restarted.terminate().success(), "runtime log:\n{}", restarted.log_text());
+
+    let report = cart::check(&data, &workload);
+    eprintln!(
+        "{} orders in {} aggregated records; killed with {at_kill} results; {} results, {} redelivered",
+        workload.orders.len(),
+        aggregated.len(),
+        report.results.len(),
+        report.redelivered
+    );
+    assert_eq!(report.redelivered, 0, "no user record applied twice");
+    assert!(dead_letters_json(&data).is_empty(), "{:#?}", dead_letters_json(&data));
+}
+
+#[test]
+fn records_aggregated_by_statefun_send_are_read_back_whole_by_aws_kinesis_agg() {
+    let python = python_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let values: Vec<Value> =
+        (0..10).map(|n| json!({"key": format!("key-{}", n % 4), "value": format!("v{n}")})).collect();
+    let lines = dir.path().join("values.jsonl");
+    write_lines(&lines, &values);
+    let lines_arg = lines.to_string_lossy();
+    let args =
+        ["send", "--stream", "words", "--type", "io.statefun.types/string", "--lines", &lines_arg, "--shards", "1"];
+    statefun(&data, &[&args[..], &["--kpl-aggregate", "4"]].concat());
+
+    let log = LocalLogStore::new(&data);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    let shards = runtime.block_on(log.shards("words")).expect("shards");
+    let (records, _) = runtime.block_on(log.read("words", &shards[0].id, &Position::Start, 100)).expect("read");
+    assert_eq!(records.len(), 3, "10 records, at most 4 to a Kinesis record");
+    let raw: Vec<Value> =
+        records.iter().map(|r| json!({"key": r.partition_key, "data": STANDARD.encode(&r.data)})).collect();
+    let (raw_file, users_file) = (dir.path().join("raw.jsonl"), dir.path().join("users.jsonl"));
+    write_lines(&raw_file, &raw);
+    kpl_py(&python, &["deaggregate", &raw_file.to_string_lossy(), &users_file.to_string_lossy()]);
+
+    let codec = ValueCodec::new(&[]).expect("codec");
+    let read: Vec<(String, Vec<u8>)> = read_lines(&users_file)
+        .iter()
+        .map(|u| {
+            (
+                u["key"].as_str().unwrap_or_default().to_owned(),
+                STANDARD.decode(u["data"].as_str().unwrap_or_default()).expect("base64"),
+            )
+        })
+        .collect();
+    let sent: Vec<(String, Vec<u8>)> = values
+        .iter()
+        .map(|v| {
+            let bytes = codec.encode("io.statefun.types/string", &v["value"]).expect("encode");
+            (v["key"].as_str().unwrap_or_default().to_owned(), bytes)
+        })
+        .collect();
+    assert_eq!(read, sent, "every user record, in order, with its own key");
+}
