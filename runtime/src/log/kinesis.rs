@@ -118,7 +118,13 @@ struct ShardRange {
 
 impl ShardRange {
     fn info(&self) -> ShardInfo {
-        ShardInfo { id: self.id.clone(), parents: self.parents.clone(), starting_hash_key: self.start, open: self.open }
+        ShardInfo {
+            id: self.id.clone(),
+            parents: self.parents.clone(),
+            starting_hash_key: self.start,
+            ending_hash_key: self.end,
+            open: self.open,
+        }
     }
 }
 

@@ -323,6 +323,10 @@ fn shard_infos(shards: u32) -> Vec<ShardInfo> {
             id: shard_id(index),
             parents: Vec::new(),
             starting_hash_key: if index == 0 { 0 } else { hash_range_width(shards) * u128::from(index) },
+            ending_hash_key: match index + 1 == shards {
+                true => u128::MAX,
+                false => hash_range_width(shards) * u128::from(index + 1) - 1,
+            },
             open: true,
         })
         .collect()

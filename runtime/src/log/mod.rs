@@ -60,6 +60,8 @@ pub struct ShardInfo {
     pub parents: Vec<String>,
     /// The lowest hash key the shard takes (Kinesis hashes partition keys into 128 bits).
     pub starting_hash_key: u128,
+    /// The highest hash key the shard takes.
+    pub ending_hash_key: u128,
     /// Whether records are still appended to it (a closed shard is read to its end, then never again).
     pub open: bool,
 }

@@ -187,6 +187,7 @@ mod tests {
                 id: id.into(),
                 parents: parents.iter().map(|p| p.to_string()).collect(),
                 starting_hash_key: start,
+                ending_hash_key: if start == 0 { u128::MAX / 2 } else { u128::MAX },
                 open,
             };
             let half = u128::MAX / 2 + 1;

@@ -17,6 +17,7 @@ pub mod lineage;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::ops::RangeInclusive;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -50,7 +51,9 @@ pub enum InputKind {
     /// Batches from other partitions.
     Exchange,
     /// StateFun Kinesis-ingress routing: id = partition key, typename = `value_type`, every target.
-    Ingress { value_type: String, targets: Vec<FunctionType> },
+    /// `hash_keys` is the shard's range: a KPL user record whose explicit hash key falls outside it
+    /// (written before a reshard by a producer whose shard map was out of date) is dropped, as the KCL does.
+    Ingress { value_type: String, targets: Vec<FunctionType>, hash_keys: RangeInclusive<u128> },
 }
 
 #[derive(Clone, Debug)]
@@ -272,7 +275,11 @@ impl PartitionWorker {
                     let input = Input {
                         stream: source.stream.clone(),
                         shard: ready.shard.id,
-                        kind: InputKind::Ingress { value_type: source.value_type.clone(), targets: source.targets.clone() },
+                        kind: InputKind::Ingress {
+                            value_type: source.value_type.clone(),
+                            targets: source.targets.clone(),
+                            hash_keys: ready.shard.starting_hash_key..=ready.shard.ending_hash_key,
+                        },
                         start: source.start.clone(),
                     };
                     match start_position(&mut partition, &input) {
@@ -667,7 +674,7 @@ fn route_input(partition: &mut Partition, input: &Input, records: impl Iterator<
                 record.data,
                 now,
             ),
-            InputKind::Ingress { value_type, targets } => match kpl::deaggregate(&record.data) {
+            InputKind::Ingress { value_type, targets, hash_keys } => match kpl::deaggregate(&record.data) {
                 Ok(None) => {
                     deliver_to_targets(
                         partition,
@@ -684,6 +691,12 @@ fn route_input(partition: &mut Partition, input: &Input, records: impl Iterator<
                 Ok(Some(users)) => {
                     for (index, user) in users.into_iter().enumerate() {
                         let id = format!("{source}/{index}");
+                        if let Some(hash_key) = user.explicit_hash_key.as_deref().and_then(|k| k.parse::<u128>().ok())
+                            && !hash_keys.contains(&hash_key)
+                        {
+                            tracing::warn!(stream = %input.stream, shard = %record.shard, id, hash_key, "dropped a KPL user record whose explicit hash key is outside the shard it was read from, as the KCL does");
+                            continue;
+                        }
                         if user.partition_key.is_empty() {
                             let reason = format!(
                                 "KPL user record {index} has an empty partition key, so it has no target id (stream {})",
@@ -976,6 +989,49 @@ mod tests {
         assert!(caught_up.records.is_empty());
         assert_eq!(behind.load(Ordering::Relaxed), 0, "not behind once a read came back short");
         reader.abort();
+    }
+
+    #[test]
+    fn kpl_user_records_are_routed_on_their_own_and_one_hashed_outside_the_shard_is_dropped() {
+        use md5::{Digest, Md5};
+        use statefun_proto::kpl::{AggregatedRecord, Record};
+        let user = |key: u64, hash_key: Option<u64>| Record {
+            partition_key_index: key,
+            explicit_hash_key_index: hash_key,
+            data: vec![1],
+            tags: Vec::new(),
+        };
+        let body = AggregatedRecord {
+            partition_key_table: vec!["a".into(), "b".into()],
+            // The shard takes hash keys 0 to 999: 5 is inside, 5000 outside.
+            explicit_hash_key_table: vec!["5".into(), "5000".into()],
+            records: vec![user(0, None), user(1, Some(0)), user(0, Some(1)), user(1, None)],
+        }
+        .encode_to_vec();
+        let data = [kpl::MAGIC.as_slice(), &body, Md5::digest(&body).as_slice()].concat();
+        let record = LogRecord {
+            shard: "s".into(),
+            sequence: "7".into(),
+            partition_key: "a".into(),
+            data,
+            id: None,
+            appended_at_ms: 0,
+        };
+        let kind = InputKind::Ingress {
+            value_type: "t/v".into(),
+            targets: vec![FunctionType::new("ns", "f")],
+            hash_keys: 0..=999,
+        };
+        let input = Input { kind, ..input(Position::Start) };
+        // No endpoint serves ns/f here: each message routed to it becomes a dead letter that says so.
+        let mut partition = Partition::new(0, 1, Arc::new(NoEndpoints), 1);
+        route_input(&mut partition, &input, std::iter::once(record));
+        assert_eq!(
+            partition.dead_letter_counts().get(DeadLetterCause::NoEndpoint),
+            3,
+            "four user records, one dropped"
+        );
+        assert_eq!(partition.position("in", "s"), Some("7"), "the position is after the whole record");
     }
 
     #[test]
