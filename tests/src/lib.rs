@@ -266,6 +266,24 @@ impl Drop for FunctionServer {
     }
 }
 
+/// A function that appends every value it receives to its state: the state of
+/// a key is the order in which that key's records were applied.
+pub fn sequence_log() -> statefun_sdk::Functions {
+    use statefun_sdk::{Context, FunctionType, Message, StringType, ValueSpec};
+    let seen = ValueSpec::new("seen", StringType);
+    statefun_sdk::Functions::new().with(FunctionType::new("order", "log"), &[&seen], {
+        let seen = seen.clone();
+        move |ctx: &mut Context, message: Message| {
+            let value = message.as_value(&StringType)?;
+            let mut log = ctx.get(&seen)?.unwrap_or_default();
+            log.push_str(&value);
+            log.push(' ');
+            ctx.set(&seen, &log)?;
+            Ok(())
+        }
+    })
+}
+
 /// The example's module.yaml with the functions' port filled in, written to `dir`.
 pub fn shopping_cart_module(dir: &Path, port: u16) -> PathBuf {
     let template = include_str!("../../functions/examples/shopping-cart/module.yaml");

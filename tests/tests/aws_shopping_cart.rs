@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use statefun_tests::aws::{AwsDeployment, kinesis_client};
 use statefun_tests::cart::{self, Shape, Workload};
 use statefun_tests::python::{PythonServer, python_env};
-use statefun_tests::{Deployment, FunctionServer, Runtime, send_lines, statefun, wait_until};
+use statefun_tests::{Deployment, FunctionServer, Runtime, send_lines, sequence_log, statefun, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 const PARTITIONS: u32 = 4;
@@ -234,24 +234,6 @@ fn events_sent_across_a_split_and_a_merge_of_the_ingress_each_get_exactly_one_re
         report.results.len()
     );
     assert_eq!(report.redelivered, 0, "no crash, so no result is delivered twice");
-}
-
-/// A function that appends every value it receives to its state: the state of
-/// a key is the order in which that key's records were applied.
-fn sequence_log() -> statefun_sdk::Functions {
-    use statefun_sdk::{Context, FunctionType, Message, StringType, ValueSpec};
-    let seen = ValueSpec::new("seen", StringType);
-    statefun_sdk::Functions::new().with(FunctionType::new("order", "log"), &[&seen], {
-        let seen = seen.clone();
-        move |ctx: &mut Context, message: Message| {
-            let value = message.as_value(&StringType)?;
-            let mut log = ctx.get(&seen)?.unwrap_or_default();
-            log.push_str(&value);
-            log.push(' ');
-            ctx.set(&seen, &log)?;
-            Ok(())
-        }
-    })
 }
 
 #[test]

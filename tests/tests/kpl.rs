@@ -6,7 +6,11 @@
 //!   results, although the worker is SIGKILLed while it takes them in and the
 //!   rest arrive while it is down;
 //! - records `statefun send --kpl-aggregate` writes are read back whole and in
-//!   order by the library's de-aggregator.
+//!   order by the library's de-aggregator;
+//! - on the local AWS stack (Kinesis, S3, DynamoDB), 10,000 user records over
+//!   100 keys, which the library aggregated per shard as the KPL does, are each
+//!   applied exactly once and in their key's order, with a SIGKILL while the
+//!   aggregated records are being taken in.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,11 +22,12 @@ use serde_json::{Value, json};
 use statefun_runtime::log::local::LocalLogStore;
 use statefun_runtime::log::{LogStore as _, Position, kpl};
 use statefun_runtime::values::ValueCodec;
-use statefun_tests::aws::repo_root;
+use statefun_tests::aws::{AwsDeployment, kinesis_client, repo_root};
 use statefun_tests::cart;
 use statefun_tests::python::python_env;
 use statefun_tests::{
-    FunctionServer, Runtime, append_raw, dead_letters_json, shopping_cart_module, statefun, wait_until,
+    Deployment as _, FunctionServer, Runtime, append_raw, dead_letters_json, sequence_log, shopping_cart_module,
+    state_json, statefun, wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -160,4 +165,124 @@ fn records_aggregated_by_statefun_send_are_read_back_whole_by_aws_kinesis_agg() 
         })
         .collect();
     assert_eq!(read, sent, "every user record, in order, with its own key");
+}
+
+/// The open shards of `stream` with their hash key ranges.
+fn shard_ranges(stream: &str) -> Vec<(String, u128, u128)> {
+    let client = kinesis_client();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    let listed = runtime.block_on(client.list_shards().stream_name(stream).send()).expect("ListShards");
+    listed
+        .shards()
+        .iter()
+        .map(|shard| {
+            let range = shard.hash_key_range().expect("a hash key range");
+            let parse = |key: &str| key.parse::<u128>().expect("a 128-bit hash key");
+            (shard.shard_id().to_owned(), parse(range.starting_hash_key()), parse(range.ending_hash_key()))
+        })
+        .collect()
+}
+
+/// Kinesis' hash of a partition key: its MD5 as a 128-bit big-endian number.
+fn hash_key(partition_key: &str) -> u128 {
+    use md5::{Digest, Md5};
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+/// Puts each record on its own, in order (so each shard gets them in order).
+fn put_in_order(stream: &str, records: &[(String, Vec<u8>)]) {
+    let client = kinesis_client();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    for (key, data) in records {
+        let put = client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(key)
+            .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()));
+        runtime.block_on(put.send()).expect("PutRecord");
+    }
+}
+
+#[test]
+fn ten_thousand_user_records_aggregated_per_shard_are_applied_once_in_key_order_on_the_aws_stack_across_a_sigkill() {
+    let python = python_env();
+    let server = FunctionServer::start(sequence_log());
+    let deployment = AwsDeployment::new();
+    let stream = deployment.ingress("kpl");
+    let module = deployment.scratch().join("kpl.yaml");
+    let text = format!(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: order/*\n  urlPathTemplate: http://{}/statefun\n---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: order/ingress\n  startupPosition:\n    type: earliest\n  streams:\n    - stream: {stream}\n      valueType: io.statefun.types/string\n      targets: [order/log]\n",
+        server.addr
+    );
+    std::fs::write(&module, text).expect("module");
+    deployment.setup(&module, 4);
+
+    // 100 rounds over 100 keys; each shard's user records aggregated in their order, 100 to a
+    // record, as the KPL aggregates what goes to one shard (the outer key is the first user record's).
+    let codec = ValueCodec::new(&[]).expect("codec");
+    let shards = shard_ranges(&stream);
+    let (keys, rounds) = (100, 100);
+    let mut per_shard: Vec<Vec<Value>> = vec![Vec::new(); shards.len()];
+    for round in 0..rounds {
+        for k in 0..keys {
+            let key = format!("key-{k}");
+            let value = json!(format!("{key}.{round}"));
+            let hash = hash_key(&key);
+            let shard = shards.iter().position(|(_, start, end)| (*start..=*end).contains(&hash)).expect("a shard");
+            let bytes = codec.encode("io.statefun.types/string", &value).expect("encode");
+            per_shard[shard].push(json!({"key": key, "data": STANDARD.encode(bytes)}));
+        }
+    }
+    let mut aggregated: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    for (index, users) in per_shard.iter().enumerate() {
+        let (users_file, out_file) = (
+            deployment.scratch().join(format!("users-{index}.jsonl")),
+            deployment.scratch().join(format!("aggregated-{index}.jsonl")),
+        );
+        write_lines(&users_file, users);
+        kpl_py(&python, &["aggregate", &users_file.to_string_lossy(), &out_file.to_string_lossy(), "100"]);
+        aggregated.push(
+            read_lines(&out_file)
+                .iter()
+                .map(|r| {
+                    let bytes = STANDARD.decode(r["data"].as_str().expect("data")).expect("base64");
+                    (r["key"].as_str().expect("key").to_owned(), bytes)
+                })
+                .collect(),
+        );
+    }
+    let total: usize = aggregated.iter().map(Vec::len).sum();
+    assert_eq!(total, keys * rounds / 100, "100 user records to an aggregated record");
+
+    let applied = |state: &Value| -> usize {
+        state
+            .as_object()
+            .map_or(0, |o| o.values().map(|v| v["seen"].as_str().map_or(0, |s| s.split_whitespace().count())).sum())
+    };
+    let partitions = "4";
+    let mut runtime = Runtime::start(&deployment, &module, &["--partitions", partitions]);
+    // The first half of every shard's records, a SIGKILL once some are applied, the rest while no worker runs.
+    for records in &aggregated {
+        put_in_order(&stream, &records[..records.len() / 2]);
+    }
+    wait_until(TIMEOUT, "the first records applied", || applied(&state_json(&deployment)) > 0);
+    runtime.kill();
+    let at_kill = applied(&state_json(&deployment));
+    for records in &aggregated {
+        put_in_order(&stream, &records[records.len() / 2..]);
+    }
+    let mut restarted = Runtime::start(&deployment, &module, &["--partitions", partitions]);
+    wait_until(TIMEOUT, "every user record applied", || applied(&state_json(&deployment)) >= keys * rounds);
+    assert!(restarted.terminate().success(), "runtime log:\n{}", restarted.log_text());
+
+    let expected: Value = (0..keys)
+        .map(|k| {
+            let log: String = (0..rounds).map(|round| format!("key-{k}.{round} ")).collect();
+            (format!("order/log/key-{k}"), json!({"seen": log}))
+        })
+        .collect::<serde_json::Map<String, Value>>()
+        .into();
+    eprintln!("{} user records in {total} aggregated records; {at_kill} applied at the SIGKILL", keys * rounds);
+    assert!(at_kill < keys * rounds, "killed while records were still being taken in");
+    assert_eq!(state_json(&deployment), expected, "each user record applied once, in its key's order");
 }
