@@ -24,6 +24,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p statefun-runtime --bin statefun \
     && install -D -m 0755 target/release/statefun /out/statefun
 
+# The runtime stage. scripts/image.sh builds the same stage around a host-built binary when no
+# Docker daemon or registry is at hand (infra/docker/Containerfile.prebuilt): keep the two in step.
 FROM debian:${DEBIAN_RELEASE}-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
@@ -33,5 +35,8 @@ COPY --from=build /out/statefun /usr/local/bin/statefun
 COPY infra/docker/entrypoint.sh /usr/local/bin/statefun-entrypoint
 USER statefun
 WORKDIR /home/statefun
+# The admin server on the container's loopback, for the health check (`statefun health` asks it).
+ENV STATEFUN_ADMIN_LISTEN=127.0.0.1:9464
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s CMD ["statefun", "health"]
 ENTRYPOINT ["/usr/local/bin/statefun-entrypoint"]
 CMD ["run"]

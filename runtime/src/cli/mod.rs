@@ -1,6 +1,7 @@
 //! Command-line verbs. Each verb is one file; this one holds the argument
 //! definitions and the dispatch.
 
+mod health;
 mod inspect;
 mod run;
 mod send;
@@ -173,6 +174,8 @@ enum Command {
     DeadLetters(inspect::DeadLetterArgs),
     /// Print every partition: its holder, last commit, input lag, and whether it is stuck.
     Status(status::StatusArgs),
+    /// Ask a running worker's admin server whether it is healthy (or ready).
+    Health(health::HealthArgs),
     /// Create the table, bucket and streams a deployment needs (local stacks, tests).
     Setup(setup::SetupArgs),
 }
@@ -185,6 +188,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::State(args) => inspect::state(args).await,
         Command::DeadLetters(args) => inspect::dead_letters(args).await,
         Command::Status(args) => status::status(args).await,
+        Command::Health(args) => health::health(args),
         Command::Setup(args) => setup::setup(args).await,
     }
 }
