@@ -24,12 +24,8 @@ echo "== Debian packages of the observability tests: prometheus (scrapes the adm
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source scripts/lib/debian.sh
+install_debian_packages "${missing[@]}"
 
 echo "== preparing the StateFun Python SDK environment (.local/python-statefun)"
 bash scripts/python-env.sh >/dev/null
