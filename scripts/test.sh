@@ -6,7 +6,9 @@
 # in a venv under .local/) on the local backends and on the local AWS stack
 # (LocalStack, moto, cargo lambda watch: installed under .local/ on first use,
 # started here and stopped at the end if this run started them). Debian's
-# prometheus and chromium are installed with apt-get when missing.
+# prometheus and chromium are installed with apt-get when missing, the CDK
+# library's npm packages under infra/cdk/node_modules, and podman (for the worker
+# image's test) by scripts/image.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,9 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
 source scripts/lib/debian.sh
 install_debian_packages "${missing[@]}"
+
+echo "== the CDK construct library: npm ci (when needed), tsc, its tests and an offline cdk synth (infra/cdk/test.sh)"
+bash infra/cdk/test.sh
 
 echo "== preparing the StateFun Python SDK environment (.local/python-statefun)"
 bash scripts/python-env.sh >/dev/null
