@@ -5,15 +5,19 @@ use super::out;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 use statefun_runtime::address::{self, FunctionType};
+use statefun_runtime::backoff::Backoff;
 use statefun_runtime::checkpoint;
 use statefun_runtime::dead_letters::{self, Destination};
 use statefun_runtime::log::LogError;
+use statefun_runtime::node::Backends;
 use statefun_runtime::partition::NoEndpoints;
+use statefun_runtime::partition::Partition;
 use statefun_runtime::values::ValueCodec;
 
 use super::{DeadLetterDestination, Storage, patiently};
@@ -78,9 +82,7 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
     };
     for partition in 0..partitions {
         // A partition that never committed has no state.
-        let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else { continue };
-        let restored =
-            checkpoint::recover(backends.blobs.as_ref(), partition, 1, Arc::new(NoEndpoints), &manifest).await?;
+        let Some(restored) = committed_partition(&backends, partition).await? else { continue };
         for address in restored.addresses() {
             if filter.as_ref().is_some_and(|f| *f != FunctionType::of(&address)) {
                 continue;
@@ -110,6 +112,33 @@ pub async fn state(args: StateArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The partition as last committed, `None` if it never committed. A worker may
+/// commit and collect the objects of older epochs while they are read here: a
+/// read that fails while the commit record has moved on, or with a store
+/// hiccup, is tried again from the record as it is then.
+async fn committed_partition(backends: &Backends, partition: u32) -> anyhow::Result<Option<Partition>> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut attempts = 0;
+    loop {
+        let Some(manifest) = backends.commits.committed(partition).await?.map(|c| c.manifest) else { return Ok(None) };
+        let error =
+            match checkpoint::recover(backends.blobs.as_ref(), partition, 1, Arc::new(NoEndpoints), &manifest).await {
+                Ok(restored) => return Ok(Some(restored)),
+                Err(error) => error,
+            };
+        attempts += 1;
+        let moved = backends.commits.committed(partition).await?.map(|c| c.manifest) != Some(manifest);
+        if attempts >= READ_ATTEMPTS || !(moved || error.is_retryable()) {
+            return Err(error.into());
+        }
+        tracing::debug!(partition, "reading the committed state failed, trying again in {:?}: {error}", backoff.next());
+        backoff.wait().await;
+    }
+}
+
+/// How often a partition's committed state is read before its error is reported.
+const READ_ATTEMPTS: u32 = 8;
 
 pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
     let backends = args.storage.backends(None).await?;
@@ -184,4 +213,69 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use bytes::Bytes;
+    use prost::Message as _;
+    use statefun_proto::internal::{EpochRecord, PartitionManifest};
+    use statefun_runtime::BoxFuture;
+    use statefun_runtime::checkpoint::fs::FsBlobStore;
+    use statefun_runtime::checkpoint::{BlobStore, CheckpointError, ChunkSink, object_key};
+
+    use super::*;
+
+    /// The local checkpoint store, except that the first read of an object breaks off, as an S3 body
+    /// stream can while a worker commits beside the reader.
+    struct BreaksOnce {
+        inner: FsBlobStore,
+        broke: AtomicBool,
+    }
+
+    impl BlobStore for BreaksOnce {
+        fn put<'a>(&'a self, key: &'a str, data: Bytes) -> BoxFuture<'a, Result<(), CheckpointError>> {
+            self.inner.put(key, data)
+        }
+        fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, CheckpointError>> {
+            self.inner.get(key)
+        }
+        fn read<'a>(
+            &'a self,
+            key: &'a str,
+            sink: &'a mut ChunkSink<'_>,
+        ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+            if !self.broke.swap(true, Ordering::SeqCst) {
+                let detail = "GetObject: reading the body: streaming error".to_owned();
+                return Box::pin(async move { Err(CheckpointError::Backend { key: key.to_owned(), detail }) });
+            }
+            self.inner.read(key, sink)
+        }
+        fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CheckpointError>> {
+            self.inner.delete(key)
+        }
+        fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, CheckpointError>> {
+            self.inner.list(prefix)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_of_the_committed_state_that_breaks_off_is_tried_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backends = Backends::local(dir.path()).expect("local backends");
+        let lease = backends.commits.acquire(0, "a-worker").await.expect("acquire");
+        let record = EpochRecord { partition: 0, epoch: 1, snapshot: true, ..Default::default() };
+        let blobs = FsBlobStore::new(dir.path());
+        blobs.put(&object_key(0, 1, lease.counter, true), record.encode_to_vec().into()).await.expect("put");
+        let manifest = PartitionManifest { epoch: 1, snapshot_epoch: 1, lease: lease.counter };
+        backends.commits.commit(&lease, 0, manifest).await.expect("commit");
+
+        let backends =
+            Backends { blobs: Arc::new(BreaksOnce { inner: blobs, broke: AtomicBool::new(false) }), ..backends };
+        let restored = committed_partition(&backends, 0).await.expect("read on the second attempt");
+        assert_eq!(restored.map(|p| p.epoch()), Some(2), "the partition as committed at epoch 1");
+        assert!(committed_partition(&backends, 1).await.expect("read").is_none(), "never committed");
+    }
 }
