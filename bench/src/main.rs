@@ -98,6 +98,11 @@ struct RunArgs {
     /// reports go under the run's directory, in profiles/. Profiling slows the runtime: do not compare those figures.
     #[arg(long)]
     profile: bool,
+    /// The log filter of the runtimes the pipeline scenarios start (their logs go under the run's
+    /// directory): e.g. `warn,statefun_runtime::worker::committer=debug` logs every epoch's commit
+    /// and publish times.
+    #[arg(long, default_value = "warn")]
+    runtime_log: String,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +180,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         latency_rate: args.latency_rate,
         latency_secs,
         profile_dir: args.profile.then(|| work_dir.join("profiles")),
+        runtime_log: args.runtime_log.clone(),
     };
     let counters = |name: &str, title: String, keys: usize, events: usize, commit: &str, latency: bool| Scenario {
         name: name.to_owned(),

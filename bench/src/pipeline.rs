@@ -65,6 +65,8 @@ pub struct Settings {
     pub latency_secs: f64,
     /// Where profiles go, when profiling.
     pub profile_dir: Option<PathBuf>,
+    /// The runtimes' log filter (`STATEFUN_LOG`).
+    pub runtime_log: String,
 }
 
 #[derive(Clone, Debug)]
@@ -130,13 +132,17 @@ struct Deployment {
     envs: Vec<(String, String)>,
     dir: PathBuf,
     starts: usize,
+    log_filter: String,
 }
 
 impl Deployment {
     fn start(&mut self) -> anyhow::Result<ChildProcess> {
         self.starts += 1;
         let mut command = Command::new(&self.binary);
-        command.arg("run").args(&self.args).envs(self.envs.iter().map(|(k, v)| (k, v))).env("STATEFUN_LOG", "warn");
+        let envs = self.envs.iter().map(|(k, v)| (k, v));
+        command.arg("run").args(&self.args).envs(envs).env("STATEFUN_LOG", &self.log_filter);
+        // Text lines, as the logs under the run's directory always were.
+        command.env("STATEFUN_LOG_FORMAT", "text");
         ChildProcess::spawn("statefun run", command, &self.dir.join(format!("runtime-{}.log", self.starts)))
     }
 }
@@ -198,7 +204,17 @@ async fn try_run(
             args.extend(["--data-dir".to_owned(), data_dir.display().to_string()]);
             args.extend(scenario.commit_args());
             let binary = sibling_binary("statefun")?;
-            (Arc::new(log), Deployment { binary, args, envs: Vec::new(), dir: dir.clone(), starts: 0 })
+            (
+                Arc::new(log),
+                Deployment {
+                    binary,
+                    args,
+                    envs: Vec::new(),
+                    dir: dir.clone(),
+                    starts: 0,
+                    log_filter: settings.runtime_log.clone(),
+                },
+            )
         }
         Backend::Aws => {
             let envs: Vec<(String, String)> = [
@@ -223,7 +239,17 @@ async fn try_run(
             args.extend(scenario.commit_args());
             let config = statefun_runtime::aws::aws_sdk_config(None).await;
             let log = KinesisLogStore::new(&config, false);
-            (Arc::new(log), Deployment { binary, args, envs, dir: dir.clone(), starts: 0 })
+            (
+                Arc::new(log),
+                Deployment {
+                    binary,
+                    args,
+                    envs,
+                    dir: dir.clone(),
+                    starts: 0,
+                    log_filter: settings.runtime_log.clone(),
+                },
+            )
         }
     };
     let chunk = match backend {
