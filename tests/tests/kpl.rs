@@ -19,6 +19,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
+use statefun_runtime::log::kinesis::key_hash;
 use statefun_runtime::log::local::LocalLogStore;
 use statefun_runtime::log::{LogStore as _, Position, kpl};
 use statefun_runtime::values::ValueCodec;
@@ -183,12 +184,6 @@ fn shard_ranges(stream: &str) -> Vec<(String, u128, u128)> {
         .collect()
 }
 
-/// Kinesis' hash of a partition key: its MD5 as a 128-bit big-endian number.
-fn hash_key(partition_key: &str) -> u128 {
-    use md5::{Digest, Md5};
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
-}
-
 /// Puts each record on its own, in order (so each shard gets them in order).
 fn put_in_order(stream: &str, records: &[(String, Vec<u8>)]) {
     let client = kinesis_client();
@@ -227,7 +222,7 @@ fn ten_thousand_user_records_aggregated_per_shard_are_applied_once_in_key_order_
         for k in 0..keys {
             let key = format!("key-{k}");
             let value = json!(format!("{key}.{round}"));
-            let hash = hash_key(&key);
+            let hash = key_hash(&key);
             let shard = shards.iter().position(|(_, start, end)| (*start..=*end).contains(&hash)).expect("a shard");
             let bytes = codec.encode("io.statefun.types/string", &value).expect("encode");
             per_shard[shard].push(json!({"key": key, "data": STANDARD.encode(bytes)}));

@@ -656,7 +656,7 @@ fn is_after(candidate: &str, sequence: &str) -> bool {
 }
 
 /// The 128-bit hash key Kinesis derives from a partition key: its MD5, big-endian.
-fn key_hash(partition_key: &str) -> u128 {
+pub fn key_hash(partition_key: &str) -> u128 {
     use md5::{Digest, Md5};
     u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
 }

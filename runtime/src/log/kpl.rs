@@ -82,11 +82,15 @@ pub fn aggregate(records: &[(String, Vec<u8>)]) -> Vec<u8> {
             tags: Vec::new(),
         });
     }
-    let body = aggregated.encode_to_vec();
+    frame(&aggregated.encode_to_vec())
+}
+
+/// An encoded `AggregatedRecord` framed as a Kinesis record: the magic, the bytes, their MD5.
+pub fn frame(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAGIC.len() + body.len() + DIGEST_BYTES);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(Md5::digest(&body).as_slice());
+    out.extend_from_slice(body);
+    out.extend_from_slice(Md5::digest(body).as_slice());
     out
 }
 
@@ -128,8 +132,7 @@ mod tests {
             }],
         }
         .encode_to_vec();
-        let record = [MAGIC.as_slice(), &body, Md5::digest(&body).as_slice()].concat();
-        let error = deaggregate(&record).expect_err("malformed");
+        let error = deaggregate(&frame(&body)).expect_err("malformed");
         assert_eq!(error, "user record 0 names partition key 3 of a table of 1");
     }
 

@@ -993,7 +993,6 @@ mod tests {
 
     #[test]
     fn kpl_user_records_are_routed_on_their_own_and_one_hashed_outside_the_shard_is_dropped() {
-        use md5::{Digest, Md5};
         use statefun_proto::kpl::{AggregatedRecord, Record};
         let user = |key: u64, hash_key: Option<u64>| Record {
             partition_key_index: key,
@@ -1008,7 +1007,7 @@ mod tests {
             records: vec![user(0, None), user(1, Some(0)), user(0, Some(1)), user(1, None)],
         }
         .encode_to_vec();
-        let data = [kpl::MAGIC.as_slice(), &body, Md5::digest(&body).as_slice()].concat();
+        let data = kpl::frame(&body);
         let record = LogRecord {
             shard: "s".into(),
             sequence: "7".into(),
