@@ -74,6 +74,8 @@ pub struct Settings {
     pub quick: bool,
     /// The loads to run, by their short names (`big`, `failing`, `timers`, `fanout`); empty: all.
     pub loads: Vec<String>,
+    /// The runtimes' log filter (`STATEFUN_LOG`).
+    pub runtime_log: String,
 }
 
 /// The memory budget of every hostile run, as `statefun run` takes it.
@@ -263,7 +265,7 @@ async fn run_load(load: &Load, settings: &Settings) -> anyhow::Result<Row> {
     ];
     args.extend(load.runtime_args());
     let mut command = Command::new(sibling_binary("statefun")?);
-    command.args(&args[..]).env("STATEFUN_LOG", "warn");
+    command.args(&args[..]).env("STATEFUN_LOG", &settings.runtime_log);
     let mut runtime = ChildProcess::spawn("statefun run", command, &dir.join("runtime.log"))?;
     let pid = runtime.pid();
     progress!("{title}: runtime started (pid {pid}): statefun {}", args[1..].join(" "));

@@ -98,7 +98,7 @@ struct RunArgs {
     /// reports go under the run's directory, in profiles/. Profiling slows the runtime: do not compare those figures.
     #[arg(long)]
     profile: bool,
-    /// The log filter of the runtimes the pipeline scenarios start (their logs go under the run's
+    /// The log filter of the runtimes the pipeline and hostile scenarios start (their logs go under the run's
     /// directory): e.g. `warn,statefun_runtime::worker::committer=debug` logs every epoch's commit
     /// and publish times.
     #[arg(long, default_value = "warn")]
@@ -303,6 +303,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             stream_shards: args.stream_shards,
             quick,
             loads: args.hostile_loads.clone(),
+            runtime_log: args.runtime_log.clone(),
         };
         rows.extend(hostile::run(&settings).await);
     }
