@@ -105,6 +105,11 @@ impl BudgetShare {
         self.budget.own_share()
     }
 
+    /// Whether the partition holds more than its own share (and so takes from the common half).
+    pub fn beyond_own(&self) -> bool {
+        self.held > self.budget.own_share()
+    }
+
     /// Whether the partition may take more input: within its own share, or
     /// while the common half of the budget has room; while the process is near
     /// the budget, only within half its own share.

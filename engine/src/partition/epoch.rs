@@ -160,9 +160,13 @@ impl Partition {
         }
         self.published_through = self.published_through.max(epoch);
         self.committed_through = self.committed_through.max(epoch);
+        // Only segments are read back here (an effect): nothing is requeued, so the time is not needed.
         for address in std::mem::take(&mut self.awaiting_commit) {
-            // Nothing is requeued for an address with segments: the time is not needed.
-            self.unpark_if_drained(&address, 0);
+            self.unpark_if_drained_with(&address, false, 0);
+        }
+        // A spill whose type drained while its segments waited for this commit.
+        for spill in self.spill_addresses() {
+            self.unpark_if_drained_with(&spill, false, 0);
         }
     }
 }

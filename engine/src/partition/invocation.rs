@@ -115,7 +115,7 @@ impl Partition {
                 return;
             }
             let stranded = record.take_messages(usize::MAX);
-            let stranded = addressed(self.unqueued(stranded), address);
+            let stranded = addressed(self.unqueued(address, stranded, now_ms), address);
             self.mark_dirty(address);
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(address));
             self.dead_letter_messages(DeadLetterCause::NoEndpoint, address, reason, stranded, now_ms);
@@ -158,7 +158,7 @@ impl Partition {
             if invocations.is_empty() {
                 // Not even one message fits with the state: it can never be delivered.
                 let taken = record.take_messages(1);
-                let Some(envelope) = addressed(self.unqueued(taken), address).pop() else { return };
+                let Some(envelope) = addressed(self.unqueued(address, taken, now_ms), address).pop() else { return };
                 self.mark_dirty(address);
                 let size = envelope.encoded_len();
                 let reason = format!(
@@ -241,7 +241,7 @@ impl Partition {
         self.running -= 1;
         busy.negotiation_rounds = 0;
         let failed = record.take_messages(n);
-        let failed = addressed(self.unqueued(failed), address);
+        let failed = addressed(self.unqueued(address, failed, now_ms), address);
         self.mark_dirty(address);
         let reason = if n > 1 {
             format!("{reason} (failed batches of the address in a row: {failed_in_a_row})")
@@ -299,7 +299,7 @@ impl Partition {
         busy.failed_in_a_row = 0;
         // What the batch sends continues the longest chain among its messages.
         let done = record.take_messages(n);
-        let done = self.unqueued(done);
+        let done = self.unqueued(address, done, now_ms);
         let hops = done.iter().map(|m| m.hops).max().unwrap_or(0).saturating_add(1);
         self.mark_dirty(address);
         // The next batch sees this one's state and nothing of its outputs: a message

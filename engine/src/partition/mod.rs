@@ -28,6 +28,7 @@ mod ready;
 mod record;
 pub mod restore;
 pub mod sealed_entries;
+pub mod spill;
 mod table;
 mod timers;
 mod wire;
@@ -49,6 +50,7 @@ pub use epoch::SealedEpoch;
 use outbox::{IngressMessage, Outbox};
 use ready::Ready;
 use record::State;
+use spill::{Room, TypeInfo};
 use table::{AddressTable, ByType};
 use timers::Timers;
 
@@ -116,8 +118,13 @@ pub struct Partition {
     addresses: AddressTable,
     /// Behind an `Arc`: every dispatch reads them, and a copy would cost a string per state.
     specs: ByType<Arc<Vec<PersistedValueSpec>>>,
-    /// What the catalog said of each function type met (the module does not change while running).
-    limits: ByType<Option<BatchLimits>>,
+    /// Each function type met: what the catalog said of it (the module does not
+    /// change while running), what it holds queued, whether it spills.
+    types: ByType<TypeInfo>,
+    /// What the driver last said of the partition's room ([`spill`]).
+    room: Room,
+    /// Function types met that an endpoint serves.
+    served_types: usize,
     /// Every delayed message, whoever sent it.
     timers: Timers,
     next_timer_id: u64,
@@ -226,6 +233,11 @@ impl Default for Bounds {
 /// structure and its allocations' headers.
 const MESSAGE_OVERHEAD: usize = std::mem::size_of::<Envelope>() + 96;
 
+/// About what `messages` messages of `bytes` encoded bytes hold in memory.
+fn in_memory(messages: usize, bytes: usize) -> usize {
+    bytes + messages * MESSAGE_OVERHEAD
+}
+
 /// What an address with messages holds besides them: its record's busy part,
 /// its slot in the table, its copy in the epoch's dirty set (an address and
 /// its three strings), their allocations' headers.
@@ -251,7 +263,9 @@ impl Partition {
             next_token: 0,
             addresses: AddressTable::default(),
             specs: ByType::default(),
-            limits: ByType::default(),
+            types: ByType::default(),
+            room: Room::default(),
+            served_types: 0,
             timers: Timers::default(),
             next_timer_id: 0,
             positions: BTreeMap::new(),
@@ -371,13 +385,11 @@ impl Partition {
     /// A message in memory is its encoded bytes and the structure that holds
     /// them, which for small messages is most of it.
     pub fn held_bytes(&self) -> usize {
-        let messages = (self.queued + self.parked_messages) * MESSAGE_OVERHEAD;
         let addresses = (self.running + self.ready.len()) * ADDRESS_OVERHEAD;
-        messages
+        in_memory(self.queued, self.queued_bytes)
+            + in_memory(self.parked_messages, self.parked_bytes)
             + addresses
             + self.ready.bytes()
-            + self.queued_bytes
-            + self.parked_bytes
             + self.timers.bytes()
             + self.outbox.bytes()
             + self.unpublished_bytes
@@ -390,6 +402,11 @@ impl Partition {
     /// Bytes of the outboxes not yet published, the epoch's own included.
     pub fn outbox_bytes(&self) -> usize {
         self.outbox.bytes() + self.unpublished_bytes
+    }
+
+    /// Bytes of the messages parked (spills included) since the last seal, which writes them out.
+    pub fn parked_bytes(&self) -> usize {
+        self.parked_bytes
     }
 
     /// Bytes of the outbox of the epoch being built.
@@ -414,6 +431,11 @@ impl Partition {
     pub fn load_by_type(&self) -> Vec<(FunctionType, TypeLoad)> {
         let mut loads: Vec<(FunctionType, TypeLoad)> = Vec::new();
         for (function_type, record) in self.addresses.busy() {
+            // A type's spill is its backlog too.
+            let spilled = (function_type.namespace == spill::SPILL_NAMESPACE)
+                .then(|| FunctionType::parse(&function_type.name))
+                .flatten();
+            let function_type = spilled.as_ref().unwrap_or(function_type);
             let (waiting, in_flight) = record.load();
             let index = match loads.iter().position(|(t, _)| t == function_type) {
                 Some(index) => index,
@@ -462,8 +484,18 @@ impl Partition {
         self.changed = true;
     }
 
-    /// Delivers a message: in memory when its target is here, else through the exchange.
+    /// Delivers a message: in memory when its target is here (or behind its
+    /// type's spill, [`spill`]), else through the exchange.
     pub fn deliver(&mut self, envelope: Envelope, now_ms: i64) {
+        self.deliver_with(envelope, true, now_ms);
+    }
+
+    /// Delivers a message read back from a spill: never spilled again.
+    fn deliver_unspilled(&mut self, envelope: Envelope, now_ms: i64) {
+        self.deliver_with(envelope, false, now_ms);
+    }
+
+    fn deliver_with(&mut self, envelope: Envelope, may_spill: bool, now_ms: i64) {
         self.changed = true;
         let Some(target) = envelope.target.as_ref() else {
             self.dead_letter(
@@ -497,9 +529,15 @@ impl Partition {
             }
             return;
         }
-        if self.limits_of(target).is_none() {
+        let number = self.type_number(target);
+        if self.types.by_number_mut(number).is_none_or(|(_, info)| info.limits.is_none()) {
             let reason = format!("no endpoint serves function type {} (check module.yaml)", FunctionType::of(target));
             self.dead_letter_messages(DeadLetterCause::NoEndpoint, &target.clone(), reason, vec![envelope], now_ms);
+            return;
+        }
+        if may_spill && self.spills(number) {
+            let bytes = envelope.encoded_len();
+            self.spill(number, envelope, bytes);
             return;
         }
         // A queued message does not keep its target: the address it waits at is it.
@@ -515,19 +553,15 @@ impl Partition {
                 && (busy.queued_bytes + bytes > bounds.address_max_bytes
                     || record.mailbox().len() >= bounds.address_max_messages))
         {
-            let parked = record.busy_mut().parked.get_or_insert_default();
-            parked.fresh.push(envelope);
-            parked.fresh_bytes += bytes;
-            self.parked_bytes += bytes;
-            self.parked_messages += 1;
-            if !self.parking.contains(&target) {
-                self.parking.insert(target);
-            }
+            self.park(&target, envelope, bytes);
             return;
         }
         record.push_message(envelope, bytes);
         self.queued += 1;
         self.queued_bytes += bytes;
+        if let Some((_, info)) = self.types.by_number_mut(number) {
+            info.held_bytes += in_memory(1, bytes);
+        }
         let idle = record.busy().in_flight == 0;
         self.mark_dirty(&target);
         if idle {
@@ -696,10 +730,26 @@ impl Partition {
         self.outbox.push_dead_letter(seq, letter);
     }
 
-    /// Accounts for messages that left their mailbox.
-    fn unqueued(&mut self, (messages, bytes): (Vec<Envelope>, usize)) -> Vec<Envelope> {
+    /// Counts `messages` more queued, of `bytes` encoded bytes, for `address`'s function type.
+    fn count_queued(&mut self, address: &Address, messages: usize, bytes: usize) {
+        let number = self.type_number(address);
+        if let Some((_, info)) = self.types.by_number_mut(number) {
+            info.held_bytes += in_memory(messages, bytes);
+        }
+    }
+
+    /// Accounts for messages that left `address`'s mailbox; once its type has
+    /// drained enough, its spill is read back.
+    fn unqueued(&mut self, address: &Address, (messages, bytes): (Vec<Envelope>, usize), now_ms: i64) -> Vec<Envelope> {
         self.queued -= messages.len();
         self.queued_bytes -= bytes;
+        let room = self.room;
+        let number = self.type_number(address);
+        let Some((_, info)) = self.types.by_number_mut(number) else { return messages };
+        info.held_bytes = info.held_bytes.saturating_sub(in_memory(messages.len(), bytes));
+        if let Some(spill) = info.spill.clone().filter(|_| !room.short || info.held_bytes <= room.type_bytes / 2) {
+            self.unpark_if_drained_with(&spill, false, now_ms);
+        }
         messages
     }
 
@@ -712,13 +762,20 @@ impl Partition {
 
     /// The batch limits of an address's function type; `None` when no endpoint serves it.
     fn limits_of(&mut self, address: &Address) -> Option<BatchLimits> {
-        if let Some(limits) = self.limits.of(address) {
-            return *limits;
+        let number = self.type_number(address);
+        self.types.by_number_mut(number).and_then(|(_, info)| info.limits)
+    }
+
+    /// The number of an address's function type among [`Self::types`], entered
+    /// with what the catalog says of it the first time.
+    fn type_number(&mut self, address: &Address) -> usize {
+        if let Some(number) = self.types.number_of_known(address) {
+            return number;
         }
         let function_type = FunctionType::of(address);
         let limits = self.catalog.batch_limits(&function_type);
-        self.limits.insert(function_type, limits);
-        limits
+        self.served_types += usize::from(limits.is_some());
+        self.types.insert(function_type, TypeInfo { limits, ..TypeInfo::default() })
     }
 
     /// Removes an address that holds nothing, and frees what an idle one no longer needs.

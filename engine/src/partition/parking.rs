@@ -17,6 +17,7 @@ use prost::Message as _;
 use statefun_proto::internal::{Envelope, ParkedMessages};
 use statefun_proto::reqreply::Address;
 
+use super::spill::spilled_type;
 use super::{DeadLetterCause, Effect, Partition};
 
 /// Where the segments of a partition are stored.
@@ -78,16 +79,44 @@ impl Partition {
         written
     }
 
-    /// Once an address's mailbox has drained to half its cap, brings back what it
-    /// parked: the oldest segment is read back (an [`Effect::Unpark`]), or, with
-    /// none written yet, what was parked since the last seal moves over at once.
+    /// Parks a message at `address` (behind what it parked before), to be
+    /// written by the next seal.
+    pub(super) fn park(&mut self, address: &Address, envelope: Envelope, bytes: usize) {
+        let parked = self.addresses.get_or_insert(address).busy_mut().parked.get_or_insert_default();
+        parked.fresh.push(envelope);
+        parked.fresh_bytes += bytes;
+        self.parked_bytes += bytes;
+        self.parked_messages += 1;
+        if !self.parking.contains(address) {
+            self.parking.insert(address.clone());
+        }
+    }
+
+    /// Once an address's mailbox has drained to half its cap (a spill: once its
+    /// type has drained, see [`super::spill`]), brings back what it parked: the
+    /// oldest segment is read back (an [`Effect::Unpark`]), or, with none
+    /// written yet, what was parked since the last seal moves over at once.
     pub(super) fn unpark_if_drained(&mut self, address: &Address, now_ms: i64) {
-        let bounds = self.bounds;
+        self.unpark_if_drained_with(address, true, now_ms);
+    }
+
+    /// [`Self::unpark_if_drained`], where what was parked since the last seal
+    /// moves over only if `fresh_now` (else it waits for the seal to write it,
+    /// and is read back then): delivering it while an address's batch is being
+    /// taken apart could start another batch in the middle.
+    pub(super) fn unpark_if_drained_with(&mut self, address: &Address, fresh_now: bool, now_ms: i64) {
+        let spilled = spilled_type(address);
+        let drained = match &spilled {
+            Some(function_type) => self.spill_drained(function_type),
+            None => {
+                let bounds = self.bounds;
+                let Some(record) = self.addresses.get(address) else { return };
+                record.busy().queued_bytes <= bounds.address_max_bytes / 2
+                    && record.mailbox().len() <= bounds.address_max_messages / 2
+            }
+        };
         let Some(record) = self.addresses.get_mut(address) else { return };
-        let busy = record.busy();
-        let drained = busy.queued_bytes <= bounds.address_max_bytes / 2
-            && record.mailbox().len() <= bounds.address_max_messages / 2;
-        let Some(parked) = busy.parked.as_deref().filter(|p| drained && !p.loading) else { return };
+        let Some(parked) = record.busy().parked.as_deref().filter(|p| drained && !p.loading) else { return };
         if let Some((segment, epoch)) = parked.segments.front().cloned() {
             if epoch > self.committed_through {
                 self.awaiting_commit.push(address.clone());
@@ -99,11 +128,22 @@ impl Partition {
             self.effects.push(Effect::Unpark { address: address.clone(), segment });
             return;
         }
+        if !fresh_now {
+            return;
+        }
         let Some(parked) = record.busy_mut().parked.take() else { return };
         self.parked_bytes -= parked.fresh_bytes;
         self.parked_messages -= parked.fresh.len();
         self.parking.remove(address);
-        self.requeue(address, parked.fresh, now_ms);
+        match spilled {
+            Some(function_type) => {
+                self.spill_ended(&function_type);
+                self.mark_dirty(address);
+                self.deliver_spilled(parked.fresh, now_ms);
+                self.remove_if_empty(address);
+            }
+            None => self.requeue(address, parked.fresh, now_ms),
+        }
     }
 
     /// Applies a parked segment read back: its messages join the mailbox
@@ -122,13 +162,18 @@ impl Partition {
         }
         parked.segments.pop_front();
         parked.loading = false;
+        let spilled = spilled_type(address);
         if parked.is_empty() {
             record.busy_mut().parked = None;
+            if let Some(function_type) = &spilled {
+                self.spill_ended(function_type);
+            }
         }
         self.released.push(segment.to_owned());
         self.changed = true;
         self.mark_dirty(address);
         match messages {
+            Ok(messages) if spilled.is_some() => self.deliver_spilled(messages, now_ms),
             Ok(messages) => self.requeue(address, messages, now_ms),
             Err(reason) => {
                 let reason = format!("parked messages could not be read back from segment {segment}: {reason}");
@@ -150,12 +195,15 @@ impl Partition {
     /// Queues messages that were parked, in their order, behind the mailbox.
     fn requeue(&mut self, address: &Address, messages: Vec<Envelope>, now_ms: i64) {
         let record = self.addresses.get_or_insert(address);
+        let (mut requeued, requeued_messages) = (0, messages.len());
         for envelope in messages {
             let bytes = envelope.encoded_len();
             record.push_message(envelope, bytes);
             self.queued += 1;
-            self.queued_bytes += bytes;
+            requeued += bytes;
         }
+        self.queued_bytes += requeued;
+        self.count_queued(address, requeued_messages, requeued);
         self.mark_dirty(address);
         self.dispatch(address, now_ms);
     }

@@ -60,10 +60,19 @@ impl Restorer {
             .filter(|o| o.epoch > p.published_through)
             .map(|o| Arc::new(Outbox::from_record(o, partition_of)))
             .collect();
-        for (_, record) in p.addresses.iter() {
+        let mut queued_by_address = Vec::new();
+        for (address, record) in p.addresses.iter() {
+            let bytes = record.mailbox().iter().map(prost::Message::encoded_len).sum::<usize>();
             p.queued += record.mailbox().len();
-            p.queued_bytes += record.mailbox().iter().map(prost::Message::encoded_len).sum::<usize>();
+            p.queued_bytes += bytes;
+            if !record.mailbox().is_empty() {
+                queued_by_address.push((address, record.mailbox().len(), bytes));
+            }
         }
+        for (address, messages, bytes) in queued_by_address {
+            p.count_queued(&address, messages, bytes);
+        }
+        p.spills_restored();
         p.unpublished_bytes = p.unpublished.iter().map(|o| o.bytes()).sum();
         for timer in listed_timers.into_values().flatten() {
             p.timers.restore(timer);

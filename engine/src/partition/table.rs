@@ -186,8 +186,18 @@ impl<V> ByType<V> {
         self.0.get(function_type)
     }
 
-    pub fn insert(&mut self, function_type: FunctionType, value: V) {
-        self.0.insert(function_type, value);
+    pub fn get_mut(&mut self, function_type: &FunctionType) -> Option<&mut V> {
+        self.0.get_mut(function_type)
+    }
+
+    /// Enters (or replaces) a type's value; the type's number.
+    pub fn insert(&mut self, function_type: FunctionType, value: V) -> usize {
+        self.0.insert_full(function_type, value).0
+    }
+
+    /// The number of an address's function type, if it was entered.
+    pub fn number_of_known(&self, address: &Address) -> Option<usize> {
+        self.0.get_index_of(&TypeRef { namespace: &address.namespace, name: &address.r#type })
     }
 
     /// The number of an address's function type, entered with `V::default()` the first time.

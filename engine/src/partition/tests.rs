@@ -528,6 +528,82 @@ fn an_address_beyond_its_cap_parks_what_follows_and_takes_it_back_in_order() {
 }
 
 #[test]
+fn a_flooding_type_spills_while_the_partition_is_short_and_the_other_types_go_on() {
+    let mut p = partition();
+    p.set_bounds(Bounds { max_running: 1, ..Bounds::default() });
+    p.set_lease(3);
+    let flood = |n: u32| Envelope {
+        target: Some(FunctionType::new("test", "flood").address(format!("f{n}"))),
+        ..message("", n)
+    };
+    let other = |n: u32| Envelope { target: Some(FunctionType::new("test", "other").address("o")), ..message("", n) };
+    // The partition is short of room, and a type may hold two messages.
+    let room =
+        spill::Room { short: true, type_bytes: 2 * in_memory(1, Envelope { target: None, ..flood(0) }.encoded_len()) };
+    p.set_room(room, 0);
+    p.deliver(other(100), 0);
+    for n in 0..5 {
+        p.deliver(flood(n), 0);
+    }
+    p.deliver(other(101), 0);
+    assert_eq!(p.queued_messages(), 4, "two of each type; the rest of the flood waits in its spill");
+    let (invoked, _) = split_effects(&mut p);
+    assert_eq!(invoked.iter().map(|i| i.2.clone()).collect::<Vec<_>>(), [vec![100]], "one slot");
+    let loads = p.load_by_type();
+    assert!(loads.iter().all(|(t, _)| t.namespace != spill::SPILL_NAMESPACE), "{loads:?}");
+    let flood_load = loads.iter().find(|(t, _)| t.name == "flood").map(|(_, load)| *load);
+    assert_eq!(flood_load, Some(TypeLoad { backlog: 5, blocked: 0 }), "the spill is its type's backlog too");
+    let held = p.held_bytes();
+    let (sealed, _) = p.seal(true);
+    assert!(p.held_bytes() < held, "the spill leaves memory with the seal");
+    assert_eq!(sealed.parked.len(), 1, "one segment for the type's spill");
+    let (segment, bytes) = sealed.parked[0].clone();
+    let record = sealed.into_record();
+    let spill = spill::spill_address(&FunctionType::new("test", "flood"));
+    let entry = record.addresses.iter().find(|e| e.address.as_ref() == Some(&spill)).expect("the spill's entry");
+    assert_eq!(entry.parked, std::slice::from_ref(&segment));
+
+    // Arrivals of the type while it spills go behind it.
+    p.deliver(flood(5), 0);
+    let mut delivered = Vec::new();
+    let mut flying = invoked;
+    let mut unparked = false;
+    loop {
+        let Some((address, token, args)) = flying.pop() else {
+            if !unparked {
+                p.mark_published(record.epoch);
+                let (_, unparks) = split_effects(&mut p);
+                assert_eq!(unparks, std::slice::from_ref(&segment), "drained and committed: read back");
+                let messages = ParkedMessages::decode(bytes.as_slice()).expect("a segment").messages;
+                assert!(messages.iter().all(|m| m.target.is_some()), "spilled messages keep their targets");
+                p.on_unparked(&spill, &segment, Ok(messages), 0);
+                unparked = true;
+            } else {
+                // Room again: what arrived since the seal follows.
+                p.set_room(spill::Room { short: false, ..room }, 0);
+            }
+            let (invoked, unparks) = split_effects(&mut p);
+            assert!(unparks.is_empty());
+            if invoked.is_empty() {
+                break;
+            }
+            flying = invoked;
+            continue;
+        };
+        delivered.extend(args);
+        p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+        let (invoked, unparks) = split_effects(&mut p);
+        assert!(unparks.is_empty(), "not read back before its epoch is committed");
+        flying.extend(invoked);
+    }
+    assert_eq!(delivered, [100, 0, 101, 1, 2, 3, 4, 5], "every message once; the spill in arrival order");
+    p.deliver(flood(6), 0);
+    assert_eq!(p.queued_messages(), 1, "the spill is over: the type takes messages in again");
+    let (sealed, _) = p.seal(false);
+    assert_eq!(sealed.released, [segment], "deleted once this epoch commits");
+}
+
+#[test]
 fn a_parked_segment_that_cannot_be_read_back_is_a_dead_letter_and_the_address_goes_on() {
     let mut p = partition();
     p.set_bounds(Bounds { address_max_messages: 1, ..Bounds::default() });
@@ -1031,6 +1107,8 @@ enum Op {
     Crash,
     /// Time passes: delayed messages come due.
     Tick(i64),
+    /// The partition is short of room (its type spills what arrives), or no longer.
+    Short(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1040,6 +1118,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Commit),
         1 => Just(Op::Crash),
         1 => (1i64..50).prop_map(Op::Tick),
+        1 => any::<bool>().prop_map(Op::Short),
     ]
 }
 
@@ -1093,10 +1172,13 @@ proptest! {
         ops in prop::collection::vec(op(), 0..200),
     ) {
         // Input records: (address, value) with values increasing per input index.
-        let inputs: Vec<(Address, u32)> = targets.iter().enumerate().map(|(i, t)| (addr(&format!("k{t}")), i as u32 * 2 + 1)).collect();
+        // Two function types, so that one may spill while the other goes on.
+        let address = |t: usize| FunctionType::new("test", if t.is_multiple_of(2) { "fn" } else { "g" }).address(format!("k{t}"));
+        let inputs: Vec<(Address, u32)> = targets.iter().enumerate().map(|(i, t)| (address(*t), i as u32 * 2 + 1)).collect();
         let mut committed: Vec<EpochRecord> = Vec::new();
         // A small cap per address, so that messages are parked and read back too,
-        // and few slots, so that addresses wait for one too.
+        // few slots, so that addresses wait for one too, and spells of a short
+        // partition, so that the type spills too.
         let bounds = Bounds { address_max_messages: 2, max_running: 2, ..Bounds::default() };
         let mut p = partition();
         p.set_bounds(bounds);
@@ -1148,6 +1230,8 @@ proptest! {
                     *now += ms;
                     p.fire_due_timers(*now);
                 }
+                // A type may hold about one message while short: spills start and end often.
+                Op::Short(short) => p.set_room(spill::Room { short: *short, type_bytes: 8 }, *now),
             }
             for effect in p.take_effects() {
                 match effect {
@@ -1162,6 +1246,7 @@ proptest! {
             run(op, &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
         }
         // Drain: deliver everything, let all timers fire, answer everything.
+        run(&Op::Short(false), &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
         for _ in 0..10_000 {
             if next_input(&p) >= inputs.len() && pending.is_empty() && unparks.is_empty() && p.next_timer_at().is_none() && p.held_bytes() == 0 {
                 break;

@@ -236,6 +236,17 @@ async fn node_reading(
     function: std::net::SocketAddr,
     settings: NodeSettings,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    node_reading_to(dir, records, "ns/f", function, settings).await
+}
+
+/// [`node_reading`], where every record goes to each of `targets` (a YAML list's items).
+async fn node_reading_to(
+    dir: &std::path::Path,
+    records: Vec<(String, Vec<u8>)>,
+    targets: &str,
+    function: std::net::SocketAddr,
+    settings: NodeSettings,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let log = LocalLogStore::new(dir);
     log.ensure_stream("in", 1).await.expect("stream");
     let records: Vec<_> = records
@@ -249,8 +260,8 @@ async fn node_reading(
         .collect();
     log.append("in", &records).await.expect("append");
     let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
-                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
-    let module = endpoint_at(&function.to_string()) + ingress;
+                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [";
+    let module = endpoint_at(&function.to_string()) + ingress + targets + "]\n";
     let commits = Arc::new(LocalCommitStore::open(dir).expect("commit store"));
     start_node(dir, &module, Arc::new(FsBlobStore::new(dir)), commits, settings)
 }
@@ -308,6 +319,22 @@ async fn a_stopped_partition_cancels_its_in_flight_invocations() {
 async fn held_endpoint(
     release: watch::Receiver<bool>,
 ) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<usize>) {
+    let (addr, mut requests) = endpoint_holding(release, |_| true).await;
+    let (events, heard) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((_, messages)) = requests.recv().await {
+            let _ = events.send(messages);
+        }
+    });
+    (addr, heard)
+}
+
+/// [`held_endpoint`] that holds only the requests whose path `holds` (answering
+/// the others at once), and says each request's path and batch size.
+async fn endpoint_holding(
+    release: watch::Receiver<bool>,
+    holds: fn(&str) -> bool,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(String, usize)>) {
     use statefun_proto::reqreply::{FromFunction, ToFunction, from_function, to_function};
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -324,11 +351,15 @@ async fn held_endpoint(
                 let mut connection = BufReader::new(connection);
                 loop {
                     let mut length = None;
+                    let mut path = None;
                     loop {
                         let mut line = String::new();
                         match connection.read_line(&mut line).await {
                             Ok(0) | Err(_) => return,
                             Ok(_) if line == "\r\n" => break,
+                            Ok(_) if path.is_none() => {
+                                path = Some(line.split(' ').nth(1).unwrap_or_default().to_owned());
+                            }
                             Ok(_) => {
                                 let lower = line.to_ascii_lowercase();
                                 if let Some(value) = lower.strip_prefix("content-length:") {
@@ -345,8 +376,10 @@ async fn held_endpoint(
                         Some(to_function::Request::Invocation(batch)) => batch.invocations.len(),
                         None => 0,
                     };
-                    let _ = events.send(messages);
-                    if release.wait_for(|released| *released).await.is_err() {
+                    let path = path.unwrap_or_default();
+                    let held = holds(&path);
+                    let _ = events.send((path, messages));
+                    if held && release.wait_for(|released| *released).await.is_err() {
                         return;
                     }
                     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", reply.len());
@@ -361,6 +394,55 @@ async fn held_endpoint(
         }
     });
     (addr, heard)
+}
+
+/// A flood of one function type does not hold up the input of another: beyond
+/// its share of the budget, the partition spills the flood's further messages
+/// and keeps reading; the spill comes back once the flood drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_one_function_type_spills_and_the_other_types_go_on() {
+    const RECORDS: usize = 40;
+    let (release, released) = watch::channel(false);
+    let (addr, mut heard) = endpoint_holding(released, |path| path == "/flood").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = (0..RECORDS).map(|n| (format!("k{n}"), vec![b'x'; 20_000])).collect();
+    let mut settings = settings();
+    // What may be counted (half) holds about a dozen of the flood's messages in flight; without
+    // spilling, input would pause there with most of ns/f's messages still unread behind them.
+    settings.memory_budget = 1 << 20;
+    settings.worker.read_batch = 2;
+    // Every record goes to both types, one behind the other: ns/flood's invocations are held, ns/f's answered.
+    let (stop, node) = node_reading_to(dir.path(), records, "ns/flood, ns/f", addr, settings).await;
+
+    let (mut answered, mut flood) = (0, 0);
+    while answered < RECORDS {
+        let next = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await;
+        let Ok(Some((path, messages))) = next else {
+            panic!("{answered} of {RECORDS} ns/f messages invoked while the flood is held: its input paused")
+        };
+        match path.as_str() {
+            "/f" => answered += messages,
+            _ => flood += messages,
+        }
+    }
+    assert!(flood < RECORDS / 2, "the flood's messages in memory: {flood}");
+    let parked_dir = dir.path().join("checkpoints").join("parked-00000");
+    let segments = || std::fs::read_dir(&parked_dir).map(|d| d.count()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while segments() == 0 {
+        assert!(Instant::now() < deadline, "the flood's spill was not written out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    release.send_replace(true);
+    while flood < RECORDS {
+        let next = tokio::time::timeout(Duration::from_secs(60), heard.recv()).await;
+        let Ok(Some((_, messages))) = next else { panic!("{flood} of {RECORDS} flood messages invoked") };
+        flood += messages;
+    }
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
+    assert_eq!(segments(), 0, "a spill read back is deleted once that is committed");
+    assert_eq!((answered, flood), (RECORDS, RECORDS), "each message once");
 }
 
 /// Input stops being taken in while the partition holds its memory budget,

@@ -41,6 +41,7 @@ use crate::observe::metrics::{FailureReason, InputMetrics};
 use crate::observe::status::{InputStatus, Progress, TypeLoad};
 use crate::partition::budget::MemoryBudget;
 use crate::partition::outbox::IngressMessage;
+use crate::partition::spill::Room;
 use crate::partition::{Bounds, DeadLetterCause, DeadLetterCounts, Effect, Partition, parking};
 use committer::{Committer, CommitterEvent, Sealed};
 use lineage::{Discovery, IngressStream, ReadyShard};
@@ -236,15 +237,24 @@ impl PartitionWorker {
         let mut intake: Option<Intake> = None;
         let result = loop {
             let reading = intake.as_ref().map_or(0, |i| i.bytes);
-            share.hold(partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes() + reading);
+            let share_held = partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes() + reading;
+            share.hold(share_held);
             // What functions send waits in the outboxes until it is committed and published: past half
             // the partition's share, no invocation starts (its outputs would pile up there), and an epoch
             // is sealed early at a quarter. Queued messages drain by invocations, outboxes by commits.
             let outbox_room = share.own() / 2;
             tasks.paused = partition.outbox_bytes() >= outbox_room;
-            // Input waits while the partition is full, its epoch is full or its committer is behind.
+            // Beyond its own share, a function type that holds a quarter of it spills what comes next, so
+            // that a flood of one type does not pause the input of all (see the engine's `spill`).
+            let room = Room { short: share.beyond_own(), type_bytes: share.own() / 4 };
+            if room != partition.room() {
+                partition.set_room(room, now_ms());
+            }
+            // Input waits while the partition is full, its epoch is full or its committer is behind. What
+            // was parked or spilled leaves memory with the seal.
             let epoch_full = (partition.outbox_len() >= settings.max_epoch_entries
-                || partition.epoch_outbox_bytes() >= outbox_room / 2)
+                || partition.epoch_outbox_bytes() >= outbox_room / 2
+                || partition.parked_bytes() >= outbox_room / 2)
                 && sealed_tx.capacity() > 0;
             let accepting = partition.queued_messages() < settings.max_queued
                 && share.has_room()
@@ -312,6 +322,20 @@ impl PartitionWorker {
                 }
                 _ = sweep_tick.tick() => partition.expire_states(now_ms()),
                 _ = report_tick.tick() => {
+                    tracing::debug!(
+                        partition = id,
+                        held = share_held,
+                        own = share.own(),
+                        has_room = share.has_room(),
+                        queued = partition.queued_messages(),
+                        epoch_full,
+                        committer_behind = sealed_tx.capacity() == 0,
+                        tasks_paused = tasks.paused,
+                        outbox = partition.outbox_bytes(),
+                        parked = partition.parked_bytes(),
+                        short = room.short,
+                        "what the partition holds, and whether its input may flow"
+                    );
                     report(&observer, &partition, &inputs, &lags, sealing.in_commit.len(), &mut reported);
                 }
                 _ = commit_tick.tick() => {

@@ -1,0 +1,147 @@
+//! A function type's flood, kept out of memory so that the others go on.
+//!
+//! A partition reads each input shard in order, and a flood of one function
+//! type (a fan-out loop, a burst of a million messages) fills the partition's
+//! room: its input would pause, and every other function's messages would wait
+//! in the shard behind the flood. So while the partition holds more than its
+//! own share of the memory budget (its driver says so: [`Room`]), a function
+//! type that holds more than its room in queued messages stops taking its new
+//! messages into memory (unless it is the only type the partition serves:
+//! then nothing waits behind it but its own messages, and the input pauses). They wait in the type's spill, in arrival order, and
+//! the partition keeps reading its input for every other type. Once the type
+//! has drained to half its room, or the partition is back within its share,
+//! the spill is read back, oldest first, and its messages are delivered as if
+//! they arrived then. Order holds: while a type's spill holds anything, every
+//! new message of the type joins it, behind.
+//!
+//! A spill is kept as the parked messages ([`super::parking`]) of one reserved
+//! address per type ([`spill_address`]), so it is written by the seal, listed
+//! in the checkpoint, restored, read back once committed and collected exactly
+//! as an address's parked messages are. Its messages keep their targets. No
+//! I/O here: the worker writes and reads the segments, as for parking.
+
+use statefun_proto::internal::Envelope;
+use statefun_proto::reqreply::Address;
+
+use super::Partition;
+use crate::address::FunctionType;
+
+/// The namespace of the reserved addresses that hold spills. No endpoint
+/// serves it, so a message sent to it is dead-lettered before it could mix
+/// with a spill.
+pub const SPILL_NAMESPACE: &str = "statefun.spill";
+
+/// What the partition's driver says of its room, as it changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Room {
+    /// The partition holds more than its own share of the memory budget.
+    pub short: bool,
+    /// What one function type may hold queued in memory while the partition is short.
+    pub type_bytes: usize,
+}
+
+/// What a partition knows of one function type it met.
+#[derive(Clone, Debug, Default)]
+pub struct TypeInfo {
+    /// `None` when no endpoint serves the type.
+    pub limits: Option<super::BatchLimits>,
+    /// About what the type's queued messages (in flight ones included) hold in memory.
+    pub held_bytes: usize,
+    /// The type's spill address while it spills.
+    pub spill: Option<Address>,
+}
+
+/// The reserved address whose parked messages are `function_type`'s spill.
+pub fn spill_address(function_type: &FunctionType) -> Address {
+    Address { namespace: SPILL_NAMESPACE.into(), r#type: function_type.to_string(), id: String::new() }
+}
+
+/// The function type whose spill `address` holds, if it is a spill address.
+pub fn spilled_type(address: &Address) -> Option<FunctionType> {
+    (address.namespace == SPILL_NAMESPACE).then(|| FunctionType::parse(&address.r#type)).flatten()
+}
+
+impl Partition {
+    pub fn room(&self) -> Room {
+        self.room
+    }
+
+    /// Takes what the driver says of the partition's room. Once it eases, the
+    /// spills are read back.
+    pub fn set_room(&mut self, room: Room, now_ms: i64) {
+        let eased = self.room.short && !room.short;
+        self.room = room;
+        if eased {
+            for spill in self.spill_addresses() {
+                self.unpark_if_drained(&spill, now_ms);
+            }
+        }
+    }
+
+    /// The spill addresses of the types that spill.
+    pub(super) fn spill_addresses(&self) -> Vec<Address> {
+        self.types.values().filter_map(|info| info.spill.clone()).collect()
+    }
+
+    /// Whether a message for the type numbered `number` waits in its spill
+    /// (which starts, if the type holds its room while the partition is short).
+    pub(super) fn spills(&mut self, number: usize) -> bool {
+        let room = self.room;
+        let Some((function_type, info)) = self.types.by_number_mut(number) else { return false };
+        // With a single type served here, nothing would pass the flood: the input waits instead.
+        if info.spill.is_none() && room.short && info.held_bytes >= room.type_bytes && self.served_types > 1 {
+            info.spill = Some(spill_address(function_type));
+            tracing::debug!(
+                partition = self.id,
+                function_type = %function_type,
+                held_bytes = info.held_bytes,
+                "the partition is short of room: new messages of this type wait in its spill"
+            );
+        }
+        info.spill.is_some()
+    }
+
+    /// Puts a message (with its target) behind its type's spill.
+    pub(super) fn spill(&mut self, number: usize, envelope: Envelope, bytes: usize) {
+        let Some(spill) = self.types.by_number_mut(number).and_then(|(_, info)| info.spill.clone()) else { return };
+        self.park(&spill, envelope, bytes);
+    }
+
+    /// Whether a type's spill may be read back: the type has drained to half
+    /// its room, or the partition is no longer short.
+    pub(super) fn spill_drained(&mut self, function_type: &FunctionType) -> bool {
+        let room = self.room;
+        !room.short || self.types.get(function_type).is_none_or(|info| info.held_bytes <= room.type_bytes / 2)
+    }
+
+    /// Delivers messages read back from a spill, in their order, ahead of
+    /// whatever of their type arrived since (which waits in the spill).
+    pub(super) fn deliver_spilled(&mut self, messages: Vec<Envelope>, now_ms: i64) {
+        for envelope in messages {
+            self.deliver_unspilled(envelope, now_ms);
+        }
+    }
+
+    /// Notes that a spill address holds nothing more: its type takes messages into memory again.
+    pub(super) fn spill_ended(&mut self, function_type: &FunctionType) {
+        if let Some(info) = self.types.get_mut(function_type) {
+            info.spill = None;
+        }
+    }
+
+    /// After a restore: the types whose spills hold something spill on.
+    pub(super) fn spills_restored(&mut self) {
+        let spilling: Vec<FunctionType> = self
+            .addresses
+            .iter()
+            .filter(|(_, record)| record.busy().parked.is_some())
+            .filter_map(|(address, _)| spilled_type(&address))
+            .collect();
+        for function_type in spilling {
+            let number = self.type_number(&function_type.address(""));
+            if let Some((_, info)) = self.types.by_number_mut(number) {
+                info.spill = Some(spill_address(&function_type));
+            }
+        }
+    }
+}
