@@ -610,6 +610,25 @@ impl Partition {
         }
     }
 
+    /// Accepts batches of one source partition handed over in memory (the
+    /// runtime's hand-over between partitions of one process) if they continue
+    /// exactly where this partition's mark for the source stands: `previous` is
+    /// the last message the source sent here before them. Whether they were
+    /// taken; if not, the exchange brings them in order (taken out of turn, they
+    /// would move the mark past messages still to come, dropped as duplicates then).
+    pub fn accept_handed_over(&mut self, batches: Vec<ExchangeBatch>, previous: (u64, u64), now_ms: i64) -> bool {
+        let Some(first) = batches.first() else { return false };
+        let source = (first.source_partition, first.incarnation);
+        let one_source = batches.iter().all(|b| (b.source_partition, b.incarnation) == source);
+        if !one_source || self.dedup.get(&source) != Some(&previous) {
+            return false;
+        }
+        for batch in batches {
+            self.accept_exchange(batch, now_ms);
+        }
+        true
+    }
+
     /// Records a dead letter for something that could not even become a message
     /// (an input record that cannot be routed, a malformed exchange record).
     pub fn dead_letter_input(&mut self, reason: String, source: String, raw: Vec<u8>, now_ms: i64) {

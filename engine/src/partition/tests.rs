@@ -1,6 +1,6 @@
 //! Unit and property tests of the partition state machine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -1270,6 +1270,174 @@ proptest! {
             let mut echoes: Vec<u32> = got.iter().copied().filter(|n| *n >= 1_000_000).map(|n| n - 1_000_000).collect();
             echoes.sort_unstable();
             prop_assert_eq!(echoes, values, "every delayed message applied exactly once");
+        }
+    }
+}
+
+// ---- property: batches handed over in memory and read from the exchange apply exactly once, in order ----
+
+#[derive(Clone, Debug)]
+enum HandOverOp {
+    /// The source commits its next epoch (and hands its batches over, if it may).
+    SourceCommit,
+    /// The source appends its next committed epoch to the exchange.
+    SourcePublish,
+    /// The source's committer starts again: it no longer knows what it sent before.
+    SourceRestart,
+    /// The receiver reads the next record of the exchange.
+    Read,
+    /// The receiver takes the oldest hand-over waiting for it.
+    Take,
+    /// The function answers one of the batches in flight.
+    Reply(usize),
+    /// The receiver seals and commits an epoch.
+    Commit,
+    /// The receiver dies, or moves to another worker: it restarts from its last
+    /// commit, and the hand-overs waiting for it are lost.
+    Crash,
+}
+
+fn hand_over_op() -> impl Strategy<Value = HandOverOp> {
+    prop_oneof![
+        2 => Just(HandOverOp::SourceCommit),
+        2 => Just(HandOverOp::SourcePublish),
+        1 => Just(HandOverOp::SourceRestart),
+        3 => Just(HandOverOp::Read),
+        3 => Just(HandOverOp::Take),
+        3 => (0usize..8).prop_map(HandOverOp::Reply),
+        1 => Just(HandOverOp::Commit),
+        1 => Just(HandOverOp::Crash),
+    ]
+}
+
+/// The receiver of [`batches_handed_over_and_read_from_the_exchange_apply_exactly_once_in_order`].
+struct Receiver {
+    p: Partition,
+    committed: Vec<EpochRecord>,
+    pending: Vec<(Address, u64, InvocationBatchRequest)>,
+    /// Hand-overs waiting, as (previous, batches).
+    waiting: VecDeque<((u64, u64), Vec<ExchangeBatch>)>,
+}
+
+impl Receiver {
+    fn collect(&mut self) {
+        for (address, token, batch) in invocations(&mut self.p) {
+            self.pending.push((address, token, batch));
+        }
+    }
+
+    /// The index of the next exchange record to read.
+    fn next_record(&self) -> usize {
+        self.p.position("exchange", "s").map_or(0, |s| s.parse::<usize>().unwrap_or(0) + 1)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn batches_handed_over_and_read_from_the_exchange_apply_exactly_once_in_order(
+        targets in prop::collection::vec(0usize..4, 1..40),
+        cuts in prop::collection::vec(1usize..5, 40),
+        ops in prop::collection::vec(hand_over_op(), 0..200),
+    ) {
+        // The source's epochs: its messages cut into epochs of 1 to 4, an epoch's batch
+        // cut in two records when it holds more than two (as a batch past the record size is).
+        let messages: Vec<(Address, u32)> = targets.iter().enumerate().map(|(i, t)| (addr(&format!("k{t}")), i as u32 * 2)).collect();
+        let mut epochs: Vec<Vec<ExchangeBatch>> = Vec::new();
+        let mut last_of_epoch: Vec<(u64, u64)> = Vec::new();
+        let mut rest = messages.as_slice();
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(cuts[epochs.len()].min(rest.len()));
+            let epoch = epochs.len() as u64 + 1;
+            let entries: Vec<ExchangeMessage> = now.iter().enumerate().map(|(seq, (address, n))| ExchangeMessage {
+                seq: seq as u64,
+                envelope: Some(Envelope { target: Some(address.clone()), caller: None, argument: Some(value(*n)), id: format!("e{epoch}.{seq}"), hops: 0 }),
+            }).collect();
+            let batch = |messages: &[ExchangeMessage]| ExchangeBatch { source_partition: 1, epoch, incarnation: 7, messages: messages.to_vec() };
+            let records = if entries.len() > 2 { vec![batch(&entries[..2]), batch(&entries[2..])] } else { vec![batch(&entries)] };
+            last_of_epoch.push((epoch, now.len() as u64 - 1));
+            epochs.push(records);
+            rest = later;
+        }
+        let log: Vec<ExchangeBatch> = epochs.iter().flatten().cloned().collect();
+        // How many of the source's epochs are committed, and appended to the exchange.
+        let (mut committed_epochs, mut published_records) = (0usize, 0usize);
+        let published_through = |epochs_done: usize| epochs[..epochs_done].iter().map(Vec::len).sum::<usize>();
+        // The source committer's chain: the last message it sent, if it knows.
+        let mut last_sent: Option<(u64, u64)> = None;
+        let mut r = Receiver { p: Partition::new(0, 1, catalog(), 1), committed: Vec::new(), pending: Vec::new(), waiting: VecDeque::new() };
+
+        let run = |op: &HandOverOp, r: &mut Receiver, committed_epochs: &mut usize, published_records: &mut usize, last_sent: &mut Option<(u64, u64)>| {
+            match op {
+                HandOverOp::SourceCommit => {
+                    if let Some(batches) = epochs.get(*committed_epochs) {
+                        if let Some(previous) = *last_sent && r.waiting.len() < 4 {
+                            r.waiting.push_back((previous, batches.clone()));
+                        }
+                        *last_sent = Some(last_of_epoch[*committed_epochs]);
+                        *committed_epochs += 1;
+                    }
+                }
+                HandOverOp::SourcePublish => {
+                    *published_records = (*published_records + 1).min(published_through(*committed_epochs));
+                }
+                HandOverOp::SourceRestart => *last_sent = None,
+                HandOverOp::Read => {
+                    let next = r.next_record();
+                    if next < *published_records {
+                        r.p.accept_exchange(log[next].clone(), 0);
+                        r.p.advance_position("exchange", "s", &next.to_string());
+                    }
+                }
+                HandOverOp::Take => {
+                    if let Some((previous, batches)) = r.waiting.pop_front() {
+                        r.p.accept_handed_over(batches, previous, 0);
+                    }
+                }
+                HandOverOp::Reply(k) => {
+                    if !r.pending.is_empty() {
+                        let (address, token, batch) = r.pending.remove(k % r.pending.len());
+                        r.p.on_invocation_result(&address, token, Ok(model_function(&batch)), 0);
+                    }
+                }
+                HandOverOp::Commit => {
+                    if r.p.has_changes() {
+                        let (sealed, _) = r.p.seal(r.committed.len() % 5 == 4);
+                        let epoch = sealed.record.epoch;
+                        r.committed.push(sealed.into_record());
+                        r.p.mark_published(epoch);
+                    }
+                }
+                HandOverOp::Crash => {
+                    r.p = Partition::restore(0, 1, catalog(), r.committed.clone()).expect("the history replays");
+                    r.pending.clear();
+                    r.waiting.clear();
+                    r.p.resume(0);
+                }
+            }
+            r.collect();
+        };
+
+        for op in &ops {
+            run(op, &mut r, &mut committed_epochs, &mut published_records, &mut last_sent);
+        }
+        for _ in 0..10_000 {
+            if r.next_record() >= log.len() && r.waiting.is_empty() && r.pending.is_empty() {
+                break;
+            }
+            for op in [HandOverOp::SourceCommit, HandOverOp::SourcePublish, HandOverOp::Take, HandOverOp::Read, HandOverOp::Reply(0), HandOverOp::Commit] {
+                run(&op, &mut r, &mut committed_epochs, &mut published_records, &mut last_sent);
+            }
+        }
+        prop_assert!(r.pending.is_empty());
+
+        let mut expected: BTreeMap<Address, Vec<u32>> = BTreeMap::new();
+        for (address, n) in &messages {
+            expected.entry(address.clone()).or_default().push(*n);
+        }
+        for (address, values) in expected {
+            prop_assert_eq!(seen(&r.p, &address), values, "messages to {:?} applied once each, in order", address.id);
         }
     }
 }

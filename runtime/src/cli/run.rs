@@ -35,6 +35,11 @@ pub struct RunArgs {
     /// stack, the extra commits cost more than they saved).
     #[arg(long, env = "STATEFUN_GROUP_COMMIT", action = clap::ArgAction::Set)]
     group_commit: Option<bool>,
+    /// Hand the committed messages for another partition of this process
+    /// straight to it, besides appending them to the exchange (whose copy is
+    /// then dropped as a duplicate): a hop without the exchange's round trip.
+    #[arg(long, env = "STATEFUN_HAND_OVER", action = clap::ArgAction::Set, default_value_t = true)]
+    hand_over: bool,
     /// Every how many epochs a full snapshot replaces the deltas.
     #[arg(long, env = "STATEFUN_SNAPSHOT_EVERY", default_value_t = 100)]
     snapshot_every: u64,
@@ -144,6 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         worker: WorkerSettings {
             commit_interval: args.commit_interval,
             group_commit: args.group_commit.unwrap_or(args.storage.backend == BackendKind::Local),
+            hand_over: args.hand_over,
             snapshot_every: args.snapshot_every,
             max_queued: args.max_queued.max(1),
             max_epoch_entries: args.max_epoch_entries.max(1),

@@ -42,6 +42,7 @@ use crate::observe::reports::Reporter;
 use crate::partition::Partition;
 use crate::partition::budget::MemoryBudget;
 use crate::worker::committer::{Committer, OutputStreams};
+use crate::worker::handoff::{Chain, HandOvers};
 use crate::worker::lineage::IngressStream;
 use crate::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings, panic_message};
 
@@ -249,6 +250,7 @@ pub async fn run(
         exchange_shards: exchange_shards.into_iter().map(|s| s.id).collect(),
         worker: settings.worker.clone(),
         budget: MemoryBudget::new(settings.memory_budget),
+        hand_overs: settings.worker.hand_over.then(Default::default),
         observer: settings.observer.clone(),
     });
     let mut side_tasks = JoinSet::new();
@@ -322,6 +324,8 @@ struct PartitionContext {
     exchange_shards: Vec<String>,
     worker: WorkerSettings,
     budget: Arc<MemoryBudget>,
+    /// The partitions of this process, to hand each other committed messages (with --hand-over).
+    hand_overs: Option<Arc<HandOvers>>,
     observer: Arc<Observer>,
 }
 
@@ -644,6 +648,8 @@ async fn run_partition(
         snapshot_epoch: manifest.snapshot_epoch,
         incarnation: partition.incarnation(),
         metrics: context.observer.metrics.committer(id),
+        hand_overs: context.hand_overs.clone(),
+        chain: Chain::default(),
     };
     let exchange = Input {
         stream: context.streams.exchange.clone(),
@@ -662,6 +668,7 @@ async fn run_partition(
         ingress: context.ingress.clone(),
         settings: context.worker.clone(),
         budget: context.budget.clone(),
+        hand_overs: context.hand_overs.clone(),
         observer: context.observer.clone(),
     };
     (id, worker.run(stop).await)

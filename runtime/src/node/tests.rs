@@ -50,6 +50,7 @@ fn settings() -> NodeSettings {
         worker: WorkerSettings {
             commit_interval: Duration::from_millis(50),
             group_commit: true,
+            hand_over: true,
             snapshot_every: 10,
             max_queued: 1000,
             max_epoch_entries: 1000,

@@ -28,6 +28,7 @@ use crate::partition::SealedEpoch;
 use crate::partition::exchange_batches::ExchangeBatches;
 use crate::partition::outbox::{Item, Outbox};
 use crate::partition::parking;
+use crate::worker::handoff::{Chain, HandOvers};
 
 /// Streams the committer publishes to.
 #[derive(Clone, Debug)]
@@ -65,11 +66,14 @@ pub struct Committer {
     /// The partition's history, named in its exchange batches.
     pub incarnation: u64,
     pub metrics: CommitMetrics,
+    /// The workers of this process that committed batches are handed to ([`handoff`]); `None`: none are.
+    pub hand_overs: Option<Arc<HandOvers>>,
+    pub chain: Chain,
 }
 
 impl Committer {
     /// Re-publishes outboxes a previous owner may not have published.
-    pub async fn republish(&self, outboxes: &[Outbox]) -> Result<(), CommitterEvent> {
+    pub async fn republish(&mut self, outboxes: &[Outbox]) -> Result<(), CommitterEvent> {
         for outbox in outboxes {
             self.publish(outbox).await?;
         }
@@ -210,8 +214,18 @@ impl Committer {
     /// retried until they pass. An egress stream that refuses records for good
     /// (no such stream, access denied) gets them dead-lettered instead; a
     /// permanent error of the runtime's own streams stops the partition.
-    async fn publish(&self, outbox: &Outbox) -> Result<(), CommitterEvent> {
-        let (exchange, egress, mut dead_letters) = self.split(outbox);
+    async fn publish(&mut self, outbox: &Outbox) -> Result<(), CommitterEvent> {
+        let (exchange, last_seqs, egress, mut dead_letters) = self.split(outbox);
+        // Committed: the batches may go to the receivers of this process before the exchange has them.
+        if let Some(hand_overs) = &self.hand_overs {
+            for (&target, &last) in &last_seqs {
+                let records = || {
+                    let to_target = exchange.iter().filter(|r| r.shard == ShardChoice::Index(target));
+                    to_target.map(|r| r.data.clone()).collect()
+                };
+                self.chain.committed(hand_overs, target, (outbox.epoch, last), records);
+            }
+        }
         if !exchange.is_empty() {
             self.append(&self.streams.exchange, &exchange).await.map_err(|e| self.stop(e))?;
             self.metrics.exchange_out(exchange.len());
@@ -326,16 +340,26 @@ impl Committer {
     }
 
     /// Turns an outbox into records per stream, with deterministic ids.
-    fn split(&self, outbox: &Outbox) -> (Vec<AppendRecord>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
+    /// The outbox as records: exchange batches (and the last message's seq for each
+    /// target partition), egress records by stream, dead letters.
+    #[allow(clippy::type_complexity)]
+    fn split(
+        &self,
+        outbox: &Outbox,
+    ) -> (Vec<AppendRecord>, BTreeMap<u32, u64>, BTreeMap<String, Vec<AppendRecord>>, Vec<AppendRecord>) {
         let source = self.lease.partition;
         let prefix = crate::partition::history_prefix(source, self.incarnation);
         let id = |seq: u64| format!("{prefix}.e{}.{seq}", outbox.epoch);
         let mut exchange = ExchangeBatches::new(source, self.incarnation, outbox.epoch);
+        let mut last_seqs = BTreeMap::new();
         let mut egress: BTreeMap<String, Vec<AppendRecord>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
         for (seq, item) in outbox.items() {
             match item {
-                Item::Exchange { partition, envelope } => exchange.push(partition, seq, envelope),
+                Item::Exchange { partition, envelope } => {
+                    exchange.push(partition, seq, envelope);
+                    last_seqs.insert(partition, seq);
+                }
                 Item::Egress(record) => {
                     let shard = if record.explicit_hash_key.is_empty() {
                         ShardChoice::ByKey
@@ -373,7 +397,7 @@ impl Committer {
                 id: Some(format!("{prefix}.e{}.to{target}.{chunk}", outbox.epoch)),
             })
             .collect();
-        (records, egress, dead_letters)
+        (records, last_seqs, egress, dead_letters)
     }
 }
 
@@ -421,7 +445,7 @@ fn dead_letter_key(letter: &DeadLetter) -> String {
 mod tests {
     use std::time::Instant;
 
-    use statefun_proto::internal::EgressRecord;
+    use statefun_proto::internal::{EgressRecord, ExchangeBatch};
 
     use super::*;
     use crate::checkpoint::fs::FsBlobStore;
@@ -483,6 +507,8 @@ mod tests {
             snapshot_epoch: 0,
             incarnation: 1,
             metrics: crate::observe::metrics::Metrics::new().committer(0),
+            hand_overs: None,
+            chain: Chain::default(),
         }
     }
 
@@ -493,7 +519,7 @@ mod tests {
         let lease = commits.acquire(0, "worker").await.expect("lease");
         let log = Arc::new(LocalLogStore::new(dir.path()));
         log.ensure_stream("dead-letters", 1).await.expect("stream");
-        let committer = committer(dir.path(), log.clone(), commits, lease);
+        let mut committer = committer(dir.path(), log.clone(), commits, lease);
         let address = crate::address::FunctionType::new("ns", "f").address("a".repeat(300));
         let letter = DeadLetter {
             address: Some(address),
@@ -547,12 +573,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn committed_batches_go_to_a_receiver_of_this_process_chained_to_what_was_sent_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+        let lease = commits.acquire(0, "worker").await.expect("lease");
+        let log = Arc::new(LocalLogStore::new(dir.path()));
+        log.ensure_stream("exchange", 2).await.expect("stream");
+        let hand_overs = Arc::new(HandOvers::default());
+        let mut receiver = hand_overs.register(1);
+        let mut committer = committer(dir.path(), log.clone(), commits, lease);
+        committer.hand_overs = Some(hand_overs);
+        let envelope = |id: &str| statefun_proto::internal::Envelope {
+            target: Some(crate::address::FunctionType::new("ns", "f").address(id)),
+            ..Default::default()
+        };
+        let epoch = |epoch: u64, seqs: &[u64]| {
+            let mut outbox = Outbox::default();
+            outbox.epoch = epoch;
+            for &seq in seqs {
+                outbox.push_exchange(seq, 1, &envelope(&format!("m{seq}"))).expect("fits");
+            }
+            outbox
+        };
+        committer.publish(&epoch(3, &[0, 4])).await.expect("published");
+        assert!(receiver.try_recv().is_err(), "what was sent before is not known: nothing handed over");
+        committer.publish(&epoch(4, &[])).await.expect("published");
+        committer.publish(&epoch(5, &[2])).await.expect("published");
+        let hand_over = receiver.try_recv().expect("handed over");
+        assert_eq!(hand_over.previous, (3, 4), "the last message sent to partition 1, two epochs before");
+        let batches: Vec<ExchangeBatch> =
+            hand_over.records.iter().map(|r| ExchangeBatch::decode(r.as_slice()).expect("a batch")).collect();
+        assert_eq!(batches.iter().map(|b| (b.epoch, b.messages.len())).collect::<Vec<_>>(), [(5, 1)]);
+        let (records, _) = log.read("exchange", "shard-0001", &Position::Start, 10).await.expect("read");
+        assert_eq!(records.len(), 2, "the exchange has every batch too");
+    }
+
+    #[tokio::test]
     async fn egress_records_a_stream_refuses_for_good_become_dead_letters_and_the_rest_is_published() {
         let dir = tempfile::tempdir().expect("tempdir");
         let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
         let lease = commits.acquire(0, "worker").await.expect("lease");
         let log = Arc::new(Forbidden(LocalLogStore::new(dir.path())));
-        let committer = committer(dir.path(), log.clone(), commits, lease);
+        let mut committer = committer(dir.path(), log.clone(), commits, lease);
         let record = |stream: &str| EgressRecord {
             stream: stream.into(),
             partition_key: "k".into(),

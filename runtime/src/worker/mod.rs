@@ -12,6 +12,7 @@
 //! finished once the epoch recording its end is published.
 
 pub mod committer;
+pub mod handoff;
 pub mod lineage;
 
 use std::borrow::Cow;
@@ -44,6 +45,7 @@ use crate::partition::outbox::IngressMessage;
 use crate::partition::spill::Room;
 use crate::partition::{Bounds, DeadLetterCause, DeadLetterCounts, Effect, Partition, parking};
 use committer::{Committer, CommitterEvent, Sealed};
+use handoff::{HandOver, HandOvers};
 use lineage::{Discovery, IngressStream, ReadyShard};
 
 /// What an input shard carries.
@@ -75,6 +77,8 @@ pub struct WorkerSettings {
     /// flight: latency is then about one commit, while under load epochs still
     /// fill for the interval.
     pub group_commit: bool,
+    /// Hand committed messages to the other partitions of this process in memory ([`handoff`]).
+    pub hand_over: bool,
     /// Every how many epochs a full snapshot replaces the chain of deltas.
     pub snapshot_every: u64,
     /// Input pauses while more messages than this are queued in the partition.
@@ -137,6 +141,8 @@ pub struct PartitionWorker {
     pub settings: WorkerSettings,
     /// Shared by every partition of the process.
     pub budget: Arc<MemoryBudget>,
+    /// Where this partition takes what the others of this process hand over; `None`: nothing is.
+    pub hand_overs: Option<Arc<HandOvers>>,
     pub observer: Arc<Observer>,
 }
 
@@ -148,11 +154,12 @@ impl PartitionWorker {
             invoker,
             log,
             blobs,
-            committer,
+            mut committer,
             mut inputs,
             ingress,
             settings,
             budget,
+            hand_overs,
             observer,
         } = self;
         let id = partition.id();
@@ -235,6 +242,7 @@ impl PartitionWorker {
 
         let mut share = budget.share();
         let mut intake: Option<Intake> = None;
+        let mut handed = hand_overs.as_ref().map(|h| h.register(id));
         let result = loop {
             let reading = intake.as_ref().map_or(0, |i| i.bytes);
             let share_held = partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes() + reading;
@@ -279,6 +287,9 @@ impl PartitionWorker {
                 }
                 _ = std::future::ready(()), if accepting && intake.is_some() => {
                     intake = intake.and_then(|i| Intake::take_step(i, &mut partition, &inputs, &mut sealing));
+                }
+                Some(hand_over) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
+                    take_hand_over(&mut partition, hand_over);
                 }
                 Some(ready) = ready_rx.recv() => {
                     let source = &ingress[ready.stream];
@@ -469,6 +480,26 @@ impl Intake {
             sealing.ended_unsealed.push((input.stream.clone(), input.shard.clone()));
         }
         None
+    }
+}
+
+/// The next hand-over for this partition (never, without a registry).
+async fn next_hand_over(handed: &mut Option<mpsc::Receiver<HandOver>>) -> Option<HandOver> {
+    match handed {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes what another partition of this process handed over, if it continues
+/// this partition's mark for it; else the exchange brings it (as it does what
+/// does not decode, where it becomes a dead letter).
+fn take_hand_over(partition: &mut Partition, hand_over: HandOver) {
+    let batches: Result<Vec<ExchangeBatch>, _> =
+        hand_over.records.iter().map(|record| ExchangeBatch::decode(record.as_slice())).collect();
+    if let Ok(batches) = batches {
+        let taken = partition.accept_handed_over(batches, hand_over.previous, now_ms());
+        tracing::trace!(partition = partition.id(), taken, "hand-over");
     }
 }
 
@@ -988,6 +1019,7 @@ mod tests {
         let settings = WorkerSettings {
             commit_interval: Duration::from_secs(1),
             group_commit: true,
+            hand_over: true,
             snapshot_every: 1,
             max_queued: 10,
             max_epoch_entries: 10,

@@ -1,0 +1,93 @@
+//! Messages between partitions of one process, handed over in memory.
+//!
+//! A message for another partition travels through the exchange: the sending
+//! epoch is committed, its batches appended to the exchange, and the receiving
+//! partition's reader reads them back. When both partitions run in this
+//! process, the committer also hands the batches of a committed epoch straight
+//! to the receiving worker, which skips the append and the read (on Kinesis,
+//! a poll of the shard). The exchange stays the record: the copy that arrives
+//! through it later is dropped by the receiver's duplicate marks.
+//!
+//! A receiver takes a hand-over only if it continues exactly where the
+//! receiver's mark for the sender stands: `previous` names the last message
+//! the sender sent it before (in an earlier committed epoch), and the
+//! receiver's mark must be that message. Otherwise (a hand-over dropped
+//! because the receiver was busy, a sender or receiver that restarted or
+//! moved, a receiver still reading older batches from the exchange) it is
+//! ignored, and the exchange brings the batches in order. Taking one out of
+//! turn would move the mark past messages the exchange has yet to bring, which
+//! would then be dropped as duplicates.
+//!
+//! This module keeps the registry of receivers and the sender's side of the
+//! chain; it does no I/O and never blocks a committer (a full receiver is skipped).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+/// The batches of one committed epoch for one partition, as the exchange carries them.
+#[derive(Debug)]
+pub struct HandOver {
+    /// The last message (epoch, seq) the sender sent this partition before these.
+    pub previous: (u64, u64),
+    /// Encoded `ExchangeBatch` records, in order.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// Hand-overs a receiving worker has not taken yet; more are skipped.
+pub const RECEIVER_CAPACITY: usize = 4;
+
+/// The workers of this process that take hand-overs, by partition.
+#[derive(Debug, Default)]
+pub struct HandOvers {
+    receivers: Mutex<HashMap<u32, mpsc::Sender<HandOver>>>,
+}
+
+impl HandOvers {
+    /// Registers the worker of `partition`; what it is handed arrives on the receiver.
+    /// A worker that stops drops its receiver, and the next offer forgets it.
+    pub fn register(&self, partition: u32) -> mpsc::Receiver<HandOver> {
+        let (sender, receiver) = mpsc::channel(RECEIVER_CAPACITY);
+        if let Ok(mut receivers) = self.receivers.lock() {
+            receivers.insert(partition, sender);
+        }
+        receiver
+    }
+
+    /// Hands what `hand_over` builds to the worker of `partition`, if one runs here and has room.
+    fn offer(&self, partition: u32, hand_over: impl FnOnce() -> HandOver) {
+        let Ok(mut receivers) = self.receivers.lock() else { return };
+        let Some(sender) = receivers.get(&partition) else { return };
+        let Ok(permit) = sender.try_reserve() else {
+            if sender.is_closed() {
+                receivers.remove(&partition);
+            }
+            return;
+        };
+        permit.send(hand_over());
+    }
+}
+
+/// A committer's side: the last message it sent each partition, which chains its hand-overs.
+#[derive(Debug, Default)]
+pub struct Chain {
+    last_sent: BTreeMap<u32, (u64, u64)>,
+}
+
+impl Chain {
+    /// Notes the batches of a committed epoch for partition `target` whose last
+    /// message is `last` (epoch, seq), and hands them over if a worker of it runs
+    /// here. Right after a start the message before is not known: nothing is
+    /// handed over then (the receiver could not tell whether it continues its mark).
+    pub fn committed(
+        &mut self,
+        hand_overs: &HandOvers,
+        target: u32,
+        last: (u64, u64),
+        records: impl FnOnce() -> Vec<Vec<u8>>,
+    ) {
+        let Some(previous) = self.last_sent.insert(target, last) else { return };
+        hand_overs.offer(target, || HandOver { previous, records: records() });
+    }
+}
