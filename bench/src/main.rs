@@ -52,9 +52,12 @@ struct RunArgs {
     /// Where scripts/bench.sh installed Restate and its SDK.
     #[arg(long, default_value = ".local/bench/restate")]
     restate_dir: PathBuf,
-    /// Requests in flight of Restate's closed loop.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
+    /// Requests in flight of Restate's closed loop: each is tried, the best is its throughput.
+    #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
+    concurrency: Vec<usize>,
+    /// Partition counts of Restate (RESTATE_DEFAULT_NUM_PARTITIONS) its sweep tries; the best is measured.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,24")]
+    restate_partitions: Vec<u32>,
     /// Levels of requests in flight the raw ceiling tries (the best is its figure).
     #[arg(long, value_delimiter = ',', default_value = "16,64,256,1024")]
     raw_concurrency: Vec<usize>,
@@ -256,9 +259,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let restate = restate::Settings {
             install_dir: std::path::absolute(&args.restate_dir)?,
             work_dir: work_dir.clone(),
-            concurrency: args.concurrency,
+            concurrency: args.concurrency.clone(),
+            partitions: args.restate_partitions.clone(),
             duration,
             keys: 1_000,
+            latency_rate: args.latency_rate,
+            latency_duration: Duration::from_secs_f64(latency_secs),
         };
         rows.extend(restate::run(&restate).await);
     }
@@ -318,7 +324,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "load_average_at_end": load_at_end,
         "work_dir": work_dir,
         "settings": {
-            "quick": quick, "concurrency": args.concurrency, "raw_concurrency": args.raw_concurrency,
+            "quick": quick, "concurrency": args.concurrency, "restate_partitions": args.restate_partitions, "raw_concurrency": args.raw_concurrency,
             "partitions": args.partitions,
             "stream_shards": args.stream_shards, "latency_rate": args.latency_rate, "latency_secs": latency_secs,
             "closed_loop_secs": duration.as_secs_f64(), "profile": args.profile,

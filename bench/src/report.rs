@@ -70,6 +70,14 @@ fn cpu(rows: &[Row], scenario: &str) -> Option<f64> {
     rows.iter().find(|r| r.scenario == scenario && r.skipped.is_none())?.cpu_s_per_1k
 }
 
+fn p50(rows: &[Row], scenario: &str) -> Option<f64> {
+    rows.iter().find(|r| r.scenario == scenario && r.skipped.is_none())?.p50_ms
+}
+
+fn p99(rows: &[Row], scenario: &str) -> Option<f64> {
+    rows.iter().find(|r| r.scenario == scenario && r.skipped.is_none())?.p99_ms
+}
+
 fn detail(rows: &[Row], scenario: &str, key: &str) -> Option<f64> {
     rows.iter().find(|r| r.scenario == scenario && r.skipped.is_none())?.details.get(key)?.as_f64()
 }
@@ -127,6 +135,22 @@ pub fn checks(rows: &[Row]) -> Vec<Check> {
             0.2,
         ),
         at_most("hot key / Restate hot key (CPU per 1k)", ratio(cpu(rows, "hot"), cpu(rows, "restate-hot")), 0.2),
+        // Latency, paced at --latency-rate, against Restate's round trip with one request in flight.
+        at_most(
+            "unique keys / Restate 1,000 keys, 1 in flight (p50)",
+            ratio(p50(rows, "unique"), p50(rows, "restate-keys")),
+            1.0,
+        ),
+        at_most(
+            "unique keys / Restate 1,000 keys, 1 in flight (p99)",
+            ratio(p99(rows, "unique"), p99(rows, "restate-keys")),
+            2.0,
+        ),
+        at_most(
+            "shopping cart / Restate 1,000 keys, 1 in flight (p50)",
+            ratio(p50(rows, "cart"), p50(rows, "restate-keys")),
+            3.0,
+        ),
         // Processing rates (10% to 90% of the backlog), not egress spans: with 5 s
         // commits the results leave in two or three bursts, too few for a rate.
         at_least(

@@ -115,9 +115,62 @@ where
     Ok(all)
 }
 
+/// Calls `call(n)` `rate` times per second for `duration`, each call in a task
+/// of its own (an open loop), `n` counting up; the latency of every call in
+/// milliseconds, from its scheduled start (a call started late by a busy
+/// scheduler counts its wait, as an arrival in a queue would).
+pub async fn paced<F, Fut>(rate: f64, duration: std::time::Duration, call: F) -> anyhow::Result<Latencies>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    use std::time::Duration;
+    use tokio::time::Instant;
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0.. {
+        let at = start + period.mul_f64(n as f64);
+        if at.duration_since(start) >= duration {
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        let call = call(n);
+        tasks.spawn(async move {
+            call.await?;
+            anyhow::Ok(at.elapsed().as_secs_f64() * 1000.0)
+        });
+    }
+    let mut all = Latencies::default();
+    while let Some(joined) = tasks.join_next().await {
+        all.push(joined.map_err(|e| anyhow::anyhow!("a request task: {e}"))??);
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_paced_loop_does_not_wait_for_the_calls_before() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let started = Arc::new(AtomicUsize::new(0));
+        let counter = started.clone();
+        // Each call outlasts the whole phase: a loop that waited for answers would make one.
+        let latencies = paced(100.0, std::time::Duration::from_millis(200), move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                Ok(())
+            }
+        })
+        .await
+        .expect("paced calls");
+        assert_eq!(started.load(Ordering::Relaxed), 20, "one call per 10 ms for 200 ms");
+        assert_eq!(latencies.len(), 20, "every call's latency");
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {
