@@ -226,12 +226,24 @@ impl Committer {
                 self.chain.committed(hand_overs, target, (outbox.epoch, last), records);
             }
         }
-        if !exchange.is_empty() {
-            self.append(&self.streams.exchange, &exchange).await.map_err(|e| self.stop(e))?;
-            self.metrics.exchange_out(exchange.len());
-        }
-        for (stream, records) in egress {
-            match self.append(&stream, &records).await {
+        // Each stream keeps its own order and none waits for another: they are appended at once
+        // (on Kinesis, one PutRecords round trip for an epoch instead of one per stream).
+        let this = &*self;
+        let exchange_appended = async {
+            match exchange.is_empty() {
+                true => Ok(()),
+                false => this.append(&this.streams.exchange, &exchange).await,
+            }
+        };
+        let egress_appended = futures_util::future::join_all(egress.into_iter().map(|(stream, records)| async move {
+            let appended = this.append(&stream, &records).await;
+            (stream, records, appended)
+        }));
+        let (exchange_appended, egress_appended) = tokio::join!(exchange_appended, egress_appended);
+        exchange_appended.map_err(|e| self.stop(e))?;
+        self.metrics.exchange_out(exchange.len());
+        for (stream, records, appended) in egress_appended {
+            match appended {
                 Ok(()) => self.metrics.egress(&stream, records.len()),
                 Err(Undeliverable::Refused(reason)) => {
                     self.metrics.egress_refused(records.len());
@@ -339,8 +351,7 @@ impl Committer {
         }
     }
 
-    /// Turns an outbox into records per stream, with deterministic ids.
-    /// The outbox as records: exchange batches (and the last message's seq for each
+    /// The outbox as records, with deterministic ids: exchange batches (and the last message's seq for each
     /// target partition), egress records by stream, dead letters.
     #[allow(clippy::type_complexity)]
     fn split(
@@ -455,25 +466,35 @@ mod tests {
 
     /// The local log, except that the stream `forbidden` refuses every append as
     /// Kinesis does for a role without `kinesis:PutRecords` on it.
-    struct Forbidden(LocalLogStore);
+    /// The local log, but for a stream that refuses the worker for good (`forbidden`)
+    /// and, with a barrier, appends that wait for each other (`exchange`, `out`).
+    struct TestLog {
+        log: LocalLogStore,
+        rendezvous: Option<Arc<tokio::sync::Barrier>>,
+    }
 
-    impl LogStore for Forbidden {
+    impl LogStore for TestLog {
         fn ensure_stream<'a>(
             &'a self,
             stream: &'a str,
             shards: u32,
         ) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
-            self.0.ensure_stream(stream, shards)
+            self.log.ensure_stream(stream, shards)
         }
         fn shards<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Vec<ShardInfo>, LogError>> {
-            self.0.shards(stream)
+            self.log.shards(stream)
         }
         fn append<'a>(&'a self, stream: &'a str, records: &'a [AppendRecord]) -> BoxFuture<'a, Result<(), LogError>> {
             if stream == "forbidden" {
                 let detail = "AccessDeniedException: not authorized to perform kinesis:PutRecords".to_owned();
                 return Box::pin(async move { Err(LogError::Rejected { stream: "forbidden".into(), detail }) });
             }
-            self.0.append(stream, records)
+            Box::pin(async move {
+                if let Some(rendezvous) = self.rendezvous.as_ref().filter(|_| ["exchange", "out"].contains(&stream)) {
+                    rendezvous.wait().await;
+                }
+                self.log.append(stream, records).await
+            })
         }
         fn read<'a>(
             &'a self,
@@ -482,7 +503,7 @@ mod tests {
             from: &'a Position,
             max: usize,
         ) -> BoxFuture<'a, Result<(Vec<LogRecord>, Position), LogError>> {
-            self.0.read(stream, shard, from, max)
+            self.log.read(stream, shard, from, max)
         }
     }
 
@@ -609,11 +630,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_streams_of_an_epoch_are_appended_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+        let lease = commits.acquire(0, "worker").await.expect("lease");
+        // Each append waits until the other has started: appended one after the other, neither ends.
+        let rendezvous = Some(Arc::new(tokio::sync::Barrier::new(2)));
+        let log = Arc::new(TestLog { log: LocalLogStore::new(dir.path()), rendezvous });
+        log.ensure_stream("exchange", 2).await.expect("stream");
+        log.ensure_stream("out", 1).await.expect("stream");
+        let mut committer = committer(dir.path(), log.clone(), commits, lease);
+        let mut outbox = Outbox::default();
+        outbox.epoch = 2;
+        let envelope = statefun_proto::internal::Envelope {
+            target: Some(crate::address::FunctionType::new("ns", "f").address("a")),
+            ..Default::default()
+        };
+        outbox.push_exchange(0, 1, &envelope).expect("fits");
+        let out = EgressRecord { stream: "out".into(), partition_key: "k".into(), data: vec![1], ..Default::default() };
+        outbox.push_egress(1, out);
+        let published = tokio::time::timeout(Duration::from_secs(30), committer.publish(&outbox)).await;
+        assert!(published.expect("the exchange and the egress appended together").is_ok());
+        let (records, _) = log.read("out", "shard-0000", &Position::Start, 10).await.expect("read");
+        assert_eq!(records.len(), 1);
+    }
+
+    #[tokio::test]
     async fn egress_records_a_stream_refuses_for_good_become_dead_letters_and_the_rest_is_published() {
         let dir = tempfile::tempdir().expect("tempdir");
         let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
         let lease = commits.acquire(0, "worker").await.expect("lease");
-        let log = Arc::new(Forbidden(LocalLogStore::new(dir.path())));
+        let log = Arc::new(TestLog { log: LocalLogStore::new(dir.path()), rendezvous: None });
         let mut committer = committer(dir.path(), log.clone(), commits, lease);
         let record = |stream: &str| EgressRecord {
             stream: stream.into(),
