@@ -228,6 +228,7 @@ const PROMETHEUS_METRICS: &[(&str, Kind, &[&str])] = &[
     ("statefun_dead_letters_total", Kind::Counter, &["reason"]),
     ("statefun_partition_failures_total", Kind::Counter, &["reason"]),
     ("statefun_lease_takeovers_total", Kind::Counter, &[]),
+    ("statefun_hand_overs_total", Kind::Counter, &["outcome"]),
 ];
 
 /// The metric a series name of a query belongs to, and the labels the series has.

@@ -12,7 +12,7 @@ use statefun_proto::reqreply::Address;
 
 use super::outbox::Outbox;
 use super::record::AddressRecord;
-use super::{Catalog, Partition};
+use super::{Catalog, Partition, spill};
 use crate::address::{self, FunctionType};
 
 /// Where a replayed history goes, piece by piece: for each object, oldest
@@ -60,8 +60,13 @@ impl Restorer {
             .filter(|o| o.epoch > p.published_through)
             .map(|o| Arc::new(Outbox::from_record(o, partition_of)))
             .collect();
-        let mut queued_by_address = Vec::new();
+        let (mut queued_by_address, mut spilling) = (Vec::new(), Vec::new());
         for (address, record) in p.addresses.iter() {
+            if record.busy().parked.is_some()
+                && let Some(function_type) = spill::spilled_type(&address)
+            {
+                spilling.push(function_type);
+            }
             let bytes = record.mailbox().iter().map(prost::Message::encoded_len).sum::<usize>();
             p.queued += record.mailbox().len();
             p.queued_bytes += bytes;
@@ -72,7 +77,7 @@ impl Restorer {
         for (address, messages, bytes) in queued_by_address {
             p.count_queued(&address, messages, bytes);
         }
-        p.spills_restored();
+        p.spills_restored(spilling);
         p.unpublished_bytes = p.unpublished.iter().map(|o| o.bytes()).sum();
         for timer in listed_timers.into_values().flatten() {
             p.timers.restore(timer);

@@ -130,13 +130,7 @@ impl Partition {
     }
 
     /// After a restore: the types whose spills hold something spill on.
-    pub(super) fn spills_restored(&mut self) {
-        let spilling: Vec<FunctionType> = self
-            .addresses
-            .iter()
-            .filter(|(_, record)| record.busy().parked.is_some())
-            .filter_map(|(address, _)| spilled_type(&address))
-            .collect();
+    pub(super) fn spills_restored(&mut self, spilling: Vec<FunctionType>) {
         for function_type in spilling {
             let number = self.type_number(&function_type.address(""));
             if let Some((_, info)) = self.types.by_number_mut(number) {

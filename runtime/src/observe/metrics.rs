@@ -72,6 +72,7 @@ pub struct Metrics {
     dead_letters: Family<Labels<1>, Counter>,
     partition_failures: Family<Labels<1>, Counter>,
     lease_takeovers: Counter,
+    hand_overs: Family<Labels<1>, Counter>,
     /// Sums over the label sets, for the status page (not exported: Prometheus sums itself).
     pub(super) totals: Totals,
 }
@@ -134,6 +135,7 @@ impl Metrics {
             dead_letters: Family::default(),
             partition_failures: Family::default(),
             lease_takeovers: Counter::default(),
+            hand_overs: Family::default(),
             totals: Totals::default(),
             registry: Registry::default(),
         };
@@ -197,6 +199,11 @@ impl Metrics {
             "Leases taken over from another worker that stopped renewing them",
             this.lease_takeovers.clone(),
         );
+        r.register(
+            "statefun_hand_overs",
+            "Batches another partition of this process handed over in memory: taken, or ignored (the exchange brings them)",
+            this.hand_overs.clone(),
+        );
         // Every reason is exported from the start, at zero, so that rates and alarms see the first one.
         for cause in DeadLetterCause::ALL {
             let _ = this.dead_letters.get_or_create(&[("reason", Cow::Borrowed(cause.label()))]);
@@ -246,6 +253,13 @@ impl Metrics {
             refused: self.dead_letters.get_or_create_owned(&[("reason", Cow::Borrowed(EGRESS_REFUSED))]),
             totals: self.totals.clone(),
         }
+    }
+
+    /// The handles of a partition's hand-overs (taken, ignored).
+    pub fn hand_overs(&self) -> HandOverMetrics {
+        let outcome =
+            |outcome: &'static str| self.hand_overs.get_or_create_owned(&[("outcome", Cow::Borrowed(outcome))]);
+        HandOverMetrics { taken: outcome("taken"), ignored: outcome("ignored") }
     }
 
     /// The handles of one input shard's reader: ingress records and lag, or exchange records in.
@@ -325,6 +339,23 @@ impl FunctionMetrics {
         self.dead_lettered.inc();
         self.totals.invocations.inc();
         self.totals.invocations_dead_lettered.inc();
+    }
+}
+
+/// What became of the hand-overs a partition was given.
+#[derive(Clone)]
+pub struct HandOverMetrics {
+    taken: Counter,
+    ignored: Counter,
+}
+
+impl HandOverMetrics {
+    pub fn record(&self, taken: bool) {
+        if taken {
+            self.taken.inc()
+        } else {
+            self.ignored.inc()
+        };
     }
 }
 

@@ -243,6 +243,7 @@ impl PartitionWorker {
         let mut share = budget.share();
         let mut intake: Option<Intake> = None;
         let mut handed = hand_overs.as_ref().map(|h| h.register(id));
+        let hand_over_metrics = observer.metrics.hand_overs();
         let result = loop {
             let reading = intake.as_ref().map_or(0, |i| i.bytes);
             let share_held = partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes() + reading;
@@ -289,7 +290,7 @@ impl PartitionWorker {
                     intake = intake.and_then(|i| Intake::take_step(i, &mut partition, &inputs, &mut sealing));
                 }
                 Some(hand_over) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
-                    take_hand_over(&mut partition, hand_over);
+                    hand_over_metrics.record(take_hand_over(&mut partition, hand_over));
                 }
                 Some(ready) = ready_rx.recv() => {
                     let source = &ingress[ready.stream];
@@ -494,13 +495,10 @@ async fn next_hand_over(handed: &mut Option<mpsc::Receiver<HandOver>>) -> Option
 /// Takes what another partition of this process handed over, if it continues
 /// this partition's mark for it; else the exchange brings it (as it does what
 /// does not decode, where it becomes a dead letter).
-fn take_hand_over(partition: &mut Partition, hand_over: HandOver) {
+fn take_hand_over(partition: &mut Partition, hand_over: HandOver) -> bool {
     let batches: Result<Vec<ExchangeBatch>, _> =
         hand_over.records.iter().map(|record| ExchangeBatch::decode(record.as_slice())).collect();
-    if let Ok(batches) = batches {
-        let taken = partition.accept_handed_over(batches, hand_over.previous, now_ms());
-        tracing::trace!(partition = partition.id(), taken, "hand-over");
-    }
+    batches.is_ok_and(|batches| partition.accept_handed_over(batches, hand_over.previous, now_ms()))
 }
 
 /// What sealing an epoch needs to remember between epochs.
