@@ -311,18 +311,7 @@ async fn closed_loop(
     duration: Duration,
 ) -> anyhow::Result<Latencies> {
     let (client, urls) = (client.clone(), urls.clone());
-    stats::closed_loop(concurrency, duration, move |n| {
-        let (client, urls) = (client.clone(), urls.clone());
-        async move {
-            let url = &urls[n % urls.len()];
-            let (status, body) = post(&client, url, "application/json", "1".into()).await?;
-            if !status.is_success() {
-                bail!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
-            }
-            Ok(())
-        }
-    })
-    .await
+    stats::closed_loop(concurrency, duration, move |n| add(client.clone(), urls.clone(), n)).await
 }
 
 /// Calls `add` on the next key in turn at `rate` per second for `duration`, each call
@@ -334,16 +323,15 @@ async fn paced_loop(
     duration: Duration,
 ) -> anyhow::Result<Latencies> {
     let (client, urls) = (client.clone(), urls.clone());
-    stats::paced(rate, duration, move |n| {
-        let (client, urls) = (client.clone(), urls.clone());
-        async move {
-            let url = &urls[n % urls.len()];
-            let (status, body) = post(&client, url, "application/json", "1".into()).await?;
-            if !status.is_success() {
-                bail!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
-            }
-            Ok(())
-        }
-    })
-    .await
+    stats::paced(rate, duration, move |n| add(client.clone(), urls.clone(), n)).await
+}
+
+/// The counter's `add` on the `n`th key (in turn), which must succeed.
+async fn add(client: HttpClient, urls: Arc<Vec<String>>, n: usize) -> anyhow::Result<()> {
+    let url = &urls[n % urls.len()];
+    let (status, body) = post(&client, url, "application/json", "1".into()).await?;
+    if !status.is_success() {
+        bail!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(())
 }

@@ -103,8 +103,12 @@ impl Partition {
 
     /// Puts a message (with its target) behind its type's spill.
     pub(super) fn spill(&mut self, number: usize, envelope: Envelope, bytes: usize) {
-        let Some(spill) = self.types.by_number_mut(number).and_then(|(_, info)| info.spill.clone()) else { return };
+        // Taken out and put back, not cloned: a flood spills every message.
+        let Some(spill) = self.types.by_number_mut(number).and_then(|(_, info)| info.spill.take()) else { return };
         self.park(&spill, envelope, bytes);
+        if let Some((_, info)) = self.types.by_number_mut(number) {
+            info.spill = Some(spill);
+        }
     }
 
     /// Whether a type's spill may be read back: the type has drained to half
