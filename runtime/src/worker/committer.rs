@@ -66,7 +66,7 @@ pub struct Committer {
     /// The partition's history, named in its exchange batches.
     pub incarnation: u64,
     pub metrics: CommitMetrics,
-    /// The workers of this process that committed batches are handed to ([`handoff`]); `None`: none are.
+    /// The workers of this process that committed batches are handed to ([`super::handoff`]); `None`: none are.
     pub hand_overs: Option<Arc<HandOvers>>,
     pub chain: Chain,
 }
