@@ -54,6 +54,8 @@ struct Streams {
 struct Stream {
     connection: Connection,
     shards: u32,
+    /// The file whose closing after a write announces an append (see [`super::wake`]).
+    appended_path: PathBuf,
 }
 
 impl LocalLogStore {
@@ -153,7 +155,8 @@ impl Streams {
                 hint: " (file has no shard count)".into(),
             });
         };
-        let stream_handle = Arc::new(Mutex::new(Stream { connection, shards }));
+        let appended_path = super::wake::announce_path(&self.dir, stream);
+        let stream_handle = Arc::new(Mutex::new(Stream { connection, shards, appended_path }));
         open.insert(stream.to_owned(), stream_handle.clone());
         self.shard_counts.lock().unwrap_or_else(|e| e.into_inner()).insert(stream.to_owned(), shards);
         Ok(stream_handle)
@@ -376,7 +379,13 @@ impl LogStore for LocalLogStore {
                     insert.execute(params![chunk.shard, chunk.count, chunk.body, now])?;
                 }
             }
-            tx.commit()
+            tx.commit()?;
+            // Readers in other processes are woken by this, now that the records are readable (SQLite's
+            // own write to its log comes before its commit is visible). Without it they poll.
+            if let Err(e) = super::wake::announce(&s.appended_path) {
+                tracing::debug!(path = %s.appended_path.display(), "could not announce an append ({e}); readers elsewhere poll");
+            }
+            Ok(())
         });
         let inner = self.inner.clone();
         Box::pin(async move {
@@ -692,6 +701,34 @@ mod tests {
         let other = reader.appends("s").expect("the local log signals appends");
         writer.append("s", &[record("k", b"b", None)]).await.expect("append");
         assert!(matches!(changed(other).await, Ok(Ok(()))), "woken by another store's append");
+    }
+
+    #[tokio::test]
+    async fn a_reader_woken_by_another_process_finds_the_append_that_woke_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = Arc::new(LocalLogStore::new(dir.path()));
+        let shards = writer.ensure_stream("s", 1).await.expect("create");
+        // Another store on the same files: only the watch of the files tells it of an append.
+        let reader = LocalLogStore::new(dir.path());
+        let mut signal = reader.appends("s").expect("the local log signals appends");
+        let mut position = Position::Start;
+        for n in 0..20 {
+            signal.mark_unchanged();
+            let value = format!("v{n}").into_bytes();
+            let append = tokio::spawn({
+                let (writer, value) = (writer.clone(), value.clone());
+                async move { writer.append("s", &[record("k", &value, None)]).await }
+            });
+            let woken = tokio::time::timeout(std::time::Duration::from_secs(30), signal.changed()).await;
+            assert!(matches!(woken, Ok(Ok(()))), "append {n} woke the reader");
+            // Read at once, as a waiting reader does: a wake before the append is committed would find
+            // nothing, and the reader would wait for the next append or its poll interval.
+            let (records, next) = reader.read("s", &shards[0].id, &position, 10).await.expect("read");
+            let values: Vec<_> = records.iter().map(|r| r.data.clone()).collect();
+            assert_eq!(values, vec![value], "append {n} is there when its wake arrives");
+            position = next;
+            append.await.expect("the append task").expect("append");
+        }
     }
 
     #[tokio::test]
