@@ -892,6 +892,7 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
                 metrics: statefun_runtime::observe::metrics::Metrics::new().committer(0),
                 hand_overs: None,
                 chain: Default::default(),
+                collector: Default::default(),
             };
             let (sealed, receiver) = tokio::sync::mpsc::channel(1);
             let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();

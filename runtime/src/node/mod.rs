@@ -41,7 +41,7 @@ use crate::observe::metrics::FailureReason;
 use crate::observe::reports::Reporter;
 use crate::partition::Partition;
 use crate::partition::budget::MemoryBudget;
-use crate::worker::committer::{Committer, OutputStreams};
+use crate::worker::committer::{Collector, Committer, OutputStreams};
 use crate::worker::handoff::{Chain, HandOvers};
 use crate::worker::lineage::IngressStream;
 use crate::worker::{Input, InputKind, PartitionWorker, WorkerError, WorkerSettings, panic_message};
@@ -650,6 +650,7 @@ async fn run_partition(
         metrics: context.observer.metrics.committer(id),
         hand_overs: context.hand_overs.clone(),
         chain: Chain::default(),
+        collector: Collector::default(),
     };
     let exchange = Input {
         stream: context.streams.exchange.clone(),

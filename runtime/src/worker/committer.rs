@@ -69,6 +69,49 @@ pub struct Committer {
     /// The workers of this process that committed batches are handed to ([`super::handoff`]); `None`: none are.
     pub hand_overs: Option<Arc<HandOvers>>,
     pub chain: Chain,
+    pub collector: Collector,
+}
+
+/// Deletes the history a committed snapshot replaced, beside the later commits:
+/// one object at a time (a file, an S3 request), a thousand deltas take long
+/// enough to hold up the results of the epochs behind the snapshot. Only
+/// objects older than the snapshot are deleted, which no later commit writes
+/// or reads.
+#[derive(Default)]
+pub struct Collector(Option<tokio::task::JoinHandle<()>>);
+
+impl Collector {
+    /// Starts deleting the partition's objects older than `snapshot_epoch`, unless a
+    /// deletion still runs (the next snapshot's takes what it leaves).
+    fn collect(&mut self, blobs: Arc<dyn BlobStore>, partition: u32, snapshot_epoch: u64) {
+        if self.0.as_ref().is_some_and(|running| !running.is_finished()) {
+            return;
+        }
+        self.0 = Some(tokio::spawn(async move {
+            if let Err(e) = checkpoint::collect_garbage(blobs.as_ref(), partition, snapshot_epoch).await {
+                tracing::warn!(partition, "garbage collection of checkpoints failed: {e}");
+            }
+        }));
+    }
+}
+
+impl Collector {
+    /// Waits for the deletion started last, if any.
+    async fn finish(&mut self) {
+        if let Some(running) = self.0.take() {
+            let _ = running.await;
+        }
+    }
+}
+
+impl Drop for Collector {
+    /// A partition that stops against its will stops its deletions too: what is left is
+    /// collected after its next snapshot.
+    fn drop(&mut self) {
+        if let Some(running) = self.0.take() {
+            running.abort();
+        }
+    }
 }
 
 impl Committer {
@@ -108,6 +151,8 @@ impl Committer {
             self.metrics.committed(bytes, started.elapsed().as_secs_f64(), crate::now_ms());
             let _ = events.send(CommitterEvent::Published(epoch));
         }
+        // A stop leaves the store as tidy as when deletions were part of the commit.
+        self.collector.finish().await;
     }
 
     /// Writes the epoch's object and commits it; its encoded size, or the event that stops the partition.
@@ -177,9 +222,7 @@ impl Committer {
         }
         if snapshot {
             self.snapshot_epoch = epoch;
-            if let Err(e) = checkpoint::collect_garbage(self.blobs.as_ref(), partition, epoch).await {
-                tracing::warn!(partition, "garbage collection of checkpoints failed: {e}");
-            }
+            self.collector.collect(self.blobs.clone(), partition, epoch);
             if let Some(live) = live_parked
                 && let Err(e) = self.delete_unlisted_parked(&live).await
             {
@@ -530,6 +573,7 @@ mod tests {
             metrics: crate::observe::metrics::Metrics::new().committer(0),
             hand_overs: None,
             chain: Chain::default(),
+            collector: Collector::default(),
         }
     }
 
@@ -564,6 +608,80 @@ mod tests {
             .expect("read");
         let [Ok(whole)] = read.as_slice() else { panic!("one dead letter: {read:?}") };
         assert_eq!(whole.letter, letter, "read back whole");
+    }
+
+    /// Checkpoint files whose deletes wait until `allowed` gives them a permit.
+    struct HeldDeletes {
+        files: FsBlobStore,
+        allowed: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl BlobStore for HeldDeletes {
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            data: bytes::Bytes,
+        ) -> BoxFuture<'a, Result<(), checkpoint::CheckpointError>> {
+            self.files.put(key, data)
+        }
+        fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, checkpoint::CheckpointError>> {
+            self.files.get(key)
+        }
+        fn read<'a>(
+            &'a self,
+            key: &'a str,
+            sink: &'a mut checkpoint::ChunkSink<'_>,
+        ) -> BoxFuture<'a, Result<bool, checkpoint::CheckpointError>> {
+            self.files.read(key, sink)
+        }
+        fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), checkpoint::CheckpointError>> {
+            Box::pin(async move {
+                self.allowed.acquire().await.expect("open").forget();
+                self.files.delete(key).await
+            })
+        }
+        fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, checkpoint::CheckpointError>> {
+            self.files.list(prefix)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_committed_without_waiting_for_the_history_it_replaces_to_be_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+        let lease = commits.acquire(0, "worker").await.expect("lease");
+        let mut committer = committer(dir.path(), Arc::new(LocalLogStore::new(dir.path())), commits, lease);
+        let allowed = Arc::new(tokio::sync::Semaphore::new(0));
+        committer.blobs = Arc::new(HeldDeletes { files: FsBlobStore::new(dir.path()), allowed: allowed.clone() });
+        let blobs = committer.blobs.clone();
+        let sealed = |epoch: u64, snapshot: bool| SealedEpoch {
+            record: statefun_proto::internal::EpochRecord { partition: 0, epoch, snapshot, ..Default::default() },
+            entries: Default::default(),
+            timers: Vec::new(),
+            outboxes: Vec::new(),
+            parked: Vec::new(),
+            released: Vec::new(),
+            live_parked: None,
+        };
+        for (epoch, snapshot) in [(1, true), (2, false), (3, false)] {
+            committer.commit(sealed(epoch, snapshot)).await.expect("committed");
+        }
+        let history = blobs.list(&checkpoint::partition_prefix(0)).await.expect("list");
+        assert_eq!(history.len(), 3);
+        // Deleting the replaced history takes its time (a file, an S3 request, per object): the
+        // snapshot's results must not wait for it.
+        let committed = tokio::time::timeout(Duration::from_secs(30), committer.commit(sealed(4, true))).await;
+        assert!(matches!(committed, Ok(Ok(_))), "the snapshot committed while its deletes wait: {committed:?}");
+        allowed.add_permits(3);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = blobs.list(&checkpoint::partition_prefix(0)).await.expect("list");
+            if left == [checkpoint::object_key(0, 4, committer.lease.counter, true)] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the replaced history is deleted in the end: {left:?} left");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
