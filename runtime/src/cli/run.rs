@@ -40,8 +40,10 @@ pub struct RunArgs {
     /// then dropped as a duplicate): a hop without the exchange's round trip.
     #[arg(long, env = "STATEFUN_HAND_OVER", action = clap::ArgAction::Set, default_value_t = true)]
     hand_over: bool,
-    /// Every how many epochs a full snapshot replaces the deltas.
-    #[arg(long, env = "STATEFUN_SNAPSHOT_EVERY", default_value_t = 100)]
+    /// At least one epoch in this many is a full snapshot that replaces the deltas; one
+    /// comes sooner (but at most one in a tenth of this many) once the deltas since the
+    /// last snapshot are larger than it.
+    #[arg(long, env = "STATEFUN_SNAPSHOT_EVERY", default_value_t = 1000)]
     snapshot_every: u64,
     /// Input pauses while a partition holds more queued messages than this.
     #[arg(long, env = "STATEFUN_MAX_QUEUED", default_value_t = 100_000)]

@@ -11,6 +11,7 @@
 //! (resharding: see [`lineage`]); a shard read to its end is marked
 //! finished once the epoch recording its end is published.
 
+mod cadence;
 pub mod committer;
 pub mod handoff;
 pub mod lineage;
@@ -44,6 +45,7 @@ use crate::partition::budget::MemoryBudget;
 use crate::partition::outbox::IngressMessage;
 use crate::partition::spill::Room;
 use crate::partition::{Bounds, DeadLetterCause, DeadLetterCounts, Effect, Partition, parking};
+use cadence::SnapshotCadence;
 use committer::{Committer, CommitterEvent, Sealed};
 use handoff::{HandOver, HandOvers};
 use lineage::{Discovery, IngressStream, ReadyShard};
@@ -79,7 +81,8 @@ pub struct WorkerSettings {
     pub group_commit: bool,
     /// Hand committed messages to the other partitions of this process in memory ([`handoff`]).
     pub hand_over: bool,
-    /// Every how many epochs a full snapshot replaces the chain of deltas.
+    /// At least one epoch in this many is a full snapshot that replaces the chain of deltas
+    /// (sooner once the deltas are larger than the snapshot: [`cadence`]).
     pub snapshot_every: u64,
     /// Input pauses while more messages than this are queued in the partition.
     pub max_queued: usize,
@@ -504,10 +507,7 @@ fn take_hand_over(partition: &mut Partition, hand_over: HandOver) -> bool {
 /// What sealing an epoch needs to remember between epochs.
 #[derive(Default)]
 struct Sealing {
-    snapshot_every: u64,
-    epochs_since_snapshot: u64,
-    /// Where the count starts after the first snapshot (then at zero).
-    after_first_snapshot: u64,
+    snapshots: SnapshotCadence,
     /// Shards read to their end, waiting for the epoch that records it to be sealed, then published.
     ended_unsealed: Vec<(String, String)>,
     ended_sealed: Vec<(u64, String, String)>,
@@ -517,28 +517,19 @@ struct Sealing {
 }
 
 impl Sealing {
-    /// The first epoch sealed is a snapshot; then one in `snapshot_every`, at
-    /// partition `id`'s place among `partitions` in the cycle.
     fn new(snapshot_every: u64, id: u32, partitions: u32) -> Self {
-        Self {
-            snapshot_every,
-            epochs_since_snapshot: snapshot_every,
-            after_first_snapshot: u64::from(id) * snapshot_every / u64::from(partitions.max(1)),
-            ..Default::default()
-        }
+        Self { snapshots: SnapshotCadence::new(snapshot_every, id, partitions), ..Default::default() }
     }
 
-    /// Seals the partition's epoch (a snapshot every `snapshot_every` epochs).
+    /// Seals the partition's epoch, a snapshot when [`SnapshotCadence`] says so.
     fn seal(&mut self, partition: &mut Partition) -> Sealed {
-        self.epochs_since_snapshot += 1;
-        let snapshot = self.epochs_since_snapshot >= self.snapshot_every;
-        if snapshot {
-            self.epochs_since_snapshot = std::mem::take(&mut self.after_first_snapshot);
-        }
+        let snapshot = self.snapshots.next_is_snapshot();
         let (record, outbox) = partition.seal(snapshot);
         let epoch = record.record.epoch;
         let parked: usize = record.parked.iter().map(|(_, bytes)| bytes.len()).sum();
-        self.in_commit.push_back((epoch, record.entries.bytes().len() + record.timers.len() + parked));
+        let bytes = record.entries.bytes().len() + record.timers.len() + parked;
+        self.snapshots.sealed(snapshot, bytes);
+        self.in_commit.push_back((epoch, bytes));
         self.ended_sealed.extend(self.ended_unsealed.drain(..).map(|(stream, shard)| (epoch, stream, shard)));
         Sealed { record, outbox }
     }
