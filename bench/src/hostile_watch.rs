@@ -190,10 +190,14 @@ impl Watch {
     }
 }
 
-/// Every file under `dir` with its size; what vanishes meanwhile is left out.
+/// Every file under `dir` with its size; what vanishes meanwhile is left out, and so are
+/// deleted files the store keeps for reuse (`.recycled/`).
 fn walk(dir: &Path, files: &mut Vec<(PathBuf, u64)>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_dir() {
             walk(&entry.path(), files);

@@ -2,8 +2,16 @@
 //!
 //! A file is written under a temporary name, synced, then renamed (and the
 //! directory synced), so a reader never sees half an object, even after a crash.
+//!
+//! A partition writes a file per epoch and deletes a snapshot's history by the
+//! hundred. A deleted file is kept for reuse (renamed into `.recycled/`) rather
+//! than unlinked, and the next write takes it: allocating an inode costs a
+//! bitmap search, which on ext4 without a journal skips every inode freed in
+//! the last minutes, and was a fifth of the runtime's time with sparse events.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -12,15 +20,59 @@ use crate::log::BoxFuture;
 
 pub struct FsBlobStore {
     root: PathBuf,
+    recycled: Arc<Recycled>,
+}
+
+/// Files deleted by this store, kept for its next writes.
+#[derive(Default)]
+struct Recycled {
+    files: Mutex<Vec<PathBuf>>,
+    /// Names the next recycled file (a name a crashed process left is simply replaced).
+    next: AtomicU64,
+}
+
+/// Where deleted files wait for reuse, beside the objects (a key may not start with it).
+const RECYCLED_DIR: &str = ".recycled";
+
+/// At most this many deleted files are kept (the others are unlinked).
+const RECYCLED_FILES: usize = 1024;
+
+impl Recycled {
+    /// Moves a deleted object's file aside for reuse, or unlinks it when enough are kept.
+    fn keep(&self, dir: &Path, path: &Path) -> std::io::Result<()> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if files.len() >= RECYCLED_FILES {
+            drop(files);
+            return std::fs::remove_file(path);
+        }
+        let kept = dir.join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+        std::fs::create_dir_all(dir)?;
+        std::fs::rename(path, &kept)?;
+        files.push(kept);
+        Ok(())
+    }
+
+    /// Opens a file at `tmp` for a new object, emptied: a recycled one if any is kept.
+    fn open(&self, tmp: &Path) -> std::io::Result<std::fs::File> {
+        let kept = self.files.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(kept) = kept
+            && std::fs::rename(&kept, tmp).is_ok()
+        {
+            return std::fs::OpenOptions::new().write(true).truncate(true).open(tmp);
+        }
+        std::fs::File::create(tmp)
+    }
 }
 
 impl FsBlobStore {
     pub fn new(data_dir: &Path) -> Self {
-        Self { root: data_dir.join("checkpoints") }
+        Self { root: data_dir.join("checkpoints"), recycled: Arc::default() }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, CheckpointError> {
-        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+            || key.split('/').next() == Some(RECYCLED_DIR)
+        {
             return Err(CheckpointError::Backend { key: key.into(), detail: "invalid object key".into() });
         }
         Ok(self.root.join(key))
@@ -46,13 +98,14 @@ impl BlobStore for FsBlobStore {
             Ok(p) => p,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        let recycled = self.recycled.clone();
         blocking(key, move || {
             use std::io::Write;
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             let tmp = path.with_extension("tmp");
-            let mut file = std::fs::File::create(&tmp)?;
+            let mut file = recycled.open(&tmp)?;
             file.write_all(&data)?;
             file.sync_data()?;
             std::fs::rename(&tmp, &path)?;
@@ -101,7 +154,8 @@ impl BlobStore for FsBlobStore {
             Ok(p) => p,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        blocking(key, move || match std::fs::remove_file(&path) {
+        let (recycled, dir) = (self.recycled.clone(), self.root.join(RECYCLED_DIR));
+        blocking(key, move || match recycled.keep(&dir, &path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         })
@@ -151,9 +205,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keys_that_escape_the_directory_are_refused() {
+    async fn keys_that_escape_the_directory_or_name_the_recycled_files_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsBlobStore::new(dir.path());
         assert!(store.put("../x", Bytes::new()).await.is_err());
+        assert!(store.put(".recycled/0", Bytes::new()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_objects_file_is_reused_by_the_next_write_which_holds_only_its_own_bytes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::new(dir.path());
+        let inode = |key: &str| std::fs::metadata(store.path(key).expect("a key")).expect("the file").ino();
+        let (old, new) = (object_key(0, 1, 1, true), object_key(0, 2, 1, true));
+        store.put(&old, Bytes::from(vec![1; 10_000])).await.expect("put");
+        let old_inode = inode(&old);
+        store.delete(&old).await.expect("delete");
+        assert_eq!(store.get(&old).await.expect("get"), None, "deleted");
+        assert_eq!(store.list("partition-00000/").await.expect("list"), Vec::<String>::new());
+        let kept = |store: &FsBlobStore| -> Vec<u64> {
+            let files = std::fs::read_dir(store.root.join(RECYCLED_DIR)).expect("the recycled files");
+            files.map(|f| f.expect("an entry").metadata().expect("metadata").ino()).collect()
+        };
+        assert_eq!(kept(&store), [old_inode], "the deleted file is kept, not unlinked");
+        store.put(&new, Bytes::from_static(b"short")).await.expect("put");
+        assert_eq!(inode(&new), old_inode, "the deleted file, reused");
+        assert!(kept(&store).is_empty(), "taken by the write");
+        assert_eq!(store.get(&new).await.expect("get"), Some(b"short".to_vec()), "nothing of the old object left");
+        store.delete(&object_key(0, 9, 1, false)).await.expect("deleting what is not there is no error");
     }
 }
