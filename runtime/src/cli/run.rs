@@ -28,8 +28,8 @@ pub struct RunArgs {
     #[arg(long, env = "STATEFUN_COMMIT_INTERVAL", default_value = "100ms", value_parser = duration)]
     commit_interval: Duration,
     /// Commit an epoch as soon as it holds output someone waits for (egress
-    /// records, messages for other partitions) and the partition is idle, with
-    /// no commit in flight; a busy partition commits every --commit-interval.
+    /// records, messages for other partitions), its inputs are caught up and no
+    /// commit is in flight; a partition with a backlog commits every --commit-interval.
     /// With false, epochs are committed every --commit-interval only. Default:
     /// true on the local backend, false on AWS (measured on the local AWS
     /// stack, the extra commits cost more than they saved).

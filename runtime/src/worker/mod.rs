@@ -74,10 +74,9 @@ pub struct Input {
 pub struct WorkerSettings {
     /// The longest time between commits.
     pub commit_interval: Duration,
-    /// Seal an epoch as soon as output waits in it, the partition is idle (no
-    /// message queued or in flight, nothing more to read) and no commit is in
-    /// flight: latency is then about one commit, while under load epochs still
-    /// fill for the interval.
+    /// Seal an epoch as soon as output waits in it, the inputs are caught up
+    /// (nothing more to read) and no commit is in flight: latency is then about
+    /// one commit, while with a backlog epochs still fill for the interval.
     pub group_commit: bool,
     /// Hand committed messages to the other partitions of this process in memory ([`handoff`]).
     pub hand_over: bool,
@@ -272,13 +271,14 @@ impl PartitionWorker {
                 && share.has_room()
                 && !epoch_full
                 && sealed_tx.capacity() > 0;
-            // Output waits in this epoch (egress records, messages for other partitions) and the partition
-            // is idle (no message queued or in flight, nothing more to read right now) with no commit in
-            // flight: sealed at once. A busy partition has more output coming, so its epoch keeps filling
-            // until its interval or size is up, and commits stay few under load.
+            // Output waits in this epoch (egress records, messages for other partitions), no commit is in
+            // flight and the inputs are caught up (nothing more to read right now): sealed at once, so
+            // each commit takes what came while the one before was written (group commit). Invocations
+            // in flight do not hold it: their output goes with the next. A partition whose inputs are
+            // behind (a backlog) lets its epoch fill until its interval or size is up, and commits stay
+            // few under load.
             let output_waits = settings.group_commit
                 && partition.outbox_len() > 0
-                && partition.queued_messages() == 0
                 && sealing.in_commit.is_empty()
                 && intake.is_none()
                 && input_rx.is_empty()
