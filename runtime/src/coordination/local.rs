@@ -172,11 +172,14 @@ impl CommitStore for LocalCommitStore {
     ) -> BoxFuture<'a, Result<(), CommitError>> {
         let lease = lease.clone();
         self.blocking(move |c| {
+            // Prepared once per connection: every epoch of every partition comes through here.
             let changed = c
-                .execute(
+                .prepare_cached(
                     "UPDATE partitions SET epoch = ?1, snapshot_epoch = ?2, chain_lease = ?7
                      WHERE partition = ?3 AND owner = ?4 AND lease = ?5 AND epoch = ?6",
-                    params![
+                )
+                .and_then(|mut update| {
+                    update.execute(params![
                         manifest.epoch as i64,
                         manifest.snapshot_epoch as i64,
                         lease.partition,
@@ -184,8 +187,8 @@ impl CommitStore for LocalCommitStore {
                         lease.counter as i64,
                         previous_epoch as i64,
                         manifest.lease as i64
-                    ],
-                )
+                    ])
+                })
                 .map_err(backend)?;
             if changed == 1 {
                 Ok(())
