@@ -610,6 +610,19 @@ mod tests {
         assert_eq!(whole.letter, letter, "read back whole");
     }
 
+    /// Partition 0's epoch `epoch`, with nothing in it.
+    fn empty_epoch(epoch: u64, snapshot: bool) -> SealedEpoch {
+        SealedEpoch {
+            record: statefun_proto::internal::EpochRecord { partition: 0, epoch, snapshot, ..Default::default() },
+            entries: Default::default(),
+            timers: Vec::new(),
+            outboxes: Vec::new(),
+            parked: Vec::new(),
+            released: Vec::new(),
+            live_parked: None,
+        }
+    }
+
     /// Checkpoint files whose deletes wait until `allowed` gives them a permit.
     struct HeldDeletes {
         files: FsBlobStore,
@@ -654,23 +667,14 @@ mod tests {
         let allowed = Arc::new(tokio::sync::Semaphore::new(0));
         committer.blobs = Arc::new(HeldDeletes { files: FsBlobStore::new(dir.path()), allowed: allowed.clone() });
         let blobs = committer.blobs.clone();
-        let sealed = |epoch: u64, snapshot: bool| SealedEpoch {
-            record: statefun_proto::internal::EpochRecord { partition: 0, epoch, snapshot, ..Default::default() },
-            entries: Default::default(),
-            timers: Vec::new(),
-            outboxes: Vec::new(),
-            parked: Vec::new(),
-            released: Vec::new(),
-            live_parked: None,
-        };
         for (epoch, snapshot) in [(1, true), (2, false), (3, false)] {
-            committer.commit(sealed(epoch, snapshot)).await.expect("committed");
+            committer.commit(empty_epoch(epoch, snapshot)).await.expect("committed");
         }
         let history = blobs.list(&checkpoint::partition_prefix(0)).await.expect("list");
         assert_eq!(history.len(), 3);
         // Deleting the replaced history takes its time (a file, an S3 request, per object): the
         // snapshot's results must not wait for it.
-        let committed = tokio::time::timeout(Duration::from_secs(30), committer.commit(sealed(4, true))).await;
+        let committed = tokio::time::timeout(Duration::from_secs(30), committer.commit(empty_epoch(4, true))).await;
         assert!(matches!(committed, Ok(Ok(_))), "the snapshot committed while its deletes wait: {committed:?}");
         allowed.add_permits(3);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -693,16 +697,10 @@ mod tests {
         let blobs = committer.blobs.clone();
         // Litter: a segment of an epoch that never committed.
         blobs.put(&parking::object_key(0, "p0.l0.e7.0"), bytes::Bytes::from_static(b"")).await.expect("put");
-        let record =
-            statefun_proto::internal::EpochRecord { partition: 0, epoch: 1, snapshot: true, ..Default::default() };
         let sealed = SealedEpoch {
-            record,
-            entries: Default::default(),
-            timers: Vec::new(),
-            outboxes: Vec::new(),
             parked: vec![("p0.l1.e1.0".into(), Vec::new())],
-            released: Vec::new(),
             live_parked: Some(vec!["p0.l1.e1.0".into(), "p0.l0.e0.3".into()]),
+            ..empty_epoch(1, true)
         };
         blobs.put(&parking::object_key(0, "p0.l0.e0.3"), bytes::Bytes::from_static(b"")).await.expect("put");
         committer.commit(sealed).await.expect("committed");
