@@ -64,3 +64,24 @@ pub fn clock() -> String {
     let secs = now_ms() / 1000;
     format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
 }
+
+/// Scenario data deleted when the whole run ends (`delete_deferred`).
+static DELETE_AT_END: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Deletes a scenario's streams and checkpoints once the run ends rather than
+/// now: after hundreds of thousands of files are deleted, ext4 (without a
+/// journal, as on this machine kind) skips the freed inodes for minutes when it
+/// creates files, and the next scenario would pay for this one's clean-up.
+pub fn delete_at_end(path: std::path::PathBuf) {
+    if let Ok(mut paths) = DELETE_AT_END.lock() {
+        paths.push(path);
+    }
+}
+
+/// Deletes what [`delete_at_end`] was given.
+pub fn delete_deferred() {
+    let paths = DELETE_AT_END.lock().map(|mut paths| std::mem::take(&mut *paths)).unwrap_or_default();
+    for path in paths {
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}

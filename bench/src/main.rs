@@ -46,7 +46,7 @@ struct RunArgs {
     #[arg(long, default_value = ".local/bench/latest.json")]
     out: PathBuf,
     /// Where each run gets a directory of its own (`run-<time>-<pid>`) for logs and profiles;
-    /// the scenarios' data is deleted as each scenario ends.
+    /// the scenarios' data is deleted when the run ends (the hostile loads' as each ends).
     #[arg(long, default_value = ".local/bench/work")]
     work_dir: PathBuf,
     /// Where scripts/bench.sh installed Restate and its SDK.
@@ -314,6 +314,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         rows.extend(hostile::run(&settings).await);
     }
 
+    statefun_bench::delete_deferred();
     let checks = report::checks(&rows);
     let load_at_end = procfs::load_average();
     let document = json!({

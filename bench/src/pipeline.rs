@@ -399,7 +399,7 @@ async fn try_run(
     runtime.terminate(Duration::from_secs(60))?;
     // The streams and checkpoints are large and of no use after the run; the logs stay.
     if let Backend::Local = backend {
-        let _ = std::fs::remove_dir_all(dir.join("data"));
+        crate::delete_at_end(dir.join("data"));
     }
     Ok(row)
 }

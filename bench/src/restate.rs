@@ -196,7 +196,7 @@ impl Cluster {
     fn stop(mut self) {
         let _ = self.service.terminate(Duration::from_secs(10));
         let _ = self.server.terminate(Duration::from_secs(30));
-        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+        crate::delete_at_end(self.dir.join("data"));
     }
 }
 
