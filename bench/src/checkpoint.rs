@@ -181,8 +181,14 @@ fn write_state(partition: &mut Partition, i: usize, state_bytes: usize, fill: u8
         has_value: true,
         value: LongWrapper { value: 1 }.encode_to_vec(),
     };
-    let envelope =
-        Envelope { target: Some(address), caller: None, argument: Some(argument), id: format!("in/{i}"), hops: 0 };
+    let envelope = Envelope {
+        target: Some(address),
+        caller: None,
+        argument: Some(argument),
+        id: format!("in/{i}"),
+        hops: 0,
+        ingress: None,
+    };
     partition.deliver(envelope, now);
     loop {
         let effects = partition.take_effects();

@@ -111,6 +111,7 @@ impl Partition {
                     incarnation,
                 })
                 .collect(),
+            ingress_marks: self.ingress_marks.to_records(),
             incarnation: self.incarnation,
             published_through: self.published_through,
             next_timer_id: self.next_timer_id,

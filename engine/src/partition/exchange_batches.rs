@@ -104,6 +104,7 @@ mod tests {
             argument: Some(TypedValue { typename: "x/y".into(), has_value: true, value: vec![7; bytes] }),
             id: format!("m-{id}"),
             hops: 0,
+            ingress: None,
         }
     }
 

@@ -317,7 +317,8 @@ impl Partition {
         for message in response.outgoing_messages {
             let id = self.next_id();
             let caller = Some(address.clone());
-            let envelope = Envelope { target: message.target, caller, argument: message.argument, id, hops };
+            let envelope =
+                Envelope { target: message.target, caller, argument: message.argument, id, hops, ingress: None };
             self.deliver(envelope, now_ms);
         }
         self.remove_if_empty(address);

@@ -21,6 +21,7 @@ mod causes;
 mod egress;
 mod epoch;
 pub mod exchange_batches;
+pub mod forward;
 mod invocation;
 pub mod outbox;
 pub mod parking;
@@ -47,6 +48,7 @@ use statefun_proto::reqreply::{Address, ToFunction};
 use crate::address::{self, FunctionType};
 pub use causes::{DeadLetterCause, DeadLetterCounts};
 pub use epoch::SealedEpoch;
+use forward::{Chains, Forward, IngressMarks};
 use outbox::{IngressMessage, Outbox};
 use ready::Ready;
 use record::State;
@@ -135,6 +137,12 @@ pub struct Partition {
     id_prefix: String,
     /// The last (epoch, seq) applied from each source partition's incarnation.
     dedup: BTreeMap<(u32, u64), (u64, u64)>,
+    /// The last message taken from each ingress shard other partitions read ([`forward`]).
+    ingress_marks: IngressMarks,
+    /// Whether ingress messages for other partitions are also forwarded before the commit ([`forward`]).
+    forwarding: bool,
+    chains: Chains,
+    forwards: Vec<Forward>,
     dirty: HashSet<Address>,
     changed: bool,
     outbox: Outbox,
@@ -272,6 +280,10 @@ impl Partition {
             incarnation: 0,
             id_prefix: history_prefix(id, 0),
             dedup: BTreeMap::new(),
+            ingress_marks: IngressMarks::default(),
+            forwarding: false,
+            chains: Chains::default(),
+            forwards: Vec::new(),
             dirty: HashSet::new(),
             changed: false,
             outbox: Outbox::default(),
@@ -582,10 +594,48 @@ impl Partition {
                     DeadLetterCause::TooLarge,
                     outbox::too_large_for_exchange(envelope, size, partition, now_ms),
                 );
+                return;
+            }
+            if let Some(origin) = message.origin.filter(|_| self.forwarding)
+                && let Some(previous) = self.chains.sent(partition, &origin)
+            {
+                let mut envelope = message.into_envelope();
+                envelope.ingress = Some(origin.to_position());
+                self.forwards.push(Forward { partition, previous, envelope });
             }
             return;
         }
         self.deliver(message.into_envelope(), now_ms);
+    }
+
+    /// Whether ingress messages for other partitions are also forwarded at
+    /// once ([`forward`]): only the driver knows whether their partitions run
+    /// beside this one and take them. Off, the chains are forgotten.
+    pub fn set_forwarding(&mut self, on: bool) {
+        if self.forwarding && !on {
+            self.chains.clear();
+        }
+        self.forwarding = on;
+    }
+
+    /// The ingress messages to forward to other partitions, in the order read.
+    pub fn take_forwards(&mut self) -> Vec<Forward> {
+        std::mem::take(&mut self.forwards)
+    }
+
+    /// Takes ingress messages another partition forwarded before its commit,
+    /// in order, as long as each continues this partition's mark for its
+    /// shard ([`forward`]); whether all were taken. What is not taken the
+    /// exchange brings.
+    pub fn accept_forwarded(&mut self, forwards: Vec<Forward>, now_ms: i64) -> bool {
+        for Forward { previous, mut envelope, .. } in forwards {
+            let Some(position) = envelope.ingress.take() else { return false };
+            if !self.ingress_marks.continue_with(&previous, &position) {
+                return false;
+            }
+            self.deliver(envelope, now_ms);
+        }
+        true
     }
 
     /// Accepts a batch from another partition, dropping what was already accepted.
@@ -600,7 +650,15 @@ impl Partition {
             self.dedup.insert(source, id);
             self.changed = true;
             match message.envelope {
-                Some(envelope) => self.deliver(envelope, now_ms),
+                Some(mut envelope) => {
+                    // Taken before, forwarded ahead of its sender's commit.
+                    if let Some(position) = envelope.ingress.take()
+                        && !self.ingress_marks.advance(&position)
+                    {
+                        continue;
+                    }
+                    self.deliver(envelope, now_ms);
+                }
                 None => {
                     let source =
                         format!("exchange from partition {} epoch {} seq {}", batch.source_partition, id.0, id.1);
@@ -820,7 +878,8 @@ impl Partition {
         // A timer starts a chain of its own: a function that wakes itself up
         // periodically is paced by its delays, and no loop.
         let caller = Some(sender.clone());
-        let envelope = Envelope { target: delayed.target, caller, argument: delayed.argument, id, hops: 0 };
+        let envelope =
+            Envelope { target: delayed.target, caller, argument: delayed.argument, id, hops: 0, ingress: None };
         let cancellation_token = delayed.cancellation_token;
         self.timers.schedule(DelayedMessage { timer_id, fire_at_ms, cancellation_token, envelope: Some(envelope) });
     }

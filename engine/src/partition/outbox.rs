@@ -18,6 +18,7 @@ use statefun_proto::internal::{DeadLetter, EgressRecord, Envelope, EpochOutbox, 
 use statefun_proto::reqreply::{Address, TypedValue};
 
 use super::exchange_batches::MAX_ENVELOPE_BYTES;
+use super::forward::Origin;
 use super::wire::{TypedValueParts, bytes_field_len, delimited_len, put_bytes, put_header, put_varint, varint_len};
 
 /// `EpochOutbox` field numbers (internal.proto).
@@ -56,12 +57,20 @@ enum Entry {
 const ENVELOPE_TARGET: u32 = 1;
 const ENVELOPE_ARGUMENT: u32 = 3;
 const ENVELOPE_ID: u32 = 4;
+const ENVELOPE_INGRESS: u32 = 6;
+/// `IngressPosition` field numbers.
+const POSITION_STREAM: u32 = 1;
+const POSITION_SHARD: u32 = 2;
+const POSITION_SEQUENCE: u32 = 3;
+const POSITION_USER_RECORD: u32 = 4;
+const POSITION_TARGET: u32 = 5;
 const ADDRESS_NAMESPACE: u32 = 1;
 const ADDRESS_TYPE: u32 = 2;
 const ADDRESS_ID: u32 = 3;
 
 /// A message from an ingress record, as the parts its `Envelope` would be made
 /// of: no caller, an argument that has a value.
+#[derive(Clone)]
 pub struct IngressMessage<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
@@ -70,6 +79,8 @@ pub struct IngressMessage<'a> {
     /// Owned when the caller can give it up: a message kept in this partition then moves it.
     pub value: Cow<'a, [u8]>,
     pub id: &'a str,
+    /// Where it was read; recorded in the envelope when it goes to another partition ([`super::forward`]).
+    pub origin: Option<Origin<'a>>,
 }
 
 /// The dead letter of a message too large for an exchange record (`size` bytes encoded).
@@ -87,11 +98,38 @@ pub fn too_large_for_exchange(envelope: Envelope, size: usize, partition: u32, a
 }
 
 impl IngressMessage<'_> {
-    /// The envelope its parts make.
+    /// The envelope its parts make, without its origin (kept only on the way to another partition).
     pub fn into_envelope(self) -> Envelope {
         let target = Address { namespace: self.namespace.into(), r#type: self.name.into(), id: self.key.into() };
         let argument = TypedValue { typename: self.typename.into(), has_value: true, value: self.value.into_owned() };
-        Envelope { target: Some(target), caller: None, argument: Some(argument), id: self.id.into(), hops: 0 }
+        Envelope {
+            target: Some(target),
+            caller: None,
+            argument: Some(argument),
+            id: self.id.into(),
+            hops: 0,
+            ingress: None,
+        }
+    }
+}
+
+impl Origin<'_> {
+    fn body_len(&self) -> usize {
+        bytes_field_len(POSITION_STREAM, self.stream)
+            + bytes_field_len(POSITION_SHARD, self.shard)
+            + bytes_field_len(POSITION_SEQUENCE, self.sequence)
+            + varint_len(POSITION_USER_RECORD, u64::from(self.user_record))
+            + varint_len(POSITION_TARGET, u64::from(self.target))
+    }
+
+    /// The origin as an `IngressPosition` in field `tag`.
+    fn put_field(&self, out: &mut Vec<u8>, tag: u32) {
+        put_header(out, tag, self.body_len());
+        put_bytes(out, POSITION_STREAM, self.stream);
+        put_bytes(out, POSITION_SHARD, self.shard);
+        put_bytes(out, POSITION_SEQUENCE, self.sequence);
+        put_varint(out, POSITION_USER_RECORD, u64::from(self.user_record));
+        put_varint(out, POSITION_TARGET, u64::from(self.target));
     }
 }
 
@@ -160,6 +198,9 @@ impl Outbox {
         put_bytes(out, ADDRESS_ID, message.key);
         argument.put_field(out, ENVELOPE_ARGUMENT);
         put_bytes(out, ENVELOPE_ID, message.id);
+        if let Some(origin) = &message.origin {
+            origin.put_field(out, ENVELOPE_INGRESS);
+        }
         self.close_exchange(seq, partition, start)
     }
 
@@ -267,7 +308,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use statefun_proto::internal::{EpochRecord, OutboxEntry};
+    use statefun_proto::internal::{EpochRecord, IngressPosition, OutboxEntry};
 
     fn envelope(id: &str) -> Envelope {
         Envelope {
@@ -276,6 +317,7 @@ mod tests {
             argument: Some(TypedValue { typename: "t/v".into(), has_value: true, value: id.as_bytes().to_vec() }),
             id: format!("m-{id}"),
             hops: 0,
+            ingress: None,
         }
     }
 
@@ -330,6 +372,7 @@ mod tests {
             typename: "t/v",
             value: Cow::Borrowed(b"\x08\x2a"),
             id: "in/0/7",
+            origin: Some(Origin { stream: "in", shard: "s-0", sequence: "7", user_record: 2, target: 1 }),
         };
         let envelope = Envelope {
             target: Some(Address { namespace: "ns".into(), r#type: "f".into(), id: "k-1".into() }),
@@ -337,6 +380,13 @@ mod tests {
             argument: Some(TypedValue { typename: "t/v".into(), has_value: true, value: b"\x08\x2a".to_vec() }),
             id: "in/0/7".into(),
             hops: 0,
+            ingress: Some(IngressPosition {
+                stream: "in".into(),
+                shard: "s-0".into(),
+                sequence: "7".into(),
+                user_record: 2,
+                target: 1,
+            }),
         };
         let (mut from_parts, mut from_envelope) = (Outbox::default(), Outbox::default());
         from_parts.push_ingress_exchange(4, 2, &message).expect("fits");

@@ -152,6 +152,7 @@ impl HistorySink for Restorer {
             .collect();
         p.positions = record.positions.into_iter().map(|pos| ((pos.stream, pos.shard), pos.sequence)).collect();
         p.dedup = record.dedup.into_iter().map(|m| ((m.source_partition, m.incarnation), (m.epoch, m.seq))).collect();
+        p.ingress_marks = super::forward::IngressMarks::from_records(record.ingress_marks);
         p.set_incarnation(record.incarnation);
         self.outboxes.extend(record.outboxes);
         p.published_through = record.published_through;

@@ -147,7 +147,7 @@ mod tests {
 
     fn envelope(id: &str, value: &[u8]) -> Envelope {
         let argument = TypedValue { typename: "t/v".into(), has_value: true, value: value.to_vec() };
-        Envelope { target: None, caller: None, argument: Some(argument), id: id.into(), hops: 3 }
+        Envelope { target: None, caller: None, argument: Some(argument), id: id.into(), hops: 3, ingress: None }
     }
 
     #[test]

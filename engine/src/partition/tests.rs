@@ -55,7 +55,14 @@ fn value(n: u32) -> TypedValue {
 }
 
 fn message(id: &str, n: u32) -> Envelope {
-    Envelope { target: Some(addr(id)), caller: None, argument: Some(value(n)), id: format!("m{n}"), hops: 0 }
+    Envelope {
+        target: Some(addr(id)),
+        caller: None,
+        argument: Some(value(n)),
+        id: format!("m{n}"),
+        hops: 0,
+        ingress: None,
+    }
 }
 
 /// The invocations started since the last call: (address, token, batch).
@@ -1195,7 +1202,7 @@ proptest! {
                 Op::Deliver => {
                     let i = next_input(p);
                     if let Some((address, n)) = inputs.get(i) {
-                        let envelope = Envelope { target: Some(address.clone()), caller: None, argument: Some(value(*n)), id: format!("in/{i}"), hops: 0 };
+                        let envelope = Envelope { target: Some(address.clone()), caller: None, argument: Some(value(*n)), id: format!("in/{i}"), hops: 0, ingress: None };
                         p.deliver(envelope, *now);
                         p.advance_position("in", "s", &i.to_string());
                     }
@@ -1352,7 +1359,7 @@ proptest! {
             let epoch = epochs.len() as u64 + 1;
             let entries: Vec<ExchangeMessage> = now.iter().enumerate().map(|(seq, (address, n))| ExchangeMessage {
                 seq: seq as u64,
-                envelope: Some(Envelope { target: Some(address.clone()), caller: None, argument: Some(value(*n)), id: format!("e{epoch}.{seq}"), hops: 0 }),
+                envelope: Some(Envelope { target: Some(address.clone()), caller: None, argument: Some(value(*n)), id: format!("e{epoch}.{seq}"), hops: 0, ingress: None }),
             }).collect();
             let batch = |messages: &[ExchangeMessage]| ExchangeBatch { source_partition: 1, epoch, incarnation: 7, messages: messages.to_vec() };
             let records = if entries.len() > 2 { vec![batch(&entries[..2]), batch(&entries[2..])] } else { vec![batch(&entries)] };
@@ -1438,6 +1445,204 @@ proptest! {
         }
         for (address, values) in expected {
             prop_assert_eq!(seen(&r.p, &address), values, "messages to {:?} applied once each, in order", address.id);
+        }
+    }
+}
+
+// ---- property: ingress messages forwarded before their reader commits apply exactly once, in order ----
+
+#[derive(Clone, Debug)]
+enum ForwardOp {
+    /// The reading partition reads the next ingress record (and forwards its message, if it may).
+    SenderRead,
+    /// The reading partition seals and commits an epoch.
+    SenderCommit,
+    /// The next committed exchange record is appended to the exchange.
+    SenderPublish,
+    /// The reading partition dies, or moves: it starts again from its last commit
+    /// and reads again what it read since. What it forwarded before may still be taken.
+    SenderCrash,
+    /// Forwarding is turned off (the reader is behind) and on again.
+    SenderPause,
+    /// The receiver reads the next record of the exchange.
+    Read,
+    /// The receiver takes the oldest forward waiting for it.
+    Take,
+    /// The function answers one of the batches in flight.
+    Reply(usize),
+    /// The receiver seals and commits an epoch.
+    Commit,
+    /// The receiver dies or moves: it restarts from its last commit, and the forwards waiting are lost.
+    Crash,
+}
+
+fn forward_op() -> impl Strategy<Value = ForwardOp> {
+    prop_oneof![
+        3 => Just(ForwardOp::SenderRead),
+        2 => Just(ForwardOp::SenderCommit),
+        2 => Just(ForwardOp::SenderPublish),
+        1 => Just(ForwardOp::SenderCrash),
+        1 => Just(ForwardOp::SenderPause),
+        3 => Just(ForwardOp::Read),
+        3 => Just(ForwardOp::Take),
+        3 => (0usize..8).prop_map(ForwardOp::Reply),
+        1 => Just(ForwardOp::Commit),
+        1 => Just(ForwardOp::Crash),
+    ]
+}
+
+/// Keys whose `test/fn` address partition 0 of 2 owns.
+fn keys_of_partition_0(n: usize) -> Vec<String> {
+    (0..).map(|i| format!("k{i}")).filter(|k| address::partition_of(&addr(k), 2) == 0).take(n).collect()
+}
+
+/// The exchange batches a committed epoch's outbox makes, decoded.
+fn exchange_batches_of(sealed_outbox: &Outbox, source: u32, incarnation: u64) -> Vec<ExchangeBatch> {
+    let mut batches = exchange_batches::ExchangeBatches::new(source, incarnation, sealed_outbox.epoch);
+    for (seq, item) in sealed_outbox.items() {
+        if let outbox::Item::Exchange { partition, envelope } = item {
+            batches.push(partition, seq, envelope);
+        }
+    }
+    batches
+        .finish()
+        .into_iter()
+        .map(|(_, _, bytes)| ExchangeBatch::decode(bytes.as_slice()).expect("a batch"))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn ingress_messages_forwarded_before_their_readers_commit_apply_exactly_once_in_order(
+        targets in prop::collection::vec(0usize..3, 1..40),
+        ops in prop::collection::vec(forward_op(), 0..250),
+    ) {
+        // Partition 1 of 2 reads the ingress; every record is for an address of partition 0.
+        let keys = keys_of_partition_0(3);
+        let records: Vec<(Address, u32)> = targets.iter().enumerate().map(|(i, t)| (addr(&keys[*t]), i as u32)).collect();
+        let new_sender = |committed: &[EpochRecord]| {
+            let mut s = if committed.is_empty() {
+                Partition::new(1, 2, catalog(), 1)
+            } else {
+                Partition::restore(1, 2, catalog(), committed.to_vec()).expect("the sender's history replays")
+            };
+            s.set_forwarding(true);
+            s.resume(0);
+            s
+        };
+        let mut sender_committed: Vec<EpochRecord> = Vec::new();
+        let mut s = new_sender(&sender_committed);
+        // The exchange records of the sender's committed epochs, and how many are appended.
+        let mut exchange: Vec<ExchangeBatch> = Vec::new();
+        let mut published = 0usize;
+        let mut r = Partition::new(0, 2, catalog(), 1);
+        let mut r_committed: Vec<EpochRecord> = Vec::new();
+        let mut pending: Vec<(Address, u64, InvocationBatchRequest)> = Vec::new();
+        let mut waiting: VecDeque<Vec<forward::Forward>> = VecDeque::new();
+        let next_read = |p: &Partition, stream: &str| p.position(stream, "s").map_or(0, |s| s.parse::<usize>().unwrap_or(0) + 1);
+
+        let run = |op: &ForwardOp, s: &mut Partition, r: &mut Partition, sender_committed: &mut Vec<EpochRecord>, exchange: &mut Vec<ExchangeBatch>, published: &mut usize, r_committed: &mut Vec<EpochRecord>, pending: &mut Vec<(Address, u64, InvocationBatchRequest)>, waiting: &mut VecDeque<Vec<forward::Forward>>| {
+            match op {
+                ForwardOp::SenderRead => {
+                    let i = next_read(s, "in");
+                    if i < records.len() {
+                        let sequence = i.to_string();
+                        let (address, n) = &records[i];
+                        let message = IngressMessage {
+                            namespace: "test",
+                            name: "fn",
+                            key: &address.id,
+                            typename: "test/n",
+                            value: std::borrow::Cow::Owned(value(*n).value),
+                            id: "in",
+                            origin: Some(forward::Origin { stream: "in", shard: "s", sequence: &sequence, user_record: 0, target: 0 }),
+                        };
+                        s.deliver_ingress(message, 0);
+                        s.advance_position("in", "s", &sequence);
+                        let forwards = s.take_forwards();
+                        if !forwards.is_empty() && waiting.len() < 4 {
+                            waiting.push_back(forwards);
+                        }
+                    }
+                }
+                ForwardOp::SenderCommit => {
+                    if s.has_changes() {
+                        let incarnation = s.incarnation;
+                        let (sealed, outbox) = s.seal(sender_committed.len() % 4 == 3);
+                        sender_committed.push(sealed.into_record());
+                        exchange.extend(exchange_batches_of(&outbox, 1, incarnation));
+                    }
+                }
+                ForwardOp::SenderPublish => {
+                    if *published < exchange.len() {
+                        *published += 1;
+                    }
+                }
+                ForwardOp::SenderCrash => *s = new_sender(sender_committed),
+                ForwardOp::SenderPause => {
+                    s.set_forwarding(false);
+                    s.set_forwarding(true);
+                }
+                ForwardOp::Read => {
+                    let next = next_read(r, "exchange");
+                    if next < *published {
+                        r.accept_exchange(exchange[next].clone(), 0);
+                        r.advance_position("exchange", "s", &next.to_string());
+                    }
+                }
+                ForwardOp::Take => {
+                    if let Some(forwards) = waiting.pop_front() {
+                        r.accept_forwarded(forwards, 0);
+                    }
+                }
+                ForwardOp::Reply(k) => {
+                    if !pending.is_empty() {
+                        let (address, token, batch) = pending.remove(k % pending.len());
+                        r.on_invocation_result(&address, token, Ok(model_function(&batch)), 0);
+                    }
+                }
+                ForwardOp::Commit => {
+                    if r.has_changes() {
+                        let (sealed, _) = r.seal(r_committed.len() % 5 == 4);
+                        let epoch = sealed.record.epoch;
+                        r_committed.push(sealed.into_record());
+                        r.mark_published(epoch);
+                    }
+                }
+                ForwardOp::Crash => {
+                    *r = Partition::restore(0, 2, catalog(), r_committed.clone()).expect("the receiver's history replays");
+                    pending.clear();
+                    waiting.clear();
+                    r.resume(0);
+                }
+            }
+            pending.extend(invocations(r));
+        };
+
+        for op in &ops {
+            run(op, &mut s, &mut r, &mut sender_committed, &mut exchange, &mut published, &mut r_committed, &mut pending, &mut waiting);
+        }
+        for _ in 0..10_000 {
+            let done = next_read(&s, "in") >= records.len() && !s.has_changes() && published == exchange.len()
+                && next_read(&r, "exchange") >= exchange.len() && waiting.is_empty() && pending.is_empty();
+            if done {
+                break;
+            }
+            for op in [ForwardOp::SenderRead, ForwardOp::SenderCommit, ForwardOp::SenderPublish, ForwardOp::Take, ForwardOp::Read, ForwardOp::Reply(0), ForwardOp::Commit] {
+                run(&op, &mut s, &mut r, &mut sender_committed, &mut exchange, &mut published, &mut r_committed, &mut pending, &mut waiting);
+            }
+        }
+        prop_assert!(pending.is_empty());
+        prop_assert_eq!(next_read(&s, "in"), records.len(), "every record read");
+
+        let mut expected: BTreeMap<Address, Vec<u32>> = BTreeMap::new();
+        for (address, n) in &records {
+            expected.entry(address.clone()).or_default().push(*n);
+        }
+        for (address, values) in expected {
+            prop_assert_eq!(seen(&r, &address), values, "records for {:?} applied once each, in order", address.id);
         }
     }
 }

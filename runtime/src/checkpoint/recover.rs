@@ -119,7 +119,14 @@ mod tests {
     fn message(id: &str, n: u32) -> Envelope {
         let argument = TypedValue { typename: "test/n".into(), has_value: true, value: n.to_le_bytes().to_vec() };
         let target = FunctionType::new("test", "fn").address(id);
-        Envelope { target: Some(target), caller: None, argument: Some(argument), id: format!("m{n}"), hops: 0 }
+        Envelope {
+            target: Some(target),
+            caller: None,
+            argument: Some(argument),
+            id: format!("m{n}"),
+            hops: 0,
+            ingress: None,
+        }
     }
 
     proptest::proptest! {

@@ -38,6 +38,8 @@ pub struct RunArgs {
     /// Hand the committed messages for another partition of this process
     /// straight to it, besides appending them to the exchange (whose copy is
     /// then dropped as a duplicate): a hop without the exchange's round trip.
+    /// Ingress messages for another partition of this process are forwarded
+    /// to it even before the reading epoch commits.
     #[arg(long, env = "STATEFUN_HAND_OVER", action = clap::ArgAction::Set, default_value_t = true)]
     hand_over: bool,
     /// At least one epoch in this many is a full snapshot that replaces the deltas; one

@@ -132,12 +132,23 @@ async fn a_partition_whose_task_panics_gives_its_lease_up_and_is_taken_again() {
     assert!(commits.lease(0).await.expect("lease record").is_some_and(|r| r.is_free()), "released on shutdown");
 }
 
-/// The local commit store, except that renewing partition 0's lease never answers.
-struct HangingRenewal {
+/// The local commit store, except for partition 0: its renewals never answer
+/// (with `hang_renewals`), and its commits wait while `commits_held` says so.
+struct HoldsPartition0 {
     inner: LocalCommitStore,
+    hang_renewals: bool,
+    commits_held: watch::Receiver<bool>,
 }
 
-impl CommitStore for HangingRenewal {
+impl HoldsPartition0 {
+    fn new(dir: &std::path::Path, hang_renewals: bool) -> (watch::Sender<bool>, Self) {
+        let (hold, commits_held) = watch::channel(false);
+        let inner = LocalCommitStore::open(dir).expect("commit store");
+        (hold, Self { inner, hang_renewals, commits_held })
+    }
+}
+
+impl CommitStore for HoldsPartition0 {
     fn lease<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<Committed>, CommitError>> {
         self.inner.lease(partition)
     }
@@ -150,7 +161,7 @@ impl CommitStore for HangingRenewal {
         self.inner.take(partition, owner, seen)
     }
     fn renew<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<crate::coordination::Renewal, CommitError>> {
-        if lease.partition == 0 {
+        if lease.partition == 0 && self.hang_renewals {
             return Box::pin(std::future::pending());
         }
         self.inner.renew(lease)
@@ -172,7 +183,13 @@ impl CommitStore for HangingRenewal {
         previous_epoch: u64,
         manifest: PartitionManifest,
     ) -> BoxFuture<'a, Result<(), CommitError>> {
-        self.inner.commit(lease, previous_epoch, manifest)
+        let mut held = self.commits_held.clone();
+        Box::pin(async move {
+            if lease.partition == 0 {
+                let _ = held.wait_for(|held| !*held).await;
+            }
+            self.inner.commit(lease, previous_epoch, manifest).await
+        })
     }
     fn committed<'a>(&'a self, partition: u32) -> BoxFuture<'a, Result<Option<Committed>, CommitError>> {
         self.inner.committed(partition)
@@ -182,7 +199,8 @@ impl CommitStore for HangingRenewal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_that_never_answers_does_not_hold_up_the_other_partitions_renewals() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let commits = Arc::new(HangingRenewal { inner: LocalCommitStore::open(dir.path()).expect("commit store") });
+    let (_hold, commits) = HoldsPartition0::new(dir.path(), true);
+    let commits = Arc::new(commits);
     let blobs = Arc::new(FsBlobStore::new(dir.path()));
     let (stop, node) = start_node(
         dir.path(),
@@ -560,4 +578,60 @@ fn a_stream_with_two_roles_is_refused_at_start() {
     let same = NodeSettings { dead_letter_stream: "exchange".into(), ..settings() };
     let error = check_stream_roles(&same, &module("orders")).expect_err("one stream, two roles").to_string();
     assert!(error.contains("the dead-letter stream and the exchange are both `exchange`"), "{error}");
+}
+
+/// An event read by one partition for an address of another partition of the
+/// same process reaches its function while the reading partition's commit is
+/// held: it is forwarded before that commit, not published after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_message_for_another_partition_of_this_process_is_taken_before_its_reader_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The stream's one shard is read by partition 0; the key's address is partition 1's.
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            crate::address::partition_of(&crate::address::FunctionType::new("ns", "f").address(k.clone()), 2) == 1
+        })
+        .expect("a key of partition 1");
+    let (_release, release) = watch::channel(true);
+    let (function, mut requests) = endpoint_holding(release, |_| false).await;
+    let (hold, commits) = HoldsPartition0::new(dir.path(), false);
+    let log = LocalLogStore::new(dir.path());
+    log.ensure_stream("in", 1).await.expect("stream");
+    let ingress = "---\nkind: io.statefun.kinesis.v1/ingress\nspec:\n  id: ns/in\n  startupPosition:\n    type: earliest\n  \
+                   streams:\n    - stream: in\n      valueType: io.statefun.types/string\n      targets: [ns/f]\n";
+    let module = endpoint_at(&function.to_string()) + ingress;
+    let settings = NodeSettings { partitions: 2, ..settings() };
+    let (stop, node) =
+        start_node(dir.path(), &module, Arc::new(FsBlobStore::new(dir.path())), Arc::new(commits), settings);
+    let append = |data: &'static str| crate::log::AppendRecord {
+        partition_key: key.clone(),
+        shard: crate::log::ShardChoice::ByKey,
+        data: data.as_bytes().to_vec(),
+        id: None,
+    };
+    // The first event goes through the exchange once partition 0 commits.
+    log.append("in", &[append("first")]).await.expect("append");
+    next_request(&mut requests, "the first event never reached its function").await;
+    hold.send_replace(true);
+    log.append("in", &[append("second")]).await.expect("append");
+    let (_, messages) = next_request(
+        &mut requests,
+        "the second event did not reach its function while partition 0's commits were held",
+    )
+    .await;
+    assert_eq!(messages, 1);
+
+    hold.send_replace(false);
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
+}
+
+/// The next request an endpoint heard; panics with `what` when none comes within a minute.
+async fn next_request(
+    requests: &mut tokio::sync::mpsc::UnboundedReceiver<(String, usize)>,
+    what: &str,
+) -> (String, usize) {
+    let heard = tokio::time::timeout(Duration::from_secs(60), requests.recv()).await;
+    heard.unwrap_or_else(|_| panic!("{what}")).expect("the endpoint runs")
 }

@@ -201,7 +201,7 @@ impl Metrics {
         );
         r.register(
             "statefun_hand_overs",
-            "Batches another partition of this process handed over in memory: taken, or ignored (the exchange brings them)",
+            "Committed batches, and ingress messages forwarded before their reader's commit, that another partition of this process handed over in memory: taken, or ignored (the exchange brings them)",
             this.hand_overs.clone(),
         );
         // Every reason is exported from the start, at zero, so that rates and alarms see the first one.

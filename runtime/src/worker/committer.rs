@@ -506,6 +506,7 @@ mod tests {
     use crate::coordination::local::LocalCommitStore;
     use crate::log::local::LocalLogStore;
     use crate::log::{BoxFuture, LogRecord, Position, ShardInfo};
+    use crate::worker::handoff::Handed;
 
     /// The local log, except that the stream `forbidden` refuses every append as
     /// Kinesis does for a role without `kinesis:PutRecords` on it.
@@ -736,7 +737,7 @@ mod tests {
         assert!(receiver.try_recv().is_err(), "what was sent before is not known: nothing handed over");
         committer.publish(&epoch(4, &[])).await.expect("published");
         committer.publish(&epoch(5, &[2])).await.expect("published");
-        let hand_over = receiver.try_recv().expect("handed over");
+        let Ok(Handed::Committed(hand_over)) = receiver.try_recv() else { panic!("an epoch handed over") };
         assert_eq!(hand_over.previous, (3, 4), "the last message sent to partition 1, two epochs before");
         let batches: Vec<ExchangeBatch> =
             hand_over.records.iter().map(|r| ExchangeBatch::decode(r.as_slice()).expect("a batch")).collect();

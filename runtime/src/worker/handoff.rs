@@ -18,13 +18,20 @@
 //! turn would move the mark past messages the exchange has yet to bring, which
 //! would then be dropped as duplicates.
 //!
+//! The same way carries ingress messages read by one partition for another
+//! before the reading epoch commits ([`Handed::Forwarded`]); the engine's
+//! `forward` module says when a receiver takes them.
+//!
 //! This module keeps the registry of receivers and the sender's side of the
-//! chain; it does no I/O and never blocks a committer (a full receiver is skipped).
+//! chain; it does no I/O and never blocks a committer or a reader (a full
+//! receiver is skipped).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
+
+use crate::partition::forward::Forward;
 
 /// The batches of one committed epoch for one partition, as the exchange carries them.
 #[derive(Debug)]
@@ -35,19 +42,28 @@ pub struct HandOver {
     pub records: Vec<Vec<u8>>,
 }
 
+/// What one partition of this process hands another.
+#[derive(Debug)]
+pub enum Handed {
+    /// The batches of a committed epoch.
+    Committed(HandOver),
+    /// Ingress messages read for it, before the epoch that read them commits.
+    Forwarded(Vec<Forward>),
+}
+
 /// Hand-overs a receiving worker has not taken yet; more are skipped.
-pub const RECEIVER_CAPACITY: usize = 4;
+pub const RECEIVER_CAPACITY: usize = 8;
 
 /// The workers of this process that take hand-overs, by partition.
 #[derive(Debug, Default)]
 pub struct HandOvers {
-    receivers: Mutex<HashMap<u32, mpsc::Sender<HandOver>>>,
+    receivers: Mutex<HashMap<u32, mpsc::Sender<Handed>>>,
 }
 
 impl HandOvers {
     /// Registers the worker of `partition`; what it is handed arrives on the receiver.
     /// A worker that stops drops its receiver, and the next offer forgets it.
-    pub fn register(&self, partition: u32) -> mpsc::Receiver<HandOver> {
+    pub fn register(&self, partition: u32) -> mpsc::Receiver<Handed> {
         let (sender, receiver) = mpsc::channel(RECEIVER_CAPACITY);
         if let Ok(mut receivers) = self.receivers.lock() {
             receivers.insert(partition, sender);
@@ -56,7 +72,7 @@ impl HandOvers {
     }
 
     /// Hands what `hand_over` builds to the worker of `partition`, if one runs here and has room.
-    fn offer(&self, partition: u32, hand_over: impl FnOnce() -> HandOver) {
+    fn offer(&self, partition: u32, hand_over: impl FnOnce() -> Handed) {
         let Ok(mut receivers) = self.receivers.lock() else { return };
         let Some(sender) = receivers.get(&partition) else { return };
         let Ok(permit) = sender.try_reserve() else {
@@ -66,6 +82,11 @@ impl HandOvers {
             return;
         };
         permit.send(hand_over());
+    }
+
+    /// Forwards ingress messages to the worker of `partition`, if one runs here and has room.
+    pub fn forward(&self, partition: u32, forwards: Vec<Forward>) {
+        self.offer(partition, || Handed::Forwarded(forwards));
     }
 }
 
@@ -88,6 +109,6 @@ impl Chain {
         records: impl FnOnce() -> Vec<Vec<u8>>,
     ) {
         let Some(previous) = self.last_sent.insert(target, last) else { return };
-        hand_overs.offer(target, || HandOver { previous, records: records() });
+        hand_overs.offer(target, || Handed::Committed(HandOver { previous, records: records() }));
     }
 }

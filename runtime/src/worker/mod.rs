@@ -17,7 +17,7 @@ pub mod handoff;
 pub mod lineage;
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::ops::RangeInclusive;
 use std::panic::AssertUnwindSafe;
@@ -42,12 +42,13 @@ use crate::observe::Observer;
 use crate::observe::metrics::{FailureReason, InputMetrics};
 use crate::observe::status::{InputStatus, Progress, TypeLoad};
 use crate::partition::budget::MemoryBudget;
+use crate::partition::forward::{Forward, Origin};
 use crate::partition::outbox::IngressMessage;
 use crate::partition::spill::Room;
 use crate::partition::{Bounds, DeadLetterCause, DeadLetterCounts, Effect, Partition, parking};
 use cadence::SnapshotCadence;
 use committer::{Committer, CommitterEvent, Sealed};
-use handoff::{HandOver, HandOvers};
+use handoff::{HandOver, HandOvers, Handed};
 use lineage::{Discovery, IngressStream, ReadyShard};
 
 /// What an input shard carries.
@@ -284,16 +285,26 @@ impl PartitionWorker {
                 && input_rx.is_empty()
                 && behind.load(Ordering::Relaxed) == 0
                 && sealed_tx.capacity() > 0;
+            // Ingress messages for the other partitions of this process go to them at once, unless the
+            // inputs are behind: under a backlog the exchange brings them in large batches anyway, and a
+            // message forwarded too would be decoded twice.
+            partition.set_forwarding(hand_overs.is_some() && behind.load(Ordering::Relaxed) == 0);
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting && intake.is_none() => {
                     intake = Intake::take_step(Intake::new(batch), &mut partition, &inputs, &mut sealing);
+                    forward(&mut partition, hand_overs.as_deref());
                 }
                 _ = std::future::ready(()), if accepting && intake.is_some() => {
                     intake = intake.and_then(|i| Intake::take_step(i, &mut partition, &inputs, &mut sealing));
+                    forward(&mut partition, hand_overs.as_deref());
                 }
-                Some(hand_over) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
-                    hand_over_metrics.record(take_hand_over(&mut partition, hand_over));
+                Some(handed) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
+                    let taken = match handed {
+                        Handed::Committed(hand_over) => take_hand_over(&mut partition, hand_over),
+                        Handed::Forwarded(forwards) => partition.accept_forwarded(forwards, now_ms()),
+                    };
+                    hand_over_metrics.record(taken);
                 }
                 Some(ready) = ready_rx.recv() => {
                     let source = &ingress[ready.stream];
@@ -487,8 +498,21 @@ impl Intake {
     }
 }
 
+/// Forwards what the last step read for the other partitions of this process ([`handoff`]).
+fn forward(partition: &mut Partition, hand_overs: Option<&HandOvers>) {
+    let forwards = partition.take_forwards();
+    let Some(hand_overs) = hand_overs else { return };
+    let mut by_partition: BTreeMap<u32, Vec<Forward>> = BTreeMap::new();
+    for forward in forwards {
+        by_partition.entry(forward.partition).or_default().push(forward);
+    }
+    for (target, forwards) in by_partition {
+        hand_overs.forward(target, forwards);
+    }
+}
+
 /// The next hand-over for this partition (never, without a registry).
-async fn next_hand_over(handed: &mut Option<mpsc::Receiver<HandOver>>) -> Option<HandOver> {
+async fn next_hand_over(handed: &mut Option<mpsc::Receiver<Handed>>) -> Option<Handed> {
     match handed {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
@@ -720,15 +744,15 @@ fn route_input(partition: &mut Partition, input: &Input, records: impl Iterator<
             ),
             InputKind::Ingress { value_type, targets, hash_keys } => match kpl::deaggregate(&record.data) {
                 Ok(None) => {
-                    deliver_to_targets(
-                        partition,
-                        &source,
-                        &record.partition_key,
-                        record.data,
-                        value_type,
-                        targets,
-                        now,
-                    );
+                    let origin = Origin {
+                        stream: &input.stream,
+                        shard: &record.shard,
+                        sequence: &record.sequence,
+                        user_record: 0,
+                        target: 0,
+                    };
+                    let message = Incoming { id: &source, key: &record.partition_key, origin };
+                    deliver_to_targets(partition, message, record.data, value_type, targets, now);
                 }
                 // Each user record on its own, under its own key: an epoch takes a record's user records whole,
                 // with the position after them, so a restart never resumes inside one.
@@ -749,7 +773,15 @@ fn route_input(partition: &mut Partition, input: &Input, records: impl Iterator<
                             partition.dead_letter_input(reason, id, user.data, now);
                             continue;
                         }
-                        deliver_to_targets(partition, &id, &user.partition_key, user.data, value_type, targets, now);
+                        let origin = Origin {
+                            stream: &input.stream,
+                            shard: &record.shard,
+                            sequence: &record.sequence,
+                            user_record: index as u32 + 1,
+                            target: 0,
+                        };
+                        let message = Incoming { id: &id, key: &user.partition_key, origin };
+                        deliver_to_targets(partition, message, user.data, value_type, targets, now);
                     }
                 }
                 Err(problem) => partition.dead_letter_input(
@@ -860,10 +892,17 @@ fn report(
 
 /// Delivers one ingress record's value to every target of its stream, under
 /// `key` (the id), as message `id` (with the target's index when there are several).
+/// A record (or user record) read from an ingress, before it becomes messages.
+struct Incoming<'a> {
+    id: &'a str,
+    key: &'a str,
+    origin: Origin<'a>,
+}
+
+/// Delivers a record's value to each of the ingress's targets.
 fn deliver_to_targets(
     partition: &mut Partition,
-    id: &str,
-    key: &str,
+    incoming: Incoming<'_>,
     mut data: Vec<u8>,
     value_type: &str,
     targets: &[FunctionType],
@@ -875,13 +914,21 @@ fn deliver_to_targets(
             if index + 1 == targets.len() { Cow::Owned(std::mem::take(&mut data)) } else { Cow::Borrowed(&data[..]) };
         let indexed;
         let id = if targets.len() == 1 {
-            id
+            incoming.id
         } else {
-            indexed = format!("{id}/{index}");
+            indexed = format!("{}/{index}", incoming.id);
             indexed.as_str()
         };
-        let message =
-            IngressMessage { namespace: &target.namespace, name: &target.name, key, typename: value_type, value, id };
+        let origin = Some(Origin { target: index as u32, ..incoming.origin });
+        let message = IngressMessage {
+            namespace: &target.namespace,
+            name: &target.name,
+            key: incoming.key,
+            typename: value_type,
+            value,
+            id,
+            origin,
+        };
         partition.deliver_ingress(message, now);
     }
 }
