@@ -25,6 +25,7 @@ impl LocalCommitStore {
         std::fs::create_dir_all(data_dir).map_err(|e| backend(format!("{}: {e}", data_dir.display())))?;
         let connection = Connection::open(data_dir.join("coordination.sqlite")).map_err(backend)?;
         connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
+        crate::log::local::keep_plans(&connection).map_err(backend)?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode=WAL;

@@ -123,6 +123,7 @@ impl Streams {
         })?;
         let mut connection = Connection::open(&path).map_err(backend)?;
         connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
+        keep_plans(&connection).map_err(backend)?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode=WAL;
@@ -368,7 +369,7 @@ impl LogStore for LocalLogStore {
             let chunks = prepared.unwrap_or_else(|records| chunks_of(&records, s.shards));
             let tx = s.connection.transaction()?;
             if let Some(key) = key
-                && tx.execute("INSERT OR IGNORE INTO appends (key) VALUES (?1)", [key])? == 0
+                && tx.prepare_cached("INSERT OR IGNORE INTO appends (key) VALUES (?1)")?.execute([key])? == 0
             {
                 return Ok(());
             }
@@ -456,9 +457,7 @@ impl LogStore for LocalLogStore {
                     return Ok(Ok((Vec::new(), Position::After(sequence_of(chunk, count.saturating_sub(1))))));
                 }
             };
-            let mut query = s.connection.prepare_cached(
-                "SELECT seq, body, ts FROM chunks WHERE shard = ?1 AND seq >= ?2 AND ts >= ?3 ORDER BY seq",
-            )?;
+            let mut query = s.connection.prepare_cached(READ_CHUNKS)?;
             let mut rows = query.query(params![index, first_chunk, min_ts])?;
             let mut records = Vec::new();
             // A read ends before a record that would take it past MAX_READ_BYTES (the first is always taken).
@@ -521,9 +520,41 @@ impl LogStore for LocalLogStore {
     }
 }
 
+/// A shard's chunks from a position on (`ts`: not before a time, for `AtTimestamp`).
+const READ_CHUNKS: &str = "SELECT seq, body, ts FROM chunks WHERE shard = ?1 AND seq >= ?2 AND ts >= ?3 ORDER BY seq";
+
+/// Keeps a cached statement's plan when its parameters change. Without this,
+/// SQLite as bundled (with STAT4) compiles a statement such as a read's again
+/// at every run with new positions: most of a read's time at low latency.
+pub(crate) fn keep_plans(connection: &Connection) -> rusqlite::Result<()> {
+    connection.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_is_not_compiled_again_when_its_position_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let connection = Connection::open(dir.path().join("s.sqlite")).expect("open");
+        keep_plans(&connection).expect("configured");
+        connection
+            .execute_batch("CREATE TABLE chunks (seq INTEGER PRIMARY KEY AUTOINCREMENT, shard INTEGER NOT NULL, count INTEGER NOT NULL, body BLOB NOT NULL, ts INTEGER NOT NULL); CREATE INDEX chunks_by_shard ON chunks (shard, seq);")
+            .expect("schema");
+        for n in 0..20 {
+            connection
+                .execute("INSERT INTO chunks (shard, count, body, ts) VALUES (?1, 1, x'00', ?2)", params![n % 2, n])
+                .expect("insert");
+        }
+        for n in 0..10i64 {
+            let mut query = connection.prepare_cached(READ_CHUNKS).expect("prepared");
+            let rows = query.query_map(params![n % 2, n, i64::MIN], |row| row.get::<_, i64>(0)).expect("query");
+            assert!(rows.count() > 0);
+        }
+        let query = connection.prepare_cached(READ_CHUNKS).expect("prepared");
+        assert_eq!(query.get_status(rusqlite::StatementStatus::RePrepare), 0, "compiled once, run ten times");
+    }
 
     fn record(key: &str, data: &[u8], id: Option<&str>) -> AppendRecord {
         AppendRecord {
