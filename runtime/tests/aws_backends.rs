@@ -908,9 +908,12 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
                 live_parked: None,
             };
             sealed.send(Sealed { record, outbox: Arc::new(Outbox::default()) }).await.expect("send");
-            match reports.recv().await {
-                Some(CommitterEvent::Published(2)) => {}
-                other => panic!("epoch 2 should be committed and published, got {other:?}"),
+            for expected in ["committed", "published"] {
+                match (expected, reports.recv().await) {
+                    ("committed", Some(CommitterEvent::Committed(2))) => {}
+                    ("published", Some(CommitterEvent::Published(2))) => {}
+                    (_, other) => panic!("epoch 2 should be {expected}, got {other:?}"),
+                }
             }
             drop(sealed);
             running.await.expect("committer");

@@ -2,7 +2,10 @@
 //!
 //! For each epoch: write the checkpoint object, commit it with a conditional
 //! write on the lease and the previous epoch, and only then publish the
-//! outbox (exchange batches, egress records, dead letters). A rejected commit
+//! outbox (exchange batches, egress records, dead letters). An outbox is
+//! published while the next epoch commits (each waits for the one before, so
+//! the streams keep the epochs' order): a partition's next commit does not
+//! wait for the appends of the last. A rejected commit
 //! means the lease moved: the committer reports it and stops, so nothing of
 //! that epoch or any later one is ever published. Storage errors are retried.
 //! Before every commit attempt and every append the committer asks the
@@ -46,6 +49,8 @@ pub struct Sealed {
 
 #[derive(Debug)]
 pub enum CommitterEvent {
+    /// The epoch is committed; its outbox is being published.
+    Committed(u64),
     /// The epoch is committed and its outbox published.
     Published(u64),
     /// The lease moved; the partition must stop.
@@ -114,6 +119,94 @@ impl Drop for Collector {
     }
 }
 
+/// The publication in flight, which the next waits for; aborted when the
+/// committer is dropped (a partition that stops against its will publishes
+/// nothing more: its next owner re-publishes what is not known to be published).
+#[derive(Default)]
+struct Publishing(Option<tokio::task::JoinHandle<bool>>);
+
+impl Publishing {
+    /// Publishes `records` once the publication before them succeeded; says how it went in `events`.
+    fn next(
+        &mut self,
+        output: Output,
+        records: Records,
+        timing: Timing,
+        events: &mpsc::UnboundedSender<CommitterEvent>,
+    ) {
+        let before = self.0.take();
+        let events = events.clone();
+        self.0 = Some(tokio::spawn(async move {
+            if let Some(before) = before
+                && !matches!(before.await, Ok(true))
+            {
+                return false;
+            }
+            let Records { epoch, count, exchange, egress, dead_letters } = records;
+            if let Err(stop) = output.publish(exchange, egress, dead_letters).await {
+                let _ = events.send(stop);
+                return false;
+            }
+            // Where a result's time goes between its epoch's seal and its publication.
+            tracing::debug!(
+                partition = output.lease.partition,
+                epoch,
+                records = count,
+                commit_ms = timing.committed.as_secs_f64() * 1e3,
+                publish_ms = (timing.started.elapsed() - timing.committed).as_secs_f64() * 1e3,
+                "epoch committed and published"
+            );
+            output.metrics.committed(timing.bytes, timing.started.elapsed().as_secs_f64(), crate::now_ms());
+            let _ = events.send(CommitterEvent::Published(epoch));
+            true
+        }));
+    }
+
+    /// Waits for the last publication.
+    async fn finish(&mut self) {
+        if let Some(last) = self.0.take() {
+            let _ = last.await;
+        }
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        if let Some(last) = self.0.take() {
+            last.abort();
+        }
+    }
+}
+
+/// A committed outbox as the records to append.
+struct Records {
+    epoch: u64,
+    /// Entries of the outbox.
+    count: usize,
+    exchange: Vec<AppendRecord>,
+    egress: BTreeMap<String, Vec<AppendRecord>>,
+    dead_letters: Vec<AppendRecord>,
+}
+
+/// When an epoch's commit started, how long it took, and what it wrote.
+struct Timing {
+    started: std::time::Instant,
+    committed: Duration,
+    bytes: usize,
+}
+
+/// What publishing needs: the committer's, and a copy in each publication in flight.
+#[derive(Clone)]
+struct Output {
+    lease: Lease,
+    guard: Arc<LeaseGuard>,
+    log: Arc<dyn LogStore>,
+    blobs: Arc<dyn BlobStore>,
+    streams: OutputStreams,
+    incarnation: u64,
+    metrics: CommitMetrics,
+}
+
 impl Committer {
     /// Re-publishes outboxes a previous owner may not have published.
     pub async fn republish(&mut self, outboxes: &[Outbox]) -> Result<(), CommitterEvent> {
@@ -124,6 +217,7 @@ impl Committer {
     }
 
     pub async fn run(mut self, mut sealed: mpsc::Receiver<Sealed>, events: mpsc::UnboundedSender<CommitterEvent>) {
+        let mut publishing = Publishing::default();
         while let Some(Sealed { record, outbox }) = sealed.recv().await {
             let epoch = record.record.epoch;
             let started = std::time::Instant::now();
@@ -134,42 +228,47 @@ impl Committer {
                     return;
                 }
             };
-            let committed = started.elapsed();
-            if let Err(stop) = self.publish(&outbox).await {
-                let _ = events.send(stop);
-                return;
-            }
-            // Where a result's time goes between its epoch's seal and its publication.
-            tracing::debug!(
-                partition = self.lease.partition,
-                epoch,
-                records = outbox.len(),
-                commit_ms = committed.as_secs_f64() * 1e3,
-                publish_ms = (started.elapsed() - committed).as_secs_f64() * 1e3,
-                "epoch committed and published"
-            );
-            self.metrics.committed(bytes, started.elapsed().as_secs_f64(), crate::now_ms());
-            let _ = events.send(CommitterEvent::Published(epoch));
+            let timing = Timing { started, committed: started.elapsed(), bytes };
+            let _ = events.send(CommitterEvent::Committed(epoch));
+            let output = self.output();
+            let (exchange, last_seqs, egress, dead_letters) = output.split(&outbox);
+            self.hand_over(epoch, &exchange, &last_seqs);
+            let records = Records { epoch, count: outbox.len(), exchange, egress, dead_letters };
+            publishing.next(output, records, timing, &events);
         }
+        publishing.finish().await;
         // A stop leaves the store as tidy as when deletions were part of the commit.
         self.collector.finish().await;
+    }
+
+    fn output(&self) -> Output {
+        Output {
+            lease: self.lease.clone(),
+            guard: self.guard.clone(),
+            log: self.log.clone(),
+            blobs: self.blobs.clone(),
+            streams: self.streams.clone(),
+            incarnation: self.incarnation,
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Writes the epoch's object and commits it; its encoded size, or the event that stops the partition.
     async fn commit(&mut self, mut sealed: SealedEpoch) -> Result<usize, CommitterEvent> {
         let partition = self.lease.partition;
+        let output = self.output();
         let (epoch, snapshot) = (sealed.record.epoch, sealed.record.snapshot);
         // The record lists the parked segments: they are written first.
         for (name, bytes) in std::mem::take(&mut sealed.parked) {
             let key = parking::object_key(partition, &name);
-            self.put_blob(self.blobs.as_ref(), &key, bytes.into(), "writing parked messages").await?;
+            output.put_blob(self.blobs.as_ref(), &key, bytes.into(), "writing parked messages").await?;
         }
         let released = std::mem::take(&mut sealed.released);
         let live_parked = sealed.live_parked.take();
         let key = checkpoint::object_key(partition, epoch, self.lease.counter, snapshot);
         let bytes = bytes::Bytes::from(sealed.encode());
         let size = bytes.len();
-        self.put_blob(self.blobs.as_ref(), &key, bytes, "writing checkpoint").await?;
+        output.put_blob(self.blobs.as_ref(), &key, bytes, "writing checkpoint").await?;
         let manifest = PartitionManifest {
             epoch,
             snapshot_epoch: if snapshot { epoch } else { self.snapshot_epoch },
@@ -179,7 +278,7 @@ impl Committer {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
         loop {
             if !self.guard.is_valid() {
-                return Err(self.lease_untrusted());
+                return Err(output.lease_untrusted());
             }
             match self.commits.commit(&self.lease, self.committed_epoch, manifest).await {
                 Ok(()) => break,
@@ -246,6 +345,29 @@ impl Committer {
         Ok(())
     }
 
+    /// Publishes a committed epoch's outbox (the start's re-publication, which
+    /// nothing overlaps): handed over, then appended.
+    pub async fn publish(&mut self, outbox: &Outbox) -> Result<(), CommitterEvent> {
+        let output = self.output();
+        let (exchange, last_seqs, egress, dead_letters) = output.split(outbox);
+        self.hand_over(outbox.epoch, &exchange, &last_seqs);
+        output.publish(exchange, egress, dead_letters).await
+    }
+
+    /// Committed: the batches may go to the receivers of this process before the exchange has them.
+    fn hand_over(&mut self, epoch: u64, exchange: &[AppendRecord], last_seqs: &BTreeMap<u32, u64>) {
+        let Some(hand_overs) = &self.hand_overs else { return };
+        for (&target, &last) in last_seqs {
+            let records = || {
+                let to_target = exchange.iter().filter(|r| r.shard == ShardChoice::Index(target));
+                to_target.map(|r| r.data.clone()).collect()
+            };
+            self.chain.committed(hand_overs, target, (epoch, last), records);
+        }
+    }
+}
+
+impl Output {
     fn lease_untrusted(&self) -> CommitterEvent {
         CommitterEvent::Fenced(format!(
             "partition {}: the lease {}#{} is no longer trusted (lost, handed over, or not renewed in time)",
@@ -253,25 +375,19 @@ impl Committer {
         ))
     }
 
-    /// Publishes an outbox. Its epoch is committed, so transient errors are
-    /// retried until they pass. An egress stream that refuses records for good
-    /// (no such stream, access denied) gets them dead-lettered instead; a
+    /// Appends an outbox's records. Its epoch is committed, so transient errors
+    /// are retried until they pass. An egress stream that refuses records for
+    /// good (no such stream, access denied) gets them dead-lettered instead; a
     /// permanent error of the runtime's own streams stops the partition.
-    async fn publish(&mut self, outbox: &Outbox) -> Result<(), CommitterEvent> {
-        let (exchange, last_seqs, egress, mut dead_letters) = self.split(outbox);
-        // Committed: the batches may go to the receivers of this process before the exchange has them.
-        if let Some(hand_overs) = &self.hand_overs {
-            for (&target, &last) in &last_seqs {
-                let records = || {
-                    let to_target = exchange.iter().filter(|r| r.shard == ShardChoice::Index(target));
-                    to_target.map(|r| r.data.clone()).collect()
-                };
-                self.chain.committed(hand_overs, target, (outbox.epoch, last), records);
-            }
-        }
+    async fn publish(
+        &self,
+        exchange: Vec<AppendRecord>,
+        egress: BTreeMap<String, Vec<AppendRecord>>,
+        mut dead_letters: Vec<AppendRecord>,
+    ) -> Result<(), CommitterEvent> {
         // Each stream keeps its own order and none waits for another: they are appended at once
         // (on Kinesis, one PutRecords round trip for an epoch instead of one per stream).
-        let this = &*self;
+        let this = self;
         let exchange_appended = async {
             match exchange.is_empty() {
                 true => Ok(()),
@@ -515,6 +631,8 @@ mod tests {
     struct TestLog {
         log: LocalLogStore,
         rendezvous: Option<Arc<tokio::sync::Barrier>>,
+        /// Appends to `out` wait while this says so.
+        held: Option<tokio::sync::watch::Receiver<bool>>,
     }
 
     impl LogStore for TestLog {
@@ -536,6 +654,9 @@ mod tests {
             Box::pin(async move {
                 if let Some(rendezvous) = self.rendezvous.as_ref().filter(|_| ["exchange", "out"].contains(&stream)) {
                     rendezvous.wait().await;
+                }
+                if let Some(mut held) = self.held.clone().filter(|_| stream == "out") {
+                    let _ = held.wait_for(|held| !*held).await;
                 }
                 self.log.append(stream, records).await
             })
@@ -753,7 +874,7 @@ mod tests {
         let lease = commits.acquire(0, "worker").await.expect("lease");
         // Each append waits until the other has started: appended one after the other, neither ends.
         let rendezvous = Some(Arc::new(tokio::sync::Barrier::new(2)));
-        let log = Arc::new(TestLog { log: LocalLogStore::new(dir.path()), rendezvous });
+        let log = Arc::new(TestLog { log: LocalLogStore::new(dir.path()), rendezvous, held: None });
         log.ensure_stream("exchange", 2).await.expect("stream");
         log.ensure_stream("out", 1).await.expect("stream");
         let mut committer = committer(dir.path(), log.clone(), commits, lease);
@@ -777,7 +898,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
         let lease = commits.acquire(0, "worker").await.expect("lease");
-        let log = Arc::new(TestLog { log: LocalLogStore::new(dir.path()), rendezvous: None });
+        let log = Arc::new(TestLog { log: LocalLogStore::new(dir.path()), rendezvous: None, held: None });
         let mut committer = committer(dir.path(), log.clone(), commits, lease);
         let record = |stream: &str| EgressRecord {
             stream: stream.into(),
@@ -801,5 +922,49 @@ mod tests {
         assert!(letter.letter.reason.contains("AccessDeniedException"), "{}", letter.letter.reason);
         assert!(letter.letter.source.contains("stream `forbidden`"), "{}", letter.letter.source);
         assert_eq!(letter.letter.raw, b"forbidden");
+    }
+
+    /// The next epoch commits while the outbox of the one before is still
+    /// being appended; the outboxes are published in the epochs' order.
+    #[tokio::test]
+    async fn an_epoch_commits_while_the_outbox_before_it_is_being_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commits = Arc::new(LocalCommitStore::open(dir.path()).expect("commit store"));
+        let lease = commits.acquire(0, "worker").await.expect("lease");
+        let (hold, held) = tokio::sync::watch::channel(true);
+        let log = Arc::new(TestLog { log: LocalLogStore::new(dir.path()), rendezvous: None, held: Some(held) });
+        log.ensure_stream("out", 1).await.expect("stream");
+        let committer = committer(dir.path(), log.clone(), commits, lease);
+        let (sealed, receiver) = mpsc::channel(1);
+        let (events, mut reports) = mpsc::unbounded_channel();
+        let running = tokio::spawn(committer.run(receiver, events));
+        let mut next = async || {
+            let report = tokio::time::timeout(Duration::from_secs(30), reports.recv()).await;
+            match report.expect("a report within 30 s").expect("the committer runs") {
+                CommitterEvent::Committed(epoch) => ("committed", epoch),
+                CommitterEvent::Published(epoch) => ("published", epoch),
+                other => panic!("{other:?}"),
+            }
+        };
+
+        let mut outbox = Outbox::default();
+        outbox.epoch = 1;
+        let record =
+            EgressRecord { stream: "out".into(), partition_key: "k".into(), data: b"r".to_vec(), ..Default::default() };
+        outbox.push_egress(0, record);
+        sealed.send(Sealed { record: empty_epoch(1, true), outbox: Arc::new(outbox) }).await.expect("send");
+        assert_eq!(next().await, ("committed", 1));
+        let mut outbox = Outbox::default();
+        outbox.epoch = 2;
+        sealed.send(Sealed { record: empty_epoch(2, false), outbox: Arc::new(outbox) }).await.expect("send");
+        assert_eq!(next().await, ("committed", 2), "epoch 2 commits while epoch 1's record waits to be appended");
+
+        hold.send_replace(false);
+        assert_eq!(next().await, ("published", 1));
+        assert_eq!(next().await, ("published", 2));
+        drop(sealed);
+        running.await.expect("the committer ends");
+        let (records, _) = log.read("out", "shard-0000", &Position::Start, 10).await.expect("read");
+        assert_eq!(records.len(), 1);
     }
 }

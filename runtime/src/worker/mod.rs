@@ -177,7 +177,7 @@ impl PartitionWorker {
             Err(CommitterEvent::Failed(reason)) => {
                 return Err(WorkerError::Failed { partition: id, reason, cause: FailureReason::Commit });
             }
-            Err(CommitterEvent::Published(_)) => {}
+            Err(CommitterEvent::Committed(_) | CommitterEvent::Published(_)) => {}
         }
         if let Some(last) = unpublished.last() {
             partition.mark_published(last.epoch);
@@ -280,7 +280,7 @@ impl PartitionWorker {
             // few under load.
             let output_waits = settings.group_commit
                 && partition.outbox_len() > 0
-                && sealing.in_commit.is_empty()
+                && !sealing.commit_in_flight()
                 && intake.is_none()
                 && input_rx.is_empty()
                 && behind.load(Ordering::Relaxed) == 0
@@ -381,6 +381,7 @@ impl PartitionWorker {
                 event = events_rx.recv() => match event {
                     // The committer's task ended without saying why: it panicked.
                     None => break Err(WorkerError::Failed { partition: id, reason: "the committer ended unexpectedly".into(), cause: FailureReason::Commit }),
+                    Some(CommitterEvent::Committed(epoch)) => sealing.committed(epoch),
                     Some(CommitterEvent::Published(epoch)) => {
                         observer.board.committed(id, epoch, now_ms());
                         partition.mark_published(epoch);
@@ -441,7 +442,7 @@ impl PartitionWorker {
                     CommitterEvent::Failed(reason) => {
                         return Err(WorkerError::Failed { partition: id, reason, cause: FailureReason::Commit });
                     }
-                    CommitterEvent::Published(_) => {}
+                    CommitterEvent::Committed(_) | CommitterEvent::Published(_) => {}
                 }
             }
             tracing::info!(partition = id, "partition stopped after its last commit");
@@ -538,6 +539,8 @@ struct Sealing {
     /// Sealed epochs not yet published, with the bytes of their encoded parts
     /// (the outboxes are the partition's to count).
     in_commit: VecDeque<(u64, usize)>,
+    /// The last epoch known to be committed (its outbox may still be being published).
+    committed_through: u64,
 }
 
 impl Sealing {
@@ -556,6 +559,16 @@ impl Sealing {
         self.in_commit.push_back((epoch, bytes));
         self.ended_sealed.extend(self.ended_unsealed.drain(..).map(|(stream, shard)| (epoch, stream, shard)));
         Sealed { record, outbox }
+    }
+
+    /// Notes that every epoch up to `epoch` is committed.
+    fn committed(&mut self, epoch: u64) {
+        self.committed_through = self.committed_through.max(epoch);
+    }
+
+    /// Whether a sealed epoch waits for its commit (the next one would wait behind it).
+    fn commit_in_flight(&self) -> bool {
+        self.in_commit.back().is_some_and(|(sealed, _)| *sealed > self.committed_through)
     }
 
     /// Notes that every epoch up to `epoch` is committed and published.
