@@ -907,7 +907,7 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
                 released: Vec::new(),
                 live_parked: None,
             };
-            sealed.send(Sealed { record, outbox: Arc::new(Outbox::default()) }).await.expect("send");
+            sealed.send(Sealed { record, outbox: Arc::new(Outbox::default()), hand_over: true }).await.expect("send");
             for expected in ["committed", "published"] {
                 match (expected, reports.recv().await) {
                     ("committed", Some(CommitterEvent::Committed(2))) => {}

@@ -45,6 +45,10 @@ pub struct OutputStreams {
 pub struct Sealed {
     pub record: SealedEpoch,
     pub outbox: Arc<Outbox>,
+    /// Whether its batches go to the receivers of this process in memory too:
+    /// not when the partition's inputs are behind (a backlog), whose receivers
+    /// would decode each message twice.
+    pub hand_over: bool,
 }
 
 #[derive(Debug)]
@@ -218,7 +222,7 @@ impl Committer {
 
     pub async fn run(mut self, mut sealed: mpsc::Receiver<Sealed>, events: mpsc::UnboundedSender<CommitterEvent>) {
         let mut publishing = Publishing::default();
-        while let Some(Sealed { record, outbox }) = sealed.recv().await {
+        while let Some(Sealed { record, outbox, hand_over }) = sealed.recv().await {
             let epoch = record.record.epoch;
             let started = std::time::Instant::now();
             let bytes = match self.commit(record).await {
@@ -232,7 +236,7 @@ impl Committer {
             let _ = events.send(CommitterEvent::Committed(epoch));
             let output = self.output();
             let (exchange, last_seqs, egress, dead_letters) = output.split(&outbox);
-            self.hand_over(epoch, &exchange, &last_seqs);
+            self.hand_over(epoch, &exchange, &last_seqs, hand_over);
             let records = Records { epoch, count: outbox.len(), exchange, egress, dead_letters };
             publishing.next(output, records, timing, &events);
         }
@@ -350,14 +354,19 @@ impl Committer {
     pub async fn publish(&mut self, outbox: &Outbox) -> Result<(), CommitterEvent> {
         let output = self.output();
         let (exchange, last_seqs, egress, dead_letters) = output.split(outbox);
-        self.hand_over(outbox.epoch, &exchange, &last_seqs);
+        self.hand_over(outbox.epoch, &exchange, &last_seqs, true);
         output.publish(exchange, egress, dead_letters).await
     }
 
-    /// Committed: the batches may go to the receivers of this process before the exchange has them.
-    fn hand_over(&mut self, epoch: u64, exchange: &[AppendRecord], last_seqs: &BTreeMap<u32, u64>) {
+    /// Committed: the batches may go to the receivers of this process before the exchange has them
+    /// (with `offer`; without, the chain only notes what was sent).
+    fn hand_over(&mut self, epoch: u64, exchange: &[AppendRecord], last_seqs: &BTreeMap<u32, u64>, offer: bool) {
         let Some(hand_overs) = &self.hand_overs else { return };
         for (&target, &last) in last_seqs {
+            if !offer {
+                self.chain.passed(target, (epoch, last));
+                continue;
+            }
             let records = || {
                 let to_target = exchange.iter().filter(|r| r.shard == ShardChoice::Index(target));
                 to_target.map(|r| r.data.clone()).collect()
@@ -952,11 +961,17 @@ mod tests {
         let record =
             EgressRecord { stream: "out".into(), partition_key: "k".into(), data: b"r".to_vec(), ..Default::default() };
         outbox.push_egress(0, record);
-        sealed.send(Sealed { record: empty_epoch(1, true), outbox: Arc::new(outbox) }).await.expect("send");
+        sealed
+            .send(Sealed { record: empty_epoch(1, true), outbox: Arc::new(outbox), hand_over: true })
+            .await
+            .expect("send");
         assert_eq!(next().await, ("committed", 1));
         let mut outbox = Outbox::default();
         outbox.epoch = 2;
-        sealed.send(Sealed { record: empty_epoch(2, false), outbox: Arc::new(outbox) }).await.expect("send");
+        sealed
+            .send(Sealed { record: empty_epoch(2, false), outbox: Arc::new(outbox), hand_over: true })
+            .await
+            .expect("send");
         assert_eq!(next().await, ("committed", 2), "epoch 2 commits while epoch 1's record waits to be appended");
 
         hold.send_replace(false);

@@ -111,4 +111,31 @@ impl Chain {
         let Some(previous) = self.last_sent.insert(target, last) else { return };
         hand_overs.offer(target, || Handed::Committed(HandOver { previous, records: records() }));
     }
+
+    /// Notes the batches of a committed epoch for `target` that are not handed
+    /// over: the next hand-over names them as what came before.
+    pub fn passed(&mut self, target: u32, last: (u64, u64)) {
+        self.last_sent.insert(target, last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_over_after_batches_not_handed_over_names_them_as_what_came_before() {
+        let hand_overs = HandOvers::default();
+        let mut receiver = hand_overs.register(1);
+        let mut chain = Chain::default();
+        chain.committed(&hand_overs, 1, (1, 4), Vec::new);
+        assert!(receiver.try_recv().is_err(), "nothing was known to be sent before");
+        chain.passed(1, (2, 3));
+        assert!(receiver.try_recv().is_err(), "passed, not handed over");
+        chain.committed(&hand_overs, 1, (3, 0), Vec::new);
+        match receiver.try_recv() {
+            Ok(Handed::Committed(hand_over)) => assert_eq!(hand_over.previous, (2, 3)),
+            other => panic!("a hand-over chained to the passed batches, got {other:?}"),
+        }
+    }
 }

@@ -300,10 +300,14 @@ impl PartitionWorker {
                     forward(&mut partition, hand_overs.as_deref());
                 }
                 Some(handed) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
-                    let taken = match handed {
-                        Handed::Committed(hand_over) => take_hand_over(&mut partition, hand_over),
-                        Handed::Forwarded(forwards) => partition.accept_forwarded(forwards, now_ms()),
-                    };
+                    // Behind, the inputs bring the same messages in large batches soon enough: taken now, they
+                    // would be decoded twice (a tenth of the backlog throughput). Ignored, the exchange brings them;
+                    // a sender that is behind hands nothing over either (see `Sealed::hand_over`).
+                    let taken = behind.load(Ordering::Relaxed) == 0
+                        && match handed {
+                            Handed::Committed(hand_over) => take_hand_over(&mut partition, hand_over),
+                            Handed::Forwarded(forwards) => partition.accept_forwarded(forwards, now_ms()),
+                        };
                     hand_over_metrics.record(taken);
                 }
                 Some(ready) = ready_rx.recv() => {
@@ -368,13 +372,13 @@ impl PartitionWorker {
                     if partition.has_changes()
                         && let Ok(permit) = sealed_tx.try_reserve()
                     {
-                        permit.send(sealing.seal(&mut partition));
+                        permit.send(sealing.seal(&mut partition, behind.load(Ordering::Relaxed) == 0));
                     }
                 }
                 // Full, or awaited, before its interval is up: sealed now (the next one gets the rest of the interval).
                 _ = std::future::ready(()), if epoch_full || output_waits => {
                     if let Ok(permit) = sealed_tx.try_reserve() {
-                        permit.send(sealing.seal(&mut partition));
+                        permit.send(sealing.seal(&mut partition, behind.load(Ordering::Relaxed) == 0));
                         commit_tick.reset();
                     }
                 }
@@ -419,7 +423,7 @@ impl PartitionWorker {
             let last_commit = async {
                 if partition.has_changes() {
                     // Sealed as every other epoch: a new owner's first is a snapshot on this path too.
-                    let _ = sealed_tx.send(sealing.seal(&mut partition)).await;
+                    let _ = sealed_tx.send(sealing.seal(&mut partition, true)).await;
                 }
                 drop(sealed_tx);
                 committer_task.await
@@ -549,7 +553,7 @@ impl Sealing {
     }
 
     /// Seals the partition's epoch, a snapshot when [`SnapshotCadence`] says so.
-    fn seal(&mut self, partition: &mut Partition) -> Sealed {
+    fn seal(&mut self, partition: &mut Partition, hand_over: bool) -> Sealed {
         let snapshot = self.snapshots.next_is_snapshot();
         let (record, outbox) = partition.seal(snapshot);
         let epoch = record.record.epoch;
@@ -558,7 +562,7 @@ impl Sealing {
         self.snapshots.sealed(snapshot, bytes);
         self.in_commit.push_back((epoch, bytes));
         self.ended_sealed.extend(self.ended_unsealed.drain(..).map(|(stream, shard)| (epoch, stream, shard)));
-        Sealed { record, outbox }
+        Sealed { record, outbox, hand_over }
     }
 
     /// Notes that every epoch up to `epoch` is committed.
@@ -1143,7 +1147,7 @@ mod tests {
         let snapshots = |id: u32| -> Vec<usize> {
             let mut partition = Partition::new(id, 2, Arc::new(NoEndpoints), 1);
             let mut sealing = Sealing::new(4, id, 2);
-            (0..10).filter(|_| sealing.seal(&mut partition).record.record.snapshot).collect()
+            (0..10).filter(|_| sealing.seal(&mut partition, true).record.record.snapshot).collect()
         };
         assert_eq!(snapshots(0), [0, 4, 8]);
         assert_eq!(snapshots(1), [0, 2, 6], "half a cycle later");
