@@ -81,53 +81,70 @@ pub struct Committer {
     pub collector: Collector,
 }
 
+/// A task the committer started: aborted if the committer is dropped before it
+/// is awaited (a partition that stops against its will stops its side work
+/// too; what it leaves, its next owner or next snapshot takes up).
+struct Owned<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Default for Owned<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<T> Owned<T> {
+    fn is_running(&self) -> bool {
+        self.0.as_ref().is_some_and(|task| !task.is_finished())
+    }
+
+    /// What the task ended with; `None` if there was none.
+    async fn join(mut self) -> Option<Result<T, tokio::task::JoinError>> {
+        let task = self.0.take()?;
+        Some(task.await)
+    }
+
+    /// Waits for the task, if any.
+    async fn finish(&mut self) {
+        let _ = std::mem::take(self).join().await;
+    }
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
 /// Deletes the history a committed snapshot replaced, beside the later commits:
 /// one object at a time (a file, an S3 request), a thousand deltas take long
 /// enough to hold up the results of the epochs behind the snapshot. Only
 /// objects older than the snapshot are deleted, which no later commit writes
 /// or reads.
 #[derive(Default)]
-pub struct Collector(Option<tokio::task::JoinHandle<()>>);
+pub struct Collector(Owned<()>);
 
 impl Collector {
     /// Starts deleting the partition's objects older than `snapshot_epoch`, unless a
     /// deletion still runs (the next snapshot's takes what it leaves).
     fn collect(&mut self, blobs: Arc<dyn BlobStore>, partition: u32, snapshot_epoch: u64) {
-        if self.0.as_ref().is_some_and(|running| !running.is_finished()) {
+        if self.0.is_running() {
             return;
         }
-        self.0 = Some(tokio::spawn(async move {
+        self.0 = Owned(Some(tokio::spawn(async move {
             if let Err(e) = checkpoint::collect_garbage(blobs.as_ref(), partition, snapshot_epoch).await {
                 tracing::warn!(partition, "garbage collection of checkpoints failed: {e}");
             }
-        }));
+        })));
     }
 }
 
-impl Collector {
-    /// Waits for the deletion started last, if any.
-    async fn finish(&mut self) {
-        if let Some(running) = self.0.take() {
-            let _ = running.await;
-        }
-    }
-}
-
-impl Drop for Collector {
-    /// A partition that stops against its will stops its deletions too: what is left is
-    /// collected after its next snapshot.
-    fn drop(&mut self) {
-        if let Some(running) = self.0.take() {
-            running.abort();
-        }
-    }
-}
-
-/// The publication in flight, which the next waits for; aborted when the
-/// committer is dropped (a partition that stops against its will publishes
-/// nothing more: its next owner re-publishes what is not known to be published).
+/// The publication in flight, which the next waits for (a publication that
+/// failed ends the ones after it: the partition stops, and its next owner
+/// re-publishes what is not known to be published).
 #[derive(Default)]
-struct Publishing(Option<tokio::task::JoinHandle<bool>>);
+struct Publishing(Owned<bool>);
 
 impl Publishing {
     /// Publishes `records` once the publication before them succeeded; says how it went in `events`.
@@ -138,11 +155,11 @@ impl Publishing {
         timing: Timing,
         events: &mpsc::UnboundedSender<CommitterEvent>,
     ) {
-        let before = self.0.take();
+        let before = std::mem::take(&mut self.0);
         let events = events.clone();
-        self.0 = Some(tokio::spawn(async move {
-            if let Some(before) = before
-                && !matches!(before.await, Ok(true))
+        self.0 = Owned(Some(tokio::spawn(async move {
+            if let Some(outcome) = before.join().await
+                && !matches!(outcome, Ok(true))
             {
                 return false;
             }
@@ -163,22 +180,7 @@ impl Publishing {
             output.metrics.committed(timing.bytes, timing.started.elapsed().as_secs_f64(), crate::now_ms());
             let _ = events.send(CommitterEvent::Published(epoch));
             true
-        }));
-    }
-
-    /// Waits for the last publication.
-    async fn finish(&mut self) {
-        if let Some(last) = self.0.take() {
-            let _ = last.await;
-        }
-    }
-}
-
-impl Drop for Publishing {
-    fn drop(&mut self) {
-        if let Some(last) = self.0.take() {
-            last.abort();
-        }
+        })));
     }
 }
 
@@ -240,9 +242,9 @@ impl Committer {
             let records = Records { epoch, count: outbox.len(), exchange, egress, dead_letters };
             publishing.next(output, records, timing, &events);
         }
-        publishing.finish().await;
+        publishing.0.finish().await;
         // A stop leaves the store as tidy as when deletions were part of the commit.
-        self.collector.finish().await;
+        self.collector.0.finish().await;
     }
 
     fn output(&self) -> Output {
