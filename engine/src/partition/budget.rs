@@ -16,9 +16,11 @@
 //!
 //! What is counted is an estimate (per message, per address), and the
 //! allocator keeps some of what is freed. So the process's resident memory is
-//! the last word: while it is near the budget (past nine tenths of it: it is
-//! measured every so often, see [`MemoryBudget::note_resident`], and a spike
-//! between two measures must still fit), the common half is closed and every
+//! the last word: while it is near the budget (past three quarters of it: it
+//! is measured every so often, see [`MemoryBudget::note_resident`], and what
+//! is already on its way through a partition when input pauses, from its
+//! outbox to the exchange and the next partition's invocations, must still
+//! fit), the common half is closed and every
 //! partition keeps to half its own share: input slows, and what is held
 //! drains, but a partition is never left without room.
 
@@ -44,7 +46,7 @@ impl MemoryBudget {
 
     /// Notes the process's resident memory, as last measured.
     pub fn note_resident(&self, bytes: usize) {
-        self.resident_over.store(bytes > self.limit / 10 * 9, Ordering::Relaxed);
+        self.resident_over.store(bytes > self.limit / 4 * 3, Ordering::Relaxed);
     }
 
     pub fn limit(&self) -> usize {
@@ -164,12 +166,12 @@ mod tests {
         let mut quiet = budget.share();
         busy.hold(300);
         quiet.hold(100);
-        budget.note_resident(1801);
+        budget.note_resident(1501);
         assert!(!busy.has_room(), "beyond its own 250: the common half is closed");
         assert!(quiet.has_room(), "within half its own share, it goes on");
         quiet.hold(125);
         assert!(!quiet.has_room(), "half its own share");
-        budget.note_resident(1800);
-        assert!(busy.has_room(), "open again once the process is back within nine tenths of the budget");
+        budget.note_resident(1500);
+        assert!(busy.has_room(), "open again once the process is back within three quarters of the budget");
     }
 }

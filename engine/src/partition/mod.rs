@@ -416,6 +416,11 @@ impl Partition {
         self.outbox.bytes() + self.unpublished_bytes
     }
 
+    /// Bytes of the outboxes sealed and not yet published.
+    pub fn unpublished_bytes(&self) -> usize {
+        self.unpublished_bytes
+    }
+
     /// Bytes of the messages parked (spills included) since the last seal, which writes them out.
     pub fn parked_bytes(&self) -> usize {
         self.parked_bytes

@@ -168,6 +168,8 @@ impl Invoker {
             None => 0,
         };
         let body = request.encode_to_vec();
+        // Held encoded only: the request is as large as its body, and an attempt can take long.
+        drop(request);
         let budget = route.call_budget;
         let metrics = route.metrics.as_ref();
         let started = std::time::Instant::now();

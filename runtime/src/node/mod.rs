@@ -274,6 +274,11 @@ pub async fn run(
                 every.tick().await;
                 if let Some(bytes) = measure() {
                     budget.note_resident(bytes);
+                    tracing::trace!(
+                        resident = bytes,
+                        counted = budget.used(),
+                        "resident memory and what the partitions count"
+                    );
                 }
             }
         });

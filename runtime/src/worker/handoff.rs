@@ -24,11 +24,15 @@
 //!
 //! This module keeps the registry of receivers and the sender's side of the
 //! chain; it does no I/O and never blocks a committer or a reader (a full
-//! receiver is skipped).
+//! receiver is skipped). What a receiver has not taken yet is bounded in
+//! bytes as well as in hand-overs: it is outside every partition's share of
+//! the memory budget, and a skipped hand-over costs only the exchange's way.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use prost::Message as _;
 use tokio::sync::mpsc;
 
 use crate::partition::forward::Forward;
@@ -51,37 +55,92 @@ pub enum Handed {
     Forwarded(Vec<Forward>),
 }
 
+impl Handed {
+    /// About the bytes it holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Handed::Committed(hand_over) => hand_over.records.iter().map(Vec::len).sum(),
+            Handed::Forwarded(forwards) => forwards.iter().map(|f| f.envelope.encoded_len()).sum(),
+        }
+    }
+}
+
 /// Hand-overs a receiving worker has not taken yet; more are skipped.
 pub const RECEIVER_CAPACITY: usize = 8;
+/// Bytes a receiving worker has not taken yet; a hand-over that would pass them is skipped.
+pub const RECEIVER_MAX_BYTES: usize = 4 << 20;
+
+/// The sending side of one receiver.
+#[derive(Debug)]
+struct Registered {
+    sender: mpsc::Sender<Handed>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// What a registered worker is handed, in order.
+#[derive(Debug)]
+pub struct Receiver {
+    receiver: mpsc::Receiver<Handed>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    pub async fn recv(&mut self) -> Option<Handed> {
+        let handed = self.receiver.recv().await?;
+        Some(self.taken(handed))
+    }
+
+    /// What was handed over and not taken yet, without waiting.
+    pub fn try_recv(&mut self) -> Result<Handed, mpsc::error::TryRecvError> {
+        self.receiver.try_recv().map(|handed| self.taken(handed))
+    }
+
+    fn taken(&self, handed: Handed) -> Handed {
+        self.queued.fetch_sub(handed.bytes(), Ordering::Relaxed);
+        handed
+    }
+}
 
 /// The workers of this process that take hand-overs, by partition.
 #[derive(Debug, Default)]
 pub struct HandOvers {
-    receivers: Mutex<HashMap<u32, mpsc::Sender<Handed>>>,
+    receivers: Mutex<HashMap<u32, Registered>>,
 }
 
 impl HandOvers {
     /// Registers the worker of `partition`; what it is handed arrives on the receiver.
     /// A worker that stops drops its receiver, and the next offer forgets it.
-    pub fn register(&self, partition: u32) -> mpsc::Receiver<Handed> {
+    pub fn register(&self, partition: u32) -> Receiver {
         let (sender, receiver) = mpsc::channel(RECEIVER_CAPACITY);
+        let queued = Arc::new(AtomicUsize::new(0));
         if let Ok(mut receivers) = self.receivers.lock() {
-            receivers.insert(partition, sender);
+            receivers.insert(partition, Registered { sender, queued: queued.clone() });
         }
-        receiver
+        Receiver { receiver, queued }
     }
 
-    /// Hands what `hand_over` builds to the worker of `partition`, if one runs here and has room.
+    /// Hands what `hand_over` builds to the worker of `partition`, if one runs
+    /// here and has room for it, in hand-overs and in bytes.
     fn offer(&self, partition: u32, hand_over: impl FnOnce() -> Handed) {
         let Ok(mut receivers) = self.receivers.lock() else { return };
-        let Some(sender) = receivers.get(&partition) else { return };
-        let Ok(permit) = sender.try_reserve() else {
-            if sender.is_closed() {
+        let Some(registered) = receivers.get(&partition) else { return };
+        let Ok(permit) = registered.sender.try_reserve() else {
+            if registered.sender.is_closed() {
                 receivers.remove(&partition);
             }
             return;
         };
-        permit.send(hand_over());
+        let queued = registered.queued.load(Ordering::Relaxed);
+        if queued >= RECEIVER_MAX_BYTES {
+            return;
+        }
+        let handed = hand_over();
+        let bytes = handed.bytes();
+        if queued + bytes > RECEIVER_MAX_BYTES {
+            return;
+        }
+        registered.queued.fetch_add(bytes, Ordering::Relaxed);
+        permit.send(handed);
     }
 
     /// Forwards ingress messages to the worker of `partition`, if one runs here and has room.
@@ -136,6 +195,29 @@ mod tests {
         match receiver.try_recv() {
             Ok(Handed::Committed(hand_over)) => assert_eq!(hand_over.previous, (2, 3)),
             other => panic!("a hand-over chained to the passed batches, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receiver_is_handed_no_more_bytes_than_its_bound() {
+        let hand_overs = HandOvers::default();
+        let mut receiver = hand_overs.register(1);
+        let mut chain = Chain::default();
+        let third = RECEIVER_MAX_BYTES / 3 + 1;
+        chain.passed(1, (1, 0));
+        for epoch in 2..5 {
+            chain.committed(&hand_overs, 1, (epoch, 0), || vec![vec![0; third]]);
+        }
+        assert_eq!(receiver.queued.load(Ordering::Relaxed), 2 * third, "the third would pass the bound");
+        assert!(receiver.recv().await.is_some());
+        assert_eq!(receiver.queued.load(Ordering::Relaxed), third, "taken, no longer counted");
+        chain.committed(&hand_overs, 1, (5, 0), || vec![vec![0; third]]);
+        assert!(receiver.recv().await.is_some());
+        match receiver.recv().await {
+            Some(Handed::Committed(hand_over)) => {
+                assert_eq!(hand_over.previous, (4, 0), "chained past the skipped one")
+            }
+            other => panic!("the hand-over offered once there was room, got {other:?}"),
         }
     }
 }

@@ -15,6 +15,7 @@ mod cadence;
 pub mod committer;
 pub mod handoff;
 pub mod lineage;
+mod read_ahead;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
@@ -50,6 +51,7 @@ use cadence::SnapshotCadence;
 use committer::{Committer, CommitterEvent, Sealed};
 use handoff::{HandOver, HandOvers, Handed};
 use lineage::{Discovery, IngressStream, ReadyShard};
+use read_ahead::ReadAhead;
 
 /// What an input shard carries.
 #[derive(Clone, Debug)]
@@ -190,13 +192,22 @@ impl PartitionWorker {
         let (input_tx, mut input_rx) = mpsc::channel::<InputBatch>(4);
         // Readers whose last read was full, so more input is there to read.
         let behind = Arc::new(AtomicUsize::new(0));
+        let read_ahead = Arc::new(ReadAhead::default());
         let mut readers = JoinSet::new();
         // Per input, the lag its reader last saw (ingress shards), for the status reports.
         let mut lags: Vec<Option<Arc<AtomicI64>>> = Vec::new();
         for (index, input) in inputs.iter().enumerate() {
             let start = start_position(&mut partition, input);
             let reader = Reader::new(input, index, &observer, &mut lags);
-            readers.spawn(read_loop(log.clone(), reader, start, input_tx.clone(), behind.clone(), settings.clone()));
+            readers.spawn(read_loop(
+                log.clone(),
+                reader,
+                start,
+                input_tx.clone(),
+                behind.clone(),
+                read_ahead.clone(),
+                settings.clone(),
+            ));
         }
 
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<ReadyShard>();
@@ -248,9 +259,14 @@ impl PartitionWorker {
         let mut handed = hand_overs.as_ref().map(|h| h.register(id));
         let hand_over_metrics = observer.metrics.hand_overs();
         let result = loop {
-            let reading = intake.as_ref().map_or(0, |i| i.bytes);
-            let share_held = partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes() + reading;
+            let reading = intake.as_ref().map_or(0, |i| i.bytes) + read_ahead.bytes();
+            // An unpublished outbox is held twice: by the partition (a snapshot carries it) and as the
+            // records the committer appends.
+            let publishing = partition.unpublished_bytes();
+            let share_held =
+                partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes() + reading + publishing;
             share.hold(share_held);
+            read_ahead.follow_share(share.own());
             // What functions send waits in the outboxes until it is committed and published: past half
             // the partition's share, no invocation starts (its outputs would pile up there), and an epoch
             // is sealed early at a quarter. Queued messages drain by invocations, outboxes by commits.
@@ -292,7 +308,9 @@ impl PartitionWorker {
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting && intake.is_none() => {
-                    intake = Intake::take_step(Intake::new(batch), &mut partition, &inputs, &mut sealing);
+                    let batch = Intake::new(batch);
+                    read_ahead.taken(batch.bytes);
+                    intake = Intake::take_step(batch, &mut partition, &inputs, &mut sealing);
                     forward(&mut partition, hand_overs.as_deref());
                 }
                 _ = std::future::ready(()), if accepting && intake.is_some() => {
@@ -331,7 +349,7 @@ impl PartitionWorker {
                         start => {
                             tracing::info!(partition = id, stream = %input.stream, shard = %input.shard, "reading ingress shard");
                             let reader = Reader::new(&input, inputs.len(), &observer, &mut lags);
-                            readers.spawn(read_loop(log.clone(), reader, start, input_tx.clone(), behind.clone(), settings.clone()));
+                            readers.spawn(read_loop(log.clone(), reader, start, input_tx.clone(), behind.clone(), read_ahead.clone(), settings.clone()));
                             inputs.push(input);
                         }
                     }
@@ -474,7 +492,7 @@ const INTAKE_STEP_BYTES: usize = 256 << 10;
 
 impl Intake {
     fn new(batch: InputBatch) -> Self {
-        let bytes = batch.records.iter().map(|r| r.data.len()).sum();
+        let bytes = read_ahead::bytes_of(&batch.records);
         Self { input: batch.input, records: batch.records.into_iter(), end: batch.end, bytes }
     }
 
@@ -517,7 +535,7 @@ fn forward(partition: &mut Partition, hand_overs: Option<&HandOvers>) {
 }
 
 /// The next hand-over for this partition (never, without a registry).
-async fn next_hand_over(handed: &mut Option<mpsc::Receiver<Handed>>) -> Option<Handed> {
+async fn next_hand_over(handed: &mut Option<handoff::Receiver>) -> Option<Handed> {
     match handed {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
@@ -956,6 +974,7 @@ async fn read_loop(
     mut position: Position,
     tx: mpsc::Sender<InputBatch>,
     behind: Arc<AtomicUsize>,
+    read_ahead: Arc<ReadAhead>,
     settings: WorkerSettings,
 ) {
     // Counted in `behind` while the last read was full; uncounted when the reader ends.
@@ -981,16 +1000,25 @@ async fn read_loop(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
     let (input, index) = (&reader.input, reader.index);
     let mut appended = log.appends(&input.stream);
+    // The mean size of the records read last, which sizes the next read.
+    let mut record_bytes = None;
     loop {
+        let limit = read_ahead.room(record_bytes, settings.read_batch).await;
         // Marked before the read: an append after it, even before the wait starts, ends the wait.
         if let Some(signal) = appended.as_mut() {
             signal.mark_unchanged();
         }
-        match log.read(&input.stream, &input.shard, &position, settings.read_batch).await {
+        match log.read(&input.stream, &input.shard, &position, limit).await {
             Ok((records, next)) => {
                 backoff.reset();
+                let bytes = read_ahead::bytes_of(&records);
+                if !records.is_empty() {
+                    record_bytes = Some(bytes / records.len());
+                }
+                // Counted until the worker takes it (a failed send means the worker, and this count, are gone).
+                read_ahead.read(bytes);
                 let was_behind = behind.1;
-                let full = records.len() >= settings.read_batch;
+                let full = records.len() >= limit;
                 behind.set(full);
                 reader.read(&records, !full, log.millis_behind_latest(&input.stream, &input.shard));
                 let end = next == Position::End;
@@ -1087,7 +1115,8 @@ mod tests {
         let behind = Arc::new(AtomicUsize::new(0));
         let observer = Observer::new("test", Duration::from_secs(60));
         let input = Reader::new(&input, 0, &observer, &mut Vec::new());
-        let reader = tokio::spawn(read_loop(log, input, Position::Start, tx, behind.clone(), settings));
+        let reader =
+            tokio::spawn(read_loop(log, input, Position::Start, tx, behind.clone(), Default::default(), settings));
         let full = rx.recv().await.expect("the three records");
         assert_eq!(full.records.len(), 3);
         let caught_up = tokio::time::timeout(Duration::from_secs(30), rx.recv())
