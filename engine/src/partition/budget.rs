@@ -107,20 +107,28 @@ impl BudgetShare {
         self.budget.own_share()
     }
 
-    /// Whether the partition holds more than its own share (and so takes from the common half).
-    pub fn beyond_own(&self) -> bool {
-        self.held > self.budget.own_share()
+    /// What the partition may hold whatever the others do: its own share, or
+    /// half of it while the process is near the budget.
+    pub fn keep_to(&self) -> usize {
+        let budget = &self.budget;
+        if budget.resident_over.load(Ordering::Relaxed) { budget.own_share() / 2 } else { budget.own_share() }
     }
 
-    /// Whether the partition may take more input: within its own share, or
-    /// while the common half of the budget has room; while the process is near
-    /// the budget, only within half its own share.
+    /// Whether the partition holds more than it may whatever the others do (so
+    /// it takes from the common half, or has no room while the process is near
+    /// the budget).
+    pub fn short(&self) -> bool {
+        self.held >= self.keep_to()
+    }
+
+    /// Whether the partition may take more input: within what it keeps to, or,
+    /// unless the process is near the budget, while the common half has room.
     pub fn has_room(&self) -> bool {
         let budget = &self.budget;
         if budget.resident_over.load(Ordering::Relaxed) {
-            return self.held < budget.own_share() / 2;
+            return self.held < self.keep_to();
         }
-        self.held < budget.own_share() || budget.beyond_shares.load(Ordering::Relaxed) < budget.counted_limit() / 2
+        self.held < self.keep_to() || budget.beyond_shares.load(Ordering::Relaxed) < budget.counted_limit() / 2
     }
 }
 
@@ -169,8 +177,10 @@ mod tests {
         budget.note_resident(1501);
         assert!(!busy.has_room(), "beyond its own 250: the common half is closed");
         assert!(quiet.has_room(), "within half its own share, it goes on");
+        assert!(busy.short() && !quiet.short(), "short of room beyond half the own share");
         quiet.hold(125);
         assert!(!quiet.has_room(), "half its own share");
+        assert!(quiet.short(), "a flood in it spills from here on");
         budget.note_resident(1500);
         assert!(busy.has_room(), "open again once the process is back within three quarters of the budget");
     }

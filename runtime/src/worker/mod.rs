@@ -259,22 +259,25 @@ impl PartitionWorker {
         let mut handed = hand_overs.as_ref().map(|h| h.register(id));
         let hand_over_metrics = observer.metrics.hand_overs();
         let result = loop {
-            let reading = intake.as_ref().map_or(0, |i| i.bytes) + read_ahead.bytes();
+            // What the readers read ahead is bounded on its own (see `read_ahead`), not counted here: a
+            // partition that counted it could find its share full of input it may not take.
+            let reading = intake.as_ref().map_or(0, |i| i.bytes);
             // An unpublished outbox is held twice: by the partition (a snapshot carries it) and as the
             // records the committer appends.
             let publishing = partition.unpublished_bytes();
             let share_held =
                 partition.held_bytes() + tasks.held_bytes() + sealing.in_commit_bytes() + reading + publishing;
             share.hold(share_held);
-            read_ahead.follow_share(share.own());
+            read_ahead.follow_share(share.keep_to());
             // What functions send waits in the outboxes until it is committed and published: past half
             // the partition's share, no invocation starts (its outputs would pile up there), and an epoch
             // is sealed early at a quarter. Queued messages drain by invocations, outboxes by commits.
             let outbox_room = share.own() / 2;
             tasks.paused = partition.outbox_bytes() >= outbox_room;
-            // Beyond its own share, a function type that holds a quarter of it spills what comes next, so
-            // that a flood of one type does not pause the input of all (see the engine's `spill`).
-            let room = Room { short: share.beyond_own(), type_bytes: share.own() / 4 };
+            // Beyond what the partition keeps to (its own share, half of it while the process is near the
+            // budget), a function type that holds a quarter of that spills what comes next, so that a flood
+            // of one type does not pause the input of all (see the engine's `spill`).
+            let room = Room { short: share.short(), type_bytes: share.keep_to() / 4 };
             if room != partition.room() {
                 partition.set_room(room, now_ms());
             }

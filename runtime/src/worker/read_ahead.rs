@@ -2,8 +2,9 @@
 //!
 //! A reader reads its shard while the worker is busy or full, and what it
 //! read waits in the worker's channel or in the reader's hand. That is
-//! outside what the partition counts against the memory budget unless it is
-//! bounded: here, in bytes. A reader reads only while the bytes read and not
+//! outside what the partition counts against the memory budget (counted, it
+//! could fill the partition's share with input the partition may not take),
+//! so it is bounded here, in bytes. A reader reads only while the bytes read and not
 //! yet taken are below the bound, and asks for about as many records as fit in
 //! a read's share of it (from the size of the records it read last), so that a
 //! shard of 1 MB records is not read 10 MiB at a time. The bound follows the
@@ -48,7 +49,7 @@ impl ReadAhead {
     /// The worker sets the bound from the partition's own share of the budget.
     pub fn follow_share(&self, own_share: usize) {
         let read_bytes = (own_share / 16).clamp(MIN_READ_BYTES, MAX_READ_BYTES);
-        if self.read_bytes.swap(read_bytes, Ordering::Relaxed) > read_bytes {
+        if self.read_bytes.swap(read_bytes, Ordering::Relaxed) >= read_bytes {
             return;
         }
         // A larger bound may let waiting readers go on.
