@@ -73,14 +73,15 @@ pub const RECEIVER_MAX_BYTES: usize = 4 << 20;
 /// The sending side of one receiver.
 #[derive(Debug)]
 struct Registered {
-    sender: mpsc::Sender<Handed>,
+    /// Each hand-over goes with its bytes, so that they are counted once.
+    sender: mpsc::Sender<(Handed, usize)>,
     queued: Arc<AtomicUsize>,
 }
 
 /// What a registered worker is handed, in order.
 #[derive(Debug)]
 pub struct Receiver {
-    receiver: mpsc::Receiver<Handed>,
+    receiver: mpsc::Receiver<(Handed, usize)>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -95,8 +96,8 @@ impl Receiver {
         self.receiver.try_recv().map(|handed| self.taken(handed))
     }
 
-    fn taken(&self, handed: Handed) -> Handed {
-        self.queued.fetch_sub(handed.bytes(), Ordering::Relaxed);
+    fn taken(&self, (handed, bytes): (Handed, usize)) -> Handed {
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
         handed
     }
 }
@@ -140,7 +141,7 @@ impl HandOvers {
             return;
         }
         registered.queued.fetch_add(bytes, Ordering::Relaxed);
-        permit.send(handed);
+        permit.send((handed, bytes));
     }
 
     /// Forwards ingress messages to the worker of `partition`, if one runs here and has room.

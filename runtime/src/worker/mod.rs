@@ -258,6 +258,8 @@ impl PartitionWorker {
         let mut intake: Option<Intake> = None;
         let mut handed = hand_overs.as_ref().map(|h| h.register(id));
         let hand_over_metrics = observer.metrics.hand_overs();
+        // No reader has more to read right now (each read came back short): the inputs are caught up.
+        let caught_up = || behind.load(Ordering::Relaxed) == 0;
         let result = loop {
             // What the readers read ahead is bounded on its own (see `read_ahead`), not counted here: a
             // partition that counted it could find its share full of input it may not take.
@@ -302,12 +304,12 @@ impl PartitionWorker {
                 && !sealing.commit_in_flight()
                 && intake.is_none()
                 && input_rx.is_empty()
-                && behind.load(Ordering::Relaxed) == 0
+                && caught_up()
                 && sealed_tx.capacity() > 0;
             // Ingress messages for the other partitions of this process go to them at once, unless the
             // inputs are behind: under a backlog the exchange brings them in large batches anyway, and a
             // message forwarded too would be decoded twice.
-            partition.set_forwarding(hand_overs.is_some() && behind.load(Ordering::Relaxed) == 0);
+            partition.set_forwarding(hand_overs.is_some() && caught_up());
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting && intake.is_none() => {
@@ -324,7 +326,7 @@ impl PartitionWorker {
                     // Behind, the inputs bring the same messages in large batches soon enough: taken now, they
                     // would be decoded twice (a tenth of the backlog throughput). Ignored, the exchange brings them;
                     // a sender that is behind hands nothing over either (see `Sealed::hand_over`).
-                    let taken = behind.load(Ordering::Relaxed) == 0
+                    let taken = caught_up()
                         && match handed {
                             Handed::Committed(hand_over) => take_hand_over(&mut partition, hand_over),
                             Handed::Forwarded(forwards) => partition.accept_forwarded(forwards, now_ms()),
@@ -393,13 +395,13 @@ impl PartitionWorker {
                     if partition.has_changes()
                         && let Ok(permit) = sealed_tx.try_reserve()
                     {
-                        permit.send(sealing.seal(&mut partition, behind.load(Ordering::Relaxed) == 0));
+                        permit.send(sealing.seal(&mut partition, caught_up()));
                     }
                 }
                 // Full, or awaited, before its interval is up: sealed now (the next one gets the rest of the interval).
                 _ = std::future::ready(()), if epoch_full || output_waits => {
                     if let Ok(permit) = sealed_tx.try_reserve() {
-                        permit.send(sealing.seal(&mut partition, behind.load(Ordering::Relaxed) == 0));
+                        permit.send(sealing.seal(&mut partition, caught_up()));
                         commit_tick.reset();
                     }
                 }
