@@ -420,15 +420,31 @@ async fn endpoint_holding(
 /// and keeps reading; the spill comes back once the flood drains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_one_function_type_spills_and_the_other_types_go_on() {
+    let mut settings = settings();
+    // What may be counted (half) holds about a dozen of the flood's messages in flight; without
+    // spilling, input would pause there with most of ns/f's messages still unread behind them.
+    settings.memory_budget = 1 << 20;
+    a_flood_spills_and_the_other_types_go_on(settings).await;
+}
+
+/// The same while the process's resident memory is near the budget: every
+/// partition then keeps to half its own share and takes no input beyond it, so
+/// the flood spills from there (spilling only beyond the whole share, the
+/// input would pause first, with the other type's messages unread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_the_budget_in_resident_memory_a_flood_spills_within_its_share() {
+    let mut settings = settings();
+    settings.memory_budget = 2 << 20;
+    settings.resident_memory = Some(|| Some(usize::MAX));
+    a_flood_spills_and_the_other_types_go_on(settings).await;
+}
+
+async fn a_flood_spills_and_the_other_types_go_on(mut settings: NodeSettings) {
     const RECORDS: usize = 40;
     let (release, released) = watch::channel(false);
     let (addr, mut heard) = endpoint_holding(released, |path| path == "/flood").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let records = (0..RECORDS).map(|n| (format!("k{n}"), vec![b'x'; 20_000])).collect();
-    let mut settings = settings();
-    // What may be counted (half) holds about a dozen of the flood's messages in flight; without
-    // spilling, input would pause there with most of ns/f's messages still unread behind them.
-    settings.memory_budget = 1 << 20;
     settings.worker.read_batch = 2;
     // Every record goes to both types, one behind the other: ns/flood's invocations are held, ns/f's answered.
     let (stop, node) = node_reading_to(dir.path(), records, "ns/flood, ns/f", addr, settings).await;

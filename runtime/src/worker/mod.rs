@@ -276,9 +276,10 @@ impl PartitionWorker {
             // is sealed early at a quarter. Queued messages drain by invocations, outboxes by commits.
             let outbox_room = share.own() / 2;
             tasks.paused = partition.outbox_bytes() >= outbox_room;
-            // Beyond what the partition keeps to (its own share, half of it while the process is near the
-            // budget), a function type that holds a quarter of that spills what comes next, so that a flood
-            // of one type does not pause the input of all (see the engine's `spill`).
+            // While the partition is short of room (past its own share; near the budget in resident memory,
+            // past half of the half share it keeps to), a function type that holds a quarter of what it keeps
+            // to spills what comes next, so that a flood of one type does not pause the input of all (see
+            // the engine's `spill` and `BudgetShare::short`).
             let room = Room { short: share.short(), type_bytes: share.keep_to() / 4 };
             if room != partition.room() {
                 partition.set_room(room, now_ms());
