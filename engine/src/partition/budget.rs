@@ -114,17 +114,10 @@ impl BudgetShare {
         if budget.resident_over.load(Ordering::Relaxed) { budget.own_share() / 2 } else { budget.own_share() }
     }
 
-    /// Whether the partition is short of room, so that a flood in it should
-    /// spill: it holds more than its own share (and takes from the common
-    /// half), or, while the process is near the budget, more than half of what
-    /// it keeps to. There its input stops at what it keeps to, so a flood must
-    /// start spilling before that, while input still flows: at the same mark,
-    /// the flood's messages in flight would hold the partition's room, and no
-    /// new message would come in to spill.
+    /// Whether the partition holds more than it may whatever the others do (so
+    /// it takes from the common half, or has no room while the process is near
+    /// the budget).
     pub fn short(&self) -> bool {
-        if self.budget.resident_over.load(Ordering::Relaxed) {
-            return self.held >= self.keep_to() / 2;
-        }
         self.held >= self.keep_to()
     }
 
@@ -180,18 +173,14 @@ mod tests {
         let mut busy = budget.share();
         let mut quiet = budget.share();
         busy.hold(300);
-        quiet.hold(50);
+        quiet.hold(100);
         budget.note_resident(1501);
         assert!(!busy.has_room(), "beyond its own 250: the common half is closed");
         assert!(quiet.has_room(), "within half its own share, it goes on");
-        assert!(busy.short() && !quiet.short());
-        quiet.hold(62);
-        assert!(
-            quiet.has_room() && quiet.short(),
-            "a flood in it spills from a quarter of its own share, input flowing"
-        );
+        assert!(busy.short() && !quiet.short(), "short of room beyond half the own share");
         quiet.hold(125);
         assert!(!quiet.has_room(), "half its own share");
+        assert!(quiet.short(), "a flood in it spills from here on");
         budget.note_resident(1500);
         assert!(busy.has_room(), "open again once the process is back within three quarters of the budget");
     }

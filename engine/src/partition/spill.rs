@@ -78,6 +78,16 @@ impl Partition {
         }
     }
 
+    /// Whether, short of room, the partition holds a flood: a type that holds its
+    /// room, so that its further messages would spill (with more than one type
+    /// served). Input that pauses then may leave that flood in memory for good
+    /// (its invocations hang), with nothing new coming in to spill and every
+    /// other type's messages unread: the driver lets input flow again.
+    pub fn holds_flood(&self) -> bool {
+        let room = self.room;
+        room.short && self.served_types > 1 && self.types.values().any(|info| info.held_bytes >= room.type_bytes)
+    }
+
     /// The spill addresses of the types that spill.
     pub(super) fn spill_addresses(&self) -> Vec<Address> {
         self.types.values().filter_map(|info| info.spill.clone()).collect()

@@ -428,11 +428,12 @@ async fn a_flood_of_one_function_type_spills_and_the_other_types_go_on() {
 }
 
 /// The same while the process's resident memory is near the budget: every
-/// partition then keeps to half its own share and takes no input beyond it, so
-/// the flood spills from there (spilling only beyond the whole share, the
-/// input would pause first, with the other type's messages unread).
+/// partition then keeps to half its own share and takes no input beyond it.
+/// The flood's invocations hang and hold that room, so no new message comes in
+/// to spill; after a while input flows again (else it stays paused for as long
+/// as they hang, with the other type's messages unread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn near_the_budget_in_resident_memory_a_flood_spills_within_its_share() {
+async fn near_the_budget_a_flood_whose_invocations_hang_does_not_hold_the_input() {
     let mut settings = settings();
     settings.memory_budget = 2 << 20;
     settings.resident_memory = Some(|| Some(usize::MAX));

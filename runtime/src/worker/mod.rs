@@ -255,6 +255,8 @@ impl PartitionWorker {
         observer.board.serving(id, partition.epoch().saturating_sub(1), now_ms());
 
         let mut share = budget.share();
+        // Since when the partition has had no room, and what it held then.
+        let mut no_room = None;
         let mut intake: Option<Intake> = None;
         let mut handed = hand_overs.as_ref().map(|h| h.register(id));
         let hand_over_metrics = observer.metrics.hand_overs();
@@ -276,10 +278,9 @@ impl PartitionWorker {
             // is sealed early at a quarter. Queued messages drain by invocations, outboxes by commits.
             let outbox_room = share.own() / 2;
             tasks.paused = partition.outbox_bytes() >= outbox_room;
-            // While the partition is short of room (past its own share; near the budget in resident memory,
-            // past half of the half share it keeps to), a function type that holds a quarter of what it keeps
-            // to spills what comes next, so that a flood of one type does not pause the input of all (see
-            // the engine's `spill` and `BudgetShare::short`).
+            // Beyond what the partition keeps to (its own share, half of it while the process is near the
+            // budget), a function type that holds a quarter of that spills what comes next, so that a flood
+            // of one type does not pause the input of all (see the engine's `spill`).
             let room = Room { short: share.short(), type_bytes: share.keep_to() / 4 };
             if room != partition.room() {
                 partition.set_room(room, now_ms());
@@ -290,8 +291,19 @@ impl PartitionWorker {
                 || partition.epoch_outbox_bytes() >= outbox_room / 2
                 || partition.parked_bytes() >= outbox_room / 2)
                 && sealed_tx.capacity() > 0;
+            // A partition without room whose flood does not drain (its invocations hang) would keep its
+            // input paused for as long, with every other type's messages unread behind the flood's: after
+            // a while input flows again, the flood's further messages spill and the others go on, while
+            // the partition holds at most an eighth of what it keeps to beyond what it held when its room
+            // ran out (what is spilled leaves memory with the seal). Not at once: a flood that drains by
+            // itself is better left to, than read into its spill.
+            let has_room = share.has_room();
+            no_room = if has_room { None } else { no_room.or_else(|| Some((tokio::time::Instant::now(), share_held))) };
+            let stalled = no_room.is_some_and(|(since, held)| {
+                since.elapsed() >= STALLED_AFTER && share_held < held + share.keep_to() / 8
+            }) && partition.holds_flood();
             let accepting = partition.queued_messages() < settings.max_queued
-                && share.has_room()
+                && (has_room || stalled)
                 && !epoch_full
                 && sealed_tx.capacity() > 0;
             // Output waits in this epoch (egress records, messages for other partitions), no commit is in
@@ -883,6 +895,8 @@ impl Reader {
 
 /// How often a partition reports its progress to the status board.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long a partition without room and holding a flood waits for it to drain before input flows again.
+const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// Reports the partition's progress and its new dead letters.
 fn report(
