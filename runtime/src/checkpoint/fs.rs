@@ -161,6 +161,28 @@ impl BlobStore for FsBlobStore {
         })
     }
 
+    /// One blocking task for them all, not one each (a snapshot's collection deletes hundreds).
+    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        let paths = match keys.iter().map(|key| self.path(key)).collect::<Result<Vec<_>, _>>() {
+            Ok(paths) => paths,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let Some(first) = keys.first() else { return Box::pin(async { Ok(()) }) };
+        let (recycled, dir) = (self.recycled.clone(), self.root.join(RECYCLED_DIR));
+        blocking(first, move || {
+            for path in paths {
+                match recycled.keep(&dir, &path) {
+                    // Named, as the error's key is the first of them.
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, CheckpointError>> {
         let dir = self.root.join(prefix.trim_end_matches('/'));
         let prefix = prefix.to_owned();
@@ -234,5 +256,20 @@ mod tests {
         assert!(kept(&store).is_empty(), "taken by the write");
         assert_eq!(store.get(&new).await.expect("get"), Some(b"short".to_vec()), "nothing of the old object left");
         store.delete(&object_key(0, 9, 1, false)).await.expect("deleting what is not there is no error");
+    }
+
+    #[tokio::test]
+    async fn deleting_many_deletes_each_and_passes_over_what_is_not_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::new(dir.path());
+        let keys: Vec<String> = (1..=3).map(|epoch| object_key(0, epoch, 1, false)).collect();
+        for key in &keys[..2] {
+            store.put(key, Bytes::from_static(b"delta")).await.expect("put");
+        }
+        let kept = object_key(0, 4, 1, true);
+        store.put(&kept, Bytes::from_static(b"snapshot")).await.expect("put");
+        store.delete_many(&keys).await.expect("the third is not there: no error");
+        assert_eq!(store.list("partition-00000/").await.expect("list"), vec![kept]);
+        assert!(store.delete_many(&["../x".to_owned()]).await.is_err(), "an invalid key is refused");
     }
 }

@@ -319,11 +319,11 @@ impl Committer {
             }
         }
         self.committed_epoch = epoch;
-        // Read back in this epoch: no committed record lists them any more (one left by a crash here is only litter).
-        for name in released {
-            if let Err(e) = self.blobs.delete(&parking::object_key(partition, &name)).await {
-                tracing::warn!(partition, "deleting parked messages read back failed: {e}");
-            }
+        // Read back in this epoch: no committed record lists them any more (one left by a crash or a failed deletion
+        // here is only litter, which the next snapshot's collection takes).
+        let released: Vec<String> = released.iter().map(|name| parking::object_key(partition, name)).collect();
+        if let Err(e) = self.blobs.delete_many(&released).await {
+            tracing::warn!(partition, "deleting parked messages read back failed: {e}");
         }
         if snapshot {
             self.snapshot_epoch = epoch;
