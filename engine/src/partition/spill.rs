@@ -61,6 +61,13 @@ pub fn spilled_type(address: &Address) -> Option<FunctionType> {
     (address.namespace == SPILL_NAMESPACE).then(|| FunctionType::parse(&address.r#type)).flatten()
 }
 
+/// Whether a type floods the partition: short of room, it holds its room, and
+/// other types are served (with a single type, nothing waits behind it but
+/// its own messages).
+fn floods(room: Room, served_types: usize, info: &TypeInfo) -> bool {
+    room.short && info.held_bytes >= room.type_bytes && served_types > 1
+}
+
 impl Partition {
     pub fn room(&self) -> Room {
         self.room
@@ -84,8 +91,7 @@ impl Partition {
     /// (its invocations hang), with nothing new coming in to spill and every
     /// other type's messages unread: the driver lets input flow again.
     pub fn holds_flood(&self) -> bool {
-        let room = self.room;
-        room.short && self.served_types > 1 && self.types.values().any(|info| info.held_bytes >= room.type_bytes)
+        self.types.values().any(|info| floods(self.room, self.served_types, info))
     }
 
     /// The spill addresses of the types that spill.
@@ -98,8 +104,7 @@ impl Partition {
     pub(super) fn spills(&mut self, number: usize) -> bool {
         let room = self.room;
         let Some((function_type, info)) = self.types.by_number_mut(number) else { return false };
-        // With a single type served here, nothing would pass the flood: the input waits instead.
-        if info.spill.is_none() && room.short && info.held_bytes >= room.type_bytes && self.served_types > 1 {
+        if info.spill.is_none() && floods(room, self.served_types, info) {
             info.spill = Some(spill_address(function_type));
             tracing::debug!(
                 partition = self.id,

@@ -115,6 +115,8 @@ const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 struct InputBatch {
     input: usize,
     records: Vec<LogRecord>,
+    /// Bytes of the records, as the reader counted them for its read-ahead.
+    bytes: usize,
     /// The shard is closed and these were its last records.
     end: bool,
 }
@@ -510,8 +512,7 @@ const INTAKE_STEP_BYTES: usize = 256 << 10;
 
 impl Intake {
     fn new(batch: InputBatch) -> Self {
-        let bytes = read_ahead::bytes_of(&batch.records);
-        Self { input: batch.input, records: batch.records.into_iter(), end: batch.end, bytes }
+        Self { input: batch.input, records: batch.records.into_iter(), end: batch.end, bytes: batch.bytes }
     }
 
     /// Routes the next step's records; the rest of the batch, if any is left.
@@ -1044,13 +1045,13 @@ async fn read_loop(
                 let end = next == Position::End;
                 position = next;
                 if end {
-                    let _ = tx.send(InputBatch { input: index, records, end }).await;
+                    let _ = tx.send(InputBatch { input: index, records, bytes, end }).await;
                     return;
                 }
                 if records.is_empty() {
                     // Caught up after a full read: an empty batch wakes a worker that waits for its
                     // inputs to be caught up before it commits what output waits.
-                    if was_behind && tx.send(InputBatch { input: index, records, end }).await.is_err() {
+                    if was_behind && tx.send(InputBatch { input: index, records, bytes, end }).await.is_err() {
                         return;
                     }
                     // Woken by an append of this process (to any shard of the stream), else polled.
@@ -1062,7 +1063,7 @@ async fn read_loop(
                         }
                         None => tokio::time::sleep(settings.poll_interval).await,
                     }
-                } else if tx.send(InputBatch { input: index, records, end }).await.is_err() {
+                } else if tx.send(InputBatch { input: index, records, bytes, end }).await.is_err() {
                     return;
                 }
             }
@@ -1098,7 +1099,9 @@ mod tests {
             appended_at_ms: 0,
         };
         let mut sealing = Sealing::new(1, 0, 1);
-        let intake = Intake::new(InputBatch { input: 0, records: (0..6).map(record).collect(), end: true });
+        let records: Vec<LogRecord> = (0..6).map(record).collect();
+        let bytes = read_ahead::bytes_of(&records);
+        let intake = Intake::new(InputBatch { input: 0, records, bytes, end: true });
         assert_eq!(intake.bytes, 600 << 10, "what is not taken yet counts as held");
         let intake = Intake::take_step(intake, &mut partition, &inputs, &mut sealing).expect("a second step");
         assert_eq!(partition.position("in", "s"), Some("2"), "records up to the step's size, and the one crossing it");
