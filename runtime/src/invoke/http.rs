@@ -11,6 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::pool::{ConnectError, Connection, Pool};
 use super::sigv4::{AwsIdentity, Signer};
+use super::turns::TypeTurns;
 use super::{FunctionClient, InvokeError};
 use crate::address::FunctionType;
 use crate::config::{EndpointConfig, EndpointTarget};
@@ -25,8 +26,8 @@ pub struct HttpClient {
     /// Requests in flight to the endpoint, at most [`MAX_IN_FLIGHT`]: beyond that,
     /// more connections only add overhead, while queued messages wait in their
     /// mailboxes and leave in bigger batches. The pool opens no more
-    /// connections than this either.
-    in_flight: tokio::sync::Semaphore,
+    /// connections than this either. The types it serves take turns.
+    in_flight: TypeTurns,
     /// The endpoint's extra headers (`spec.statefun-aws.headers`), their values marked sensitive.
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     signer: Option<Signer>,
@@ -116,7 +117,7 @@ impl HttpClient {
             pool: Pool::new(connector, MAX_IN_FLIGHT, endpoint.pool_size, endpoint.pool_ttl),
             url_template: url_template.clone(),
             reply_max_bytes: endpoint.payload_max_bytes,
-            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            in_flight: TypeTurns::new(MAX_IN_FLIGHT),
             headers: auth.headers.clone(),
             signer,
         })
@@ -201,9 +202,7 @@ impl FunctionClient for HttpClient {
         let url = self.url_template.replace("{function.name}", &function_type.name);
         Box::pin(async move {
             // The timeout runs from when the request may go out, not while it waits its turn.
-            let Ok(_turn) = self.in_flight.acquire().await else {
-                return Err(InvokeError::Transport("the endpoint's request limiter was closed".into()));
-            };
+            let _turn = self.in_flight.turn(function_type).await;
             match tokio::time::timeout(timeout, self.post(url, request)).await {
                 Ok(result) => result,
                 Err(_) => Err(InvokeError::Timeout(timeout)),

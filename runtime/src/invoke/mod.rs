@@ -11,6 +11,7 @@ pub mod pool;
 pub mod retry;
 pub mod sigv4;
 pub mod tls;
+pub mod turns;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
