@@ -125,6 +125,8 @@ pub struct Partition {
     types: ByType<TypeInfo>,
     /// What the driver last said of the partition's room ([`spill`]).
     room: Room,
+    /// Whether the driver last said the inputs are caught up ([`spill`]).
+    inputs_caught_up: bool,
     /// Function types met that an endpoint serves.
     served_types: usize,
     /// Every delayed message, whoever sent it.
@@ -273,6 +275,7 @@ impl Partition {
             specs: ByType::default(),
             types: ByType::default(),
             room: Room::default(),
+            inputs_caught_up: true,
             served_types: 0,
             timers: Timers::default(),
             next_timer_id: 0,
@@ -825,11 +828,13 @@ impl Partition {
     fn unqueued(&mut self, address: &Address, (messages, bytes): (Vec<Envelope>, usize), now_ms: i64) -> Vec<Envelope> {
         self.queued -= messages.len();
         self.queued_bytes -= bytes;
-        let room = self.room;
+        let (room, inputs_caught_up) = (self.room, self.inputs_caught_up);
         let number = self.type_number(address);
         let Some((_, info)) = self.types.by_number_mut(number) else { return messages };
         info.held_bytes = info.held_bytes.saturating_sub(in_memory(messages.len(), bytes));
-        if let Some(spill) = info.spill.clone().filter(|_| !room.short || info.held_bytes <= room.type_bytes / 2) {
+        if let Some(spill) =
+            info.spill.clone().filter(|_| spill::may_read_back(room, inputs_caught_up, info.held_bytes))
+        {
             self.unpark_if_drained_with(&spill, false, now_ms);
         }
         messages

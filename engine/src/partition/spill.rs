@@ -10,9 +10,16 @@
 //! then nothing waits behind it but its own messages, and the input pauses). They wait in the type's spill, in arrival order, and
 //! the partition keeps reading its input for every other type. Once the type
 //! has drained to half its room, or the partition is back within its share,
-//! the spill is read back, oldest first, and its messages are delivered as if
-//! they arrived then. Order holds: while a type's spill holds anything, every
-//! new message of the type joins it, behind.
+//! and the partition's inputs are caught up (its driver says so), the spill is
+//! read back, oldest first, and its messages are delivered as if they arrived
+//! then. Order holds: while a type's spill holds anything, every new message
+//! of the type joins it, behind.
+//!
+//! Not while the inputs are behind: what waits unread in them (other types'
+//! messages among it) comes first. A spill read back then would put the flood
+//! ahead of them, and a flood that feeds itself (a loop whose every message
+//! sends more) would grow the inputs faster than they are read, with the
+//! other types' messages ever further back in them.
 //!
 //! A spill is kept as the parked messages ([`super::parking`]) of one reserved
 //! address per type ([`spill_address`]), so it is written by the seal, listed
@@ -68,20 +75,41 @@ fn floods(room: Room, served_types: usize, info: &TypeInfo) -> bool {
     room.short && info.held_bytes >= room.type_bytes && served_types > 1
 }
 
+/// Whether the spill of a type that holds `held_bytes` may be read back (see
+/// [`Partition::spill_drained`]).
+pub(super) fn may_read_back(room: Room, inputs_caught_up: bool, held_bytes: usize) -> bool {
+    inputs_caught_up && (!room.short || held_bytes <= room.type_bytes / 2)
+}
+
 impl Partition {
     pub fn room(&self) -> Room {
         self.room
     }
 
     /// Takes what the driver says of the partition's room. Once it eases, the
-    /// spills are read back.
+    /// spills are read back (if the inputs are caught up).
     pub fn set_room(&mut self, room: Room, now_ms: i64) {
         let eased = self.room.short && !room.short;
         self.room = room;
         if eased {
-            for spill in self.spill_addresses() {
-                self.unpark_if_drained(&spill, now_ms);
-            }
+            self.read_back_spills(now_ms);
+        }
+    }
+
+    /// Takes what the driver says of the partition's inputs: caught up (no
+    /// reader has more to read right now) or behind. Once they catch up, the
+    /// spills that may be are read back.
+    pub fn set_inputs_caught_up(&mut self, caught_up: bool, now_ms: i64) {
+        let caught_up_now = caught_up && !self.inputs_caught_up;
+        self.inputs_caught_up = caught_up;
+        if caught_up_now {
+            self.read_back_spills(now_ms);
+        }
+    }
+
+    fn read_back_spills(&mut self, now_ms: i64) {
+        for spill in self.spill_addresses() {
+            self.unpark_if_drained(&spill, now_ms);
         }
     }
 
@@ -126,11 +154,11 @@ impl Partition {
         }
     }
 
-    /// Whether a type's spill may be read back: the type has drained to half
-    /// its room, or the partition is no longer short.
+    /// Whether a type's spill may be read back: the inputs are caught up, and
+    /// the type has drained to half its room or the partition is no longer short.
     pub(super) fn spill_drained(&mut self, function_type: &FunctionType) -> bool {
-        let room = self.room;
-        !room.short || self.types.get(function_type).is_none_or(|info| info.held_bytes <= room.type_bytes / 2)
+        let held_bytes = self.types.get(function_type).map_or(0, |info| info.held_bytes);
+        may_read_back(self.room, self.inputs_caught_up, held_bytes)
     }
 
     /// Delivers messages read back from a spill, in their order, ahead of

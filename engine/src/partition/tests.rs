@@ -611,6 +611,46 @@ fn a_flooding_type_spills_while_the_partition_is_short_and_the_other_types_go_on
 }
 
 #[test]
+fn a_spill_is_read_back_only_once_the_inputs_are_caught_up() {
+    let mut p = partition();
+    p.set_bounds(Bounds { max_running: 1, ..Bounds::default() });
+    p.set_lease(3);
+    let flood = |n: u32| Envelope {
+        target: Some(FunctionType::new("test", "flood").address(format!("f{n}"))),
+        ..message("", n)
+    };
+    let other = |n: u32| Envelope { target: Some(FunctionType::new("test", "other").address("o")), ..message("", n) };
+    let room =
+        spill::Room { short: true, type_bytes: 2 * in_memory(1, Envelope { target: None, ..flood(0) }.encoded_len()) };
+    p.set_room(room, 0);
+    p.set_inputs_caught_up(false, 0);
+    p.deliver(other(100), 0);
+    for n in 0..5 {
+        p.deliver(flood(n), 0);
+    }
+    let (sealed, _) = p.seal(true);
+    let segment = sealed.parked[0].0.clone();
+    p.mark_published(sealed.into_record().epoch);
+    // Every message in memory answered: the flood has drained, its spill is committed.
+    let mut delivered = Vec::new();
+    let (mut flying, _) = split_effects(&mut p);
+    while let Some((address, token, args)) = flying.pop() {
+        delivered.extend(args);
+        p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+        let (invoked, unparks) = split_effects(&mut p);
+        assert!(unparks.is_empty(), "the inputs are behind: the spill waits");
+        flying.extend(invoked);
+    }
+    assert_eq!(delivered, [100, 0, 1], "what was taken into memory");
+    p.set_room(spill::Room { short: false, ..room }, 0);
+    let (_, unparks) = split_effects(&mut p);
+    assert!(unparks.is_empty(), "room again, but the inputs are still behind");
+    p.set_inputs_caught_up(true, 0);
+    let (_, unparks) = split_effects(&mut p);
+    assert_eq!(unparks, [segment], "caught up: read back");
+}
+
+#[test]
 fn a_parked_segment_that_cannot_be_read_back_is_a_dead_letter_and_the_address_goes_on() {
     let mut p = partition();
     p.set_bounds(Bounds { address_max_messages: 1, ..Bounds::default() });
@@ -1116,6 +1156,8 @@ enum Op {
     Tick(i64),
     /// The partition is short of room (its type spills what arrives), or no longer.
     Short(bool),
+    /// The partition's inputs are caught up (spills may be read back), or behind.
+    CaughtUp(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1126,6 +1168,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash),
         1 => (1i64..50).prop_map(Op::Tick),
         1 => any::<bool>().prop_map(Op::Short),
+        1 => any::<bool>().prop_map(Op::CaughtUp),
     ]
 }
 
@@ -1239,6 +1282,7 @@ proptest! {
                 }
                 // A type may hold about one message while short: spills start and end often.
                 Op::Short(short) => p.set_room(spill::Room { short: *short, type_bytes: 8 }, *now),
+                Op::CaughtUp(caught_up) => p.set_inputs_caught_up(*caught_up, *now),
             }
             for effect in p.take_effects() {
                 match effect {
@@ -1254,6 +1298,7 @@ proptest! {
         }
         // Drain: deliver everything, let all timers fire, answer everything.
         run(&Op::Short(false), &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
+        run(&Op::CaughtUp(true), &mut p, &mut pending, &mut unparks, &mut committed, &mut now);
         for _ in 0..10_000 {
             if next_input(&p) >= inputs.len() && pending.is_empty() && unparks.is_empty() && p.next_timer_at().is_none() && p.held_bytes() == 0 {
                 break;

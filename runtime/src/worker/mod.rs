@@ -325,6 +325,8 @@ impl PartitionWorker {
             // inputs are behind: under a backlog the exchange brings them in large batches anyway, and a
             // message forwarded too would be decoded twice.
             partition.set_forwarding(hand_overs.is_some() && caught_up());
+            // A spill is read back once the inputs are caught up: what waits unread in them comes first.
+            partition.set_inputs_caught_up(caught_up(), now_ms());
             let timer = partition.next_timer_at().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
             tokio::select! {
                 Some(batch) = input_rx.recv(), if accepting && intake.is_none() => {
