@@ -77,9 +77,10 @@ impl Partition {
 
     /// Starts the next batch of an idle address, cut to the endpoint's limits,
     /// when a slot is free and no other address waits for one; else the address
-    /// waits its turn, and the free slots go to those waiting.
+    /// waits its turn, and the free slots go to those waiting (once the messages
+    /// being delivered together are all in).
     pub(super) fn dispatch(&mut self, address: &Address, now_ms: i64) {
-        if self.ready.is_empty() && self.running < self.bounds.max_running {
+        if self.ready.is_empty() && self.running < self.bounds.max_running && !self.delivering_together {
             self.dispatch_at_most(address, usize::MAX, now_ms);
             return;
         }
@@ -90,7 +91,23 @@ impl Partition {
                 self.ready.push(address);
             }
         }
-        self.fill_slots(now_ms);
+        if !self.delivering_together {
+            self.fill_slots(now_ms);
+        }
+    }
+
+    /// Runs `deliver`, which delivers many messages at once (an input read, the
+    /// timers due, a spill read back), and only then starts the batches of the
+    /// addresses it made ready: an address that received several of them sends
+    /// them all in its first batch, not the first alone and the rest after it.
+    pub fn delivering_together<R>(&mut self, now_ms: i64, deliver: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = std::mem::replace(&mut self.delivering_together, true);
+        let result = deliver(self);
+        self.delivering_together = outer;
+        if !outer {
+            self.fill_slots(now_ms);
+        }
+        result
     }
 
     /// Hands free slots to the addresses waiting for one, in turn.

@@ -127,6 +127,8 @@ pub struct Partition {
     room: Room,
     /// Whether the driver last said the inputs are caught up ([`spill`]).
     inputs_caught_up: bool,
+    /// Messages are being delivered together: batches start once all are in ([`Self::delivering_together`]).
+    delivering_together: bool,
     /// Function types met that an endpoint serves.
     served_types: usize,
     /// Every delayed message, whoever sent it.
@@ -276,6 +278,7 @@ impl Partition {
             types: ByType::default(),
             room: Room::default(),
             inputs_caught_up: true,
+            delivering_together: false,
             served_types: 0,
             timers: Timers::default(),
             next_timer_id: 0,
@@ -636,14 +639,16 @@ impl Partition {
     /// shard ([`forward`]); whether all were taken. What is not taken the
     /// exchange brings.
     pub fn accept_forwarded(&mut self, forwards: Vec<Forward>, now_ms: i64) -> bool {
-        for Forward { previous, mut envelope, .. } in forwards {
-            let Some(position) = envelope.ingress.take() else { return false };
-            if !self.ingress_marks.continue_with(&previous, &position) {
-                return false;
+        self.delivering_together(now_ms, |p| {
+            for Forward { previous, mut envelope, .. } in forwards {
+                let Some(position) = envelope.ingress.take() else { return false };
+                if !p.ingress_marks.continue_with(&previous, &position) {
+                    return false;
+                }
+                p.deliver(envelope, now_ms);
             }
-            self.deliver(envelope, now_ms);
-        }
-        true
+            true
+        })
     }
 
     /// Accepts a batch from another partition, dropping what was already accepted.
@@ -689,9 +694,11 @@ impl Partition {
         if !one_source || self.dedup.get(&source) != Some(&previous) {
             return false;
         }
-        for batch in batches {
-            self.accept_exchange(batch, now_ms);
-        }
+        self.delivering_together(now_ms, |p| {
+            for batch in batches {
+                p.accept_exchange(batch, now_ms);
+            }
+        });
         true
     }
 
@@ -713,21 +720,23 @@ impl Partition {
 
     /// Delivers every delayed message that is due.
     pub fn fire_due_timers(&mut self, now_ms: i64) {
-        while let Some(timer) = self.timers.pop_due(now_ms) {
-            self.changed = true;
-            match timer {
-                Ok(timer) => match timer.envelope {
-                    Some(envelope) => self.deliver(envelope, now_ms),
-                    None => self.dead_letter_input(
-                        "delayed message without an envelope".into(),
-                        format!("timer {}", timer.timer_id),
-                        Vec::new(),
-                        now_ms,
-                    ),
-                },
-                Err(reason) => self.dead_letter_input(reason, "timers".into(), Vec::new(), now_ms),
+        self.delivering_together(now_ms, |p| {
+            while let Some(timer) = p.timers.pop_due(now_ms) {
+                p.changed = true;
+                match timer {
+                    Ok(timer) => match timer.envelope {
+                        Some(envelope) => p.deliver(envelope, now_ms),
+                        None => p.dead_letter_input(
+                            "delayed message without an envelope".into(),
+                            format!("timer {}", timer.timer_id),
+                            Vec::new(),
+                            now_ms,
+                        ),
+                    },
+                    Err(reason) => p.dead_letter_input(reason, "timers".into(), Vec::new(), now_ms),
+                }
             }
-        }
+        })
     }
 
     /// Drops expired state values of every address (the sweep behind lazy expiry).

@@ -164,9 +164,11 @@ impl Partition {
     /// Delivers messages read back from a spill, in their order, ahead of
     /// whatever of their type arrived since (which waits in the spill).
     pub(super) fn deliver_spilled(&mut self, messages: Vec<Envelope>, now_ms: i64) {
-        for envelope in messages {
-            self.deliver_unspilled(envelope, now_ms);
-        }
+        self.delivering_together(now_ms, |p| {
+            for envelope in messages {
+                p.deliver_unspilled(envelope, now_ms);
+            }
+        });
     }
 
     /// Notes that a spill address holds nothing more: its type takes messages into memory again.

@@ -139,6 +139,24 @@ fn second_message_is_batched_while_first_in_flight() {
 }
 
 #[test]
+fn messages_delivered_together_leave_in_one_batch_per_address() {
+    let mut p = partition();
+    p.delivering_together(0, |p| {
+        for (id, n) in [("a", 1), ("b", 2), ("a", 3), ("a", 4)] {
+            p.deliver(message(id, n), 0);
+        }
+    });
+    let mut batches: Vec<(String, Vec<u32>)> =
+        invocations(&mut p).iter().map(|(address, _, batch)| (address.id.clone(), arguments(batch))).collect();
+    batches.sort();
+    let expected = [("a".to_owned(), vec![1, 3, 4]), ("b".to_owned(), vec![2])];
+    assert_eq!(batches, expected, "a's first batch holds all three, not its first message alone");
+    // Alone, a message still leaves at once.
+    p.deliver(message("c", 5), 0);
+    assert_eq!(invocations(&mut p).len(), 1);
+}
+
+#[test]
 fn batches_are_cut_at_the_endpoints_max_batch() {
     let mut p = partition();
     p.deliver(message("a", 0), 0);

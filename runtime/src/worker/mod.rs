@@ -529,7 +529,7 @@ impl Intake {
             step_bytes += record.data.len();
             Some(record)
         });
-        route_input(partition, input, step);
+        partition.delivering_together(now_ms(), |partition| route_input(partition, input, step));
         self.bytes -= step_bytes;
         if self.records.len() > 0 {
             return Some(self);
