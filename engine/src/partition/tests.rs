@@ -552,24 +552,35 @@ fn an_address_beyond_its_cap_parks_what_follows_and_takes_it_back_in_order() {
     assert_eq!(p.held_bytes(), 0);
 }
 
-#[test]
-fn a_flooding_type_spills_while_the_partition_is_short_and_the_other_types_go_on() {
+/// A message of the flooding type, to an address of its own.
+fn flood(n: u32) -> Envelope {
+    Envelope { target: Some(FunctionType::new("test", "flood").address(format!("f{n}"))), ..message("", n) }
+}
+
+fn other(n: u32) -> Envelope {
+    Envelope { target: Some(FunctionType::new("test", "other").address("o")), ..message("", n) }
+}
+
+/// A partition short of room, where a type may hold two messages and one
+/// batch runs at a time, given `other(100)` and then five of the flood.
+fn short_of_room_with_a_flood(caught_up: bool) -> (Partition, spill::Room) {
     let mut p = partition();
     p.set_bounds(Bounds { max_running: 1, ..Bounds::default() });
     p.set_lease(3);
-    let flood = |n: u32| Envelope {
-        target: Some(FunctionType::new("test", "flood").address(format!("f{n}"))),
-        ..message("", n)
-    };
-    let other = |n: u32| Envelope { target: Some(FunctionType::new("test", "other").address("o")), ..message("", n) };
-    // The partition is short of room, and a type may hold two messages.
     let room =
         spill::Room { short: true, type_bytes: 2 * in_memory(1, Envelope { target: None, ..flood(0) }.encoded_len()) };
     p.set_room(room, 0);
+    p.set_inputs_caught_up(caught_up, 0);
     p.deliver(other(100), 0);
     for n in 0..5 {
         p.deliver(flood(n), 0);
     }
+    (p, room)
+}
+
+#[test]
+fn a_flooding_type_spills_while_the_partition_is_short_and_the_other_types_go_on() {
+    let (mut p, room) = short_of_room_with_a_flood(true);
     p.deliver(other(101), 0);
     assert_eq!(p.queued_messages(), 4, "two of each type; the rest of the flood waits in its spill");
     let (invoked, _) = split_effects(&mut p);
@@ -630,22 +641,7 @@ fn a_flooding_type_spills_while_the_partition_is_short_and_the_other_types_go_on
 
 #[test]
 fn a_spill_is_read_back_only_once_the_inputs_are_caught_up() {
-    let mut p = partition();
-    p.set_bounds(Bounds { max_running: 1, ..Bounds::default() });
-    p.set_lease(3);
-    let flood = |n: u32| Envelope {
-        target: Some(FunctionType::new("test", "flood").address(format!("f{n}"))),
-        ..message("", n)
-    };
-    let other = |n: u32| Envelope { target: Some(FunctionType::new("test", "other").address("o")), ..message("", n) };
-    let room =
-        spill::Room { short: true, type_bytes: 2 * in_memory(1, Envelope { target: None, ..flood(0) }.encoded_len()) };
-    p.set_room(room, 0);
-    p.set_inputs_caught_up(false, 0);
-    p.deliver(other(100), 0);
-    for n in 0..5 {
-        p.deliver(flood(n), 0);
-    }
+    let (mut p, room) = short_of_room_with_a_flood(false);
     let (sealed, _) = p.seal(true);
     let segment = sealed.parked[0].0.clone();
     p.mark_published(sealed.into_record().epoch);
