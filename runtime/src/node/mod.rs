@@ -250,7 +250,7 @@ pub async fn run(
         exchange_shards: exchange_shards.into_iter().map(|s| s.id).collect(),
         worker: settings.worker.clone(),
         budget: MemoryBudget::new(settings.memory_budget),
-        hand_overs: settings.worker.hand_over.then(Default::default),
+        hand_overs: settings.worker.hand_over.then(|| Arc::new(HandOvers::new(partitions))),
         observer: settings.observer.clone(),
     });
     let mut side_tasks = JoinSet::new();

@@ -163,8 +163,8 @@ impl Publishing {
             {
                 return false;
             }
-            let Records { epoch, count, exchange, egress, dead_letters } = records;
-            if let Err(stop) = output.publish(exchange, egress, dead_letters).await {
+            let Records { epoch, count, exchange, not_handed, egress, dead_letters } = records;
+            if let Err(stop) = output.publish(exchange, not_handed, egress, dead_letters).await {
                 let _ = events.send(stop);
                 return false;
             }
@@ -190,8 +190,22 @@ struct Records {
     /// Entries of the outbox.
     count: usize,
     exchange: Vec<AppendRecord>,
+    not_handed: NotHanded,
     egress: BTreeMap<String, Vec<AppendRecord>>,
     dead_letters: Vec<AppendRecord>,
+}
+
+/// The partitions of this process whose batches in an epoch were not handed
+/// over: once the exchange has them, their readers are told to read.
+#[derive(Default)]
+struct NotHanded(Option<(Arc<HandOvers>, Vec<u32>)>);
+
+impl NotHanded {
+    fn appended(self) {
+        if let Some((hand_overs, targets)) = self.0 {
+            hand_overs.appended_not_handed(&targets);
+        }
+    }
 }
 
 /// When an epoch's commit started, how long it took, and what it wrote.
@@ -238,8 +252,8 @@ impl Committer {
             let _ = events.send(CommitterEvent::Committed(epoch));
             let output = self.output();
             let (exchange, last_seqs, egress, dead_letters) = output.split(&outbox);
-            self.hand_over(epoch, &exchange, &last_seqs, hand_over);
-            let records = Records { epoch, count: outbox.len(), exchange, egress, dead_letters };
+            let not_handed = self.hand_over(epoch, &exchange, &last_seqs, hand_over);
+            let records = Records { epoch, count: outbox.len(), exchange, not_handed, egress, dead_letters };
             publishing.next(output, records, timing, &events);
         }
         publishing.0.finish().await;
@@ -356,25 +370,37 @@ impl Committer {
     pub async fn publish(&mut self, outbox: &Outbox) -> Result<(), CommitterEvent> {
         let output = self.output();
         let (exchange, last_seqs, egress, dead_letters) = output.split(outbox);
-        self.hand_over(outbox.epoch, &exchange, &last_seqs, true);
-        output.publish(exchange, egress, dead_letters).await
+        let not_handed = self.hand_over(outbox.epoch, &exchange, &last_seqs, true);
+        output.publish(exchange, not_handed, egress, dead_letters).await
     }
 
     /// Committed: the batches may go to the receivers of this process before the exchange has them
-    /// (with `offer`; without, the chain only notes what was sent).
-    fn hand_over(&mut self, epoch: u64, exchange: &[AppendRecord], last_seqs: &BTreeMap<u32, u64>, offer: bool) {
-        let Some(hand_overs) = &self.hand_overs else { return };
+    /// (with `offer`; without, the chain only notes what was sent). Says to whom they did not.
+    fn hand_over(
+        &mut self,
+        epoch: u64,
+        exchange: &[AppendRecord],
+        last_seqs: &BTreeMap<u32, u64>,
+        offer: bool,
+    ) -> NotHanded {
+        let Some(hand_overs) = &self.hand_overs else { return NotHanded::default() };
+        let mut not_handed = Vec::new();
         for (&target, &last) in last_seqs {
-            if !offer {
-                self.chain.passed(target, (epoch, last));
-                continue;
-            }
             let records = || {
                 let to_target = exchange.iter().filter(|r| r.shard == ShardChoice::Index(target));
                 to_target.map(|r| r.data.clone()).collect()
             };
-            self.chain.committed(hand_overs, target, (epoch, last), records);
+            let handed = if offer {
+                self.chain.committed(hand_overs, target, (epoch, last), records)
+            } else {
+                self.chain.passed(target, (epoch, last));
+                false
+            };
+            if !handed {
+                not_handed.push(target);
+            }
         }
+        NotHanded((!not_handed.is_empty()).then(|| (hand_overs.clone(), not_handed)))
     }
 }
 
@@ -393,6 +419,7 @@ impl Output {
     async fn publish(
         &self,
         exchange: Vec<AppendRecord>,
+        not_handed: NotHanded,
         egress: BTreeMap<String, Vec<AppendRecord>>,
         mut dead_letters: Vec<AppendRecord>,
     ) -> Result<(), CommitterEvent> {
@@ -411,6 +438,7 @@ impl Output {
         }));
         let (exchange_appended, egress_appended) = tokio::join!(exchange_appended, egress_appended);
         exchange_appended.map_err(|e| self.stop(e))?;
+        not_handed.appended();
         self.metrics.exchange_out(exchange.len());
         for (stream, records, appended) in egress_appended {
             match appended {
@@ -633,7 +661,7 @@ mod tests {
     use crate::coordination::local::LocalCommitStore;
     use crate::log::local::LocalLogStore;
     use crate::log::{BoxFuture, LogRecord, Position, ShardInfo};
-    use crate::worker::handoff::Handed;
+    use crate::worker::handoff::{Handed, QuietExchange};
 
     /// The local log, except that the stream `forbidden` refuses every append as
     /// Kinesis does for a role without `kinesis:PutRecords` on it.
@@ -849,8 +877,12 @@ mod tests {
         let lease = commits.acquire(0, "worker").await.expect("lease");
         let log = Arc::new(LocalLogStore::new(dir.path()));
         log.ensure_stream("exchange", 2).await.expect("stream");
-        let hand_overs = Arc::new(HandOvers::default());
+        let hand_overs = Arc::new(HandOvers::new(2));
+        let _sender = hand_overs.register(0);
         let mut receiver = hand_overs.register(1);
+        // Every partition here: the receiver's exchange reader waits until told (the pace is never up).
+        let reader = QuietExchange::new(hand_overs.clone(), 1, Duration::from_secs(3600));
+        let told = || tokio::time::timeout(Duration::from_millis(100), reader.wait());
         let mut committer = committer(dir.path(), log.clone(), commits, lease);
         committer.hand_overs = Some(hand_overs);
         let envelope = |id: &str| statefun_proto::internal::Envelope {
@@ -867,8 +899,10 @@ mod tests {
         };
         committer.publish(&epoch(3, &[0, 4])).await.expect("published");
         assert!(receiver.try_recv().is_err(), "what was sent before is not known: nothing handed over");
+        assert!(told().await.is_ok(), "the reader is told to read what was appended and not handed over");
         committer.publish(&epoch(4, &[])).await.expect("published");
         committer.publish(&epoch(5, &[2])).await.expect("published");
+        assert!(told().await.is_err(), "handed over: the exchange only brings a copy, the reader is not told");
         let Ok(Handed::Committed(hand_over)) = receiver.try_recv() else { panic!("an epoch handed over") };
         assert_eq!(hand_over.previous, (3, 4), "the last message sent to partition 1, two epochs before");
         let batches: Vec<ExchangeBatch> =

@@ -22,6 +22,14 @@
 //! before the reading epoch commits ([`Handed::Forwarded`]); the engine's
 //! `forward` module says when a receiver takes them.
 //!
+//! When every partition runs in this process, the exchange brings a receiver
+//! only copies of what it was handed (or a former holder's late publication),
+//! so its reader reads it seldom ([`QuietExchange`]): at once only when this
+//! process appended something the receiver was not handed, or while the
+//! receiver ignores hand-overs out of turn. On Kinesis that is a `GetRecords`
+//! poll per shard and 200 ms saved, which an emulator shared by every stream
+//! feels.
+//!
 //! This module keeps the registry of receivers and the sender's side of the
 //! chain; it does no I/O and never blocks a committer or a reader (a full
 //! receiver is skipped). What a receiver has not taken yet is bounded in
@@ -29,11 +37,12 @@
 //! the memory budget, and a skipped hand-over costs only the exchange's way.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::partition::forward::Forward;
 
@@ -102,13 +111,66 @@ impl Receiver {
     }
 }
 
+/// How long a quiet exchange reader waits between reads (see [`QuietExchange`]).
+pub const QUIET_EXCHANGE_PACE: Duration = Duration::from_secs(1);
+
+/// What the reader of a partition's exchange shard learns from the senders and
+/// the receiver of this process.
+#[derive(Debug, Default)]
+pub struct ExchangeWatch {
+    /// The receiver ignored a hand-over that does not continue its mark: the
+    /// exchange must bring what came before it.
+    out_of_turn: AtomicBool,
+    /// This process appended to the shard what the receiver was not handed,
+    /// or the receiver fell out of turn.
+    wanted: Notify,
+}
+
+impl ExchangeWatch {
+    /// The receiver says whether it took the last hand-over of committed batches.
+    pub fn took_in_turn(&self, taken: bool) {
+        if !self.out_of_turn.swap(!taken, Ordering::Relaxed) && !taken {
+            self.wanted.notify_one();
+        }
+    }
+}
+
 /// The workers of this process that take hand-overs, by partition.
 #[derive(Debug, Default)]
 pub struct HandOvers {
+    /// Partitions of the deployment; 0: unknown (the exchange is never quiet).
+    partitions: u32,
     receivers: Mutex<HashMap<u32, Registered>>,
+    watches: Mutex<HashMap<u32, Arc<ExchangeWatch>>>,
 }
 
 impl HandOvers {
+    pub fn new(partitions: u32) -> Self {
+        Self { partitions, ..Default::default() }
+    }
+
+    /// Whether a worker of every partition runs here: then nothing but this
+    /// process writes to the exchange (a former holder's late publication aside).
+    pub fn all_here(&self) -> bool {
+        let Ok(receivers) = self.receivers.lock() else { return false };
+        let here = receivers.iter().filter(|(p, r)| **p < self.partitions && !r.sender.is_closed()).count();
+        self.partitions > 0 && here == self.partitions as usize
+    }
+
+    /// The watch of `partition`'s exchange shard.
+    pub fn watch(&self, partition: u32) -> Arc<ExchangeWatch> {
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.entry(partition).or_default().clone()
+    }
+
+    /// This process appended batches to the exchange shards of `partitions`
+    /// that their receivers were not handed: their readers read at once.
+    pub fn appended_not_handed(&self, partitions: &[u32]) {
+        for &partition in partitions {
+            self.watch(partition).wanted.notify_one();
+        }
+    }
+
     /// Registers the worker of `partition`; what it is handed arrives on the receiver.
     /// A worker that stops drops its receiver, and the next offer forgets it.
     pub fn register(&self, partition: u32) -> Receiver {
@@ -121,30 +183,32 @@ impl HandOvers {
     }
 
     /// Hands what `hand_over` builds to the worker of `partition`, if one runs
-    /// here and has room for it, in hand-overs and in bytes.
-    fn offer(&self, partition: u32, hand_over: impl FnOnce() -> Handed) {
-        let Ok(mut receivers) = self.receivers.lock() else { return };
-        let Some(registered) = receivers.get(&partition) else { return };
+    /// here and has room for it, in hand-overs and in bytes; whether it did.
+    fn offer(&self, partition: u32, hand_over: impl FnOnce() -> Handed) -> bool {
+        let Ok(mut receivers) = self.receivers.lock() else { return false };
+        let Some(registered) = receivers.get(&partition) else { return false };
         let Ok(permit) = registered.sender.try_reserve() else {
             if registered.sender.is_closed() {
                 receivers.remove(&partition);
             }
-            return;
+            return false;
         };
         let queued = registered.queued.load(Ordering::Relaxed);
         if queued >= RECEIVER_MAX_BYTES {
-            return;
+            return false;
         }
         let handed = hand_over();
         let bytes = handed.bytes();
         if queued + bytes > RECEIVER_MAX_BYTES {
-            return;
+            return false;
         }
         registered.queued.fetch_add(bytes, Ordering::Relaxed);
         permit.send((handed, bytes));
+        true
     }
 
-    /// Forwards ingress messages to the worker of `partition`, if one runs here and has room.
+    /// Forwards ingress messages to the worker of `partition`, if one runs here
+    /// and has room. Not taken, they reach it with the reader's committed batches.
     pub fn forward(&self, partition: u32, forwards: Vec<Forward>) {
         self.offer(partition, || Handed::Forwarded(forwards));
     }
@@ -159,23 +223,52 @@ pub struct Chain {
 impl Chain {
     /// Notes the batches of a committed epoch for partition `target` whose last
     /// message is `last` (epoch, seq), and hands them over if a worker of it runs
-    /// here. Right after a start the message before is not known: nothing is
-    /// handed over then (the receiver could not tell whether it continues its mark).
+    /// here; whether it did. Right after a start the message before is not known:
+    /// nothing is handed over then (the receiver could not tell whether it
+    /// continues its mark).
     pub fn committed(
         &mut self,
         hand_overs: &HandOvers,
         target: u32,
         last: (u64, u64),
         records: impl FnOnce() -> Vec<Vec<u8>>,
-    ) {
-        let Some(previous) = self.last_sent.insert(target, last) else { return };
-        hand_overs.offer(target, || Handed::Committed(HandOver { previous, records: records() }));
+    ) -> bool {
+        let Some(previous) = self.last_sent.insert(target, last) else { return false };
+        hand_overs.offer(target, || Handed::Committed(HandOver { previous, records: records() }))
     }
 
     /// Notes the batches of a committed epoch for `target` that are not handed
     /// over: the next hand-over names them as what came before.
     pub fn passed(&mut self, target: u32, last: (u64, u64)) {
         self.last_sent.insert(target, last);
+    }
+}
+
+/// The reader of a partition's exchange shard, in a process that hands messages over.
+#[derive(Debug)]
+pub struct QuietExchange {
+    hand_overs: Arc<HandOvers>,
+    watch: Arc<ExchangeWatch>,
+    pace: Duration,
+}
+
+impl QuietExchange {
+    pub fn new(hand_overs: Arc<HandOvers>, partition: u32, pace: Duration) -> Self {
+        let watch = hand_overs.watch(partition);
+        Self { hand_overs, watch, pace }
+    }
+
+    /// After a read that found nothing: while every partition runs here and the
+    /// receiver takes its hand-overs in turn, waits until this process appends
+    /// what the receiver was not handed (or the receiver falls out of turn), at
+    /// most `pace`, and says it waited; otherwise says so at once, and the
+    /// reader polls as usual.
+    pub async fn wait(&self) -> bool {
+        if self.watch.out_of_turn.load(Ordering::Relaxed) || !self.hand_overs.all_here() {
+            return false;
+        }
+        let _ = tokio::time::timeout(self.pace, self.watch.wanted.notified()).await;
+        true
     }
 }
 
@@ -220,5 +313,22 @@ mod tests {
             }
             other => panic!("the hand-over offered once there was room, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_exchange_is_quiet_only_while_every_partition_is_here_and_takes_its_hand_overs_in_turn() {
+        let hand_overs = Arc::new(HandOvers::new(2));
+        let reader = QuietExchange::new(hand_overs.clone(), 0, Duration::from_millis(1));
+        let _own = hand_overs.register(0);
+        assert!(!reader.wait().await, "partition 1 runs elsewhere: its messages come through the exchange");
+        let other = hand_overs.register(1);
+        assert!(reader.wait().await, "every partition here");
+        let watch = hand_overs.watch(0);
+        watch.took_in_turn(false);
+        assert!(!reader.wait().await, "out of turn: the exchange brings what came before");
+        watch.took_in_turn(true);
+        assert!(reader.wait().await, "in turn again");
+        drop(other);
+        assert!(!reader.wait().await, "partition 1 stopped here");
     }
 }

@@ -49,7 +49,7 @@ use crate::partition::spill::Room;
 use crate::partition::{Bounds, DeadLetterCause, DeadLetterCounts, Effect, Partition, parking};
 use cadence::SnapshotCadence;
 use committer::{Committer, CommitterEvent, Sealed};
-use handoff::{HandOver, HandOvers, Handed};
+use handoff::{ExchangeWatch, HandOver, HandOvers, Handed, QUIET_EXCHANGE_PACE, QuietExchange};
 use lineage::{Discovery, IngressStream, ReadyShard};
 use read_ahead::ReadAhead;
 
@@ -200,7 +200,10 @@ impl PartitionWorker {
         let mut lags: Vec<Option<Arc<AtomicI64>>> = Vec::new();
         for (index, input) in inputs.iter().enumerate() {
             let start = start_position(&mut partition, input);
-            let reader = Reader::new(input, index, &observer, &mut lags);
+            let mut reader = Reader::new(input, index, &observer, &mut lags);
+            if let (InputKind::Exchange, Some(hand_overs)) = (&input.kind, &hand_overs) {
+                reader.quiet = Some(QuietExchange::new(hand_overs.clone(), id, QUIET_EXCHANGE_PACE));
+            }
             readers.spawn(read_loop(
                 log.clone(),
                 reader,
@@ -260,7 +263,7 @@ impl PartitionWorker {
         // Since when the partition has had no room, and what it held then.
         let mut no_room = None;
         let mut intake: Option<Intake> = None;
-        let mut handed = hand_overs.as_ref().map(|h| h.register(id));
+        let mut handed = hand_overs.as_ref().map(|h| (h.register(id), h.watch(id)));
         let hand_over_metrics = observer.metrics.hand_overs();
         // No reader has more to read right now (each read came back short): the inputs are caught up.
         let caught_up = || behind.load(Ordering::Relaxed) == 0;
@@ -339,13 +342,18 @@ impl PartitionWorker {
                     intake = intake.and_then(|i| Intake::take_step(i, &mut partition, &inputs, &mut sealing));
                     forward(&mut partition, hand_overs.as_deref());
                 }
-                Some(handed) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
+                Some((handed, watch)) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
                     // Behind, the inputs bring the same messages in large batches soon enough: taken now, they
                     // would be decoded twice (a tenth of the backlog throughput). Ignored, the exchange brings them;
                     // a sender that is behind hands nothing over either (see `Sealed::hand_over`).
                     let taken = caught_up()
                         && match handed {
-                            Handed::Committed(hand_over) => take_hand_over(&mut partition, hand_over),
+                            Handed::Committed(hand_over) => {
+                                let taken = take_hand_over(&mut partition, hand_over);
+                                // Out of turn, the exchange reader must bring what came before.
+                                watch.took_in_turn(taken);
+                                taken
+                            }
                             Handed::Forwarded(forwards) => partition.accept_forwarded(forwards, now_ms()),
                         };
                     hand_over_metrics.record(taken);
@@ -556,9 +564,11 @@ fn forward(partition: &mut Partition, hand_overs: Option<&HandOvers>) {
 }
 
 /// The next hand-over for this partition (never, without a registry).
-async fn next_hand_over(handed: &mut Option<handoff::Receiver>) -> Option<Handed> {
+async fn next_hand_over(
+    handed: &mut Option<(handoff::Receiver, Arc<ExchangeWatch>)>,
+) -> Option<(Handed, Arc<ExchangeWatch>)> {
     match handed {
-        Some(receiver) => receiver.recv().await,
+        Some((receiver, watch)) => Some((receiver.recv().await?, watch.clone())),
         None => std::future::pending().await,
     }
 }
@@ -867,6 +877,8 @@ struct Reader {
     metrics: InputMetrics,
     /// Ingress shards: the lag it last saw, for the worker's status reports.
     lag: Option<Arc<AtomicI64>>,
+    /// The exchange shard, where messages are handed over: how it is read seldom.
+    quiet: Option<QuietExchange>,
 }
 
 impl Reader {
@@ -875,7 +887,7 @@ impl Reader {
         let metrics = observer.metrics.input(&input.stream, &input.shard, ingress);
         let lag = ingress.then(|| Arc::new(AtomicI64::new(0)));
         lags.push(lag.clone());
-        Self { input: input.clone(), index, metrics, lag }
+        Self { input: input.clone(), index, metrics, lag, quiet: None }
     }
 
     /// Counts a read, and notes how far behind the shard's newest record it
@@ -1056,14 +1068,22 @@ async fn read_loop(
                     if was_behind && tx.send(InputBatch { input: index, records, bytes, end }).await.is_err() {
                         return;
                     }
+                    // Quiet: only copies of what was handed over are there to read (see `handoff`).
+                    let waited = match &reader.quiet {
+                        Some(quiet) => quiet.wait().await,
+                        None => false,
+                    };
                     // Woken by an append of this process (to any shard of the stream), else polled.
-                    match appended.as_mut() {
-                        Some(signal) => {
-                            if let Ok(Err(_)) = tokio::time::timeout(settings.poll_interval, signal.changed()).await {
-                                appended = None;
+                    if !waited {
+                        match appended.as_mut() {
+                            Some(signal) => {
+                                if let Ok(Err(_)) = tokio::time::timeout(settings.poll_interval, signal.changed()).await
+                                {
+                                    appended = None;
+                                }
                             }
+                            None => tokio::time::sleep(settings.poll_interval).await,
                         }
-                        None => tokio::time::sleep(settings.poll_interval).await,
                     }
                 } else if tx.send(InputBatch { input: index, records, bytes, end }).await.is_err() {
                     return;
@@ -1114,15 +1134,9 @@ mod tests {
         assert_eq!(sealing.ended_unsealed.len(), 1);
     }
 
-    #[tokio::test]
-    async fn a_reader_counts_as_behind_after_a_full_read_and_says_when_it_caught_up() {
-        use crate::log::{AppendRecord, LogStore, ShardChoice, local::LocalLogStore};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = Arc::new(LocalLogStore::new(dir.path()));
-        let shards = log.ensure_stream("in", 1).await.expect("stream");
-        let record = AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: vec![1], id: None };
-        log.append("in", &[record.clone(), record.clone(), record]).await.expect("append");
-        let settings = WorkerSettings {
+    /// A reader's settings: reads of 3 records, polls every 10 ms.
+    fn reader_settings() -> WorkerSettings {
+        WorkerSettings {
             commit_interval: Duration::from_secs(1),
             group_commit: true,
             hand_over: true,
@@ -1134,7 +1148,18 @@ mod tests {
             expiry_sweep: Duration::from_secs(1),
             shard_discovery: Duration::from_secs(1),
             bounds: Default::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_counts_as_behind_after_a_full_read_and_says_when_it_caught_up() {
+        use crate::log::{AppendRecord, LogStore, ShardChoice, local::LocalLogStore};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(LocalLogStore::new(dir.path()));
+        let shards = log.ensure_stream("in", 1).await.expect("stream");
+        let record = AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: vec![1], id: None };
+        log.append("in", &[record.clone(), record.clone(), record]).await.expect("append");
+        let settings = reader_settings();
         let input = Input { shard: shards[0].id.clone(), ..input(Position::Start) };
         let (tx, mut rx) = mpsc::channel(4);
         let behind = Arc::new(AtomicUsize::new(0));
@@ -1154,6 +1179,45 @@ mod tests {
         reader.abort();
     }
 
+    #[tokio::test]
+    async fn an_exchange_reader_with_every_partition_here_reads_again_only_when_told() {
+        use crate::log::{AppendRecord, LogStore, ShardChoice, local::LocalLogStore};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(LocalLogStore::new(dir.path()));
+        let shards = log.ensure_stream("in", 1).await.expect("stream");
+        let record =
+            |n: u8| AppendRecord { partition_key: "k".into(), shard: ShardChoice::Index(0), data: vec![n], id: None };
+        log.append("in", &[record(1), record(2), record(3)]).await.expect("append");
+        let settings = reader_settings();
+        let hand_overs = Arc::new(HandOvers::new(1));
+        let _receiver = hand_overs.register(0);
+        let input = Input { shard: shards[0].id.clone(), ..input(Position::Start) };
+        let (tx, mut rx) = mpsc::channel(4);
+        let observer = Observer::new("test", Duration::from_secs(60));
+        let mut reader = Reader::new(&input, 0, &observer, &mut Vec::new());
+        // The pace is never up: the reader reads again only when told.
+        reader.quiet = Some(QuietExchange::new(hand_overs.clone(), 0, Duration::from_secs(3600)));
+        let behind = Arc::new(AtomicUsize::new(0));
+        let reader =
+            tokio::spawn(read_loop(log.clone(), reader, Position::Start, tx, behind, Default::default(), settings));
+        // The next batch within `wait`, if any.
+        async fn next(rx: &mut mpsc::Receiver<InputBatch>, wait: Duration) -> Option<InputBatch> {
+            tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+        }
+        let soon = Duration::from_secs(30);
+        assert_eq!(next(&mut rx, soon).await.expect("the three records").records.len(), 3);
+        assert!(next(&mut rx, soon).await.expect("caught up").records.is_empty());
+        // A copy of what was handed over: left in the exchange, though this process appended it.
+        log.append("in", &[record(4)]).await.expect("append");
+        assert!(next(&mut rx, Duration::from_millis(300)).await.is_none(), "read again untold");
+        hand_overs.appended_not_handed(&[0]);
+        assert_eq!(next(&mut rx, soon).await.expect("told").records[0].data, [4]);
+        // Out of turn, the reader reads as usual until the receiver takes a hand-over in turn.
+        hand_overs.watch(0).took_in_turn(false);
+        log.append("in", &[record(5)]).await.expect("append");
+        assert_eq!(next(&mut rx, soon).await.expect("read as usual").records[0].data, [5]);
+        reader.abort();
+    }
     #[test]
     fn kpl_user_records_are_routed_on_their_own_and_one_hashed_outside_the_shard_is_dropped() {
         use statefun_proto::kpl::{AggregatedRecord, Record};
