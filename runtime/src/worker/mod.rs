@@ -346,16 +346,15 @@ impl PartitionWorker {
                     // Behind, the inputs bring the same messages in large batches soon enough: taken now, they
                     // would be decoded twice (a tenth of the backlog throughput). Ignored, the exchange brings them;
                     // a sender that is behind hands nothing over either (see `Sealed::hand_over`).
-                    let taken = caught_up()
-                        && match handed {
-                            Handed::Committed(hand_over) => {
-                                let taken = take_hand_over(&mut partition, hand_over);
-                                // Out of turn, the exchange reader must bring what came before.
-                                watch.took_in_turn(taken);
-                                taken
-                            }
-                            Handed::Forwarded(forwards) => partition.accept_forwarded(forwards, now_ms()),
-                        };
+                    let taken = match handed {
+                        Handed::Committed(hand_over) => {
+                            let taken = caught_up() && take_hand_over(&mut partition, hand_over);
+                            // Not taken, the exchange reader must bring it, and what follows is out of turn.
+                            watch.took_in_turn(taken);
+                            taken
+                        }
+                        Handed::Forwarded(forwards) => caught_up() && partition.accept_forwarded(forwards, now_ms()),
+                    };
                     hand_over_metrics.record(taken);
                 }
                 Some(ready) = ready_rx.recv() => {
