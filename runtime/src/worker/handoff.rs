@@ -26,9 +26,8 @@
 //! only copies of what it was handed (or a former holder's late publication),
 //! so its reader reads it seldom ([`QuietExchange`]): at once only when this
 //! process appended something the receiver was not handed, or while the
-//! receiver ignores hand-overs out of turn. On Kinesis that is a `GetRecords`
-//! poll per shard and 200 ms saved, which an emulator shared by every stream
-//! feels.
+//! receiver ignores hand-overs out of turn. On Kinesis that is one
+//! `GetRecords` call fewer per exchange shard and 200 ms.
 //!
 //! This module keeps the registry of receivers and the sender's side of the
 //! chain; it does no I/O and never blocks a committer or a reader (a full
