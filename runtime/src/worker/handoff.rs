@@ -163,10 +163,12 @@ impl HandOvers {
     }
 
     /// This process appended batches to the exchange shards of `partitions`
-    /// that their receivers were not handed: their readers read at once.
+    /// that their receivers were not handed: the readers of those here read at
+    /// once (a partition elsewhere has no watch here, and gets none).
     pub fn appended_not_handed(&self, partitions: &[u32]) {
-        for &partition in partitions {
-            self.watch(partition).wanted.notify_one();
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        for watch in partitions.iter().filter_map(|p| watches.get(p)) {
+            watch.wanted.notify_one();
         }
     }
 

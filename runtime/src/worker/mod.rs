@@ -49,7 +49,7 @@ use crate::partition::spill::Room;
 use crate::partition::{Bounds, DeadLetterCause, DeadLetterCounts, Effect, Partition, parking};
 use cadence::SnapshotCadence;
 use committer::{Committer, CommitterEvent, Sealed};
-use handoff::{ExchangeWatch, HandOver, HandOvers, Handed, QUIET_EXCHANGE_PACE, QuietExchange};
+use handoff::{HandOver, HandOvers, Handed, QUIET_EXCHANGE_PACE, QuietExchange};
 use lineage::{Discovery, IngressStream, ReadyShard};
 use read_ahead::ReadAhead;
 
@@ -263,7 +263,8 @@ impl PartitionWorker {
         // Since when the partition has had no room, and what it held then.
         let mut no_room = None;
         let mut intake: Option<Intake> = None;
-        let mut handed = hand_overs.as_ref().map(|h| (h.register(id), h.watch(id)));
+        let mut handed = hand_overs.as_ref().map(|h| h.register(id));
+        let exchange_watch = hand_overs.as_ref().map(|h| h.watch(id));
         let hand_over_metrics = observer.metrics.hand_overs();
         // No reader has more to read right now (each read came back short): the inputs are caught up.
         let caught_up = || behind.load(Ordering::Relaxed) == 0;
@@ -342,7 +343,7 @@ impl PartitionWorker {
                     intake = intake.and_then(|i| Intake::take_step(i, &mut partition, &inputs, &mut sealing));
                     forward(&mut partition, hand_overs.as_deref());
                 }
-                Some((handed, watch)) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
+                Some(handed) = next_hand_over(&mut handed), if accepting && intake.is_none() => {
                     // Behind, the inputs bring the same messages in large batches soon enough: taken now, they
                     // would be decoded twice (a tenth of the backlog throughput). Ignored, the exchange brings them;
                     // a sender that is behind hands nothing over either (see `Sealed::hand_over`).
@@ -350,7 +351,9 @@ impl PartitionWorker {
                         Handed::Committed(hand_over) => {
                             let taken = caught_up() && take_hand_over(&mut partition, hand_over);
                             // Not taken, the exchange reader must bring it, and what follows is out of turn.
-                            watch.took_in_turn(taken);
+                            if let Some(watch) = &exchange_watch {
+                                watch.took_in_turn(taken);
+                            }
                             taken
                         }
                         Handed::Forwarded(forwards) => caught_up() && partition.accept_forwarded(forwards, now_ms()),
@@ -563,11 +566,9 @@ fn forward(partition: &mut Partition, hand_overs: Option<&HandOvers>) {
 }
 
 /// The next hand-over for this partition (never, without a registry).
-async fn next_hand_over(
-    handed: &mut Option<(handoff::Receiver, Arc<ExchangeWatch>)>,
-) -> Option<(Handed, Arc<ExchangeWatch>)> {
+async fn next_hand_over(handed: &mut Option<handoff::Receiver>) -> Option<Handed> {
     match handed {
-        Some((receiver, watch)) => Some((receiver.recv().await?, watch.clone())),
+        Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -1217,6 +1218,7 @@ mod tests {
         assert_eq!(next(&mut rx, soon).await.expect("read as usual").records[0].data, [5]);
         reader.abort();
     }
+
     #[test]
     fn kpl_user_records_are_routed_on_their_own_and_one_hashed_outside_the_shard_is_dropped() {
         use statefun_proto::kpl::{AggregatedRecord, Record};
