@@ -109,6 +109,20 @@ pub enum WorkerError {
     Failed { partition: u32, reason: String, cause: FailureReason },
 }
 
+/// A partition with this many messages queued or in flight is behind in its own right, like one whose
+/// inputs are behind: its epoch fills until the interval, so that under load commits stay few. Each
+/// commit costs a file, a write and a sync however little it holds; a partition draining a backlog
+/// handed to it through the exchange (its inputs caught up, its queue long) otherwise committed every
+/// few milliseconds. Paced events queue a handful at a time and are committed at once.
+const QUEUED_BEHIND: usize = 1024;
+
+/// Whether the partition's epoch is sealed now for the output that waits in it, its inputs being
+/// `idle` (nothing read and not taken, no reader behind). Not while a commit is in flight: the next
+/// takes what came meanwhile. Not while the partition is behind (see [`QUEUED_BEHIND`]).
+fn output_waits(partition: &Partition, sealing: &Sealing, idle: bool) -> bool {
+    idle && partition.outbox_len() > 0 && !sealing.commit_in_flight() && partition.queued_messages() < QUEUED_BEHIND
+}
+
 /// How long a stopping partition waits for its last commit.
 const SHUTDOWN_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -316,15 +330,11 @@ impl PartitionWorker {
             // flight and the inputs are caught up (nothing more to read right now): sealed at once, so
             // each commit takes what came while the one before was written (group commit). Invocations
             // in flight do not hold it: their output goes with the next. A partition whose inputs are
-            // behind (a backlog) lets its epoch fill until its interval or size is up, and commits stay
-            // few under load.
+            // behind, or with a backlog of its own queued (handed to it through the exchange), lets its
+            // epoch fill until its interval or size is up, and commits stay few under load.
             let output_waits = settings.group_commit
-                && partition.outbox_len() > 0
-                && !sealing.commit_in_flight()
-                && intake.is_none()
-                && input_rx.is_empty()
-                && caught_up()
-                && sealed_tx.capacity() > 0;
+                && sealed_tx.capacity() > 0
+                && output_waits(&partition, &sealing, intake.is_none() && input_rx.is_empty() && caught_up());
             // Ingress messages for the other partitions of this process go to them at once, unless the
             // inputs are behind: under a backlog the exchange brings them in large batches anyway, and a
             // message forwarded too would be decoded twice.
@@ -1217,6 +1227,51 @@ mod tests {
         log.append("in", &[record(5)]).await.expect("append");
         assert_eq!(next(&mut rx, soon).await.expect("read as usual").records[0].data, [5]);
         reader.abort();
+    }
+
+    #[test]
+    fn output_is_committed_at_once_unless_the_partition_is_behind_on_its_queue() {
+        /// Serves `test/*` one message at a time.
+        struct OneAtATime;
+        impl crate::partition::Catalog for OneAtATime {
+            fn batch_limits(&self, function_type: &FunctionType) -> Option<crate::partition::BatchLimits> {
+                let limits = crate::partition::BatchLimits { max_messages: 1, max_bytes: 1 << 20 };
+                (function_type.namespace == "test").then_some(limits)
+            }
+            fn has_egress(&self, _: &str, _: &str) -> bool {
+                false
+            }
+            fn is_internal_stream(&self, _: &str) -> bool {
+                false
+            }
+        }
+        let mut partition = Partition::new(0, 1, Arc::new(OneAtATime), 1);
+        let deliver = |partition: &mut Partition, namespace: &str, n: usize| {
+            let id = format!("m{n}");
+            let message = IngressMessage {
+                namespace,
+                name: "fn",
+                key: "k",
+                typename: "test/n",
+                value: Cow::Borrowed(&[1]),
+                id: &id,
+                origin: None,
+            };
+            partition.deliver_ingress(message, 0);
+        };
+        // No endpoint serves it: a dead letter, output that waits in the outbox.
+        deliver(&mut partition, "nobody", 0);
+        assert!(partition.outbox_len() > 0);
+        let sealing = Sealing::new(1, 0, 1);
+        assert!(output_waits(&partition, &sealing, true), "sealed at once");
+        assert!(!output_waits(&partition, &sealing, false), "not while the inputs are behind");
+        for n in 1..QUEUED_BEHIND {
+            deliver(&mut partition, "test", n);
+        }
+        assert_eq!(partition.queued_messages(), QUEUED_BEHIND - 1, "one in flight, the rest queued");
+        assert!(output_waits(&partition, &sealing, true), "a queue short of the mark");
+        deliver(&mut partition, "test", QUEUED_BEHIND);
+        assert!(!output_waits(&partition, &sealing, true), "the epoch fills while the queue is behind");
     }
 
     #[test]
