@@ -926,6 +926,29 @@ async fn a_commit_whose_answer_was_lost_counts_as_applied_and_the_committer_sett
 }
 
 #[tokio::test]
+async fn garbage_is_deleted_with_one_request_per_batch_of_keys() {
+    let (captured, _log) = Captured::install();
+    let bucket = unique("statefun-gc");
+    let config = sdk_config(&local_aws().endpoint).await;
+    // Each call of either delete operation waits a millisecond and logs it: the log counts the calls.
+    let store = S3BlobStore::new(&config, &bucket, "gc")
+        .with_delete_batch(2)
+        .with_faults(&fault_plan("s3.DeleteObjects.latency=1ms; s3.DeleteObject.latency=1ms"));
+    store.create_bucket().await.expect("create bucket");
+    let body = async move {
+        for epoch in 1..=6 {
+            store.put(&object_key(0, epoch, 1, epoch == 6), epoch_record(0, epoch, epoch == 6)).await.expect("put");
+        }
+        assert_eq!(checkpoint::collect_garbage(&store, 0, 6).await.expect("gc"), 5);
+        assert_eq!(store.list("partition-00000/").await.expect("list"), [object_key(0, 6, 1, true)]);
+        assert_eq!(captured.count("s3.DeleteObjects attempt"), 3, "five keys, two a request");
+        assert_eq!(captured.count("s3.DeleteObject attempt"), 0, "no request per key");
+        store.delete_many(&[object_key(0, 1, 1, false)]).await.expect("a key already deleted is no error");
+    };
+    with_cleanup(body, delete_bucket(&bucket)).await;
+}
+
+#[tokio::test]
 async fn checkpoint_objects_are_written_and_read_through_s3_throttling_and_errors() {
     let (captured, _log) = Captured::install();
     let bucket = unique("statefun-faults");

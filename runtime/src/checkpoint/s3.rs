@@ -2,8 +2,8 @@
 //!
 //! Owns the mapping of [`BlobStore`] calls onto S3: one `PutObject` up to a
 //! threshold (16 MiB by default) and a multipart upload above it (8 MiB parts),
-//! `GetObject` (a missing key is `None`), `DeleteObject`, and `ListObjectsV2`
-//! followed page by page. Keys are given and returned *without* the configured
+//! `GetObject` (a missing key is `None`), `DeleteObject`, `DeleteObjects` (up to
+//! 1,000 keys a call), and `ListObjectsV2` followed page by page. Keys are given and returned *without* the configured
 //! prefix, so they are exactly what [`super::object_key`] builds.
 //!
 //! It must not decide anything about checkpoints (which objects make up a
@@ -21,7 +21,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bytes::Bytes;
 
 use super::{BlobStore, CheckpointError, ChunkSink};
@@ -36,6 +36,8 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// S3's maximum number of parts of one upload.
 const MAX_PARTS: usize = 10_000;
+/// S3's maximum number of keys of one `DeleteObjects` request.
+const MAX_DELETE_KEYS: usize = 1000;
 
 pub struct S3BlobStore {
     client: Client,
@@ -46,6 +48,8 @@ pub struct S3BlobStore {
     part_size: usize,
     /// `MaxKeys` of each `ListObjectsV2` page (`None`: S3's default of 1000).
     list_page_size: Option<i32>,
+    /// Keys of each `DeleteObjects` request.
+    delete_batch: usize,
     /// Region and endpoint, for error messages.
     target: String,
 }
@@ -71,6 +75,7 @@ impl S3BlobStore {
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             part_size: DEFAULT_PART_SIZE,
             list_page_size: None,
+            delete_batch: MAX_DELETE_KEYS,
             target: aws::describe_target(config, "S3"),
         }
     }
@@ -94,6 +99,12 @@ impl S3BlobStore {
     /// Lists keys `keys` at a time (S3 allows 1 to 1000).
     pub fn with_list_page_size(mut self, keys: i32) -> Self {
         self.list_page_size = Some(keys.clamp(1, 1000));
+        self
+    }
+
+    /// Deletes keys `keys` at a time (S3 allows 1 to 1000).
+    pub fn with_delete_batch(mut self, keys: usize) -> Self {
+        self.delete_batch = keys.clamp(1, MAX_DELETE_KEYS);
         self
     }
 
@@ -283,6 +294,45 @@ impl S3BlobStore {
         Ok(())
     }
 
+    /// One `DeleteObjects` request per batch of keys: after a snapshot, a partition deletes the
+    /// whole history it replaces, which one request per key spreads over seconds of calls.
+    async fn delete_objects(&self, keys: &[String]) -> Result<(), CheckpointError> {
+        for batch in keys.chunks(self.delete_batch) {
+            let Some(first) = batch.first() else { continue };
+            let delete = batch
+                .iter()
+                .map(|key| ObjectIdentifier::builder().key(self.full_key(key)).build())
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|objects| Delete::builder().set_objects(Some(objects)).quiet(true).build())
+                .map_err(|e| CheckpointError::Rejected { key: first.clone(), detail: format!("DeleteObjects: {e}") })?;
+            let output = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.error("DeleteObjects", first, &e))?;
+            // S3 answers 200 and lists the keys it could not delete (a missing key is no error).
+            if let Some(refused) = output.errors().first() {
+                let key = refused.key().and_then(|k| k.strip_prefix(self.prefix.as_str())).unwrap_or(first).to_owned();
+                let code = refused.code().unwrap_or("no code");
+                let detail = format!(
+                    "s3://{}/{}: DeleteObjects did not delete it ({}): {code}: {}",
+                    self.bucket,
+                    self.full_key(&key),
+                    self.target,
+                    refused.message().unwrap_or("no message")
+                );
+                return Err(match code {
+                    "InternalError" | "SlowDown" | "ServiceUnavailable" => CheckpointError::Backend { key, detail },
+                    _ => CheckpointError::Rejected { key, detail },
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, CheckpointError> {
         let mut keys = Vec::new();
         let mut continuation: Option<String> = None;
@@ -333,6 +383,10 @@ impl BlobStore for S3BlobStore {
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CheckpointError>> {
         Box::pin(self.delete_object(key))
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        Box::pin(self.delete_objects(keys))
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, CheckpointError>> {
