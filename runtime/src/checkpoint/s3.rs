@@ -3,8 +3,9 @@
 //! Owns the mapping of [`BlobStore`] calls onto S3: one `PutObject` up to a
 //! threshold (16 MiB by default) and a multipart upload above it (8 MiB parts),
 //! `GetObject` (a missing key is `None`), `DeleteObject`, `DeleteObjects` (up to
-//! 1,000 keys a call), and `ListObjectsV2` followed page by page. Keys are given and returned *without* the configured
-//! prefix, so they are exactly what [`super::object_key`] builds.
+//! 1,000 keys a call), and `ListObjectsV2` followed page by page. Keys are given
+//! and returned *without* the configured prefix, so they are exactly what
+//! [`super::object_key`] builds.
 //!
 //! It must not decide anything about checkpoints (which objects make up a
 //! history, what is garbage): that is [`super`]'s and the commit store's. It
