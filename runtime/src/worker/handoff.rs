@@ -25,8 +25,8 @@
 //! When every partition runs in this process, the exchange brings a receiver
 //! only copies of what it was handed (or a former holder's late publication),
 //! so its reader reads it seldom ([`QuietExchange`]): at once only when this
-//! process appended something the receiver was not handed, or while the
-//! receiver ignores hand-overs out of turn. On Kinesis that is one
+//! process appended something the receiver was not handed, while the
+//! receiver ignores hand-overs out of turn, or when a partition stops here. On Kinesis that is one
 //! `GetRecords` call fewer per exchange shard and 200 ms.
 //!
 //! This module keeps the registry of receivers and the sender's side of the
@@ -86,11 +86,30 @@ struct Registered {
     queued: Arc<AtomicUsize>,
 }
 
+/// The watches of the exchange shards of this process's partitions.
+type Watches = Arc<Mutex<HashMap<u32, Arc<ExchangeWatch>>>>;
+
 /// What a registered worker is handed, in order.
 #[derive(Debug)]
 pub struct Receiver {
     receiver: mpsc::Receiver<(Handed, usize)>,
     queued: Arc<AtomicUsize>,
+    /// Woken when the worker stops: the others' exchange readers stop being quiet.
+    watches: Watches,
+}
+
+impl Drop for Receiver {
+    /// A partition that stops here may go on elsewhere, and what it sends then comes only through the
+    /// exchange: the quiet readers of the others read at once and find out that not every partition
+    /// is here any more, rather than at their next paced read.
+    fn drop(&mut self) {
+        // Closed first, so that a reader woken below already sees it gone.
+        self.receiver.close();
+        let watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        for watch in watches.values() {
+            watch.wanted.notify_one();
+        }
+    }
 }
 
 impl Receiver {
@@ -140,7 +159,7 @@ pub struct HandOvers {
     /// Partitions of the deployment; 0: unknown (the exchange is never quiet).
     partitions: u32,
     receivers: Mutex<HashMap<u32, Registered>>,
-    watches: Mutex<HashMap<u32, Arc<ExchangeWatch>>>,
+    watches: Watches,
 }
 
 impl HandOvers {
@@ -180,7 +199,7 @@ impl HandOvers {
         if let Ok(mut receivers) = self.receivers.lock() {
             receivers.insert(partition, Registered { sender, queued: queued.clone() });
         }
-        Receiver { receiver, queued }
+        Receiver { receiver, queued, watches: self.watches.clone() }
     }
 
     /// Hands what `hand_over` builds to the worker of `partition`, if one runs
@@ -331,5 +350,20 @@ mod tests {
         assert!(reader.wait().await, "in turn again");
         drop(other);
         assert!(!reader.wait().await, "partition 1 stopped here");
+    }
+
+    #[tokio::test]
+    async fn a_partition_that_stops_here_wakes_the_quiet_readers_of_the_others() {
+        let hand_overs = Arc::new(HandOvers::new(2));
+        let _own = hand_overs.register(0);
+        let other = hand_overs.register(1);
+        // The pace is never up: only a wake ends the wait.
+        let reader = QuietExchange::new(hand_overs.clone(), 0, Duration::from_secs(3600));
+        let waiting = tokio::spawn(async move { reader.wait().await });
+        tokio::task::yield_now().await;
+        drop(other);
+        let woken = tokio::time::timeout(Duration::from_secs(30), waiting).await;
+        assert!(matches!(woken, Ok(Ok(true))), "the quiet reader was woken by the stop: {woken:?}");
+        assert!(!hand_overs.all_here(), "and finds partition 1 gone");
     }
 }
