@@ -26,8 +26,8 @@
 //! only copies of what it was handed (or a former holder's late publication),
 //! so its reader reads it seldom ([`QuietExchange`]): at once only when this
 //! process appended something the receiver was not handed, while the
-//! receiver ignores hand-overs out of turn, or when a partition stops here. On Kinesis that is one
-//! `GetRecords` call fewer per exchange shard and 200 ms.
+//! receiver ignores hand-overs out of turn, or when a partition stops here.
+//! On Kinesis that is one `GetRecords` call fewer per exchange shard and 200 ms.
 //!
 //! This module keeps the registry of receivers and the sender's side of the
 //! chain; it does no I/O and never blocks a committer or a reader (a full
