@@ -1,20 +1,23 @@
 //! `statefun`: the runtime's command line. `run` starts a worker; `send`,
 //! `tail`, `state` and `dead-letters` work on the same streams and checkpoints.
 
+mod allocator;
 mod cli;
 
 use clap::Parser;
 
-/// glibc's allocator spent close to half of a busy worker's CPU time (the
-/// benchmarks' profiles): every message is a handful of small allocations.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     args.init_logging();
-    match cli::dispatch(args).await {
+    if args.runs_worker() {
+        // Before the async runtime starts its threads: this may start the process again.
+        allocator::settle_for_worker();
+    }
+    let outcome = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(cli::dispatch(args)),
+        Err(e) => Err(anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -51,6 +51,11 @@ impl Cli {
             LogFormat::Text => builder.with_ansi(terminal).init(),
         }
     }
+
+    /// Whether the verb is `run`: the long-lived worker, which keeps a memory budget.
+    pub fn runs_worker(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
 }
 
 /// Which backends a verb works on.
