@@ -36,6 +36,34 @@ pub fn segment_name(id_prefix: &str, lease: u64, epoch: u64, n: u64) -> String {
     format!("{id_prefix}.l{lease}.e{epoch}.{n}")
 }
 
+/// Decodes a segment read back. Its list is sized once, from a count of the
+/// entries: a segment holds an epoch's parked messages (tens of thousands for
+/// a hot address), and a list grown by doubling touches several times its
+/// memory, which the allocator hands back to the system between epochs.
+pub fn decode_segment(bytes: &[u8]) -> Result<Vec<Envelope>, prost::DecodeError> {
+    let mut parked = ParkedMessages { messages: Vec::with_capacity(count_entries(bytes)) };
+    parked.merge(bytes)?;
+    Ok(parked.messages)
+}
+
+/// How many length-delimited fields `bytes` holds at its top level, counted
+/// up to anything else. A hint for a capacity, not a check (decoding checks),
+/// and at most half the length of `bytes`: every entry takes two bytes.
+fn count_entries(mut buf: &[u8]) -> usize {
+    const LENGTH_DELIMITED: u64 = 2;
+    let mut entries = 0;
+    while !buf.is_empty() {
+        let Ok(key) = prost::encoding::decode_varint(&mut buf) else { break };
+        let Ok(len) = prost::encoding::decode_varint(&mut buf) else { break };
+        match usize::try_from(len) {
+            Ok(len) if key & 7 == LENGTH_DELIMITED && len <= buf.len() => buf = &buf[len..],
+            _ => break,
+        }
+        entries += 1;
+    }
+    entries
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Parked {
     /// Segments written by sealed epochs, oldest first, with the epoch that
@@ -45,6 +73,9 @@ pub struct Parked {
     /// Arrived since the last seal, after every segment.
     pub fresh: Vec<Envelope>,
     pub fresh_bytes: usize,
+    /// How many arrived in the epoch before: the next epoch's list starts
+    /// that large rather than doubling its way there (see [`decode_segment`]).
+    pub fresh_before: usize,
     /// The oldest segment is being loaded.
     pub loading: bool,
 }
@@ -70,6 +101,7 @@ impl Partition {
             };
             let name = segment_name(&self.id_prefix, self.lease, self.epoch, written.len() as u64);
             let messages = ParkedMessages { messages: std::mem::take(&mut parked.fresh) };
+            parked.fresh_before = messages.messages.len();
             self.parked_bytes -= std::mem::take(&mut parked.fresh_bytes);
             self.parked_messages -= messages.messages.len();
             parked.segments.push_back((name.clone(), self.epoch));
@@ -83,6 +115,9 @@ impl Partition {
     /// written by the next seal.
     pub(super) fn park(&mut self, address: &Address, envelope: Envelope, bytes: usize) {
         let parked = self.addresses.get_or_insert(address).busy_mut().parked.get_or_insert_default();
+        if parked.fresh.capacity() == 0 {
+            parked.fresh.reserve(parked.fresh_before);
+        }
         parked.fresh.push(envelope);
         parked.fresh_bytes += bytes;
         self.parked_bytes += bytes;

@@ -1705,3 +1705,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_segment_decodes_into_a_list_sized_once_and_a_cut_one_is_refused() {
+    let messages: Vec<Envelope> = (0..1000).map(|n| message("a", n)).collect();
+    let bytes = ParkedMessages { messages: messages.clone() }.encode_to_vec();
+    let decoded = parking::decode_segment(&bytes).expect("a whole segment");
+    assert_eq!(decoded, messages);
+    assert_eq!(decoded.capacity(), messages.len(), "sized from the count, not grown");
+    assert!(parking::decode_segment(&bytes[..bytes.len() - 3]).is_err(), "a cut segment is an error");
+    assert!(parking::decode_segment(&[]).expect("empty").is_empty());
+    // A length past the end stops the count; decoding says what is wrong.
+    assert!(parking::decode_segment(&[0x0a, 0xff, 0xff, 0xff, 0x0f]).is_err());
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use prost::Message;
-use statefun_proto::internal::{Envelope, ExchangeBatch, ParkedMessages};
+use statefun_proto::internal::{Envelope, ExchangeBatch};
 use statefun_proto::reqreply::{Address, FromFunction};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -769,9 +769,7 @@ async fn read_parked(blobs: &dyn BlobStore, partition: u32, segment: &str) -> Re
     loop {
         match blobs.get(&key).await {
             Ok(Some(bytes)) => {
-                return ParkedMessages::decode(bytes.as_slice())
-                    .map(|parked| parked.messages)
-                    .map_err(|e| format!("object {key} is corrupt: {e}"));
+                return parking::decode_segment(bytes.as_slice()).map_err(|e| format!("object {key} is corrupt: {e}"));
             }
             Ok(None) => return Err(format!("object {key} is missing")),
             Err(e) if !e.is_retryable() => return Err(e.to_string()),
