@@ -58,6 +58,23 @@ impl Deployment for PathBuf {
     }
 }
 
+/// A local deployment whose `statefun` processes get extra variables.
+pub struct WithEnv<'a> {
+    pub data: &'a Path,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Deployment for WithEnv<'_> {
+    fn envs(&self) -> Vec<(String, String)> {
+        let mut envs = self.data.envs();
+        envs.extend(self.extra.iter().cloned());
+        envs
+    }
+    fn scratch(&self) -> PathBuf {
+        self.data.scratch()
+    }
+}
+
 fn command<D: Deployment + ?Sized>(deployment: &D) -> Command {
     let mut command = Command::new(workspace_bin("statefun"));
     // Tests read the runtime's log as text; JSON logs have their own test.

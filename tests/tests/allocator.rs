@@ -2,29 +2,11 @@
 //! frees goes back to the system before the memory budget counts it, and an
 //! operator's own setting is kept.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use statefun_tests::{Deployment, FunctionServer, Runtime, shopping_cart_module, wait_until};
+use statefun_tests::{FunctionServer, Runtime, WithEnv, shopping_cart_module, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A local deployment whose processes get extra environment variables.
-struct WithEnv<'a> {
-    data: &'a Path,
-    envs: Vec<(String, String)>,
-}
-
-impl Deployment for WithEnv<'_> {
-    fn envs(&self) -> Vec<(String, String)> {
-        let mut envs = self.data.envs();
-        envs.extend(self.envs.iter().cloned());
-        envs
-    }
-    fn scratch(&self) -> PathBuf {
-        self.data.scratch()
-    }
-}
 
 /// Starts a worker with mimalloc's options printed as the process loads, and
 /// returns its log once it has started, with its environment as it runs.
@@ -33,9 +15,9 @@ fn start_and_read(extra_env: &[(&str, &str)]) -> (String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let module = shopping_cart_module(dir.path(), server.addr.port());
-    let mut envs = vec![("MIMALLOC_VERBOSE".to_string(), "1".to_string())];
-    envs.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let deployment = WithEnv { data: &data, envs };
+    let mut extra = vec![("MIMALLOC_VERBOSE".to_string(), "1".to_string())];
+    extra.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let deployment = WithEnv { data: &data, extra };
     let mut runtime = Runtime::start(&deployment, &module, &[]);
     wait_until(TIMEOUT, "the runtime to start", || runtime.log_text().contains("runtime starting"));
     let environ = std::fs::read(format!("/proc/{}/environ", runtime.pid())).expect("the worker's environment");

@@ -4,31 +4,14 @@
 //! after a restart without the fault, re-injecting them gives every event
 //! exactly one result and the usual checks hold.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use statefun_tests::cart::{self, Workload};
-use statefun_tests::{Deployment, FunctionServer, Runtime, send_lines, shopping_cart_module, statefun, wait_until};
+use statefun_tests::{FunctionServer, Runtime, WithEnv, send_lines, shopping_cart_module, statefun, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const OBJECTS: [&str; 2] = ["--dead-letter-destination", "objects"];
-
-/// A local deployment whose `statefun` processes get extra variables.
-struct WithEnv<'a> {
-    data: &'a Path,
-    extra: Vec<(String, String)>,
-}
-
-impl Deployment for WithEnv<'_> {
-    fn envs(&self) -> Vec<(String, String)> {
-        let mut envs = self.data.envs();
-        envs.extend(self.extra.iter().cloned());
-        envs
-    }
-    fn scratch(&self) -> PathBuf {
-        self.data.scratch()
-    }
-}
 
 fn dead_letters(data: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["dead-letters", "--json"];
