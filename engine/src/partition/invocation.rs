@@ -190,7 +190,7 @@ impl Partition {
             let busy = record.busy_mut();
             busy.token = self.next_token;
             busy.in_flight = invocations.len() as u32;
-            self.running += 1;
+            self.slot_taken(address);
             let request = ToFunction {
                 request: Some(to_function::Request::Invocation(InvocationBatchRequest {
                     target: Some(address.clone()),
@@ -218,7 +218,7 @@ impl Partition {
         }
         let batch = record.in_flight as usize;
         record.in_flight = 0;
-        self.running -= 1;
+        self.slot_freed(address);
         let mut specs = self.specs.get(&function_type).map(|s| s.to_vec()).unwrap_or_default();
         for spec in missing {
             match specs.iter_mut().find(|s| s.state_name == spec.state_name) {
@@ -246,8 +246,8 @@ impl Partition {
             tracing::info!(address = %address::display(address), messages = busy.in_flight, "batch failed, retrying its messages one by one: {reason}");
             busy.isolate = busy.in_flight;
             busy.in_flight = 0;
-            self.running -= 1;
             busy.negotiation_rounds = 0;
+            self.slot_freed(address);
             self.dispatch(address, now_ms);
             return;
         }
@@ -255,9 +255,9 @@ impl Partition {
         busy.isolate = 0;
         let n = busy.in_flight as usize;
         busy.in_flight = 0;
-        self.running -= 1;
         busy.negotiation_rounds = 0;
         let failed = record.take_messages(n);
+        self.slot_freed(address);
         let failed = addressed(self.unqueued(address, failed, now_ms), address);
         self.mark_dirty(address);
         let reason = if n > 1 {
@@ -310,12 +310,12 @@ impl Partition {
         let busy = record.busy_mut();
         let n = busy.in_flight as usize;
         busy.in_flight = 0;
-        self.running -= 1;
         busy.negotiation_rounds = 0;
         busy.isolate = busy.isolate.saturating_sub(n as u32);
         busy.failed_in_a_row = 0;
         // What the batch sends continues the longest chain among its messages.
         let done = record.take_messages(n);
+        self.slot_freed(address);
         let done = self.unqueued(address, done, now_ms);
         let hops = done.iter().map(|m| m.hops).max().unwrap_or(0).saturating_add(1);
         self.mark_dirty(address);

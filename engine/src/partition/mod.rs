@@ -228,6 +228,10 @@ pub struct Bounds {
     pub address_max_messages: usize,
     /// Batches in flight at once; the addresses beyond wait their turn ([`ready`]).
     pub max_running: usize,
+    /// What the driver holds for a batch in flight besides its messages (the
+    /// invocation's future, its connection's buffers), whatever their size: it
+    /// counts for the partition and for the batch's function type.
+    pub batch_overhead: usize,
 }
 
 impl Default for Bounds {
@@ -237,6 +241,7 @@ impl Default for Bounds {
             address_max_bytes: 16 << 20,
             address_max_messages: 10_000,
             max_running: DEFAULT_MAX_RUNNING,
+            batch_overhead: DEFAULT_BATCH_OVERHEAD,
         }
     }
 }
@@ -254,6 +259,10 @@ fn in_memory(messages: usize, bytes: usize) -> usize {
 /// its slot in the table, its copy in the epoch's dirty set (an address and
 /// its three strings), their allocations' headers.
 const ADDRESS_OVERHEAD: usize = std::mem::size_of::<record::Busy>() + 2 * std::mem::size_of::<Address>() + 160;
+
+/// About what a client holds for a request in flight besides its body: its
+/// future, the buffers and state of the connection it goes over.
+pub const DEFAULT_BATCH_OVERHEAD: usize = 16 * 1024;
 
 /// Far beyond any request-and-reply chain, reached within seconds by a loop.
 pub const DEFAULT_MAX_HOPS: u32 = 1000;
@@ -407,6 +416,7 @@ impl Partition {
         in_memory(self.queued, self.queued_bytes)
             + in_memory(self.parked_messages, self.parked_bytes)
             + addresses
+            + self.running * self.bounds.batch_overhead
             + self.ready.bytes()
             + self.timers.bytes()
             + self.outbox.bytes()
@@ -822,6 +832,26 @@ impl Partition {
         }
         let seq = self.outbox_seq();
         self.outbox.push_dead_letter(seq, letter);
+    }
+
+    /// A batch of `address` took an invocation slot: what it holds in the driver
+    /// counts for its function type, so that a type whose invocations hold the
+    /// partition's room is seen to flood it even when its messages are small.
+    fn slot_taken(&mut self, address: &Address) {
+        self.running += 1;
+        let number = self.type_number(address);
+        if let Some((_, info)) = self.types.by_number_mut(number) {
+            info.held_bytes += self.bounds.batch_overhead;
+        }
+    }
+
+    /// A batch of `address` gave its slot up (answered, failed, or to be sent again).
+    fn slot_freed(&mut self, address: &Address) {
+        self.running -= 1;
+        let number = self.type_number(address);
+        if let Some((_, info)) = self.types.by_number_mut(number) {
+            info.held_bytes = info.held_bytes.saturating_sub(self.bounds.batch_overhead);
+        }
     }
 
     /// Counts `messages` more queued, of `bytes` encoded bytes, for `address`'s function type.

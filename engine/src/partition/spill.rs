@@ -52,7 +52,8 @@ pub struct Room {
 pub struct TypeInfo {
     /// `None` when no endpoint serves the type.
     pub limits: Option<super::BatchLimits>,
-    /// About what the type's queued messages (in flight ones included) hold in memory.
+    /// About what the type's queued messages (in flight ones included) and its
+    /// batches in flight hold in memory.
     pub held_bytes: usize,
     /// The type's spill address while it spills.
     pub spill: Option<Address>,

@@ -440,6 +440,43 @@ async fn near_the_budget_a_flood_whose_invocations_hang_does_not_hold_the_input(
     a_flood_spills_and_the_other_types_go_on(settings).await;
 }
 
+/// Near the budget, one type's invocations in flight do not hold the input:
+/// each holds its future and connection whatever its messages' size, and a
+/// thousand of them may run, more than half a partition's share. Here that
+/// type's invocations hang, each with a message of a few bytes for an address
+/// of its own (no flood of bytes), and the other type's messages must still be
+/// read and answered: the hanging type is seen to flood, and its further
+/// messages spill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_the_budget_a_type_whose_many_invocations_hang_does_not_hold_the_input() {
+    const RECORDS: usize = 64;
+    let mut settings = settings();
+    // Near the budget the partition keeps to 256 KiB: 16 invocations in flight.
+    settings.memory_budget = 2 << 20;
+    settings.resident_memory = Some(|| Some(usize::MAX));
+    settings.worker.read_batch = 2;
+    let (_release, released) = watch::channel(false);
+    let (addr, mut heard) = endpoint_holding(released, |path| path == "/busy").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every record goes to both types, each to an address of its own: ns/busy's invocations hang, ns/f's are answered.
+    let records = (0..RECORDS).map(|n| (format!("k{n}"), b"x".to_vec())).collect();
+    let (stop, node) = node_reading_to(dir.path(), records, "ns/busy, ns/f", addr, settings).await;
+
+    let (mut answered, mut hanging) = (0, 0);
+    while answered < RECORDS {
+        let next = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await;
+        let Ok(Some((path, messages))) = next else {
+            panic!("{answered} of {RECORDS} ns/f messages invoked, {hanging} ns/busy invocations hanging: input paused")
+        };
+        match path.as_str() {
+            "/f" => answered += messages,
+            _ => hanging += 1,
+        }
+    }
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
+}
+
 async fn a_flood_spills_and_the_other_types_go_on(mut settings: NodeSettings) {
     const RECORDS: usize = 40;
     let (release, released) = watch::channel(false);

@@ -415,12 +415,20 @@ impl PartitionWorker {
                     tracing::debug!(
                         partition = id,
                         held = share_held,
+                        tasks = tasks.held_bytes(),
+                        in_commit = sealing.in_commit_bytes(),
+                        reading = intake.as_ref().map_or(0, |i| i.bytes),
                         own = share.own(),
+                        keep_to = share.keep_to(),
                         has_room = share.has_room(),
+                        stalled,
+                        accepting,
+                        flood = partition.holds_flood(),
                         queued = partition.queued_messages(),
                         epoch_full,
                         committer_behind = sealed_tx.capacity() == 0,
                         tasks_paused = tasks.paused,
+                        running = tasks.running.len(),
                         outbox = partition.outbox_bytes(),
                         parked = partition.parked_bytes(),
                         short = room.short,
@@ -693,8 +701,6 @@ struct Tasks {
 
 /// What a request holds besides its encoded bytes: its decoded structure (addresses, state, messages).
 const REQUEST_OVERHEAD: usize = 768;
-/// What a running invocation holds besides its request: its future, buffers and connection state.
-const RUNNING_OVERHEAD: usize = 16 * 1024;
 
 impl Tasks {
     fn new(partition: u32, invoker: Arc<Invoker>, blobs: Arc<dyn BlobStore>) -> Self {
@@ -702,9 +708,10 @@ impl Tasks {
         Self { partition, invoker, blobs, running, waiting, request_bytes: 0, paused: false }
     }
 
-    /// About what the invocations started and waiting hold.
+    /// About what the requests of the invocations started and waiting hold (what each holds
+    /// besides while it runs, the partition counts: see `Bounds::batch_overhead`).
     fn held_bytes(&self) -> usize {
-        self.request_bytes + self.running.len() * RUNNING_OVERHEAD
+        self.request_bytes
     }
 
     /// Starts what the partition asked for, unless paused.
