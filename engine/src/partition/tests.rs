@@ -579,6 +579,32 @@ fn short_of_room_with_a_flood(caught_up: bool) -> (Partition, spill::Room) {
     (p, room)
 }
 
+/// What the driver holds for a batch in flight, whatever its messages' size,
+/// counts for the batch's type: a type whose many small batches hold the room
+/// floods the partition, and spills what comes next.
+#[test]
+fn a_type_whose_batches_in_flight_hold_the_room_floods_though_its_messages_are_small() {
+    let mut p = partition();
+    let batch_overhead = 10_000;
+    p.set_bounds(Bounds { batch_overhead, ..Bounds::default() });
+    p.set_lease(3);
+    p.set_room(spill::Room { short: true, type_bytes: 3 * batch_overhead }, 0);
+    p.deliver(other(100), 0);
+    for n in 0..3 {
+        assert!(!p.holds_flood(), "{n} of the type's batches in flight");
+        p.deliver(flood(n), 0);
+    }
+    assert!(p.holds_flood(), "three batches in flight, of a small message each");
+    p.deliver(flood(3), 0);
+    assert_eq!(p.queued_messages(), 4, "the fourth of the type spills");
+    let (invoked, _) = split_effects(&mut p);
+    assert_eq!(invoked.len(), 4, "the other type's batch and three of the flood's");
+    for (address, token, _) in invoked.into_iter().filter(|(address, ..)| address.r#type == "flood") {
+        p.on_invocation_result(&address, token, respond(InvocationResponse::default()), 0);
+    }
+    assert!(!p.holds_flood(), "its batches answered, what they held is given back");
+}
+
 #[test]
 fn a_flooding_type_spills_while_the_partition_is_short_and_the_other_types_go_on() {
     let (mut p, room) = short_of_room_with_a_flood(true);
