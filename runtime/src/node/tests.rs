@@ -462,19 +462,29 @@ async fn near_the_budget_a_type_whose_many_invocations_hang_does_not_hold_the_in
     let records = (0..RECORDS).map(|n| (format!("k{n}"), b"x".to_vec())).collect();
     let (stop, node) = node_reading_to(dir.path(), records, "ns/busy, ns/f", addr, settings).await;
 
-    let (mut answered, mut hanging) = (0, 0);
-    while answered < RECORDS {
+    until_f_invoked(&mut heard, RECORDS).await;
+    stop.send_replace(true);
+    node.await.expect("the node's task").expect("the node stops cleanly");
+}
+
+/// Waits until `wanted` messages of ns/f were invoked, while the other type's
+/// requests are held; says how many of ns/f's and of the other's came.
+async fn until_f_invoked(
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<(String, usize)>,
+    wanted: usize,
+) -> (usize, usize) {
+    let (mut answered, mut held) = (0, 0);
+    while answered < wanted {
         let next = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await;
         let Ok(Some((path, messages))) = next else {
-            panic!("{answered} of {RECORDS} ns/f messages invoked, {hanging} ns/busy invocations hanging: input paused")
+            panic!("{answered} of {wanted} ns/f messages invoked, {held} of the other type's held: input paused")
         };
         match path.as_str() {
             "/f" => answered += messages,
-            _ => hanging += 1,
+            _ => held += messages,
         }
     }
-    stop.send_replace(true);
-    node.await.expect("the node's task").expect("the node stops cleanly");
+    (answered, held)
 }
 
 async fn a_flood_spills_and_the_other_types_go_on(mut settings: NodeSettings) {
@@ -487,17 +497,7 @@ async fn a_flood_spills_and_the_other_types_go_on(mut settings: NodeSettings) {
     // Every record goes to both types, one behind the other: ns/flood's invocations are held, ns/f's answered.
     let (stop, node) = node_reading_to(dir.path(), records, "ns/flood, ns/f", addr, settings).await;
 
-    let (mut answered, mut flood) = (0, 0);
-    while answered < RECORDS {
-        let next = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await;
-        let Ok(Some((path, messages))) = next else {
-            panic!("{answered} of {RECORDS} ns/f messages invoked while the flood is held: its input paused")
-        };
-        match path.as_str() {
-            "/f" => answered += messages,
-            _ => flood += messages,
-        }
-    }
+    let (answered, mut flood) = until_f_invoked(&mut heard, RECORDS).await;
     assert!(flood < RECORDS / 2, "the flood's messages in memory: {flood}");
     let parked_dir = dir.path().join("checkpoints").join("parked-00000");
     let segments = || std::fs::read_dir(&parked_dir).map(|d| d.count()).unwrap_or(0);
