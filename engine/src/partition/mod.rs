@@ -839,27 +839,32 @@ impl Partition {
     /// partition's room is seen to flood it even when its messages are small.
     fn slot_taken(&mut self, address: &Address) {
         self.running += 1;
-        let number = self.type_number(address);
-        if let Some((_, info)) = self.types.by_number_mut(number) {
-            info.held_bytes += self.bounds.batch_overhead;
+        let overhead = self.bounds.batch_overhead;
+        if let Some(held) = self.type_held_bytes(address) {
+            *held += overhead;
         }
     }
 
     /// A batch of `address` gave its slot up (answered, failed, or to be sent again).
     fn slot_freed(&mut self, address: &Address) {
         self.running -= 1;
-        let number = self.type_number(address);
-        if let Some((_, info)) = self.types.by_number_mut(number) {
-            info.held_bytes = info.held_bytes.saturating_sub(self.bounds.batch_overhead);
+        let overhead = self.bounds.batch_overhead;
+        if let Some(held) = self.type_held_bytes(address) {
+            *held = held.saturating_sub(overhead);
         }
     }
 
     /// Counts `messages` more queued, of `bytes` encoded bytes, for `address`'s function type.
     fn count_queued(&mut self, address: &Address, messages: usize, bytes: usize) {
-        let number = self.type_number(address);
-        if let Some((_, info)) = self.types.by_number_mut(number) {
-            info.held_bytes += in_memory(messages, bytes);
+        if let Some(held) = self.type_held_bytes(address) {
+            *held += in_memory(messages, bytes);
         }
+    }
+
+    /// What `address`'s function type holds (see [`TypeInfo::held_bytes`]).
+    fn type_held_bytes(&mut self, address: &Address) -> Option<&mut usize> {
+        let number = self.type_number(address);
+        self.types.by_number_mut(number).map(|(_, info)| &mut info.held_bytes)
     }
 
     /// Accounts for messages that left `address`'s mailbox; once its type has
