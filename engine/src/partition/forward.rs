@@ -19,6 +19,12 @@
 //! until then, and whenever a forward was not taken, the exchange brings the
 //! messages in order and the marks catch up.
 //!
+//! A message's id already begins with its record's `stream/shard/sequence`
+//! (see the worker's routing). A position stored with a message leaves those
+//! three out wherever the id says them ([`Origin::said_by_id`]): every message
+//! a reading partition sends another carries its position, and written whole
+//! it made each exchange message about half as large again.
+//!
 //! This module keeps positions, their order, the receiver's marks and the
 //! sender's chains; it does no I/O and knows nothing of how a forward travels.
 
@@ -53,6 +59,29 @@ impl Origin<'_> {
     fn mark(&self) -> Mark {
         Mark { sequence: self.sequence.to_owned(), user_record: self.user_record, target: self.target }
     }
+
+    /// Whether `id`'s first three `/`-separated parts are this origin's stream, shard and
+    /// sequence: then a stored position leaves them out, and [`Self::of`] reads them back
+    /// from the id. Checked as the exact inverse of that reading, so a name that itself
+    /// holds a `/` is simply stored whole.
+    pub fn said_by_id(&self, id: &str) -> bool {
+        let mut parts = id.splitn(4, '/');
+        parts.next() == Some(self.stream) && parts.next() == Some(self.shard) && parts.next() == Some(self.sequence)
+    }
+
+    /// The origin a stored position stands for, in the envelope of id `id`: the position's
+    /// own stream, shard and sequence, or, where it left them out, the id's. `None` if it
+    /// left them out and the id does not have them (a record this runtime did not write).
+    pub fn of<'a>(position: &'a IngressPosition, id: &'a str) -> Option<Origin<'a>> {
+        let (user_record, target) = (position.user_record, position.target);
+        if !position.stream.is_empty() {
+            let (stream, shard, sequence) = (&position.stream, &position.shard, &position.sequence);
+            return Some(Origin { stream, shard, sequence, user_record, target });
+        }
+        let mut parts = id.splitn(4, '/');
+        let (stream, shard, sequence) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Origin { stream, shard, sequence, user_record, target })
+    }
 }
 
 /// A message's place within its shard.
@@ -64,15 +93,11 @@ pub struct Mark {
 }
 
 impl Mark {
-    fn of(position: &IngressPosition) -> Self {
-        Self { sequence: position.sequence.clone(), user_record: position.user_record, target: position.target }
-    }
-
     /// Order within one shard: by sequence number, then user record, then target.
-    fn cmp_position(&self, position: &IngressPosition) -> Ordering {
-        compare_sequences(&self.sequence, &position.sequence)
-            .then(self.user_record.cmp(&position.user_record))
-            .then(self.target.cmp(&position.target))
+    fn cmp_origin(&self, origin: &Origin<'_>) -> Ordering {
+        compare_sequences(&self.sequence, origin.sequence)
+            .then(self.user_record.cmp(&origin.user_record))
+            .then(self.target.cmp(&origin.target))
     }
 }
 
@@ -115,39 +140,40 @@ impl IngressMarks {
         self.0.get(stream)?.get(shard)
     }
 
-    fn set(&mut self, position: &IngressPosition) {
-        let shards = match self.0.get_mut(&position.stream) {
+    fn set(&mut self, origin: &Origin<'_>) {
+        let shards = match self.0.get_mut(origin.stream) {
             Some(shards) => shards,
-            None => self.0.entry(position.stream.clone()).or_default(),
+            None => self.0.entry(origin.stream.to_owned()).or_default(),
         };
-        match shards.get_mut(&position.shard) {
+        match shards.get_mut(origin.shard) {
             Some(mark) => {
-                mark.sequence.clone_from(&position.sequence);
-                (mark.user_record, mark.target) = (position.user_record, position.target);
+                mark.sequence.clear();
+                mark.sequence.push_str(origin.sequence);
+                (mark.user_record, mark.target) = (origin.user_record, origin.target);
             }
             None => {
-                shards.insert(position.shard.clone(), Mark::of(position));
+                shards.insert(origin.shard.to_owned(), origin.mark());
             }
         }
     }
 
     /// Marks a message that arrived through the exchange; false if it was
     /// taken already (its position is not past its shard's mark).
-    pub fn advance(&mut self, position: &IngressPosition) -> bool {
-        if self.get(&position.stream, &position.shard).is_some_and(|mark| mark.cmp_position(position).is_ge()) {
+    pub fn advance(&mut self, origin: &Origin<'_>) -> bool {
+        if self.get(origin.stream, origin.shard).is_some_and(|mark| mark.cmp_origin(origin).is_ge()) {
             return false;
         }
-        self.set(position);
+        self.set(origin);
         true
     }
 
     /// Marks a forwarded message if it continues its shard's mark (`previous`
     /// is the mark); false, and nothing marked, if not.
-    pub fn continue_with(&mut self, previous: &Mark, position: &IngressPosition) -> bool {
-        if self.get(&position.stream, &position.shard) != Some(previous) {
+    pub fn continue_with(&mut self, previous: &Mark, origin: &Origin<'_>) -> bool {
+        if self.get(origin.stream, origin.shard) != Some(previous) {
             return false;
         }
-        self.set(position);
+        self.set(origin);
         true
     }
 
@@ -170,7 +196,8 @@ impl IngressMarks {
     pub fn from_records(records: Vec<IngressPosition>) -> Self {
         let mut marks = Self::default();
         for record in &records {
-            marks.set(record);
+            let (stream, shard, sequence) = (&record.stream, &record.shard, &record.sequence);
+            marks.set(&Origin { stream, shard, sequence, user_record: record.user_record, target: record.target });
         }
         marks
     }
@@ -207,8 +234,8 @@ impl Chains {
 mod tests {
     use super::*;
 
-    fn position(sequence: &str, user_record: u32, target: u32) -> IngressPosition {
-        IngressPosition { stream: "in".into(), shard: "s0".into(), sequence: sequence.into(), user_record, target }
+    fn position(sequence: &str, user_record: u32, target: u32) -> Origin<'_> {
+        Origin { stream: "in", shard: "s0", sequence, user_record, target }
     }
 
     #[test]
@@ -232,7 +259,7 @@ mod tests {
         assert!(marks.advance(&position("5", 0, 1)), "the record's message for the next target");
         assert!(!marks.advance(&position("4", 0, 3)));
         assert!(marks.advance(&position("10", 0, 0)), "10 comes after 5");
-        let other_shard = IngressPosition { shard: "s1".into(), ..position("1", 0, 0) };
+        let other_shard = Origin { shard: "s1", ..position("1", 0, 0) };
         assert!(marks.advance(&other_shard), "each shard has its own mark");
         assert_eq!(IngressMarks::from_records(marks.to_records()).to_records(), marks.to_records());
     }
@@ -251,5 +278,28 @@ mod tests {
         assert_eq!(chains.sent(0, &origin("3")), None, "each partition has its own chain");
         chains.clear();
         assert_eq!(chains.sent(1, &origin("4")), None, "forgotten");
+    }
+
+    #[test]
+    fn a_stored_position_leaves_out_what_the_id_says_and_reads_it_back_from_there() {
+        let origin = Origin { stream: "in", shard: "s0", sequence: "12.7", user_record: 3, target: 1 };
+        for id in ["in/s0/12.7", "in/s0/12.7/2", "in/s0/12.7/2/1"] {
+            assert!(origin.said_by_id(id), "{id}");
+            let left_out = IngressPosition { user_record: 3, target: 1, ..Default::default() };
+            let read = Origin::of(&left_out, id).expect("the id has the parts");
+            assert_eq!(
+                (read.stream, read.shard, read.sequence, read.user_record, read.target),
+                ("in", "s0", "12.7", 3, 1)
+            );
+        }
+        for id in ["in/s0/12.70", "in/s0", "in/s1/12.7", "x/in/s0/12.7", "in-s0-12.7"] {
+            assert!(!origin.said_by_id(id), "{id}");
+        }
+        let slashed = Origin { stream: "a/b", ..origin };
+        assert!(!slashed.said_by_id("a/b/s0/12.7"), "a name with a slash is stored whole");
+        assert!(Origin::of(&IngressPosition::default(), "no-parts").is_none());
+        let whole = slashed.to_position();
+        let read = Origin::of(&whole, "anything").expect("stored whole");
+        assert_eq!((read.stream, read.shard, read.sequence), ("a/b", "s0", "12.7"));
     }
 }

@@ -48,7 +48,7 @@ use statefun_proto::reqreply::{Address, ToFunction};
 use crate::address::{self, FunctionType};
 pub use causes::{DeadLetterCause, DeadLetterCounts};
 pub use epoch::SealedEpoch;
-use forward::{Chains, Forward, IngressMarks};
+use forward::{Chains, Forward, IngressMarks, Origin};
 use outbox::{IngressMessage, Outbox};
 use ready::Ready;
 use record::State;
@@ -652,7 +652,8 @@ impl Partition {
         self.delivering_together(now_ms, |p| {
             for Forward { previous, mut envelope, .. } in forwards {
                 let Some(position) = envelope.ingress.take() else { return false };
-                if !p.ingress_marks.continue_with(&previous, &position) {
+                let Some(origin) = Origin::of(&position, &envelope.id) else { return false };
+                if !p.ingress_marks.continue_with(&previous, &origin) {
                     return false;
                 }
                 p.deliver(envelope, now_ms);
@@ -674,9 +675,11 @@ impl Partition {
             self.changed = true;
             match message.envelope {
                 Some(mut envelope) => {
-                    // Taken before, forwarded ahead of its sender's commit.
+                    // Taken before, forwarded ahead of its sender's commit. (A position that names no
+                    // place was not written by this runtime: nothing can have been taken ahead of it.)
                     if let Some(position) = envelope.ingress.take()
-                        && !self.ingress_marks.advance(&position)
+                        && let Some(origin) = Origin::of(&position, &envelope.id)
+                        && !self.ingress_marks.advance(&origin)
                     {
                         continue;
                     }

@@ -114,22 +114,23 @@ impl IngressMessage<'_> {
 }
 
 impl Origin<'_> {
-    fn body_len(&self) -> usize {
-        bytes_field_len(POSITION_STREAM, self.stream)
-            + bytes_field_len(POSITION_SHARD, self.shard)
-            + bytes_field_len(POSITION_SEQUENCE, self.sequence)
-            + varint_len(POSITION_USER_RECORD, u64::from(self.user_record))
-            + varint_len(POSITION_TARGET, u64::from(self.target))
-    }
-
-    /// The origin as an `IngressPosition` in field `tag`.
-    fn put_field(&self, out: &mut Vec<u8>, tag: u32) {
-        put_header(out, tag, self.body_len());
-        put_bytes(out, POSITION_STREAM, self.stream);
-        put_bytes(out, POSITION_SHARD, self.shard);
-        put_bytes(out, POSITION_SEQUENCE, self.sequence);
-        put_varint(out, POSITION_USER_RECORD, u64::from(self.user_record));
-        put_varint(out, POSITION_TARGET, u64::from(self.target));
+    /// The origin as an `IngressPosition` in field `tag`, of the message of id `id`:
+    /// its stream, shard and sequence left out where the id says them ([`Origin::said_by_id`]).
+    fn put_field(&self, out: &mut Vec<u8>, tag: u32, id: &str) {
+        let (stream, shard, sequence) =
+            if self.said_by_id(id) { ("", "", "") } else { (self.stream, self.shard, self.sequence) };
+        let (user_record, target) = (u64::from(self.user_record), u64::from(self.target));
+        let body_len = bytes_field_len(POSITION_STREAM, stream)
+            + bytes_field_len(POSITION_SHARD, shard)
+            + bytes_field_len(POSITION_SEQUENCE, sequence)
+            + varint_len(POSITION_USER_RECORD, user_record)
+            + varint_len(POSITION_TARGET, target);
+        put_header(out, tag, body_len);
+        put_bytes(out, POSITION_STREAM, stream);
+        put_bytes(out, POSITION_SHARD, shard);
+        put_bytes(out, POSITION_SEQUENCE, sequence);
+        put_varint(out, POSITION_USER_RECORD, user_record);
+        put_varint(out, POSITION_TARGET, target);
     }
 }
 
@@ -199,7 +200,7 @@ impl Outbox {
         argument.put_field(out, ENVELOPE_ARGUMENT);
         put_bytes(out, ENVELOPE_ID, message.id);
         if let Some(origin) = &message.origin {
-            origin.put_field(out, ENVELOPE_INGRESS);
+            origin.put_field(out, ENVELOPE_INGRESS, message.id);
         }
         self.close_exchange(seq, partition, start)
     }
@@ -397,5 +398,28 @@ mod tests {
         };
         assert_eq!(bytes(&from_parts), bytes(&from_envelope));
         assert_eq!(Envelope::decode(bytes(&from_parts).as_slice()).expect("decodes"), envelope);
+    }
+
+    #[test]
+    fn an_ingress_message_whose_id_says_where_it_was_read_stores_only_the_rest_of_its_position() {
+        let message = IngressMessage {
+            namespace: "ns",
+            name: "f",
+            key: "k-1",
+            typename: "t/v",
+            value: Cow::Borrowed(b"\x08\x2a"),
+            id: "in/s-0/7/1/1",
+            origin: Some(Origin { stream: "in", shard: "s-0", sequence: "7", user_record: 2, target: 1 }),
+        };
+        let mut outbox = Outbox::default();
+        outbox.push_ingress_exchange(4, 2, &message).expect("fits");
+        let envelope = match outbox.items().next() {
+            Some((4, Item::Exchange { partition: 2, envelope })) => Envelope::decode(envelope).expect("decodes"),
+            _ => panic!("one exchange entry"),
+        };
+        let position = envelope.ingress.clone().expect("a position");
+        assert_eq!(position, IngressPosition { user_record: 2, target: 1, ..Default::default() });
+        let origin = Origin::of(&position, &envelope.id).expect("read back from the id");
+        assert_eq!((origin.stream, origin.shard, origin.sequence), ("in", "s-0", "7"));
     }
 }
