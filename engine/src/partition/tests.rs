@@ -1748,3 +1748,36 @@ fn a_segment_decodes_into_a_list_sized_once_and_a_cut_one_is_refused() {
     // A length past the end stops the count; decoding says what is wrong.
     assert!(parking::decode_segment(&[0x0a, 0xff, 0xff, 0xff, 0x0f]).is_err());
 }
+
+#[test]
+fn a_forward_continues_the_mark_an_exchange_copy_set_from_its_id() {
+    let key = &keys_of_partition_0(1)[0];
+    let mut sender = Partition::new(1, 2, catalog(), 1);
+    sender.set_forwarding(true);
+    sender.resume(0);
+    let mut receiver = Partition::new(0, 2, catalog(), 1);
+    let read = |sender: &mut Partition, i: u32| {
+        let (sequence, id) = (i.to_string(), format!("in/s/{i}"));
+        let message = IngressMessage {
+            namespace: "test",
+            name: "fn",
+            key,
+            typename: "test/n",
+            value: std::borrow::Cow::Owned(value(i).value),
+            id: &id,
+            origin: Some(forward::Origin { stream: "in", shard: "s", sequence: &sequence, user_record: 0, target: 0 }),
+        };
+        sender.deliver_ingress(message, 0);
+        sender.advance_position("in", "s", &sequence);
+        sender.take_forwards()
+    };
+    assert!(read(&mut sender, 0).is_empty(), "nothing was sent before it: not forwarded");
+    let incarnation = sender.incarnation;
+    let (_, outbox) = sender.seal(false);
+    for batch in exchange_batches_of(&outbox, 1, incarnation) {
+        receiver.accept_exchange(batch, 0);
+    }
+    let forwards = read(&mut sender, 1);
+    assert_eq!(forwards.len(), 1);
+    assert!(receiver.accept_forwarded(forwards, 0), "the forward continues the mark its predecessor's copy set");
+}
