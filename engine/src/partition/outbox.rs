@@ -364,17 +364,30 @@ mod tests {
         assert_eq!(outbox.to_record(), record);
     }
 
-    #[test]
-    fn an_ingress_message_is_written_as_the_envelope_its_parts_make() {
-        let message = IngressMessage {
+    /// An ingress message read at `in`/`s-0`/`7` (its second user record, for its second target).
+    fn ingress_message(id: &str) -> IngressMessage<'_> {
+        IngressMessage {
             namespace: "ns",
             name: "f",
             key: "k-1",
             typename: "t/v",
             value: Cow::Borrowed(b"\x08\x2a"),
-            id: "in/0/7",
+            id,
             origin: Some(Origin { stream: "in", shard: "s-0", sequence: "7", user_record: 2, target: 1 }),
-        };
+        }
+    }
+
+    /// The envelope of the outbox's only entry, an exchange entry of sequence 4 for partition 2.
+    fn the_exchange_entry(outbox: &Outbox) -> &[u8] {
+        match outbox.items().next() {
+            Some((4, Item::Exchange { partition: 2, envelope })) => envelope,
+            _ => panic!("one exchange entry"),
+        }
+    }
+
+    #[test]
+    fn an_ingress_message_is_written_as_the_envelope_its_parts_make() {
+        let message = ingress_message("in/0/7");
         let envelope = Envelope {
             target: Some(Address { namespace: "ns".into(), r#type: "f".into(), id: "k-1".into() }),
             caller: None,
@@ -392,31 +405,16 @@ mod tests {
         let (mut from_parts, mut from_envelope) = (Outbox::default(), Outbox::default());
         from_parts.push_ingress_exchange(4, 2, &message).expect("fits");
         from_envelope.push_exchange(4, 2, &envelope).expect("fits");
-        let bytes = |o: &Outbox| match o.items().next() {
-            Some((4, Item::Exchange { partition: 2, envelope })) => envelope.to_vec(),
-            _ => panic!("one exchange entry"),
-        };
-        assert_eq!(bytes(&from_parts), bytes(&from_envelope));
-        assert_eq!(Envelope::decode(bytes(&from_parts).as_slice()).expect("decodes"), envelope);
+        assert_eq!(the_exchange_entry(&from_parts), the_exchange_entry(&from_envelope));
+        assert_eq!(Envelope::decode(the_exchange_entry(&from_parts)).expect("decodes"), envelope);
     }
 
     #[test]
     fn an_ingress_message_whose_id_says_where_it_was_read_stores_only_the_rest_of_its_position() {
-        let message = IngressMessage {
-            namespace: "ns",
-            name: "f",
-            key: "k-1",
-            typename: "t/v",
-            value: Cow::Borrowed(b"\x08\x2a"),
-            id: "in/s-0/7/1/1",
-            origin: Some(Origin { stream: "in", shard: "s-0", sequence: "7", user_record: 2, target: 1 }),
-        };
+        let message = ingress_message("in/s-0/7/1/1");
         let mut outbox = Outbox::default();
         outbox.push_ingress_exchange(4, 2, &message).expect("fits");
-        let envelope = match outbox.items().next() {
-            Some((4, Item::Exchange { partition: 2, envelope })) => Envelope::decode(envelope).expect("decodes"),
-            _ => panic!("one exchange entry"),
-        };
+        let envelope = Envelope::decode(the_exchange_entry(&outbox)).expect("decodes");
         let position = envelope.ingress.clone().expect("a position");
         assert_eq!(position, IngressPosition { user_record: 2, target: 1, ..Default::default() });
         let origin = Origin::of(&position, &envelope.id).expect("read back from the id");
